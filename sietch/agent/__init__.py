@@ -1,0 +1,1 @@
+"""Guest agent (runs inside the VM) and the host side of its protocol."""

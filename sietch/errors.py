@@ -1,0 +1,158 @@
+"""Sietch's one exception tree.
+
+Every layer raises these; the server maps them to JSON with their ``code`` and
+``status``; the SDK maps them back from the JSON with :func:`error_for_code`::
+
+    SietchError                      500 internal
+    ├── InvalidArgument              400 invalid_argument
+    ├── AuthenticationError          401 unauthenticated
+    ├── PermissionDenied             403 permission_denied
+    ├── NotFound                     404 not_found
+    │   ├── SandboxNotFound          404 sandbox_not_found
+    │   ├── ProcessNotFound          404 process_not_found
+    │   ├── FileNotFound             404 file_not_found
+    │   └── ImageNotFound            404 image_not_found
+    ├── Conflict                     409 conflict
+    │   ├── SandboxNotRunning        409 sandbox_not_running
+    │   └── FileExists               409 file_exists
+    ├── PayloadTooLarge              413 payload_too_large
+    ├── LimitExceeded                429 limit_exceeded
+    ├── CommandTimeout               504 command_timeout
+    ├── Unavailable                  503 unavailable
+    │   └── AgentUnavailable         503 agent_unavailable
+    └── VMError                      500 vm_error
+        ├── BootError                500 boot_failed
+        └── ImageBuildError          500 image_build_failed
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SietchError(Exception):
+    """Root of every error Sietch raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidArgument(SietchError):
+    code, status = "invalid_argument", 400
+
+
+class AuthenticationError(SietchError):
+    code, status = "unauthenticated", 401
+
+
+class PermissionDenied(SietchError):
+    code, status = "permission_denied", 403
+
+
+class NotFound(SietchError):
+    code, status = "not_found", 404
+
+
+class SandboxNotFound(NotFound):
+    code = "sandbox_not_found"
+
+
+class ProcessNotFound(NotFound):
+    code = "process_not_found"
+
+
+class FileNotFound(NotFound):
+    code = "file_not_found"
+
+
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+
+
+class Conflict(SietchError):
+    code, status = "conflict", 409
+
+
+class SandboxNotRunning(Conflict):
+    code = "sandbox_not_running"
+
+
+class FileExists(Conflict):
+    code = "file_exists"
+
+
+class PayloadTooLarge(SietchError):
+    code, status = "payload_too_large", 413
+
+
+class LimitExceeded(SietchError):
+    code, status = "limit_exceeded", 429
+
+
+class CommandTimeout(SietchError):
+    code, status = "command_timeout", 504
+
+
+class Unavailable(SietchError):
+    code, status = "unavailable", 503
+
+
+class AgentUnavailable(Unavailable):
+    code = "agent_unavailable"
+
+
+class VMError(SietchError):
+    code, status = "vm_error", 500
+
+
+class BootError(VMError):
+    code = "boot_failed"
+
+
+class ImageBuildError(VMError):
+    code = "image_build_failed"
+
+
+def _all_subclasses(cls: type[SietchError]) -> list[type[SietchError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found.extend(_all_subclasses(sub))
+    return found
+
+
+_BY_CODE: dict[str, type[SietchError]] = {c.code: c for c in _all_subclasses(SietchError)}
+
+# The guest agent speaks errno-like codes; these are the ones that name a
+# specific class on the host side.
+_AGENT_CODES: dict[str, type[SietchError]] = {
+    "not_found": FileNotFound,
+    "exists": FileExists,
+    "permission_denied": PermissionDenied,
+    "invalid_argument": InvalidArgument,
+    "is_a_directory": InvalidArgument,
+    "not_a_directory": InvalidArgument,
+    "not_empty": Conflict,
+    "no_such_process": ProcessNotFound,
+    "command_not_found": NotFound,
+    "timeout": CommandTimeout,
+}
+
+
+def error_for_code(code: str, message: str, **details: Any) -> SietchError:
+    """Rebuild the exception a peer described by its stable ``code``."""
+    cls = _BY_CODE.get(code) or _AGENT_CODES.get(code) or SietchError
+    err = cls(message, **details)
+    if cls is SietchError and code != SietchError.code:
+        err.details.setdefault("code", code)
+    return err

@@ -1,0 +1,1 @@
+"""Guest kernel, initramfs, tools disk and root filesystems, built and cached by content hash."""

@@ -1,0 +1,1 @@
+"""Sandbox lifecycle: state in SQLite, limits, and the operations the server exposes."""

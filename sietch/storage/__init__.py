@@ -1,0 +1,1 @@
+"""Per-sandbox copy-on-write disks and state directories."""

@@ -1,0 +1,1 @@
+"""Drives one hypervisor process per sandbox (QEMU over QMP)."""
