@@ -1,0 +1,66 @@
+"""One place for every setting; each is read from a ``SIETCH_*`` environment variable."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+def _default_dir(root_path: str, user_env: str, user_default: str) -> Path:
+    if os.geteuid() == 0:
+        return Path(root_path)
+    return Path(os.environ.get(user_env, Path.home() / user_default)) / "sietch"
+
+
+class Settings(BaseSettings):
+    """Sietch's configuration; defaults suit one machine run by root."""
+
+    model_config = SettingsConfigDict(env_prefix="SIETCH_", extra="ignore")
+
+    state_dir: Path = Field(
+        default_factory=lambda: _default_dir("/var/lib/sietch", "XDG_STATE_HOME", ".local/state")
+    )
+    cache_dir: Path = Field(
+        default_factory=lambda: _default_dir("/var/cache/sietch", "XDG_CACHE_HOME", ".cache")
+    )
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    qemu_binary: str = "qemu-system-x86_64"
+    qemu_user: str | None = "sietch-vm"
+    """Unprivileged user QEMU runs as when Sietch runs as root (skipped if absent)."""
+
+    default_image: str = "default"
+    default_vcpus: int = 1
+    default_memory_mib: int = 512
+    default_disk_mib: int = 2048
+    max_vcpus: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    max_memory_mib: int = 8192
+    min_memory_mib: int = 128
+    max_disk_mib: int = 64 * 1024
+    max_sandboxes: int = 64
+
+    boot_timeout_s: float = 60.0
+    """Cold boot under TCG takes seconds; a loaded CI machine can take far longer."""
+    exec_timeout_s: float | None = None
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Settings:
+        if not 0 < self.default_vcpus <= self.max_vcpus:
+            raise ValueError("default_vcpus must be between 1 and max_vcpus")
+        if not self.min_memory_mib <= self.default_memory_mib <= self.max_memory_mib:
+            raise ValueError("default_memory_mib must be within min/max_memory_mib")
+        if not 0 < self.default_disk_mib <= self.max_disk_mib:
+            raise ValueError("default_disk_mib must be between 1 and max_disk_mib")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,351 @@
+"""Sandbox lifecycle: create, find, list, delete; state kept in SQLite.
+
+The manager owns every QEMU it starts. In the default (library) mode those
+die with the owning process (parent-death signal) and any that survive a
+crash are reaped by the next :meth:`Manager.start`. In *persistent* mode (the
+server) they outlive a restart and are adopted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sietch.agent.connection import AgentConnection
+from sietch.config import MiB, Settings, get_settings
+from sietch.errors import (
+    AgentUnavailable,
+    BootError,
+    InvalidArgument,
+    LimitExceeded,
+    SandboxNotFound,
+    SandboxNotRunning,
+    SietchError,
+)
+from sietch.images.store import ImageStore
+from sietch.manager.models import SandboxInfo, SandboxSpec, SandboxState
+from sietch.manager.sandbox import Sandbox
+from sietch.manager.store import Store, labels_match
+from sietch.storage import disks
+from sietch.vmm import accel, process
+from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    """Creates and tracks sandboxes. Use as ``async with Manager() as m: ...``."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        images: ImageStore | None = None,
+        persistent: bool = False,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.images = images or ImageStore(self.settings.cache_dir)
+        self.persistent = persistent
+        self.accel = accel.resolve(self.settings.accel)
+        self.sandboxes_dir = self.settings.state_dir / "sandboxes"
+        self._store: Store | None = None
+        self._live: dict[str, Sandbox] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._run_as = process.lookup_user(self.settings.qemu_user)
+
+    # -- start and stop ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database, then reap or adopt what an earlier run left behind."""
+        self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+        self._store = Store(self.settings.state_dir / "sietch.db")
+        await self._recover()
+
+    async def close(self) -> None:
+        """Stop every sandbox we own (persistent ones keep running)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for sb in list(self._live.values()):
+            await sb.agent.close()
+            if not self.persistent:
+                await self._destroy(sb.id)
+            elif sb.machine.qmp is not None:
+                with contextlib.suppress(Exception):
+                    await sb.machine.qmp.disconnect()
+        self._live.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def __aenter__(self) -> Manager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise SietchError("the manager is not started; call start() or use 'async with'")
+        return self._store
+
+    async def _recover(self) -> None:
+        marker = str(self.sandboxes_dir) + os.sep
+        running = {p: args for p, args in process.find_by_marker(marker)}
+        by_id: dict[str, int] = {}
+        for pid, args in running.items():
+            sandbox_id = _sandbox_id_from_args(args, marker)
+            if sandbox_id:
+                by_id[sandbox_id] = pid
+        for info in self.store.all():
+            pid = by_id.pop(info.id, None)
+            if info.state in (SandboxState.RUNNING, SandboxState.PAUSED) and pid is not None:
+                if self.persistent:
+                    with contextlib.suppress(SietchError):
+                        await self._adopt(info, pid)
+                        continue
+                process.kill_and_forget(pid)
+            if info.state is not SandboxState.DEAD:
+                info.state, info.pid = SandboxState.DEAD, None
+                info.error = info.error or "its VM stopped while Sietch was not running"
+                self.store.put(info)
+        for sandbox_id, pid in by_id.items():
+            log.warning("reaping orphaned VM %s (pid %d)", sandbox_id, pid)
+            process.kill_and_forget(pid)
+        for pid in running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait_exit(pid), 5.0)
+
+    async def _adopt(self, info: SandboxInfo, pid: int) -> None:
+        config = self._machine_config(info)
+        machine = await QemuMachine.adopt(config, pid)
+        agent = AgentConnection(config.agent_socket, name=info.id)
+        await agent.connect(timeout=10.0)
+        self._register(Sandbox(info, config.workdir, machine, agent))
+        log.info("adopted running sandbox %s (pid %d)", info.id, pid)
+
+    # -- create -----------------------------------------------------------------
+
+    def _resolve(self, spec: SandboxSpec) -> tuple[str, int, int, int]:
+        s = self.settings
+        image = spec.image or s.default_image
+        vcpus = spec.vcpus or s.default_vcpus
+        memory = spec.memory_mib or s.default_memory_mib
+        disk = spec.disk_mib or s.default_disk_mib
+        if not 1 <= vcpus <= s.max_vcpus:
+            raise InvalidArgument(f"vcpus must be between 1 and {s.max_vcpus}, not {vcpus}")
+        if not s.min_memory_mib <= memory <= s.max_memory_mib:
+            raise InvalidArgument(
+                f"memory_mib must be between {s.min_memory_mib} and {s.max_memory_mib}, "
+                f"not {memory}"
+            )
+        if not 1 <= disk <= s.max_disk_mib:
+            raise InvalidArgument(f"disk_mib must be between 1 and {s.max_disk_mib}, not {disk}")
+        for key in spec.env:
+            if not key or "=" in key or "\0" in key:
+                raise InvalidArgument(f"invalid environment variable name {key!r}")
+        return image, vcpus, memory, disk
+
+    async def create(self, spec: SandboxSpec | None = None, **fields: Any) -> SandboxInfo:
+        """Boot a new sandbox and wait until its agent answers."""
+        spec = spec or SandboxSpec(**fields)
+        image, vcpus, memory, disk = self._resolve(spec)
+        if len(self._live) >= self.settings.max_sandboxes:
+            raise LimitExceeded(
+                f"{len(self._live)} sandboxes are running, the limit is "
+                f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
+            )
+        paths = await asyncio.to_thread(self._image_paths, image)
+        base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
+        if disk < base_mib:
+            raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
+        now = datetime.now(UTC)
+        info = SandboxInfo(
+            id="sb-" + secrets.token_hex(6),
+            state=SandboxState.CREATING,
+            image=image,
+            vcpus=vcpus,
+            memory_mib=memory,
+            disk_mib=disk,
+            env=spec.env,
+            metadata=spec.metadata,
+            created_at=now,
+            expires_at=now + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None,
+            accel=self.accel,
+        )
+        config = self._machine_config(info, paths)
+        self.store.put(info)
+        try:
+            await asyncio.to_thread(self._prepare_workdir, config, paths["rootfs"], disk)
+            sandbox = await self._boot(info, config)
+        except BaseException:
+            await asyncio.shield(self._discard(info.id, config))
+            raise
+        if disk > base_mib:
+            with contextlib.suppress(SietchError):
+                await sandbox.agent.call("resize_fs")
+        info.state, info.pid = SandboxState.RUNNING, sandbox.machine.pid
+        self.store.put(info)
+        self._register(sandbox)
+        if spec.timeout_s:
+            self._spawn(self._expire(info.id, spec.timeout_s))
+        return info.model_copy()
+
+    def _image_paths(self, image: str) -> dict[str, Path]:
+        return {
+            "kernel": self.images.kernel(),
+            "initramfs": self.images.initramfs(),
+            "tools": self.images.tools(),
+            "rootfs": self.images.rootfs(image),
+        }
+
+    def _machine_config(
+        self, info: SandboxInfo, paths: dict[str, Path] | None = None
+    ) -> MachineConfig:
+        paths = paths or {"kernel": Path(), "initramfs": Path(), "tools": Path(), "rootfs": Path()}
+        workdir = self.sandboxes_dir / info.id
+        return MachineConfig(
+            name=info.id,
+            workdir=workdir,
+            kernel=paths["kernel"],
+            initramfs=paths["initramfs"],
+            root_disk=workdir / "disk.qcow2",
+            tools_disk=paths["tools"],
+            accel=self.accel,  # type: ignore[arg-type]
+            vcpus=info.vcpus,
+            memory_mib=info.memory_mib,
+            qemu_binary=self.settings.qemu_binary,
+            run_as=self._run_as,
+            persistent=self.persistent,
+            mac="52:54:00:" + ":".join(f"{b:02x}" for b in os.urandom(3)),
+        )
+
+    def _prepare_workdir(self, config: MachineConfig, rootfs: Path, disk_mib: int) -> None:
+        config.workdir.mkdir(mode=0o750)
+        disks.create_overlay(rootfs, config.root_disk, disk_mib)
+        if self._run_as is not None:
+            uid, gid = self._run_as
+            for path in (config.workdir, config.root_disk):
+                os.chown(path, uid, gid)
+
+    async def _boot(self, info: SandboxInfo, config: MachineConfig) -> Sandbox:
+        machine = QemuMachine(config)
+        agent = AgentConnection(config.agent_socket, name=info.id)
+        try:
+            await machine.launch()
+            connect = asyncio.ensure_future(
+                agent.connect(self.settings.boot_timeout_s, entropy=_entropy())
+            )
+            died = asyncio.ensure_future(machine.wait())
+            done, _ = await asyncio.wait({connect, died}, return_when=asyncio.FIRST_COMPLETED)
+            if connect not in done:
+                connect.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SietchError):
+                    await connect
+                raise BootError(
+                    f"the VM exited during boot (code {machine.exitcode})",
+                    console=read_tail(config.console_log, 4000),
+                )
+            died.cancel()
+            try:
+                connect.result()
+            except AgentUnavailable as exc:
+                raise BootError(
+                    f"sandbox {info.id} did not boot: {exc.message}",
+                    console=read_tail(config.console_log, 4000),
+                ) from exc
+        except BaseException:
+            await agent.close()
+            await machine.kill()
+            raise
+        return Sandbox(info, config.workdir, machine, agent)
+
+    def _register(self, sandbox: Sandbox) -> None:
+        self._live[sandbox.id] = sandbox
+        self._spawn(self._watch(sandbox))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, sandbox: Sandbox) -> None:
+        """Mark a sandbox dead when its QEMU exits on its own."""
+        await sandbox.machine.wait()
+        if self._live.pop(sandbox.id, None) is None:
+            return
+        await sandbox.agent.close()
+        await sandbox.machine.kill()
+        info = self.store.get(sandbox.id)
+        if info is not None:
+            info.state, info.pid = SandboxState.DEAD, None
+            info.error = f"the VM exited unexpectedly (code {sandbox.machine.exitcode})"
+            self.store.put(info)
+            log.warning("sandbox %s died: %s", sandbox.id, info.error)
+
+    async def _expire(self, sandbox_id: str, after: float) -> None:
+        await asyncio.sleep(after)
+        with contextlib.suppress(SandboxNotFound):
+            await self.delete(sandbox_id)
+
+    # -- query and delete -------------------------------------------------------
+
+    async def get(self, sandbox_id: str) -> SandboxInfo:
+        info = self.store.get(sandbox_id)
+        if info is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        return info
+
+    async def list(self, labels: dict[str, str] | None = None) -> list[SandboxInfo]:
+        return [i for i in self.store.all() if labels_match(i, labels)]
+
+    def sandbox(self, sandbox_id: str) -> Sandbox:
+        """The live sandbox, for running commands and moving files."""
+        sandbox = self._live.get(sandbox_id)
+        if sandbox is not None:
+            return sandbox
+        info = self.store.get(sandbox_id)
+        if info is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        raise SandboxNotRunning(f"sandbox {sandbox_id} is {info.state.value}", state=info.state)
+
+    async def delete(self, sandbox_id: str) -> None:
+        """Stop the sandbox's VM and remove everything it had."""
+        if self.store.get(sandbox_id) is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        await self._destroy(sandbox_id)
+
+    async def _destroy(self, sandbox_id: str) -> None:
+        sandbox = self._live.pop(sandbox_id, None)
+        if sandbox is not None:
+            await sandbox.agent.close()
+            await sandbox.machine.kill()
+        await self._discard(sandbox_id, None)
+
+    async def _discard(self, sandbox_id: str, config: MachineConfig | None) -> None:
+        workdir = config.workdir if config else self.sandboxes_dir / sandbox_id
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        if self._store is not None:
+            self._store.delete(sandbox_id)
+
+
+def _sandbox_id_from_args(args: list[str], marker: str) -> str | None:
+    for arg in args:
+        at = arg.find(marker)
+        if at >= 0:
+            rest = arg[at + len(marker) :]
+            return rest.split(os.sep, 1)[0] or None
+    return None
+
+
+def _entropy() -> str:
+    return base64.b64encode(os.urandom(64)).decode()

@@ -1,0 +1,91 @@
+"""The manager's data shapes, shared with the server's API models."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SandboxState(enum.StrEnum):
+    CREATING = "creating"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DEAD = "dead"
+    """QEMU exited without being asked to (crash, OOM kill, host restart)."""
+
+
+class SandboxSpec(BaseModel):
+    """What a caller may choose for a new sandbox; ``None`` means the configured default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str | None = None
+    vcpus: int | None = Field(default=None, ge=1)
+    memory_mib: int | None = Field(default=None, ge=1)
+    disk_mib: int | None = Field(default=None, ge=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    """Labels: free-form key/values, filterable in listings."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Delete the sandbox this long after creation."""
+
+
+class SandboxInfo(BaseModel):
+    id: str
+    state: SandboxState
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    env: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    expires_at: datetime | None = None
+    accel: str
+    pid: int | None = None
+    error: str | None = None
+
+
+class ExecResult(BaseModel):
+    exit_code: int | None
+    """None when the process was killed by a signal."""
+    signal: int | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    timed_out: bool = False
+    pid: int | None = None
+    duration_s: float = 0.0
+
+
+class ProcessInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    pid: int
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    argv: list[str] | None = None
+    cmd: str | None = None
+    tag: str | None = None
+    pty: bool = False
+    background: bool = False
+    started_at: float | None = None
+
+
+class FileInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime: float
+    target: str | None = None
+
+    @classmethod
+    def from_agent(cls, entry: dict[str, Any]) -> FileInfo:
+        return cls.model_validate(entry)

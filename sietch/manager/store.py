@@ -1,0 +1,70 @@
+"""Sandbox records in one SQLite file, so a restarted Sietch knows what it ran."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sietch.manager.models import SandboxInfo, SandboxState
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id         TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    info       TEXT NOT NULL
+);
+"""
+
+
+class Store:
+    """Thin typed access to the database; every write is its own transaction."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def put(self, info: SandboxInfo) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO sandboxes (id, state, created_at, info) "
+                "VALUES (?, ?, ?, ?)",
+                (info.id, info.state.value, info.created_at.isoformat(), info.model_dump_json()),
+            )
+
+    def get(self, sandbox_id: str) -> SandboxInfo | None:
+        row = self._db.execute("SELECT info FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
+        return SandboxInfo.model_validate_json(row[0]) if row else None
+
+    def all(self, state: SandboxState | None = None) -> list[SandboxInfo]:
+        query, args = "SELECT info FROM sandboxes", ()
+        if state is not None:
+            query, args = query + " WHERE state = ?", (state.value,)
+        rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
+        return [SandboxInfo.model_validate_json(r[0]) for r in rows]
+
+    def delete(self, sandbox_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def labels_match(info: SandboxInfo, labels: dict[str, str] | None) -> bool:
+    return not labels or all(info.metadata.get(k) == v for k, v in labels.items())

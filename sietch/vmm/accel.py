@@ -1,0 +1,54 @@
+"""Choose the accelerator: KVM where the CPU really virtualises, TCG otherwise.
+
+``/dev/kvm`` alone proves nothing: on KVM-PVM hosts it opens, yet an ordinary
+kernel never boots (DESIGN.md). Hardware virtualisation shows as the ``vmx``
+or ``svm`` CPU flag.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Literal
+
+from sietch.errors import InvalidArgument
+
+Accel = Literal["kvm", "tcg"]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _kvm_usable() -> bool:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+@cache
+def detect() -> Accel:
+    return "kvm" if _cpu_flags() & {"vmx", "svm"} and _kvm_usable() else "tcg"
+
+
+def resolve(setting: str) -> Accel:
+    """Turn the ``accel`` setting (auto, kvm, tcg) into the accelerator to use."""
+    if setting == "auto":
+        return detect()
+    if setting == "kvm":
+        if not _kvm_usable():
+            raise InvalidArgument("accel=kvm but /dev/kvm cannot be opened; use SIETCH_ACCEL=tcg")
+        return "kvm"
+    if setting == "tcg":
+        return "tcg"
+    raise InvalidArgument(f"unknown accelerator {setting!r}; use auto, kvm or tcg")

@@ -1,0 +1,262 @@
+"""One QEMU ``-M microvm`` process, owned by one :class:`QemuMachine`.
+
+Lifecycle after QEMU's own python/qemu: the constructor starts nothing;
+``launch()``, ``shutdown()`` (idempotent, escalates QMP ``quit`` -> SIGKILL),
+``kill()``, ``wait()``. Every file the process creates lives in the
+machine's work directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+from qemu.qmp.error import QMPError
+
+from sietch.errors import BootError, VMError
+from sietch.vmm import process
+from sietch.vmm.accel import Accel
+
+log = logging.getLogger(__name__)
+
+AGENT_PORT = "org.sietch.agent"
+ROOT_SERIAL = "sietch-root"
+TOOLS_SERIAL = "sietch-tools"
+
+
+@dataclass
+class MachineConfig:
+    """Everything needed to start one sandbox's QEMU."""
+
+    name: str
+    workdir: Path
+    kernel: Path
+    initramfs: Path
+    root_disk: Path
+    tools_disk: Path
+    accel: Accel
+    vcpus: int = 1
+    memory_mib: int = 512
+    cmdline: str = "console=ttyS0 reboot=t panic=-1 quiet"
+    qemu_binary: str = "qemu-system-x86_64"
+    run_as: tuple[int, int] | None = None
+    """(uid, gid) QEMU drops to before it starts; None keeps the caller's."""
+    persistent: bool = False
+    """Outlive the owning process (a server restart re-adopts it) instead of dying with it."""
+    mac: str = "52:54:00:12:34:56"
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.workdir / "qmp.sock"
+
+    @property
+    def agent_socket(self) -> Path:
+        return self.workdir / "agent.sock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.workdir / "qemu.log"
+
+    @property
+    def memory_file(self) -> Path:
+        return self.workdir / "memory"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "qemu.pid"
+
+    def argv(self) -> list[str]:
+        mem = f"{self.memory_mib}M"
+        accel = (
+            ["-accel", "kvm", "-cpu", "host"]
+            if self.accel == "kvm"
+            else ["-accel", "tcg", "-cpu", "max"]
+        )
+        return [
+            self.qemu_binary,
+            "-name", f"sietch-{self.name}",
+            "-M", "microvm,rtc=on,acpi=on,memory-backend=ram",
+            *accel,
+            "-smp", str(self.vcpus),
+            "-m", mem,
+            "-object",
+            f"memory-backend-file,id=ram,size={mem},mem-path={self.memory_file},share=on",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-kernel", str(self.kernel),
+            "-initrd", str(self.initramfs),
+            "-append", self.cmdline,
+            "-chardev", f"file,id=console,path={self.console_log}",
+            "-serial", "chardev:console",
+            "-drive", f"id=root,file={self.root_disk},format=qcow2,if=none,discard=unmap",
+            "-device", f"virtio-blk-device,drive=root,serial={ROOT_SERIAL}",
+            "-drive", f"id=tools,file={self.tools_disk},format=raw,if=none,readonly=on",
+            "-device", f"virtio-blk-device,drive=tools,serial={TOOLS_SERIAL}",
+            "-device", "virtio-serial-device,max_ports=2",
+            "-chardev", f"socket,id=agent,path={self.agent_socket},server=on,wait=off",
+            "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+            "-object", "rng-random,id=rng,filename=/dev/urandom",
+            "-device", "virtio-rng-device,rng=rng",
+            "-netdev", "user,id=net0,restrict=on",
+            "-device", f"virtio-net-device,netdev=net0,mac={self.mac}",
+            "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
+            "-pidfile", str(self.pidfile),
+            "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            *self.extra_args,
+        ]  # fmt: skip
+
+
+class QemuMachine:
+    """Owns one QEMU process and its QMP connection."""
+
+    def __init__(self, config: MachineConfig) -> None:
+        self.config = config
+        self.log = logging.LoggerAdapter(log, {"sandbox": config.name})
+        self.pid: int | None = None
+        self._popen: subprocess.Popen[bytes] | None = None
+        self.qmp: QMPClient | None = None
+        self.exitcode: int | None = None
+
+    @classmethod
+    async def adopt(cls, config: MachineConfig, pid: int) -> QemuMachine:
+        """Take over a QEMU that an earlier Sietch process started."""
+        machine = cls(config)
+        machine.pid = pid
+        await machine._connect_qmp(timeout=5.0)
+        return machine
+
+    @property
+    def running(self) -> bool:
+        if self.pid is None:
+            return False
+        if self._popen is not None:
+            return self._popen.poll() is None
+        return process.alive(self.pid)
+
+    async def launch(self, timeout: float = 10.0) -> None:
+        """Start QEMU and connect QMP; raise :class:`BootError` with its output on failure."""
+        if self.pid is not None:
+            raise VMError(f"machine {self.config.name} was already launched")
+        cfg = self.config
+        argv = process.confine(cfg.argv(), run_as=cfg.run_as, die_with_parent=not cfg.persistent)
+        self.log.debug("launching: %s", shlex.join(argv))
+        # Popen only forks and execs: quick enough to do on the event loop.
+        with open(cfg.qemu_log, "wb") as qemu_log:  # noqa: ASYNC230
+            self._popen = subprocess.Popen(  # noqa: ASYNC220
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=qemu_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self.pid = self._popen.pid
+        try:
+            await self._connect_qmp(timeout)
+        except BaseException:
+            await self.kill()
+            raise
+
+    async def _connect_qmp(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        qmp = QMPClient(f"sietch-{self.config.name}")
+        while True:
+            if not self.running:
+                raise self._launch_error("QEMU exited during start-up")
+            try:
+                await qmp.connect(str(self.config.qmp_socket))
+                self.qmp = qmp
+                return
+            except (QMPError, OSError):
+                if loop.time() > deadline:
+                    raise self._launch_error("QMP socket did not come up") from None
+                await asyncio.sleep(0.01)
+
+    def _launch_error(self, what: str) -> BootError:
+        if self._popen is not None:
+            self.exitcode = self._popen.poll()
+        output = read_tail(self.config.qemu_log, 2000).strip()
+        return BootError(
+            f"{what} (exit code {self.exitcode}): {output or 'no output'}",
+            command=shlex.join(self.config.argv()),
+            exit_code=self.exitcode,
+        )
+
+    async def execute(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        if self.qmp is None:
+            raise VMError(f"machine {self.config.name} has no QMP connection")
+        try:
+            return await self.qmp.execute(cmd, args)
+        except QMPError as exc:
+            raise VMError(f"QMP {cmd} failed: {exc}") from exc
+
+    async def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to end; returns its exit code (None if not our child)."""
+        if self.pid is None:
+            return self.exitcode
+        await asyncio.wait_for(process.wait_exit(self.pid), timeout)
+        if self._popen is not None:
+            self.exitcode = self._popen.wait()
+        return self.exitcode
+
+    async def shutdown(self, timeout: float = 3.0) -> None:
+        """Ask QEMU to quit; kill it if it does not. Safe to call twice."""
+        try:
+            if self.running and self.qmp is not None:
+                with contextlib.suppress(QMPError, OSError, VMError):
+                    await asyncio.wait_for(self.execute("quit"), timeout)
+                try:
+                    await self.wait(timeout)
+                except TimeoutError:
+                    self.log.warning("QEMU did not quit within %.1fs; killing it", timeout)
+        finally:
+            await self.kill()
+
+    async def kill(self) -> None:
+        """SIGKILL the process (if any), reap it, close QMP. Idempotent."""
+        try:
+            if self.running and self.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                await self.wait(5.0)
+        finally:
+            await self._post_shutdown()
+
+    async def _post_shutdown(self) -> None:
+        qmp, self.qmp = self.qmp, None
+        if qmp is not None:
+            with contextlib.suppress(QMPError, OSError):
+                await qmp.disconnect()
+        for path in (self.config.qmp_socket, self.config.agent_socket, self.config.pidfile):
+            path.unlink(missing_ok=True)
+
+    async def __aenter__(self) -> QemuMachine:
+        await self.launch()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+
+def read_tail(path: Path, limit: int) -> str:
+    """The last ``limit`` bytes of a log file as text (empty if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(os.fstat(f.fileno()).st_size - limit, 0))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
