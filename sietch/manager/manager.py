@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from sietch.agent.connection import AgentConnection
 from sietch.config import MiB, Settings, get_settings
 from sietch.errors import (
@@ -157,7 +159,11 @@ class Manager:
 
     async def create(self, spec: SandboxSpec | None = None, **fields: Any) -> SandboxInfo:
         """Boot a new sandbox and wait until its agent answers."""
-        spec = spec or SandboxSpec(**fields)
+        if spec is None:
+            try:
+                spec = SandboxSpec(**fields)
+            except ValidationError as exc:
+                raise InvalidArgument(_describe(exc)) from None
         image, vcpus, memory, disk = self._resolve(spec)
         if len(self._live) >= self.settings.max_sandboxes:
             raise LimitExceeded(
@@ -345,6 +351,12 @@ def _sandbox_id_from_args(args: list[str], marker: str) -> str | None:
             rest = arg[at + len(marker) :]
             return rest.split(os.sep, 1)[0] or None
     return None
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def _entropy() -> str:

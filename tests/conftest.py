@@ -1,0 +1,103 @@
+"""Shared fixtures: real managers, real VMs, and a factory that cleans up after them.
+
+Every sandbox a test makes goes through :func:`sandboxes`, which deletes it in
+teardown and, when the test failed, keeps its console and QEMU logs under
+``test-results/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from sietch.config import Settings
+from sietch.manager.manager import Manager
+from sietch.manager.models import SandboxInfo
+from sietch.manager.sandbox import Sandbox
+from sietch.vmm import process
+
+RESULTS = Path(__file__).resolve().parent.parent / "test-results"
+
+
+def short_tmpdir(prefix: str) -> Path:
+    """A temp dir with a short path: unix socket paths inside it must stay under 108 bytes."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+@pytest.fixture(scope="session")
+def state_dir() -> Iterator[Path]:
+    path = short_tmpdir("sts")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(state_dir: Path) -> Settings:
+    return Settings(state_dir=state_dir)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def manager(settings: Settings) -> AsyncIterator[Manager]:
+    async with Manager(settings) as m:
+        yield m
+    leftovers = list(process.find_by_marker(str(settings.state_dir)))
+    assert not leftovers, f"QEMU processes survived the manager: {leftovers}"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+    return report
+
+
+_FAILED = pytest.StashKey[bool]()
+
+SandboxFactory = Callable[..., Awaitable[Sandbox]]
+
+
+@pytest_asyncio.fixture
+async def sandboxes(
+    manager: Manager, request: pytest.FixtureRequest
+) -> AsyncIterator[SandboxFactory]:
+    """Factory: ``await sandboxes(**spec)`` boots a sandbox that is deleted after the test."""
+    made: list[SandboxInfo] = []
+
+    async def make(**spec: Any) -> Sandbox:
+        info = await manager.create(**spec)
+        made.append(info)
+        return manager.sandbox(info.id)
+
+    yield make
+    failed = request.node.stash.get(_FAILED, False)
+    for info in made:
+        if failed:
+            keep_evidence(manager, info.id, request.node.name)
+        try:
+            await manager.delete(info.id)
+        except Exception:  # already deleted by the test itself
+            continue
+
+
+def keep_evidence(manager: Manager, sandbox_id: str, test_name: str) -> None:
+    workdir = manager.sandboxes_dir / sandbox_id
+    dest = RESULTS / test_name / sandbox_id
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("console.log", "qemu.log"):
+        if (workdir / name).exists():
+            shutil.copy(workdir / name, dest / name)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def shared(manager: Manager) -> AsyncIterator[Sandbox]:
+    """One sandbox shared by a module's read-mostly tests (a boot costs seconds under TCG)."""
+    info = await manager.create()
+    yield manager.sandbox(info.id)
+    await manager.delete(info.id)
