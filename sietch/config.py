@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -50,8 +51,34 @@ class Settings(BaseSettings):
     """Cold boot under TCG takes seconds; a loaded CI machine can take far longer."""
     exec_timeout_s: float | None = None
 
+    # -- API server (``sietch serve``) ---------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=7000, ge=1, le=65535)
+    auth: bool = True
+    """Require an API key; switching it off is refused unless ``host`` is loopback."""
+    api_key_file: Path | None = None
+    """Hashes of the accepted API keys, one per line; default ``<state_dir>/api_keys``."""
+    max_request_bytes: int = Field(default=1 * MiB, ge=1024)
+    """Largest JSON request body."""
+    max_upload_bytes: int = Field(default=16 * GiB, ge=1)
+    """Largest file upload (uploads stream through; this only bounds the guest's disk use)."""
+    max_exec_output_bytes: int = Field(default=16 * MiB, ge=1024)
+    """Output kept per stream by a blocking exec; beyond it the result says ``truncated``."""
+    create_rate_per_min: float = Field(default=60.0, gt=0)
+    create_burst: int = Field(default=10, ge=1)
+    """Creates allowed back to back before ``create_rate_per_min`` applies."""
+
+    @property
+    def api_keys_path(self) -> Path:
+        return self.api_key_file or self.state_dir / "api_keys"
+
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
+        if not self.auth and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve without authentication on {self.host!r}: "
+                "auth may only be switched off on a loopback address"
+            )
         if not 0 < self.default_vcpus <= self.max_vcpus:
             raise ValueError("default_vcpus must be between 1 and max_vcpus")
         if not self.min_memory_mib <= self.default_memory_mib <= self.max_memory_mib:
@@ -59,6 +86,16 @@ class Settings(BaseSettings):
         if not 0 < self.default_disk_mib <= self.max_disk_mib:
             raise ValueError("default_disk_mib must be between 1 and max_disk_mib")
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ Every layer raises these; the server maps them to JSON with their ``code`` and
 
     SietchError                      500 internal
     ├── InvalidArgument              400 invalid_argument
+    │   └── ValidationFailed         422 validation_failed
     ├── AuthenticationError          401 unauthenticated
     ├── PermissionDenied             403 permission_denied
     ├── NotFound                     404 not_found
@@ -50,6 +51,12 @@ class SietchError(Exception):
 
 class InvalidArgument(SietchError):
     code, status = "invalid_argument", 400
+
+
+class ValidationFailed(InvalidArgument):
+    """A request that parsed but does not fit the API's schema (wrong type, unknown field)."""
+
+    code, status = "validation_failed", 422
 
 
 class AuthenticationError(SietchError):
