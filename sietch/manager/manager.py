@@ -324,6 +324,13 @@ class Manager:
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         raise SandboxNotRunning(f"sandbox {sandbox_id} is {info.state.value}", state=info.state)
 
+    def console_log(self, sandbox_id: str, limit: int = 256 * 1024) -> str:
+        """The tail of a sandbox's serial console; kept after its VM died, to show why."""
+        info = self.store.get(sandbox_id)
+        if info is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        return read_tail(self._machine_config(info).console_log, limit)
+
     async def delete(self, sandbox_id: str) -> None:
         """Stop the sandbox's VM and remove everything it had."""
         if self.store.get(sandbox_id) is None:

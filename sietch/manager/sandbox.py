@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
@@ -84,8 +85,8 @@ class Execution:
             if capture:
                 (err if is_err else out).extend(chunk.data)
             callback = on_stderr if is_err else on_stdout
-            if callback is not None:
-                callback(chunk.data)
+            if callback is not None and inspect.isawaitable(ret := callback(chunk.data)):
+                await ret  # an async callback (a WebSocket send) paces the output
         final = self._stream.check()
         return ExecResult(
             exit_code=final.get("exit_code"),
