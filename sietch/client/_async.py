@@ -1,0 +1,623 @@
+"""The asyncio SDK: :class:`AsyncClient` and :class:`AsyncSandbox`.
+
+It mirrors :mod:`sietch.client._sync` method for method; every request and
+message is built and decoded in :mod:`sietch.client._core`, so only the
+sending differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import inspect
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from types import TracebackType
+from typing import IO, Any, Literal, TypeVar, overload
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
+
+from sietch.client._base import SandboxBase
+from sietch.client._core import (
+    CHUNK,
+    DEFAULT_SHELL,
+    NOT_GIVEN,
+    Call,
+    ClientConfig,
+    Ops,
+    StreamState,
+    Timeout,
+    as_bytes,
+    attach_message,
+    check_response,
+    control,
+    handshake_error,
+    start_message,
+    transport_error,
+)
+from sietch.client._models import (
+    CommandResult,
+    FileInfo,
+    ProcessExit,
+    ProcessInfo,
+    SandboxInfo,
+    ServerInfo,
+    WriteInfo,
+)
+from sietch.errors import FileNotFound, SandboxNotFound, Unavailable
+
+T = TypeVar("T")
+AsyncOutputCallback = Callable[[bytes], Awaitable[Any] | Any]
+AsyncData = (
+    bytes
+    | bytearray
+    | memoryview
+    | str
+    | IO[bytes]
+    | IO[str]
+    | Iterable[bytes]
+    | AsyncIterable[bytes]
+)
+
+
+class AsyncClient:
+    """One connection pool to a Sietch server, for asyncio code."""
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, *, timeout: Timeout = NOT_GIVEN
+    ) -> None:
+        self.config = ClientConfig.resolve(url, api_key, timeout)
+        self._http = httpx.AsyncClient(**self.config.http_options())
+
+    async def call(self, call: Call[T]) -> T:
+        """Send one API request and return its parsed answer (raising typed errors)."""
+        try:
+            response = await self._http.request(call.method, call.path, **call.request_options())
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.config) from exc
+        check_response(response)
+        return call.parse(response)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, call: Call[Any], content: Any = None) -> AsyncIterator[httpx.Response]:
+        """Send a request whose body or answer is streamed."""
+        request = self._http.build_request(
+            call.method, call.path, content=content, **call.request_options()
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.config) from exc
+        try:
+            if response.is_error:
+                await response.aread()
+            check_response(response)
+            yield response
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.config) from exc
+        finally:
+            await response.aclose()
+
+    async def websocket(self, path: str) -> ClientConnection:
+        try:
+            return await ws_connect(
+                self.config.ws_url(path),
+                additional_headers=self.config.headers,
+                user_agent_header=None,
+                proxy=None,
+                compression=None,
+                max_size=None,
+                open_timeout=self.config.timeout,
+            )
+        except InvalidStatus as exc:
+            raise handshake_error(exc.response.status_code, exc.response.body) from exc
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise Unavailable(f"cannot open a WebSocket to {self.config.url}: {exc}") from exc
+
+    async def info(self) -> ServerInfo:
+        """The server's version, accelerator and limits."""
+        return await self.call(Ops.info())
+
+    async def health(self) -> dict[str, Any]:
+        return await self.call(Ops.health())
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _chunks(data: AsyncData) -> bytes | AsyncIterator[bytes]:
+    """Bytes as they are; everything else streamed (blocking file reads off the loop)."""
+    if isinstance(data, bytes | bytearray | memoryview | str):
+        return as_bytes(data) if isinstance(data, str) else bytes(data)
+    if isinstance(data, AsyncIterable):
+
+        async def from_async() -> AsyncIterator[bytes]:
+            async for chunk in data:
+                yield as_bytes(chunk)
+
+        return from_async()
+    read = getattr(data, "read", None)
+    if read is not None:
+
+        async def from_file() -> AsyncIterator[bytes]:
+            while chunk := await asyncio.to_thread(read, CHUNK):
+                yield as_bytes(chunk)
+
+        return from_file()
+
+    async def from_iterable() -> AsyncIterator[bytes]:
+        for chunk in data:
+            yield as_bytes(chunk)
+
+    return from_iterable()
+
+
+async def _call_back(callback: AsyncOutputCallback | None, data: bytes) -> None:
+    if callback is not None and inspect.isawaitable(ret := callback(data)):
+        await ret
+
+
+class _Streamed:
+    """An exec WebSocket: output in, stdin/control out."""
+
+    def __init__(self, ws: ClientConnection, state: StreamState) -> None:
+        self.ws = ws
+        self.state = state
+
+    @classmethod
+    async def open(
+        cls, client: AsyncClient, sandbox_id: str, first: str, capture: bool
+    ) -> _Streamed:
+        ws = await client.websocket(f"/sandboxes/{sandbox_id}/exec/ws")
+        stream = cls(ws, StreamState(capture=capture))
+        try:
+            await ws.send(first)
+            while stream.state.pid is None:
+                stream.state.feed(await ws.recv())
+        except BaseException:
+            await ws.close()
+            raise
+        return stream
+
+    async def next_output(self) -> tuple[int, bytes] | None:
+        """The next output chunk, or None once the command ended."""
+        while self.state.result is None:
+            try:
+                message = await self.ws.recv()
+            except WebSocketException as exc:
+                raise self.state.ended_early() from exc
+            out = self.state.feed(message)
+            if out is not None:
+                return out
+        return None
+
+    async def finish(
+        self,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
+    ) -> CommandResult:
+        while (out := await self.next_output()) is not None:
+            await _call_back(on_stderr if out[0] == 2 else on_stdout, out[1])
+        assert self.state.result is not None
+        return self.state.result
+
+    async def send(self, data: bytes | str) -> None:
+        await self.ws.send(as_bytes(data))
+
+    async def control(self, kind: str, **fields: Any) -> None:
+        await self.ws.send(control(kind, **fields))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class AsyncPty:
+    """An interactive terminal session in a sandbox (``await sb.pty()``)."""
+
+    def __init__(self, stream: _Streamed) -> None:
+        self._stream = stream
+
+    @property
+    def pid(self) -> int:
+        assert self._stream.state.pid is not None
+        return self._stream.state.pid
+
+    @property
+    def result(self) -> CommandResult | None:
+        """How the session's process ended; None while it runs."""
+        return self._stream.state.result
+
+    async def send(self, data: bytes | str) -> None:
+        """Type into the terminal."""
+        await self._stream.send(data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._stream.control("resize", cols=cols, rows=rows)
+
+    async def signal(self, signal: int | str) -> None:
+        await self._stream.control("signal", signal=signal)
+
+    async def recv(self) -> bytes | None:
+        """The next output; None once the process ended."""
+        out = await self._stream.next_output()
+        return None if out is None else out[1]
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while (chunk := await self.recv()) is not None:
+            yield chunk
+
+    async def wait(self) -> CommandResult:
+        return await self._stream.finish()
+
+    async def close(self) -> None:
+        """Hang up (the process is killed if still running)."""
+        await self._stream.close()
+
+    async def __aenter__(self) -> AsyncPty:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncProcessHandle:
+    """A background process started with ``exec(..., background=True)``."""
+
+    def __init__(self, sandbox: AsyncSandbox, pid: int, info: ProcessInfo | None = None) -> None:
+        self.sandbox = sandbox
+        self.pid = pid
+        self.info = info
+
+    async def wait(self, timeout: float | None = None) -> ProcessExit:
+        return await self.sandbox.process.wait(self.pid, timeout)
+
+    async def kill(self, signal: int | str = "SIGKILL") -> None:
+        await self.sandbox.process.kill(self.pid, signal)
+
+    async def output(
+        self,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
+    ) -> CommandResult:
+        """Follow its output until it ends (what it printed so far comes first)."""
+        return await self.sandbox.process.attach(self.pid, on_stdout, on_stderr)
+
+    def __repr__(self) -> str:
+        return f"<AsyncProcessHandle pid={self.pid} in {self.sandbox.id}>"
+
+
+class AsyncProcesses:
+    """``sb.process``: background processes."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sb = sandbox
+
+    async def start(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        tag: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncProcessHandle:
+        """Start a command that keeps running; returns at once."""
+        call = Ops.start_process(
+            self._sb.id, cmd, env=env, cwd=cwd, user=user, tag=tag, timeout=timeout
+        )
+        info = await self._sb.client.call(call)
+        return AsyncProcessHandle(self._sb, info.pid, info)
+
+    async def list(self) -> builtins.list[ProcessInfo]:
+        return await self._sb.client.call(Ops.list_processes(self._sb.id))
+
+    async def signal(self, pid: int, signal: int | str = "SIGTERM") -> None:
+        await self._sb.client.call(Ops.signal(self._sb.id, pid, signal))
+
+    async def kill(self, pid: int, signal: int | str = "SIGKILL") -> None:
+        await self.signal(pid, signal)
+
+    async def wait(self, pid: int, timeout: float | None = None) -> ProcessExit:
+        """Wait for the process to end (``CommandTimeout`` when ``timeout`` passes first)."""
+        return await self._sb.client.call(Ops.wait(self._sb.id, pid, timeout))
+
+    async def attach(
+        self,
+        pid: int,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
+    ) -> CommandResult:
+        stream = await _Streamed.open(self._sb.client, self._sb.id, attach_message(pid), True)
+        try:
+            return await stream.finish(on_stdout, on_stderr)
+        finally:
+            await stream.close()
+
+
+class AsyncFiles:
+    """``sb.files``: the sandbox's filesystem; bodies are streamed both ways."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sb = sandbox
+
+    async def write(self, path: str, data: AsyncData, *, mode: int | None = None) -> WriteInfo:
+        """Write bytes, text, a file object or an (async) iterable of bytes."""
+        call = Ops.write(self._sb.id, path, mode)
+        async with self._sb.client.stream(call, content=_chunks(data)) as response:
+            await response.aread()
+            return call.parse(response)
+
+    async def iter_bytes(self, path: str) -> AsyncIterator[bytes]:
+        """The file's bytes as they arrive."""
+        async with self._sb.client.stream(Ops.read(self._sb.id, path)) as response:
+            async for chunk in response.aiter_bytes(CHUNK):
+                yield chunk
+
+    async def read(self, path: str) -> bytes:
+        return b"".join([chunk async for chunk in self.iter_bytes(path)])
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return (await self.read(path)).decode(encoding)
+
+    async def download(self, path: str, dest: IO[bytes]) -> int:
+        """Copy the file into an open binary file object; returns the byte count."""
+        size = 0
+        async for chunk in self.iter_bytes(path):
+            await asyncio.to_thread(dest.write, chunk)
+            size += len(chunk)
+        return size
+
+    async def list(self, path: str = "/", *, depth: int = 1) -> builtins.list[FileInfo]:
+        return await self._sb.client.call(Ops.list_files(self._sb.id, path, depth))
+
+    async def stat(self, path: str) -> FileInfo:
+        return await self._sb.client.call(Ops.stat(self._sb.id, path))
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.stat(path)
+        except FileNotFound:
+            return False
+        return True
+
+    async def mkdir(self, path: str, *, parents: bool = True) -> FileInfo:
+        return await self._sb.client.call(Ops.mkdir(self._sb.id, path, parents))
+
+    async def remove(self, path: str, *, recursive: bool = False) -> None:
+        await self._sb.client.call(Ops.remove(self._sb.id, path, recursive))
+
+    async def rename(self, src: str, dst: str, *, overwrite: bool = False) -> FileInfo:
+        return await self._sb.client.call(Ops.rename(self._sb.id, src, dst, overwrite))
+
+
+class AsyncSandbox(SandboxBase):
+    """A microVM sandbox. Make one with :meth:`create`; ``async with`` deletes it on exit."""
+
+    def __init__(
+        self,
+        info: SandboxInfo,
+        client: AsyncClient,
+        *,
+        keep: bool = True,
+        owns_client: bool = False,
+    ) -> None:
+        super().__init__(info, keep=keep)
+        self.client = client
+        self._owns_client = owns_client
+        self.files = AsyncFiles(self)
+        self.process = AsyncProcesses(self)
+
+    @classmethod
+    async def create(
+        cls,
+        image: str | None = None,
+        *,
+        vcpus: int | None = None,
+        memory_mib: int | None = None,
+        disk_mib: int | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        keep: bool = False,
+        client: AsyncClient | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        request_timeout: Timeout = NOT_GIVEN,
+    ) -> AsyncSandbox:
+        """Boot a new sandbox (``None`` = the server's default for that setting).
+
+        ``timeout_s`` deletes it that long after creation; ``keep=True`` keeps it
+        when the ``async with`` block ends.
+        """
+        owned = client is None
+        client = client or AsyncClient(url, api_key)
+        call = Ops.create(
+            image=image,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            disk_mib=disk_mib,
+            env=env,
+            metadata=labels,
+            timeout_s=timeout_s,
+            request_timeout=request_timeout,
+        )
+        try:
+            info = await client.call(call)
+        except BaseException:
+            if owned:
+                await client.close()
+            raise
+        return cls(info, client, keep=keep, owns_client=owned)
+
+    @classmethod
+    async def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        client: AsyncClient | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> AsyncSandbox:
+        """A handle on an existing sandbox (kept when an ``async with`` block ends)."""
+        owned = client is None
+        client = client or AsyncClient(url, api_key)
+        try:
+            info = await client.call(Ops.get(sandbox_id))
+        except BaseException:
+            if owned:
+                await client.close()
+            raise
+        return cls(info, client, keep=True, owns_client=owned)
+
+    @classmethod
+    async def list(
+        cls,
+        labels: Mapping[str, str] | None = None,
+        *,
+        client: AsyncClient | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[SandboxInfo]:
+        """Every sandbox on the server, or those carrying all of ``labels``."""
+        if client is not None:
+            return await client.call(Ops.list(labels))
+        async with AsyncClient(url, api_key) as own:
+            return await own.call(Ops.list(labels))
+
+    async def refresh(self) -> SandboxInfo:
+        """Fetch the sandbox's record again (its state may have changed)."""
+        self._info = await self.client.call(Ops.get(self.id))
+        return self._info
+
+    @overload
+    async def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        user: str | int | None = ...,
+        timeout: float | None = ...,
+        stdin: bytes | str | None = ...,
+        on_stdout: AsyncOutputCallback | None = ...,
+        on_stderr: AsyncOutputCallback | None = ...,
+        background: Literal[False] = ...,
+    ) -> CommandResult: ...
+
+    @overload
+    async def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        user: str | int | None = ...,
+        timeout: float | None = ...,
+        stdin: bytes | str | None = ...,
+        on_stdout: AsyncOutputCallback | None = ...,
+        on_stderr: AsyncOutputCallback | None = ...,
+        background: Literal[True],
+    ) -> AsyncProcessHandle: ...
+
+    async def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        timeout: float | None = None,
+        stdin: bytes | str | None = None,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
+        background: bool = False,
+    ) -> CommandResult | AsyncProcessHandle:
+        """Run a command (a string runs in a shell, a list is an argv).
+
+        Returns its :class:`CommandResult`; with ``on_stdout``/``on_stderr``
+        (plain or async functions) the output is handed over as it comes; with
+        ``background=True`` it returns an :class:`AsyncProcessHandle` at once.
+        """
+        if background:
+            return await self.process.start(cmd, env=env, cwd=cwd, user=user, timeout=timeout)
+        if on_stdout is None and on_stderr is None:
+            call = Ops.exec(self.id, cmd, env=env, cwd=cwd, user=user, timeout=timeout, stdin=stdin)
+            return await self.client.call(call)
+        first = start_message(
+            cmd, env=env, cwd=cwd, user=user, timeout=timeout, stdin=stdin is not None
+        )
+        stream = await _Streamed.open(self.client, self.id, first, capture=True)
+        try:
+            if stdin is not None:
+                await stream.send(stdin)
+                await stream.control("eof")
+            return await stream.finish(on_stdout, on_stderr)
+        finally:
+            await stream.close()
+
+    async def pty(
+        self,
+        cmd: str | Sequence[str] | None = None,
+        *,
+        cols: int = 80,
+        rows: int = 24,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+    ) -> AsyncPty:
+        """An interactive terminal running ``cmd`` (default: a login shell)."""
+        env = {"TERM": "xterm-256color", **(env or {})}
+        first = start_message(
+            cmd or DEFAULT_SHELL, env=env, cwd=cwd, user=user, pty=True, cols=cols, rows=rows
+        )
+        return AsyncPty(await _Streamed.open(self.client, self.id, first, capture=False))
+
+    async def logs(self, limit: int = 256 * 1024) -> str:
+        """The tail of the VM's serial console."""
+        return await self.client.call(Ops.logs(self.id, limit))
+
+    async def kill(self) -> None:
+        """Delete the sandbox: its VM stops and its disk is removed."""
+        await self.client.call(Ops.delete(self.id))
+
+    async def close(self) -> None:
+        """Release the connection (the sandbox itself keeps running)."""
+        if self._owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> AsyncSandbox:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.keep:
+                with contextlib.suppress(SandboxNotFound):
+                    await self.kill()
+        finally:
+            await self.close()

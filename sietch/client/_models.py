@@ -1,0 +1,104 @@
+"""What the SDK hands back: plain, typed records of the API's answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Record(BaseModel):
+    # Tolerate fields a newer server adds.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class SandboxInfo(_Record):
+    id: str
+    state: str
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    env: dict[str, str] = {}
+    metadata: dict[str, str] = {}
+    created_at: datetime
+    expires_at: datetime | None = None
+    accel: str
+    error: str | None = None
+
+
+class ProcessInfo(_Record):
+    pid: int
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    argv: list[str] | None = None
+    cmd: str | None = None
+    tag: str | None = None
+    pty: bool = False
+    background: bool = False
+    started_at: float | None = None
+
+
+class ProcessExit(_Record):
+    pid: int
+    exit_code: int | None
+    signal: int | None = None
+
+
+class FileInfo(_Record):
+    name: str
+    path: str
+    type: str
+    """``file``, ``dir``, ``symlink`` or another kind the guest reports."""
+    size: int
+    mode: int
+    mtime: float
+    target: str | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type in ("dir", "directory")
+
+
+class WriteInfo(_Record):
+    path: str
+    size: int
+
+
+class ServerInfo(_Record):
+    version: str
+    accel: str
+    auth: bool
+    sandboxes: int
+    limits: dict[str, Any]
+    defaults: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """How a command ended, and its output (bytes kept exact; ``stdout`` decodes them)."""
+
+    exit_code: int | None
+    """None when a signal ended it (see ``signal``)."""
+    stdout_bytes: bytes = b""
+    stderr_bytes: bytes = b""
+    signal: int | None = None
+    timed_out: bool = False
+    truncated: bool = False
+    duration_s: float = 0.0
+    pid: int | None = None
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", errors="replace")
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0

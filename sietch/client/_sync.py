@@ -1,0 +1,567 @@
+"""The synchronous SDK: :class:`Client` and :class:`Sandbox`."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import IO, Any, Literal, TypeVar, overload
+
+import httpx
+from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
+
+from sietch.client._base import SandboxBase
+from sietch.client._core import (
+    CHUNK,
+    DEFAULT_SHELL,
+    NOT_GIVEN,
+    Call,
+    ClientConfig,
+    Ops,
+    StreamState,
+    Timeout,
+    as_bytes,
+    attach_message,
+    check_response,
+    control,
+    handshake_error,
+    start_message,
+    transport_error,
+)
+from sietch.client._models import (
+    CommandResult,
+    FileInfo,
+    ProcessExit,
+    ProcessInfo,
+    SandboxInfo,
+    ServerInfo,
+    WriteInfo,
+)
+from sietch.errors import FileNotFound, SandboxNotFound, Unavailable
+
+T = TypeVar("T")
+OutputCallback = Callable[[bytes], Any]
+Data = bytes | bytearray | memoryview | str | IO[bytes] | IO[str] | Iterable[bytes]
+
+
+class Client:
+    """One connection pool to a Sietch server; sandboxes made through it share it."""
+
+    def __init__(
+        self, url: str | None = None, api_key: str | None = None, *, timeout: Timeout = NOT_GIVEN
+    ) -> None:
+        self.config = ClientConfig.resolve(url, api_key, timeout)
+        self._http = httpx.Client(**self.config.http_options())
+
+    def call(self, call: Call[T]) -> T:
+        """Send one API request and return its parsed answer (raising typed errors)."""
+        try:
+            response = self._http.request(call.method, call.path, **call.request_options())
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.config) from exc
+        check_response(response)
+        return call.parse(response)
+
+    @contextlib.contextmanager
+    def stream(self, call: Call[Any], content: Any = None) -> Iterator[httpx.Response]:
+        """Send a request whose body or answer is streamed."""
+        request = self._http.build_request(
+            call.method, call.path, content=content, **call.request_options()
+        )
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.config) from exc
+        try:
+            check_response(response)
+            yield response
+        except httpx.TransportError as exc:
+            raise transport_error(exc, self.config) from exc
+        finally:
+            response.close()
+
+    def websocket(self, path: str) -> ClientConnection:
+        try:
+            return ws_connect(
+                self.config.ws_url(path),
+                additional_headers=self.config.headers,
+                user_agent_header=None,
+                proxy=None,
+                compression=None,
+                max_size=None,
+                open_timeout=self.config.timeout,
+            )
+        except InvalidStatus as exc:
+            raise handshake_error(exc.response.status_code, exc.response.body) from exc
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise Unavailable(f"cannot open a WebSocket to {self.config.url}: {exc}") from exc
+
+    def info(self) -> ServerInfo:
+        """The server's version, accelerator and limits."""
+        return self.call(Ops.info())
+
+    def health(self) -> dict[str, Any]:
+        return self.call(Ops.health())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _chunks(data: Data) -> bytes | Iterator[bytes]:
+    """Bytes as they are; file objects and iterables streamed in chunks."""
+    if isinstance(data, bytes | bytearray | memoryview | str):
+        return as_bytes(data) if isinstance(data, str) else bytes(data)
+    read = getattr(data, "read", None)
+    if read is not None:
+
+        def from_file() -> Iterator[bytes]:
+            while chunk := read(CHUNK):
+                yield as_bytes(chunk)
+
+        return from_file()
+    return (as_bytes(c) for c in data)
+
+
+class _Streamed:
+    """An exec WebSocket: output in, stdin/control out."""
+
+    def __init__(self, ws: ClientConnection, state: StreamState) -> None:
+        self.ws = ws
+        self.state = state
+
+    @classmethod
+    def open(cls, client: Client, sandbox_id: str, first: str, capture: bool) -> _Streamed:
+        ws = client.websocket(f"/sandboxes/{sandbox_id}/exec/ws")
+        stream = cls(ws, StreamState(capture=capture))
+        try:
+            ws.send(first)
+            while stream.state.pid is None:
+                stream.state.feed(ws.recv())
+        except BaseException:
+            ws.close()
+            raise
+        return stream
+
+    def next_output(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        """The next output chunk, or None once the command ended; TimeoutError if none came."""
+        while self.state.result is None:
+            try:
+                message = self.ws.recv(timeout)
+            except WebSocketException as exc:
+                raise self.state.ended_early() from exc
+            out = self.state.feed(message)
+            if out is not None:
+                return out
+        return None
+
+    def finish(
+        self, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+    ) -> CommandResult:
+        while (out := self.next_output()) is not None:
+            callback = on_stderr if out[0] == 2 else on_stdout
+            if callback is not None:
+                callback(out[1])
+        assert self.state.result is not None
+        return self.state.result
+
+    def send(self, data: bytes | str) -> None:
+        self.ws.send(as_bytes(data))
+
+    def control(self, kind: str, **fields: Any) -> None:
+        self.ws.send(control(kind, **fields))
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+class Pty:
+    """An interactive terminal session in a sandbox (``sb.pty()``)."""
+
+    def __init__(self, stream: _Streamed) -> None:
+        self._stream = stream
+
+    @property
+    def pid(self) -> int:
+        assert self._stream.state.pid is not None
+        return self._stream.state.pid
+
+    @property
+    def result(self) -> CommandResult | None:
+        """How the session's process ended; None while it runs."""
+        return self._stream.state.result
+
+    def send(self, data: bytes | str) -> None:
+        """Type into the terminal."""
+        self._stream.send(data)
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._stream.control("resize", cols=cols, rows=rows)
+
+    def signal(self, signal: int | str) -> None:
+        self._stream.control("signal", signal=signal)
+
+    def recv(self, timeout: float | None = None) -> bytes | None:
+        """The next output; None once the process ended; ``TimeoutError`` after ``timeout``."""
+        out = self._stream.next_output(timeout)
+        return None if out is None else out[1]
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (chunk := self.recv()) is not None:
+            yield chunk
+
+    def wait(self) -> CommandResult:
+        return self._stream.finish()
+
+    def close(self) -> None:
+        """Hang up (the process is killed if still running)."""
+        self._stream.close()
+
+    def __enter__(self) -> Pty:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ProcessHandle:
+    """A background process started with ``exec(..., background=True)``."""
+
+    def __init__(self, sandbox: Sandbox, pid: int, info: ProcessInfo | None = None) -> None:
+        self.sandbox = sandbox
+        self.pid = pid
+        self.info = info
+
+    def wait(self, timeout: float | None = None) -> ProcessExit:
+        return self.sandbox.process.wait(self.pid, timeout)
+
+    def kill(self, signal: int | str = "SIGKILL") -> None:
+        self.sandbox.process.kill(self.pid, signal)
+
+    def output(
+        self, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+    ) -> CommandResult:
+        """Follow its output until it ends (what it printed so far comes first)."""
+        return self.sandbox.process.attach(self.pid, on_stdout=on_stdout, on_stderr=on_stderr)
+
+    def __repr__(self) -> str:
+        return f"<ProcessHandle pid={self.pid} in {self.sandbox.id}>"
+
+
+class Processes:
+    """``sb.process``: background processes."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sb = sandbox
+
+    def start(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        tag: str | None = None,
+        timeout: float | None = None,
+    ) -> ProcessHandle:
+        """Start a command that keeps running; returns at once."""
+        call = Ops.start_process(
+            self._sb.id, cmd, env=env, cwd=cwd, user=user, tag=tag, timeout=timeout
+        )
+        info = self._sb.client.call(call)
+        return ProcessHandle(self._sb, info.pid, info)
+
+    def list(self) -> builtins.list[ProcessInfo]:
+        return self._sb.client.call(Ops.list_processes(self._sb.id))
+
+    def signal(self, pid: int, signal: int | str = "SIGTERM") -> None:
+        self._sb.client.call(Ops.signal(self._sb.id, pid, signal))
+
+    def kill(self, pid: int, signal: int | str = "SIGKILL") -> None:
+        self.signal(pid, signal)
+
+    def wait(self, pid: int, timeout: float | None = None) -> ProcessExit:
+        """Wait for the process to end (``CommandTimeout`` when ``timeout`` passes first)."""
+        return self._sb.client.call(Ops.wait(self._sb.id, pid, timeout))
+
+    def attach(
+        self,
+        pid: int,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> CommandResult:
+        stream = _Streamed.open(self._sb.client, self._sb.id, attach_message(pid), True)
+        try:
+            return stream.finish(on_stdout, on_stderr)
+        finally:
+            stream.close()
+
+
+class Files:
+    """``sb.files``: the sandbox's filesystem; bodies are streamed both ways."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sb = sandbox
+
+    def write(self, path: str, data: Data, *, mode: int | None = None) -> WriteInfo:
+        """Write bytes, text, a file object or an iterable of bytes (parents are made)."""
+        call = Ops.write(self._sb.id, path, mode)
+        with self._sb.client.stream(call, content=_chunks(data)) as response:
+            response.read()
+            return call.parse(response)
+
+    def iter_bytes(self, path: str) -> Iterator[bytes]:
+        """The file's bytes as they arrive."""
+        with self._sb.client.stream(Ops.read(self._sb.id, path)) as response:
+            yield from response.iter_bytes(CHUNK)
+
+    def read(self, path: str) -> bytes:
+        return b"".join(self.iter_bytes(path))
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return self.read(path).decode(encoding)
+
+    def download(self, path: str, dest: IO[bytes]) -> int:
+        """Copy the file into an open binary file object; returns the byte count."""
+        size = 0
+        for chunk in self.iter_bytes(path):
+            dest.write(chunk)
+            size += len(chunk)
+        return size
+
+    def list(self, path: str = "/", *, depth: int = 1) -> builtins.list[FileInfo]:
+        return self._sb.client.call(Ops.list_files(self._sb.id, path, depth))
+
+    def stat(self, path: str) -> FileInfo:
+        return self._sb.client.call(Ops.stat(self._sb.id, path))
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.stat(path)
+        except FileNotFound:
+            return False
+        return True
+
+    def mkdir(self, path: str, *, parents: bool = True) -> FileInfo:
+        return self._sb.client.call(Ops.mkdir(self._sb.id, path, parents))
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        self._sb.client.call(Ops.remove(self._sb.id, path, recursive))
+
+    def rename(self, src: str, dst: str, *, overwrite: bool = False) -> FileInfo:
+        return self._sb.client.call(Ops.rename(self._sb.id, src, dst, overwrite))
+
+
+class Sandbox(SandboxBase):
+    """A microVM sandbox. Make one with :meth:`create`; ``with`` deletes it on exit."""
+
+    def __init__(
+        self, info: SandboxInfo, client: Client, *, keep: bool = True, owns_client: bool = False
+    ) -> None:
+        super().__init__(info, keep=keep)
+        self.client = client
+        self._owns_client = owns_client
+        self.files = Files(self)
+        self.process = Processes(self)
+
+    @classmethod
+    def create(
+        cls,
+        image: str | None = None,
+        *,
+        vcpus: int | None = None,
+        memory_mib: int | None = None,
+        disk_mib: int | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        keep: bool = False,
+        client: Client | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        request_timeout: Timeout = NOT_GIVEN,
+    ) -> Sandbox:
+        """Boot a new sandbox (``None`` = the server's default for that setting).
+
+        ``timeout_s`` deletes it that long after creation; ``keep=True`` keeps it
+        when the ``with`` block ends.
+        """
+        owned = client is None
+        client = client or Client(url, api_key)
+        call = Ops.create(
+            image=image,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            disk_mib=disk_mib,
+            env=env,
+            metadata=labels,
+            timeout_s=timeout_s,
+            request_timeout=request_timeout,
+        )
+        try:
+            info = client.call(call)
+        except BaseException:
+            if owned:
+                client.close()
+            raise
+        return cls(info, client, keep=keep, owns_client=owned)
+
+    @classmethod
+    def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        client: Client | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> Sandbox:
+        """A handle on an existing sandbox (kept when a ``with`` block ends)."""
+        owned = client is None
+        client = client or Client(url, api_key)
+        try:
+            info = client.call(Ops.get(sandbox_id))
+        except BaseException:
+            if owned:
+                client.close()
+            raise
+        return cls(info, client, keep=True, owns_client=owned)
+
+    @classmethod
+    def list(
+        cls,
+        labels: Mapping[str, str] | None = None,
+        *,
+        client: Client | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[SandboxInfo]:
+        """Every sandbox on the server, or those carrying all of ``labels``."""
+        if client is not None:
+            return client.call(Ops.list(labels))
+        with Client(url, api_key) as own:
+            return own.call(Ops.list(labels))
+
+    def refresh(self) -> SandboxInfo:
+        """Fetch the sandbox's record again (its state may have changed)."""
+        self._info = self.client.call(Ops.get(self.id))
+        return self._info
+
+    @overload
+    def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        user: str | int | None = ...,
+        timeout: float | None = ...,
+        stdin: bytes | str | None = ...,
+        on_stdout: OutputCallback | None = ...,
+        on_stderr: OutputCallback | None = ...,
+        background: Literal[False] = ...,
+    ) -> CommandResult: ...
+
+    @overload
+    def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = ...,
+        cwd: str | None = ...,
+        user: str | int | None = ...,
+        timeout: float | None = ...,
+        stdin: bytes | str | None = ...,
+        on_stdout: OutputCallback | None = ...,
+        on_stderr: OutputCallback | None = ...,
+        background: Literal[True],
+    ) -> ProcessHandle: ...
+
+    def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+        timeout: float | None = None,
+        stdin: bytes | str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        background: bool = False,
+    ) -> CommandResult | ProcessHandle:
+        """Run a command (a string runs in a shell, a list is an argv).
+
+        Returns its :class:`CommandResult`; with ``on_stdout``/``on_stderr`` the
+        output is handed over as it comes; with ``background=True`` it returns
+        a :class:`ProcessHandle` at once.
+        """
+        if background:
+            return self.process.start(cmd, env=env, cwd=cwd, user=user, timeout=timeout)
+        if on_stdout is None and on_stderr is None:
+            call = Ops.exec(self.id, cmd, env=env, cwd=cwd, user=user, timeout=timeout, stdin=stdin)
+            return self.client.call(call)
+        first = start_message(
+            cmd, env=env, cwd=cwd, user=user, timeout=timeout, stdin=stdin is not None
+        )
+        stream = _Streamed.open(self.client, self.id, first, capture=True)
+        try:
+            if stdin is not None:
+                stream.send(stdin)
+                stream.control("eof")
+            return stream.finish(on_stdout, on_stderr)
+        finally:
+            stream.close()
+
+    def pty(
+        self,
+        cmd: str | Sequence[str] | None = None,
+        *,
+        cols: int = 80,
+        rows: int = 24,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | int | None = None,
+    ) -> Pty:
+        """An interactive terminal running ``cmd`` (default: a login shell)."""
+        env = {"TERM": "xterm-256color", **(env or {})}
+        first = start_message(
+            cmd or DEFAULT_SHELL, env=env, cwd=cwd, user=user, pty=True, cols=cols, rows=rows
+        )
+        return Pty(_Streamed.open(self.client, self.id, first, capture=False))
+
+    def logs(self, limit: int = 256 * 1024) -> str:
+        """The tail of the VM's serial console."""
+        return self.client.call(Ops.logs(self.id, limit))
+
+    def kill(self) -> None:
+        """Delete the sandbox: its VM stops and its disk is removed."""
+        self.client.call(Ops.delete(self.id))
+
+    def close(self) -> None:
+        """Release the connection (the sandbox itself keeps running)."""
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.keep:
+                with contextlib.suppress(SandboxNotFound):
+                    self.kill()
+        finally:
+            self.close()

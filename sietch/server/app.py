@@ -1,0 +1,70 @@
+"""The FastAPI application: ``create_app(settings)``; the manager lives in its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.routing import APIRoute
+
+from sietch import __version__
+from sietch.config import Settings, get_settings
+from sietch.manager.manager import Manager
+from sietch.server import handlers
+from sietch.server.auth import ApiKeys
+from sietch.server.deps import require_api_key
+from sietch.server.middleware import RequestMiddleware
+from sietch.server.routes import api_router, metrics_router
+from sietch.server.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+def _operation_id(route: APIRoute) -> str:
+    """``"{tag}-{name}"``, e.g. ``sandboxes-create``: generated clients read well."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = None) -> FastAPI:
+    """Build the app; the manager starts (and re-adopts running VMs) when it starts serving."""
+    settings = settings or get_settings()
+    if settings.auth and api_keys is None:
+        api_keys = ApiKeys(settings.api_keys_path)
+        if new_key := api_keys.ensure():
+            log.warning(
+                "generated an API key (shown only now; its hash is in %s): %s",
+                settings.api_keys_path,
+                new_key,
+            )
+    elif not settings.auth:
+        api_keys = None
+        log.warning("AUTHENTICATION IS OFF: anyone who can reach %s may run code", settings.host)
+    state = ServerState(settings=settings, api_keys=api_keys)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # persistent: VMs outlive a server restart and are adopted again by the next start.
+        async with Manager(settings, persistent=True) as manager:
+            state.manager = manager
+            state.metrics.watch(manager)
+            log.info("manager started (accel=%s, state in %s)", manager.accel, settings.state_dir)
+            try:
+                yield
+            finally:
+                state.manager = None
+
+    app = FastAPI(
+        title="Sietch",
+        version=__version__,
+        summary="Self-hosted microVM sandboxes for AI agents",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.sietch = state
+    handlers.install(app)
+    app.add_middleware(RequestMiddleware, settings=settings, metrics=state.metrics)
+    app.include_router(api_router)
+    app.include_router(metrics_router, dependencies=[Depends(require_api_key)])
+    return app

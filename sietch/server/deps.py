@@ -1,0 +1,104 @@
+"""FastAPI dependencies, as ``Annotated`` aliases the routes declare."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import unquote_to_bytes
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPBearer
+from starlette.requests import HTTPConnection
+
+from sietch.config import Settings
+from sietch.errors import AuthenticationError, InvalidArgument, Unavailable
+from sietch.manager.manager import Manager
+from sietch.manager.sandbox import Sandbox
+from sietch.server.metrics import Metrics
+from sietch.server.schemas import MAX_PATH, check_guest_path
+from sietch.server.state import ServerState
+
+
+def get_state(conn: HTTPConnection) -> ServerState:
+    state: ServerState = conn.app.state.sietch
+    return state
+
+
+StateDep = Annotated[ServerState, Depends(get_state)]
+
+
+def get_manager(state: StateDep) -> Manager:
+    if state.manager is None:
+        raise Unavailable("the server is starting or stopping")
+    return state.manager
+
+
+def get_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def get_metrics(state: StateDep) -> Metrics:
+    return state.metrics
+
+
+ManagerDep = Annotated[Manager, Depends(get_manager)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+class BearerAuth(HTTPBearer):
+    """``Authorization: Bearer <key>``; declared as HTTPBearer so /docs offers it."""
+
+    async def __call__(self, conn: HTTPConnection) -> None:  # type: ignore[override]
+        authenticate(conn)
+
+
+def authenticate(conn: HTTPConnection) -> None:
+    """Raise :class:`AuthenticationError` unless the connection carries a valid key."""
+    state: ServerState = conn.app.state.sietch
+    if state.api_keys is None:
+        return
+    scheme, _, key = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise AuthenticationError(
+            "missing API key: send 'Authorization: Bearer <key>' (SIETCH_API_KEY for the SDK/CLI)"
+        )
+    if not state.api_keys.verify(key.strip()):
+        raise AuthenticationError("invalid API key")
+
+
+require_api_key = BearerAuth(auto_error=False, description="An API key from `sietch serve`.")
+
+
+def get_sandbox(sandbox_id: str, manager: ManagerDep) -> Sandbox:
+    """The live sandbox of the path's id (404 unknown, 409 not running)."""
+    return manager.sandbox(sandbox_id)
+
+
+SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
+
+
+def guest_path_param(
+    request: Request,
+    path: Annotated[
+        str, Query(min_length=1, max_length=MAX_PATH, description="Path in the guest; no '..'.")
+    ],
+) -> str:
+    """The ``path`` query parameter, refused when it is not valid UTF-8.
+
+    Starlette decodes query strings with errors="replace", which would turn a
+    non-UTF-8 name into a different (U+FFFD) one; look at the raw bytes instead.
+    """
+    raw_query: bytes = request.scope.get("query_string", b"")
+    for part in raw_query.split(b"&"):
+        key_raw, _, value_raw = part.partition(b"=")
+        if key_raw == b"path":
+            try:
+                unquote_to_bytes(value_raw.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InvalidArgument(
+                    "the path is not valid UTF-8; the API names files by UTF-8 paths"
+                ) from exc
+    return check_guest_path(path)
+
+
+GuestPathDep = Annotated[str, Depends(guest_path_param)]

@@ -1,0 +1,95 @@
+"""Running commands: one blocking request, or a WebSocket for live output and input."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+
+from fastapi import APIRouter, WebSocket
+
+from sietch.errors import InvalidArgument
+from sietch.server.deps import MetricsDep, SandboxDep, SettingsDep
+from sietch.server.exec_ws import serve_exec_socket
+from sietch.server.schemas import ExecCreate, ExecPublic
+
+router = APIRouter(prefix="/sandboxes/{sandbox_id}", tags=["exec"])
+ws_router = APIRouter(prefix="/sandboxes/{sandbox_id}", tags=["exec"])
+
+
+class _Capped:
+    """Keeps at most ``limit`` bytes of a stream and remembers whether it dropped any."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.truncated = False
+
+    def __call__(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if len(chunk) > room:
+            self.truncated = True
+            chunk = chunk[: max(room, 0)]
+        self.data += chunk
+
+
+def decode_stdin(stdin: str | None, encoding: str) -> bytes | None:
+    if stdin is None:
+        return None
+    if encoding == "base64":
+        try:
+            return base64.b64decode(stdin, validate=True)
+        except binascii.Error as exc:
+            raise InvalidArgument("stdin is not valid base64") from exc
+    return stdin.encode()
+
+
+def encode_output(data: bytes, encoding: str) -> str:
+    if encoding == "base64":
+        return base64.b64encode(data).decode()
+    return data.decode("utf-8", errors="replace")
+
+
+@router.post("/exec", name="run", response_model=ExecPublic)
+async def run_command(
+    body: ExecCreate, sandbox: SandboxDep, settings: SettingsDep, metrics: MetricsDep
+) -> ExecPublic:
+    """Run a command to completion; returns its output and exit status."""
+    stdin = decode_stdin(body.stdin, body.encoding)
+    timeout = body.timeout or settings.exec_timeout_s
+    started = time.perf_counter()
+    execution = await sandbox.start(
+        body.cmd,
+        stdin=stdin is not None,
+        env=body.env or None,
+        cwd=body.cwd,
+        user=body.user,
+        timeout=timeout,
+    )
+    out = _Capped(settings.max_exec_output_bytes)
+    err = _Capped(settings.max_exec_output_bytes)
+    try:
+        if stdin is not None:
+            await execution.send_stdin(stdin)
+            await execution.close_stdin()
+        result = await execution.result(on_stdout=out, on_stderr=err, capture=False)
+    finally:
+        await execution.close()
+    metrics.exec_seconds.labels("blocking").observe(time.perf_counter() - started)
+    return ExecPublic(
+        exit_code=result.exit_code,
+        signal=result.signal,
+        stdout=encode_output(bytes(out.data), body.encoding),
+        stderr=encode_output(bytes(err.data), body.encoding),
+        encoding=body.encoding,
+        timed_out=result.timed_out,
+        truncated=out.truncated or err.truncated,
+        duration_s=result.duration_s,
+        pid=result.pid,
+    )
+
+
+@ws_router.websocket("/exec/ws", name="stream")
+async def exec_socket(sandbox_id: str, websocket: WebSocket) -> None:
+    """Live exec; the message protocol is described in :mod:`sietch.server.exec_ws`."""
+    await serve_exec_socket(websocket, sandbox_id)

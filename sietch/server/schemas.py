@@ -1,0 +1,246 @@
+"""Request (``*Create``) and response (``*Public``) shapes of the API.
+
+Request models are strict (no "2" for 2) and forbid unknown fields, so a
+typo in a field name is a 422 rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sietch.errors import InvalidArgument
+from sietch.manager.models import SandboxState
+
+MAX_PATH = 4096
+
+
+def check_guest_path(path: str) -> str:
+    """Refuse paths that could not name one file of the guest plainly."""
+    if "\0" in path:
+        raise InvalidArgument("a path may not contain NUL bytes")
+    if ".." in path.split("/"):
+        raise InvalidArgument(f"a path may not contain '..' components: {path!r}")
+    return path
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise InvalidArgument("strings may not contain NUL bytes")
+    return value
+
+
+GuestPath = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PATH, description="Path in the guest; no '..' parts."),
+    AfterValidator(check_guest_path),
+]
+SafeStr = Annotated[str, AfterValidator(_no_nul)]
+Command = Annotated[
+    SafeStr | list[SafeStr],
+    Field(
+        description="A string runs in the guest's shell; a list is an argv run directly.",
+        examples=["echo hello", ["python3", "-c", "print(1)"]],
+    ),
+]
+SignalName = Annotated[int | str, Field(examples=["SIGTERM", 9])]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# -- sandboxes ------------------------------------------------------------------
+
+
+class SandboxCreate(_Request):
+    image: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    vcpus: Annotated[int, Field(ge=1, le=1024)] | None = None
+    memory_mib: Annotated[int, Field(ge=1, le=1 << 24)] | None = None
+    disk_mib: Annotated[int, Field(ge=1, le=1 << 24)] | None = None
+    env: dict[SafeStr, SafeStr] = Field(default_factory=dict, max_length=1024)
+    metadata: dict[SafeStr, SafeStr] = Field(
+        default_factory=dict, max_length=64, description="Labels, filterable in listings."
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = Field(
+        default=None, description="Delete the sandbox this long after creation."
+    )
+
+
+class SandboxPublic(BaseModel):
+    id: str
+    state: SandboxState
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    env: dict[str, str]
+    metadata: dict[str, str]
+    created_at: datetime
+    expires_at: datetime | None
+    accel: str
+    error: str | None = None
+
+
+class SandboxesPublic(BaseModel):
+    data: list[SandboxPublic]
+    count: int
+
+
+# -- exec -----------------------------------------------------------------------
+
+Encoding = Literal["utf-8", "base64"]
+
+
+class ExecCreate(_Request):
+    cmd: Command
+    env: dict[SafeStr, SafeStr] = Field(default_factory=dict)
+    cwd: GuestPath | None = None
+    user: SafeStr | int | None = None
+    timeout: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = None
+    stdin: str | None = Field(default=None, description="Standard input, in `encoding`.")
+    encoding: Encoding = Field(
+        default="utf-8",
+        description="utf-8: text (undecodable bytes replaced); base64: exact bytes.",
+    )
+
+
+class ExecPublic(BaseModel):
+    exit_code: int | None = Field(description="None when a signal ended the command.")
+    signal: int | None = None
+    stdout: str
+    stderr: str
+    encoding: Encoding
+    timed_out: bool
+    truncated: bool = Field(description="Output beyond the server's limit was dropped.")
+    duration_s: float
+    pid: int | None = None
+
+
+# -- processes ------------------------------------------------------------------
+
+
+class ProcessCreate(_Request):
+    cmd: Command
+    env: dict[SafeStr, SafeStr] = Field(default_factory=dict)
+    cwd: GuestPath | None = None
+    user: SafeStr | int | None = None
+    tag: Annotated[str, Field(max_length=256)] | None = None
+    timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+
+
+class ProcessPublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    pid: int
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    argv: list[str] | None = None
+    cmd: str | None = None
+    tag: str | None = None
+    pty: bool = False
+    background: bool = False
+    started_at: float | None = None
+
+
+class ProcessesPublic(BaseModel):
+    data: list[ProcessPublic]
+    count: int
+
+
+class SignalCreate(_Request):
+    signal: SignalName = "SIGTERM"
+
+
+class ProcessExit(BaseModel):
+    pid: int
+    exit_code: int | None
+    signal: int | None = None
+
+
+# -- files ----------------------------------------------------------------------
+
+
+class FilePublic(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime: float
+    target: str | None = None
+
+
+class FilesPublic(BaseModel):
+    data: list[FilePublic]
+    count: int
+
+
+class FileWritten(BaseModel):
+    path: str
+    size: int
+
+
+class MkdirCreate(_Request):
+    path: GuestPath
+    parents: bool = True
+
+
+class RenameCreate(_Request):
+    src: GuestPath
+    dst: GuestPath
+    overwrite: bool = False
+
+
+# -- system ---------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class Limits(BaseModel):
+    max_vcpus: int
+    min_memory_mib: int
+    max_memory_mib: int
+    max_disk_mib: int
+    max_sandboxes: int
+    max_request_bytes: int
+    max_upload_bytes: int
+    max_exec_output_bytes: int
+    create_rate_per_min: float
+    create_burst: int
+
+
+class Defaults(BaseModel):
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+
+
+class ServerInfo(BaseModel):
+    version: str
+    accel: str
+    auth: bool
+    sandboxes: int
+    limits: Limits
+    defaults: Defaults
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, object] | None = None
+
+
+class ErrorPublic(BaseModel):
+    """Every error the API returns has this shape."""
+
+    error: ErrorBody

@@ -1,0 +1,57 @@
+"""What one app instance holds between requests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sietch.config import Settings
+from sietch.errors import LimitExceeded
+from sietch.manager.manager import Manager
+from sietch.server.auth import ApiKeys
+from sietch.server.metrics import Metrics
+
+
+class TokenBucket:
+    """Allows ``burst`` events at once and ``rate`` per second on average."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def take(self) -> float:
+        """Take a token; returns 0, or the seconds to wait when none is left."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return 0.0
+        return (1 - self._tokens) / self.rate
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    api_keys: ApiKeys | None
+    """None when authentication is off."""
+    metrics: Metrics = field(default_factory=Metrics)
+    manager: Manager | None = None
+    create_bucket: TokenBucket = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.create_bucket = TokenBucket(s.create_rate_per_min / 60.0, s.create_burst)
+
+    def admit_create(self) -> None:
+        wait = self.create_bucket.take()
+        if wait:
+            s = self.settings
+            raise LimitExceeded(
+                f"too many sandbox creations: at most {s.create_burst} at once and "
+                f"{s.create_rate_per_min:g} per minute (SIETCH_CREATE_RATE_PER_MIN, "
+                "SIETCH_CREATE_BURST)",
+                retry_after=round(wait, 2),
+            )
