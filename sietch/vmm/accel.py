@@ -37,6 +37,24 @@ def _kvm_usable() -> bool:
 
 
 @cache
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate, which a TCG guest's TSC runs at.
+
+    A TCG guest must be told this (``tsc_early_khz=``): on a busy host its
+    own calibration against the emulated PIT fails, the kernel marks the TSC
+    unstable and the boot hangs (seen here on most boots under load).
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return round(float(line.partition(":")[2]) * 1000)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@cache
 def detect() -> Accel:
     return "kvm" if _cpu_flags() & {"vmx", "svm"} and _kvm_usable() else "tcg"
 

@@ -24,7 +24,7 @@ from qemu.qmp.error import QMPError
 
 from sietch.errors import BootError, VMError
 from sietch.vmm import process
-from sietch.vmm.accel import Accel
+from sietch.vmm.accel import Accel, host_tsc_khz
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ class MachineConfig:
     def pidfile(self) -> Path:
         return self.workdir / "qemu.pid"
 
+    def kernel_cmdline(self) -> str:
+        tsc_khz = host_tsc_khz() if self.accel == "tcg" else None
+        return f"{self.cmdline} tsc_early_khz={tsc_khz}" if tsc_khz else self.cmdline
+
     def argv(self) -> list[str]:
         mem = f"{self.memory_mib}M"
         accel = (
@@ -98,7 +102,7 @@ class MachineConfig:
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(self.kernel),
             "-initrd", str(self.initramfs),
-            "-append", self.cmdline,
+            "-append", self.kernel_cmdline(),
             "-chardev", f"file,id=console,path={self.console_log}",
             "-serial", "chardev:console",
             "-drive", f"id=root,file={self.root_disk},format=qcow2,if=none,discard=unmap",
@@ -177,14 +181,18 @@ class QemuMachine:
         while True:
             if not self.running:
                 raise self._launch_error("QEMU exited during start-up")
-            try:
-                await qmp.connect(str(self.config.qmp_socket))
-                self.qmp = qmp
-                return
-            except (QMPError, OSError):
-                if loop.time() > deadline:
-                    raise self._launch_error("QMP socket did not come up") from None
-                await asyncio.sleep(0.01)
+            # Connecting before QEMU has bound the socket makes qemu.qmp log a
+            # traceback per attempt; the file appears right before listen().
+            if self.config.qmp_socket.exists():
+                try:
+                    await qmp.connect(str(self.config.qmp_socket))
+                    self.qmp = qmp
+                    return
+                except (QMPError, OSError):
+                    pass
+            if loop.time() > deadline:
+                raise self._launch_error("QMP socket did not come up")
+            await asyncio.sleep(0.005)
 
     def _launch_error(self, what: str) -> BootError:
         if self._popen is not None:
@@ -239,7 +247,8 @@ class QemuMachine:
     async def _post_shutdown(self) -> None:
         qmp, self.qmp = self.qmp, None
         if qmp is not None:
-            with contextlib.suppress(QMPError, OSError):
+            # After "quit" the peer is gone and disconnect() re-raises its EOF.
+            with contextlib.suppress(QMPError, OSError, EOFError):
                 await qmp.disconnect()
         for path in (self.config.qmp_socket, self.config.agent_socket, self.config.pidfile):
             path.unlink(missing_ok=True)
