@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from sietch.cli.commands import commands_app
+from sietch.cli.files import files_app
 from sietch.cli.image import image_app
+from sietch.cli.sandbox import sandbox_app
+from sietch.cli.serve import serve_app
 
 app = typer.Typer(
     name="sietch",
@@ -12,4 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+# Verbs at the top level (sietch create, sietch exec ...), as with docker.
+for verbs in (serve_app, sandbox_app, commands_app, files_app):
+    app.add_typer(verbs)
 app.add_typer(image_app, name="image")

@@ -1,0 +1,66 @@
+"""What every CLI command shares: consoles, the --json option, error reporting."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from sietch.errors import SietchError
+
+out = Console(highlight=False, soft_wrap=True)
+"""Results (tables, ids) go to stdout."""
+err = Console(stderr=True, highlight=False)
+"""Progress, warnings and errors go to stderr, so stdout stays parseable."""
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+LabelOption = Annotated[
+    list[str] | None, typer.Option("--label", "-l", help="key=value; repeatable.")
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn SDK errors into one red line and exit status 1 (no traceback)."""
+    try:
+        yield
+    except SietchError as exc:
+        fail(f"{exc.message} [dim]({exc.code})[/]")
+
+
+def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"{what} must be KEY=VALUE, not {item!r}", 2)
+        pairs[key] = value
+    return pairs
+
+
+def print_json(value: Any) -> None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def age(when: datetime) -> str:
+    seconds = int((datetime.now(UTC) - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"

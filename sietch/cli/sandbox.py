@@ -1,0 +1,156 @@
+"""Sandbox commands: create, ls, info, rm, logs."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sietch.cli._common import (
+    JsonOption,
+    LabelOption,
+    age,
+    api_errors,
+    err,
+    fail,
+    out,
+    parse_pairs,
+    print_json,
+)
+from sietch.client import Client, Sandbox, SandboxInfo
+from sietch.errors import SietchError
+
+sandbox_app = typer.Typer()
+
+_STATE_STYLE = {"running": "green", "creating": "yellow", "paused": "blue", "dead": "red"}
+
+
+@sandbox_app.command()
+def create(  # noqa: PLR0917 - typer passes options by name
+    image: Annotated[str | None, typer.Option(help="Image name [server default].")] = None,
+    vcpus: Annotated[int | None, typer.Option(help="Virtual CPUs.")] = None,
+    memory: Annotated[int | None, typer.Option("--memory", help="Memory in MiB.")] = None,
+    disk: Annotated[int | None, typer.Option("--disk", help="Disk in MiB.")] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE.")] = None,
+    label: LabelOption = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Delete the sandbox after this many seconds.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Boot a sandbox and print its id."""
+    with api_errors(), err.status("Booting sandbox…"):
+        sb = Sandbox.create(
+            image,
+            vcpus=vcpus,
+            memory_mib=memory,
+            disk_mib=disk,
+            env=parse_pairs(env, "--env"),
+            labels=parse_pairs(label, "--label"),
+            timeout_s=timeout,
+            keep=True,
+        )
+    sb.close()
+    if as_json:
+        print_json(sb.info)
+    else:
+        out.print(sb.id)
+
+
+@sandbox_app.command("ls")
+def list_sandboxes(
+    label: LabelOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print ids.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List sandboxes (dead ones too), optionally only those with all given labels."""
+    with api_errors():
+        infos = Sandbox.list(parse_pairs(label, "--label"))
+    if as_json:
+        print_json(infos)
+    elif quiet:
+        for info in infos:
+            out.print(info.id)
+    else:
+        out.print(_table(infos))
+
+
+def _table(infos: list[SandboxInfo]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "STATE", "IMAGE", "VCPUS", "MEMORY", "AGE", "LABELS"):
+        table.add_column(column)
+    for i in infos:
+        state = f"[{_STATE_STYLE.get(i.state, 'white')}]{i.state}[/]"
+        labels = ",".join(f"{k}={v}" for k, v in i.metadata.items())
+        table.add_row(
+            i.id, state, i.image, str(i.vcpus), f"{i.memory_mib}M", age(i.created_at), labels
+        )
+    return table
+
+
+@sandbox_app.command()
+def info(
+    sandbox_id: Annotated[
+        str | None, typer.Argument(help="A sandbox id; without one, the server's info.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a sandbox's details, or the server's version, accelerator and limits."""
+    with api_errors(), Client() as client:
+        record = (
+            client.info() if sandbox_id is None else Sandbox.connect(sandbox_id, client=client).info
+        )
+    if as_json:
+        print_json(record)
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in record.model_dump().items():
+        if isinstance(value, dict):
+            text = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        else:
+            text = "-" if value is None else str(value)
+        table.add_row(key, text)
+    out.print(table)
+
+
+@sandbox_app.command()
+def rm(
+    sandbox_ids: Annotated[list[str] | None, typer.Argument(help="Sandbox ids.")] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Every sandbox (of --label).")] = False,
+    label: LabelOption = None,
+) -> None:
+    """Delete sandboxes: their VMs stop and their disks are removed."""
+    if not sandbox_ids and not all_:
+        fail("give sandbox ids, or --all", 2)
+    if sandbox_ids and all_:
+        fail("give sandbox ids or --all, not both", 2)
+    failed = 0
+    with api_errors(), Client() as client:
+        ids = sandbox_ids or [
+            i.id for i in Sandbox.list(parse_pairs(label, "--label"), client=client)
+        ]
+        for sandbox_id in ids:
+            try:
+                Sandbox.connect(sandbox_id, client=client).kill()
+            except SietchError as exc:
+                failed += 1
+                err.print(f"[red]{sandbox_id}: {exc.message}[/]")
+            else:
+                out.print(sandbox_id)
+    if failed:
+        raise typer.Exit(1)
+
+
+@sandbox_app.command()
+def logs(
+    sandbox_id: str,
+    limit: Annotated[int, typer.Option(help="Bytes from the end.")] = 256 * 1024,
+) -> None:
+    """Print the tail of a sandbox's serial console (boot messages, panics)."""
+    with api_errors(), Client() as client:
+        text = Sandbox.connect(sandbox_id, client=client).logs(limit)
+    sys.stdout.write(text)
