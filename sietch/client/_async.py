@@ -191,6 +191,9 @@ class _Streamed:
             await ws.send(first)
             while stream.state.pid is None:
                 stream.state.feed(await ws.recv())
+        except WebSocketException as exc:
+            await ws.close()
+            raise stream.state.ended_early() from exc
         except BaseException:
             await ws.close()
             raise

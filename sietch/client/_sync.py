@@ -146,6 +146,9 @@ class _Streamed:
             ws.send(first)
             while stream.state.pid is None:
                 stream.state.feed(ws.recv())
+        except WebSocketException as exc:
+            ws.close()
+            raise stream.state.ended_early() from exc
         except BaseException:
             ws.close()
             raise

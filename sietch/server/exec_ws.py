@@ -98,19 +98,20 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
         await _refuse(ws, exc)
         return
     await ws.accept()
+    started = time.perf_counter()
     try:
         execution, encoding = await _begin(ws, sandbox, state)
+        await _Session(ws, execution, encoding).run()
     except WebSocketDisconnect:
         return
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await _fail(ws, exc)
-        return
-    started = time.perf_counter()
-    session = _Session(ws, execution, encoding)
-    try:
-        await session.run()
-    finally:
+    except Exception:
+        log.exception("exec socket for %s failed", sandbox_id)
+        state.metrics.errors.labels("internal").inc()
+        await _fail(ws, SietchError("internal server error"))
+    else:
         state.metrics.exec_seconds.labels("stream").observe(time.perf_counter() - started)
 
 

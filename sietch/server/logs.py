@@ -28,6 +28,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _DropWebSocketChatter(logging.Filter):
+    """uvicorn logs every WebSocket open/close; our access log has one line per session."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (
+            record.levelno <= logging.INFO
+            and (
+                msg.startswith(("connection open", "connection closed", "connection rejected"))
+                or "WebSocket" in msg
+            )
+        )
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     """Send Sietch's and uvicorn's logs to stderr, one line per event."""
     handler = logging.StreamHandler(sys.stderr)
@@ -42,5 +56,6 @@ def configure(level: str = "info", fmt: str = "json") -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.error").addFilter(_DropWebSocketChatter())
     # Our middleware logs each request with its latency; uvicorn's access log would repeat it.
     logging.getLogger("uvicorn.access").disabled = True

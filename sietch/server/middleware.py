@@ -52,6 +52,9 @@ class RequestMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -128,6 +131,36 @@ class RequestMiddleware:
                     "bytes_in": received,
                     "bytes_out": sent,
                     "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One line per WebSocket session, when it ends: how long, and how it closed."""
+        started = time.perf_counter()
+        outcome: dict[str, Any] = {"status": 101}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "websocket.http.response.start":
+                outcome["status"] = message["status"]
+            elif message["type"] == "websocket.close":
+                outcome["close_code"] = message.get("code", 1000)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            log.info(
+                "WS %s %d %.1fms",
+                scope["path"],
+                outcome["status"],
+                elapsed * 1000,
+                extra={
+                    "method": "WS",
+                    "path": scope["path"],
+                    "latency_ms": round(elapsed * 1000, 2),
+                    "client": (scope.get("client") or ("", 0))[0],
+                    **outcome,
                 },
             )
 
