@@ -163,3 +163,13 @@ def error_for_code(code: str, message: str, **details: Any) -> SietchError:
     if cls is SietchError and code != SietchError.code:
         err.details.setdefault("code", code)
     return err
+
+
+def error_for_agent_code(code: str, message: str) -> SietchError:
+    """Rebuild an error the guest agent reported.
+
+    Its codes are errno-like and name a file problem ("not_found" is a missing
+    file, not an unknown endpoint), so its own table wins over the API's.
+    """
+    cls = _AGENT_CODES.get(code)
+    return cls(message) if cls is not None else error_for_code(code, message)

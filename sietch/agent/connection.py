@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sietch.agent import protocol as p
-from sietch.errors import AgentUnavailable, SietchError, error_for_code
+from sietch.errors import AgentUnavailable, SietchError, error_for_agent_code
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ class AgentStream:
         if final is None:
             raise AgentUnavailable("the guest agent closed the stream without a result")
         if final.get("type") == "error":
-            raise error_for_code(final.get("code", "internal"), final.get("message", "agent error"))
+            raise error_for_agent_code(
+                final.get("code", "internal"), final.get("message", "agent error")
+            )
         return final
 
     async def _consumed(self, n: int) -> None:
