@@ -1,0 +1,482 @@
+"""Streams over one byte stream: framing, per-stream flow control, one writer.
+
+Why it is shaped like this:
+
+* The reader never waits for any single stream. Inbound frames are appended
+  to their stream's inbox (bounded by the credit this side granted) and the
+  reader moves on, so a stream whose consumer is slow stalls only itself.
+* Outbound DATA waits in its own stream's queue until that stream has credit.
+  A round-robin scheduler moves at most one chunk per turn from the streams
+  that can send into the shared writer queue, and only while that queue is
+  below a high-water mark: a stream without credit holds up nobody, busy
+  streams share the port fairly, and memory stays bounded.
+* A stream's messages travel in the same queue as its DATA, so a final result
+  can never overtake the output it concludes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from collections.abc import Callable, Coroutine
+from itertools import islice
+from typing import Any
+
+from sietch.agent import protocol as P
+from sietch.agent.protocol import Kind
+
+log = logging.getLogger(__name__)
+
+WRITE_HIGH = 4 * P.CHUNK
+"""Bytes in the shared writer queue above which no more DATA is moved into it."""
+READ_SIZE = 256 * 1024
+WINDOW_EVERY = P.INITIAL_WINDOW // 4
+"""Consumed bytes that trigger a WINDOW update: fewer, larger updates, no stalls."""
+TORN_FRAME_AFTER = 2.0
+"""Seconds a half-received frame may sit with no new bytes before it is presumed
+torn (the host reconnected without the port noticing) and dropped."""
+
+_FRAME = -1  # channel marker for a pre-encoded frame in a stream's send queue
+_CLOSE = -2  # the same, for the CLOSE frame after which the stream is forgotten
+
+Dispatch = Callable[["Stream", dict[str, Any]], Coroutine[Any, Any, None]]
+
+
+class StreamClosed(Exception):
+    """The stream went away: the host closed it or the connection was reset."""
+
+
+class Stream:
+    """One operation's half of a stream: its inbox, its send queue and credits."""
+
+    def __init__(self, mux: Mux, sid: int) -> None:
+        self.id = sid
+        self.credit = P.INITIAL_WINDOW
+        """DATA bytes this side may still send."""
+        self.buffered = 0
+        """DATA bytes queued here, waiting for credit or for the writer."""
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+        self._mux = mux
+        self._out: deque[tuple[int, bytes | memoryview]] = deque()
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._granted = P.INITIAL_WINDOW
+        self._consumed = 0
+        self._drain: list[tuple[int, Callable[[], None]]] = []
+        self._on_close: list[Callable[[], None]] = []
+        self._finished = False
+
+    # -- inbound ---------------------------------------------------------
+
+    async def recv(self) -> tuple[Any, ...]:
+        """Next event: ("msg", obj), ("data", channel, bytes) or ("eof",)."""
+        while not self._inbox:
+            if self.closed:
+                raise StreamClosed(f"stream {self.id} closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._inbox.popleft()
+
+    def recv_nowait(self) -> tuple[Any, ...] | None:
+        return self._inbox.popleft() if self._inbox else None
+
+    def consumed(self, n: int) -> None:
+        """Grant the host credit again once the consumer has really used the data."""
+        self._consumed += n
+        if self._consumed >= WINDOW_EVERY and not self.closed:
+            self._granted += self._consumed
+            self._mux.enqueue(P.encode_window(self.id, self._consumed))
+            self._consumed = 0
+
+    def _deliver(self, event: tuple[Any, ...]) -> None:
+        if event[0] == "data":
+            self._granted -= len(event[2])
+            if self._granted < 0:
+                log.warning("stream %d: host sent DATA beyond its credit", self.id)
+        self._inbox.append(event)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- outbound --------------------------------------------------------
+
+    def send(self, obj: dict[str, Any]) -> None:
+        """Queue a MSG behind whatever DATA this stream already queued."""
+        self._push(_FRAME, P.encode_json(Kind.MSG, self.id, obj))
+
+    def write(self, channel: int, data: bytes | memoryview) -> None:
+        if self.closed or self._finished or not data:
+            return
+        self._out.append((channel, data))
+        self.buffered += len(data)
+        self._mux.schedule(self)
+
+    def send_eof(self) -> None:
+        self._push(_FRAME, P.encode(Kind.EOF, self.id))
+
+    def finish(self, obj: dict[str, Any]) -> None:
+        """Send the final MSG and CLOSE; the stream is forgotten once CLOSE is written."""
+        if self._finished or self.closed:
+            return
+        self.send(obj)
+        self._push(_CLOSE, P.encode(Kind.CLOSE, self.id))
+        self._finished = True
+
+    def fail(self, code: str, message: str) -> None:
+        """End the stream with an error now, abandoning whatever its operation was doing."""
+        self.finish({"type": "error", "code": code, "message": message})
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+
+    def _push(self, marker: int, frame: bytes) -> None:
+        if self.closed or self._finished:
+            return
+        self._out.append((marker, frame))
+        self._mux.schedule(self)
+
+    @property
+    def ready(self) -> bool:
+        """True if the head of the send queue can go out now."""
+        return bool(self._out) and (self._out[0][0] < 0 or self.credit > 0)
+
+    def _produce(self) -> bool:
+        """Move one frame into the writer queue; True if another could follow now."""
+        marker, data = self._out[0]
+        if marker < 0:
+            self._out.popleft()
+            self._mux.enqueue(data)
+            if marker == _CLOSE:
+                self._mux.forget(self)
+                return False
+            return self.ready
+        n = min(len(data), P.CHUNK, self.credit)
+        if n <= 0:
+            return False
+        if n == len(data):
+            self._out.popleft()
+            chunk = data
+        else:
+            view = memoryview(data)
+            chunk, self._out[0] = view[:n], (marker, view[n:])
+        self._mux.enqueue(P.encode_data(self.id, marker, chunk))
+        self.credit -= n
+        self.buffered -= n
+        self._notify_drain()
+        return self.ready
+
+    def _add_credit(self, n: int) -> None:
+        self.credit += n
+        self._mux.schedule(self)
+
+    # -- waiting for the send queue to empty -------------------------------
+
+    def on_drain(self, limit: int, callback: Callable[[], None]) -> None:
+        """Call back once at most ``limit`` DATA bytes are queued (or the stream closed)."""
+        if self.buffered <= limit or self.closed:
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self._drain.append((limit, callback))
+
+    async def drained(self, limit: int) -> None:
+        """Backpressure for producers: wait until the queue is short again."""
+        if self.buffered > limit and not self.closed:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.on_drain(limit, lambda: None if fut.done() else fut.set_result(None))
+            await fut
+        if self.closed:
+            raise StreamClosed(f"stream {self.id} closed")
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        self._on_close.append(callback)
+
+    def _notify_drain(self) -> None:
+        if not self._drain:
+            return
+        due = [cb for limit, cb in self._drain if self.buffered <= limit or self.closed]
+        if due:
+            self._drain = [(lim, cb) for lim, cb in self._drain if cb not in due]
+            for cb in due:
+                cb()
+
+    def _abort(self) -> None:
+        """The stream is gone: wake everyone who waits on it and cancel its operation."""
+        if self.closed:
+            return
+        self.closed = True
+        self._out.clear()
+        self.buffered = 0
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        self._notify_drain()
+        for cb in self._on_close:
+            try:
+                cb()
+            except Exception:
+                log.exception("stream %d: close callback failed", self.id)
+        self._on_close.clear()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+
+class Mux:
+    """Serves streams over whichever byte stream the transport attaches."""
+
+    def __init__(self, dispatch: Dispatch) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._dispatch = dispatch
+        self._fd = -1
+        self._on_eof: Callable[[], None] | None = None
+        self._parser = P.Parser()
+        self._streams: dict[int, Stream] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wq: deque[bytes | memoryview] = deque()
+        self._wq_bytes = 0
+        self._ready: deque[Stream] = deque()
+        self._ready_set: set[Stream] = set()
+        self._flush_pending = False
+        self._writer_on = False
+        self._idle: list[asyncio.Future[None]] = []
+        self._fed = 0
+        self._framed = 0
+        self._last_rx = 0.0
+        self._torn_timer: asyncio.TimerHandle | None = None
+        self.syncs = 0
+
+    @property
+    def attached(self) -> bool:
+        return self._fd >= 0
+
+    def attach(self, fd: int, on_eof: Callable[[], None]) -> None:
+        """Start serving a (new) host connection on ``fd``; ``on_eof`` fires when it ends."""
+        self.detach()
+        self._fd = fd
+        self._on_eof = on_eof
+        # Whatever is buffered belongs to an older connection; the new one
+        # starts with SYNC.
+        self._parser.resync()
+        self._loop.add_reader(fd, self._on_readable)
+        log.debug("attached to fd %d", fd)
+
+    def detach(self) -> None:
+        if self._fd < 0:
+            return
+        self._loop.remove_reader(self._fd)
+        if self._writer_on:
+            self._loop.remove_writer(self._fd)
+            self._writer_on = False
+        self._fd = -1
+        self._on_eof = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the connection's streams and queued frames; processes live on."""
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._abort()
+        self._wq.clear()
+        self._wq_bytes = 0
+        self._ready.clear()
+        self._ready_set.clear()
+        self._wake_idle()
+
+    # -- reading ---------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        for _ in range(16):  # then let other callbacks run
+            try:
+                data = os.read(self._fd, READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.warning("port read failed: %s", exc)
+                data = b""
+            if not data:
+                self._eof()
+                return
+            self._fed += len(data)
+            self._last_rx = self._loop.time()
+            self._feed(data)
+            if self._fd < 0:
+                return
+        self._watch_torn_frame()
+
+    def _feed(self, data: bytes) -> None:
+        for frame in self._parser.feed(data):
+            self._framed += P.HEADER.size + len(frame.payload)
+            try:
+                self._handle(frame)
+            except Exception:
+                log.exception("frame %s on stream %d", frame.kind.name, frame.stream)
+
+    def _eof(self) -> None:
+        on_eof = self._on_eof
+        log.info("host connection ended")
+        self.detach()
+        if on_eof is not None:
+            on_eof()
+
+    def _watch_torn_frame(self) -> None:
+        # A host that reconnects while the port stays "connected" (e.g. a VM
+        # restored into a new QEMU) may leave half a frame behind, which would
+        # swallow its SYNC. Bytes from a live host never stall mid-frame.
+        if self._torn_timer is None and self._half_frame():
+            self._torn_timer = self._loop.call_later(TORN_FRAME_AFTER, self._torn_check)
+
+    def _half_frame(self) -> bool:
+        buffered = self._fed - self._framed - self._parser.skipped
+        return self._fd >= 0 and not self._parser.scanning and buffered > 0
+
+    def _torn_check(self) -> None:
+        self._torn_timer = None
+        if not self._half_frame():
+            return
+        idle = self._loop.time() - self._last_rx
+        if idle < TORN_FRAME_AFTER:
+            self._torn_timer = self._loop.call_later(TORN_FRAME_AFTER - idle, self._torn_check)
+            return
+        log.warning("half a frame stalled for %.1fs: rescanning for SYNC", idle)
+        self._parser.resync()
+        self._feed(b"")
+
+    def _handle(self, frame: P.Frame) -> None:
+        kind = frame.kind
+        if kind is Kind.SYNC:
+            self._sync(frame)
+            return
+        if kind is Kind.OPEN:
+            self._open(frame)
+            return
+        stream = self._streams.get(frame.stream)
+        if stream is None:
+            return  # late frame for a stream this side already finished
+        if kind is Kind.DATA:
+            if frame.payload:
+                channel, data = frame.data()
+                stream._deliver(("data", channel, data))
+        elif kind is Kind.MSG:
+            try:
+                obj = frame.json()
+            except (ValueError, P.ProtocolError) as exc:
+                stream.fail("invalid_argument", f"stream {stream.id}: malformed MSG: {exc}")
+                return
+            stream._deliver(("msg", obj))
+        elif kind is Kind.EOF:
+            stream._deliver(("eof",))
+        elif kind is Kind.WINDOW:
+            stream._add_credit(frame.window())
+        elif kind is Kind.CLOSE:
+            # The host dropped its state; nothing may be sent on this id any more.
+            del self._streams[stream.id]
+            stream._abort()
+
+    def _sync(self, frame: P.Frame) -> None:
+        if len(frame.payload) != P.SYNC_LEN or not frame.payload.startswith(P.MAGIC):
+            log.warning("malformed SYNC ignored")
+            return
+        self.reset()
+        self.enqueue(P.encode(Kind.SYNC, frame.stream, frame.payload))
+        self.syncs += 1
+        log.info("SYNC %s: new host connection", frame.payload[len(P.MAGIC) :].hex())
+
+    def _open(self, frame: P.Frame) -> None:
+        sid = frame.stream
+        if sid in self._streams:
+            log.warning("OPEN for stream %d, which is still open: ignored", sid)
+            return
+        stream = Stream(self, sid)
+        self._streams[sid] = stream
+        try:
+            request = frame.json()
+        except (ValueError, P.ProtocolError) as exc:
+            stream.fail("invalid_argument", f"stream {sid}: malformed OPEN payload: {exc}")
+            return
+        task = self._loop.create_task(self._dispatch(stream, request))
+        stream.task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- writing ---------------------------------------------------------
+
+    def enqueue(self, frame: bytes | memoryview) -> None:
+        """Queue a frame that must go out regardless of stream credit."""
+        self._wq.append(frame)
+        self._wq_bytes += len(frame)
+        self._kick()
+
+    def schedule(self, stream: Stream) -> None:
+        if stream not in self._ready_set and stream.ready and not stream.closed:
+            self._ready.append(stream)
+            self._ready_set.add(stream)
+            self._kick()
+
+    def forget(self, stream: Stream) -> None:
+        if self._streams.get(stream.id) is stream:
+            del self._streams[stream.id]
+        stream._abort()
+
+    def _kick(self) -> None:
+        # Coalesce: one flush per loop iteration, not one write per frame.
+        if self._fd >= 0 and not self._writer_on and not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
+    def _fill(self) -> None:
+        while self._ready and self._wq_bytes < WRITE_HIGH:
+            stream = self._ready.popleft()
+            self._ready_set.discard(stream)
+            if not stream.closed and stream.ready and stream._produce():
+                self._ready.append(stream)
+                self._ready_set.add(stream)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        while self._fd >= 0:
+            self._fill()
+            if not self._wq:
+                break
+            try:
+                written = os.writev(self._fd, list(islice(self._wq, 64)))
+            except InterruptedError:
+                continue
+            except BlockingIOError:
+                if not self._writer_on:
+                    self._loop.add_writer(self._fd, self._flush)
+                    self._writer_on = True
+                return
+            except OSError as exc:
+                log.warning("port write failed: %s", exc)
+                self._eof()
+                return
+            self._wq_bytes -= written
+            while written:
+                head = self._wq[0]
+                if written >= len(head):
+                    written -= len(head)
+                    self._wq.popleft()
+                else:
+                    self._wq[0] = memoryview(head)[written:]
+                    written = 0
+        if self._writer_on and self._fd >= 0:
+            self._loop.remove_writer(self._fd)
+            self._writer_on = False
+        if not self._wq and not self._ready:
+            self._wake_idle()
+
+    async def flushed(self) -> None:
+        """Wait until everything queued so far has been written (or dropped)."""
+        if not self._wq and not self._ready:
+            return
+        fut = self._loop.create_future()
+        self._idle.append(fut)
+        await fut
+
+    def _wake_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for fut in idle:
+            if not fut.done():
+                fut.set_result(None)

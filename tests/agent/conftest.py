@@ -1,0 +1,138 @@
+"""Runs the real guest agent as a subprocess against a socket the test listens on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from .hostside import HostConnection
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, found through /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class AgentUnderTest:
+    """One agent process, the socket it connects to, and the connections it made."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.sock = str(tmp / "agent.sock")
+        self.log = tmp / "agent.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.server: asyncio.Server | None = None
+        self.accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = (
+            asyncio.Queue()
+        )
+        self.conns: list[HostConnection] = []
+
+    async def start(self) -> None:
+        async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await self.accepted.put((r, w))
+
+        self.server = await asyncio.start_unix_server(on_connect, self.sock, limit=1 << 22)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env["PYTHONPATH"] = str(REPO)
+        with open(self.log, "wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sietch.agent.guest",
+                "--connect",
+                self.sock,
+                "--give-up",
+                "20",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                cwd=self.tmp,
+            )
+
+    async def connect(self, junk: bytes = b"", timeout: float = 20) -> HostConnection:
+        """Accept the agent's next connection and do the SYNC handshake on it."""
+        reader, writer = await asyncio.wait_for(self.accepted.get(), timeout)
+        conn = HostConnection(reader, writer)
+        await conn.sync(junk)
+        self.conns.append(conn)
+        return conn
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def stop(self) -> None:
+        for conn in self.conns:
+            await conn.close()
+        if self.server is not None:
+            self.server.close()
+        proc = self.proc
+        if proc is None:
+            return
+        # Freeze the agent so it cannot start more children while we sweep.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while (kids := descendants(proc.pid)) and time.monotonic() < deadline:
+            for pid in kids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+            os.kill(proc.pid, signal.SIGCONT)
+        await asyncio.wait_for(proc.wait(), 10)
+        assert not kids, f"agent children survived: {kids}"
+
+
+@pytest.fixture
+async def agent_proc(tmp_path: Path) -> AsyncIterator[AgentUnderTest]:
+    """A started agent, not yet connected; killed with all its children afterwards."""
+    agent = AgentUnderTest(tmp_path)
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+@pytest.fixture
+async def host(agent_proc: AgentUnderTest) -> HostConnection:
+    """The host end of a fresh agent, SYNC done."""
+    return await agent_proc.connect()
