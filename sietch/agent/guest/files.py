@@ -365,7 +365,8 @@ async def op_list(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[st
 def _stat(path: str) -> dict[str, Any]:
     _refuse_resolved(path, follow=False)
     st = os.lstat(path)
-    return {**_entry(path, st), "uid": st.st_uid, "gid": st.st_gid}
+    # Nested: an entry's "type" would clash with the final MSG's "type": "result".
+    return {"entry": {**_entry(path, st), "uid": st.st_uid, "gid": st.st_gid}}
 
 
 async def op_stat(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[str, Any]:

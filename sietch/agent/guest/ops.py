@@ -93,6 +93,8 @@ async def serve(agent: Agent, stream: Stream, request: dict[str, Any]) -> None:
         if op not in EARLY:
             await agent.ready.wait()
         result = await handler(agent, stream, request)
+        if "type" in result:  # would hide that this is the final result
+            raise RuntimeError(f"{op} result has a 'type' field")
         _finish(stream, {"type": "result", **result})
     except OpError as exc:
         stream.finish({"type": "error", "code": exc.code, "message": exc.message})
