@@ -9,9 +9,11 @@ later ``rmtree`` would walk into them).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from sietch.errors import ImageBuildError
 from sietch.images._run import run
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ def mmdebstrap(
     Each of ``hooks`` is a shell snippet run as a customize hook, with the
     tree as ``$1`` (``chroot "$1" ...`` runs inside it).
     """
+    if os.geteuid() != 0:
+        raise ImageBuildError("building Debian trees needs root (file ownership in the image)")
     tarball = dest.with_name(dest.name + ".tar")
     argv: list[str | Path] = [
         "mmdebstrap", "--mode=unshare", "--variant=minbase", "--format=tar",

@@ -20,6 +20,7 @@ from sietch.errors import ImageBuildError
 from sietch.images._cache import digest
 from sietch.images._run import run
 from sietch.images.progress import Progress
+from sietch.images.vmlinux import extract_vmlinux
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ KERNEL_PACKAGE = "linux-image-cloud-amd64"
 """The metapackage; it depends on the current ``linux-image-<release>-cloud-amd64``."""
 KERNEL_PIN: str | None = None
 """A real package (``linux-image-6.1.0-56-cloud-amd64``) to use instead of resolving."""
-_FORMAT = 1
+_FORMAT = 2
 """Bump when the layout produced below changes."""
 
 _APT_OPTS = ("-o", "APT::Sandbox::User=root")  # root downloads into our dir without the _apt dance
@@ -46,6 +47,12 @@ class Kernel:
     @property
     def vmlinuz(self) -> Path:
         return self.root / "vmlinuz"
+
+    @property
+    def boot_image(self) -> Path:
+        """What QEMU's ``-kernel`` gets: the ELF vmlinux (PVH, boots faster) if there is one."""
+        vmlinux = self.root / "vmlinux"
+        return vmlinux if vmlinux.exists() else self.vmlinuz
 
     @property
     def config(self) -> Path:
@@ -121,6 +128,8 @@ def build_kernel(work: Path, progress: Progress) -> Path:
     out = work / "kernel"
     (out / "modules").mkdir(parents=True)
     images[0].replace(out / "vmlinuz")
+    progress("kernel: extracting vmlinux", None)
+    extract_vmlinux(out / "vmlinuz", out / "vmlinux")
     config = unpacked / "boot" / f"config-{release}"
     if config.exists():
         config.replace(out / "config")

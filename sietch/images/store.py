@@ -2,7 +2,7 @@
 
 Cache layout (under ``<cache_dir>/images``; every name carries the hash of its recipe)::
 
-    kernel/<hash>/vmlinuz, config, info.json, modules/<release>/
+    kernel/<hash>/vmlinux, vmlinuz, config, info.json, modules/<release>/
     initramfs/<hash>.cpio
     runtime/<hash>/            tools disk's python runtime (the slow mmdebstrap part)
     tools/<hash>.ext4
@@ -61,8 +61,8 @@ class ImageStore:
     # -- the artefacts -------------------------------------------------------
 
     def kernel(self) -> Path:
-        """The guest kernel (bzImage)."""
-        return self._kernel(no_progress).vmlinuz
+        """The guest kernel for ``-kernel``: its ELF vmlinux (PVH entry), else the bzImage."""
+        return self._kernel(no_progress).boot_image
 
     def initramfs(self) -> Path:
         """The initramfs (uncompressed cpio)."""

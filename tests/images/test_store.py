@@ -19,6 +19,7 @@ from sietch.images.kernel import Kernel
 from sietch.images.rootfs import RECIPES, rootfs_key
 from sietch.images.runtime import runtime_key
 from sietch.images.tools import LAUNCHER, agent_sources, tools_key
+from sietch.images.vmlinux import has_pvh_entry
 
 BUILD_TIMEOUT = 1800  # from scratch: kernel download + two mmdebstrap runs
 
@@ -166,3 +167,14 @@ def test_default_has_python_and_user(store: ImageStore) -> None:
     assert "user:x:1000:1000::/home/user:/bin/bash" in debugfs(root, "cat /etc/passwd")
     assert "python3" in debugfs(root, "ls -p /usr/bin")
     assert debugfs(root, "cat /etc/hostname") == "sietch\n"
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_kernel_is_pvh_elf_with_modules(store: ImageStore) -> None:
+    """kernel() gives the uncompressed ELF with a PVH entry (no in-guest decompression)."""
+    path = store.kernel()
+    assert path.name == "vmlinux"
+    assert has_pvh_entry(path.read_bytes())
+    kernel = Kernel.load(path.parent)
+    assert (kernel.modules / "modules.builtin").exists()
+    assert kernel.vmlinuz.read_bytes()[0x202:0x206] == b"HdrS"  # the bzImage is kept too
