@@ -185,7 +185,9 @@ async def _power_off_after_reply(agent: Agent, replied: asyncio.Event) -> None:
                 await agent.mux.flushed()
     except TimeoutError:
         log.warning("shutdown: reply not flushed within 2s")
-    if agent.init:
+    # Only PID 1 may power off: --init on a development host must never
+    # switch the host itself off.
+    if os.getpid() == 1:
         from sietch.agent.guest import init
 
         init.power_off()
