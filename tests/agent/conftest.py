@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import time
@@ -49,11 +50,36 @@ def alive(pid: int) -> bool:
         return False
 
 
-class AgentUnderTest:
-    """One agent process, the socket it connects to, and the connections it made."""
+# Makes a namespace look like the VM after switch_root: a /dev without pts or
+# shm (the agent mounts those), busybox at /run/sietch/bin, then the agent as
+# PID 1. Everything it mounts stays inside the private mount namespace.
+PID1_SCRIPT = """
+set -e
+mount -t tmpfs -o mode=755 sietch-run /run
+mkdir -p /run/sietch/bin /run/hostdev
+cp /usr/bin/busybox /run/sietch/bin/busybox
+mount --rbind /dev /run/hostdev
+mount -t tmpfs -o mode=755 sietch-dev /dev
+for n in null zero full random urandom tty; do
+    touch /dev/$n
+    mount --bind /run/hostdev/$n /dev/$n
+done
+ln -s pts/ptmx /dev/ptmx
+umount -l /run/hostdev
+exec "$0" -m sietch.agent.guest --connect "$1" --give-up 20
+"""
 
-    def __init__(self, tmp: Path) -> None:
+
+class AgentUnderTest:
+    """One agent process, the socket it connects to, and the connections it made.
+
+    With ``pid1`` it runs as PID 1 of fresh pid, mount, UTS and network
+    namespaces, so the PID-1 duties run for real without touching the host.
+    """
+
+    def __init__(self, tmp: Path, *, pid1: bool = False) -> None:
         self.tmp = tmp
+        self.pid1 = pid1
         self.sock = str(tmp / "agent.sock")
         self.log = tmp / "agent.log"
         self.proc: asyncio.subprocess.Process | None = None
@@ -71,14 +97,16 @@ class AgentUnderTest:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env["PYTHONPATH"] = str(REPO)
         with open(self.log, "wb") as log:
+            command = [sys.executable, "-m", "sietch.agent.guest", "--connect", self.sock]
+            command += ["--give-up", "20"]
+            if self.pid1:
+                command = [
+                    *("unshare", "--mount", "--uts", "--pid", "--net", "--fork"),
+                    *("--mount-proc", "--kill-child", "sh", "-c", PID1_SCRIPT),
+                    *(sys.executable, self.sock),
+                ]
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "sietch.agent.guest",
-                "--connect",
-                self.sock,
-                "--give-up",
-                "20",
+                *command,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
@@ -125,6 +153,19 @@ class AgentUnderTest:
 async def agent_proc(tmp_path: Path) -> AsyncIterator[AgentUnderTest]:
     """A started agent, not yet connected; killed with all its children afterwards."""
     agent = AgentUnderTest(tmp_path)
+    await agent.start()
+    try:
+        yield agent
+    finally:
+        await agent.stop()
+
+
+@pytest.fixture
+async def pid1_agent(tmp_path: Path) -> AsyncIterator[AgentUnderTest]:
+    """An agent that is PID 1 of its own namespaces, killed with them afterwards."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("busybox"):
+        pytest.skip("needs root, unshare and busybox")
+    agent = AgentUnderTest(tmp_path, pid1=True)
     await agent.start()
     try:
         yield agent

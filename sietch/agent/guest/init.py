@@ -50,25 +50,17 @@ def _mount(source: str, target: str, fstype: str, flags: int, data: str) -> None
         raise OSError(err, f"mount {fstype} on {target}: {os.strerror(err)}")
 
 
-def _mountpoints() -> set[str]:
-    try:
-        with open("/proc/self/mounts") as f:
-            return {line.split()[1] for line in f if len(line.split()) > 2}
-    except OSError:
-        return set()
-
-
 def mount_basics() -> None:
     """/dev/pts for terminals, /dev/shm for POSIX shared memory, /tmp for everyone."""
     from sietch.agent.guest import users
 
-    mounted = _mountpoints()
-    if "/dev/pts" not in mounted:
+    # ismount, not /proc/mounts: a mount hidden under a later /dev is listed there too.
+    if not os.path.ismount("/dev/pts"):
         os.makedirs("/dev/pts", exist_ok=True)
         tty = users.group_id("tty")
         options = "ptmxmode=0666,mode=0620" + (f",gid={tty}" if tty is not None else "")
         _mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, options)
-    if "/dev/shm" not in mounted:
+    if not os.path.ismount("/dev/shm"):
         os.makedirs("/dev/shm", exist_ok=True)
         _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
     if not os.path.isdir("/tmp"):
