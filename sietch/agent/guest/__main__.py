@@ -15,10 +15,18 @@ then mount, name the host and bring up the network in the background.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # The agent never speaks TLS, and ssl is the costliest part of importing
+    # asyncio (about a third of it), which sits on the cold-boot path.
+    # asyncio copes with a Python built without ssl. Only in the agent's own
+    # process: importing this module elsewhere must not break ssl there.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
 import asyncio
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 
