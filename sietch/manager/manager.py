@@ -68,6 +68,10 @@ class Manager:
     async def start(self) -> None:
         """Open the database, then reap or adopt what an earlier run left behind."""
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as is not None:
+            # QEMU runs as another user: it must be able to reach its work dir.
+            for path in (self.settings.state_dir, self.sandboxes_dir):
+                path.chmod(path.stat().st_mode | 0o111)
         self._store = Store(self.settings.state_dir / "sietch.db")
         await self._recover()
 

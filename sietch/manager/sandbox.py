@@ -217,7 +217,7 @@ class Sandbox:
         return [FileInfo.from_agent(e) for e in result["entries"]]
 
     async def stat(self, path: str) -> FileInfo:
-        return FileInfo.from_agent(await self.agent.call("stat", path=path))
+        return FileInfo.from_agent((await self.agent.call("stat", path=path))["entry"])
 
     async def mkdir(self, path: str, parents: bool = True) -> None:
         await self.agent.call("mkdir", path=path, parents=parents)

@@ -110,16 +110,20 @@ async def test_missing_command_is_a_clear_error(shared: Sandbox) -> None:
 
 
 async def test_pty_mode_reports_its_size(shared: Sandbox) -> None:
-    """A PTY command sees a terminal of the requested size, and resize applies."""
+    """A PTY command sees a terminal of the requested size, and a resize applies."""
     execution = await shared.start(
         ["sh", "-c", "stty size; read x; stty size"], pty=True, cols=100, rows=30
     )
+    seen = b""
+    outputs = aiter(execution)
+    while b"30 100" not in seen:
+        seen += (await anext(outputs)).data
     await execution.resize(120, 40)
     await execution.send_stdin(b"go\n")
-    result = await execution.result()
+    rest = await execution.result()
     await execution.close()
-    text = result.stdout.decode()
-    assert "30 100" in text and "40 120" in text
+    assert b"40 120" in rest.stdout
+    assert rest.exit_code == 0
 
 
 async def test_fifty_concurrent_operations(shared: Sandbox) -> None:

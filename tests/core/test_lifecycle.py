@@ -57,7 +57,7 @@ async def test_qemu_runs_confined(shared: Sandbox) -> None:
 async def test_console_log_has_the_boot(shared: Sandbox) -> None:
     """The guest's serial console is captured for debugging boot failures."""
     log = shared.console_log()
-    assert "Linux version" in log
+    assert "sietch-agent" in log
 
 
 async def test_minimal_image_without_python(sandboxes: SandboxFactory) -> None:

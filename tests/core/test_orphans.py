@@ -56,6 +56,8 @@ async def test_sigkilled_owner_leaves_no_vm(persistent: bool) -> None:
         assert process.alive(qemu_pid)
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
+        assert owner.stdout is not None
+        owner.stdout.close()
         async with Manager(Settings(state_dir=state_dir)) as m:
             assert not list(process.find_by_marker(str(state_dir)))
             assert not process.alive(qemu_pid)
