@@ -11,7 +11,7 @@ from typing import Any
 
 from sietch.agent import protocol
 from sietch.agent.connection import AgentConnection, AgentStream, Output
-from sietch.errors import InvalidArgument
+from sietch.errors import AgentUnavailable, InvalidArgument
 from sietch.manager.models import ExecResult, FileInfo, ProcessInfo, SandboxInfo
 from sietch.vmm.qemu import QemuMachine, read_tail
 
@@ -193,12 +193,18 @@ class Sandbox:
     ) -> int:
         """Write a file (any size, streamed); parents are created. Returns its size."""
         async with await self.agent.open("write", path=path, mode=mode, parents=True) as stream:
-            if isinstance(data, bytes | bytearray | memoryview):
-                await stream.send(data)
-            else:
-                async for chunk in data:
-                    await stream.send(chunk)
-            await stream.send_eof()
+            try:
+                if isinstance(data, bytes | bytearray | memoryview):
+                    await stream.send(data)
+                else:
+                    async for chunk in data:
+                        await stream.send(chunk)
+                await stream.send_eof()
+            except AgentUnavailable:
+                # The agent refused the write (bad path, no permission) and closed the
+                # stream while we were still sending: its error says why.
+                await stream.result()
+                raise
             return int((await stream.result())["size"])
 
     async def read_file(self, path: str) -> AsyncIterator[bytes]:
