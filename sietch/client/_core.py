@@ -123,7 +123,7 @@ def error_from_body(status: int, body: bytes) -> errors.SietchError:
     exc = errors.error_for_code(code, message, **(details if isinstance(details, dict) else {}))
     if type(exc) is errors.SietchError:  # a code this SDK does not know yet: go by status
         fallback = _BY_STATUS.get(status, errors.SietchError)
-        exc = fallback(message, code=code, **exc.details)
+        exc = fallback(message, **exc.details)
     return exc
 
 
@@ -332,7 +332,17 @@ class Ops:
     def wait(sandbox_id: str, pid: int, timeout: float | None) -> Call[ProcessExit]:
         params = [] if timeout is None else [("timeout", timeout)]
         path = f"/sandboxes/{sandbox_id}/processes/{pid}/wait"
-        return Call("POST", path, _model(ProcessExit), params, timeout=_plus_margin(timeout))
+
+        def parse(response: httpx.Response) -> ProcessExit:
+            ended = ProcessExit.model_validate_json(response.content)
+            if ended.running:
+                raise errors.CommandTimeout(
+                    f"process {pid} is still running after {timeout}s; "
+                    "wait longer (timeout=) or kill it"
+                )
+            return ended
+
+        return Call("POST", path, parse, params, timeout=_plus_margin(timeout))
 
     @staticmethod
     def list_files(sandbox_id: str, path: str, depth: int) -> Call[builtins.list[FileInfo]]:

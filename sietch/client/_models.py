@@ -46,6 +46,7 @@ class ProcessExit(_Record):
     pid: int
     exit_code: int | None
     signal: int | None = None
+    running: bool = False
 
 
 class FileInfo(_Record):

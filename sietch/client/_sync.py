@@ -93,6 +93,7 @@ class Client:
                 compression=None,
                 max_size=None,
                 open_timeout=self.config.timeout,
+                legacy=True,  # a connection object to keep, not a with block
             )
         except InvalidStatus as exc:
             raise handshake_error(exc.response.status_code, exc.response.body) from exc

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -41,7 +40,7 @@ from sietch.errors import InvalidArgument, SietchError, ValidationFailed
 from sietch.manager.sandbox import Execution, Sandbox
 from sietch.server.deps import authenticate, get_manager
 from sietch.server.handlers import error_body, error_response
-from sietch.server.schemas import Command, GuestPath, SafeStr
+from sietch.server.schemas import Command, GuestPath, SafeStr, User
 from sietch.server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class StartMessage(_Message):
     cmd: Command
     env: dict[SafeStr, SafeStr] = Field(default_factory=dict)
     cwd: GuestPath | None = None
-    user: SafeStr | int | None = None
+    user: User | None = None
     timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     pty: bool = False
     cols: Annotated[int, Field(ge=1, le=1000)] = 80
@@ -236,7 +235,7 @@ class _Session:
         if kind == "stdin":
             try:
                 data = base64.b64decode(msg.get("data", ""), validate=True)
-            except (binascii.Error, TypeError) as exc:
+            except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
                 raise InvalidArgument("stdin data must be base64") from exc
             await self.execution.send_stdin(data)
         elif kind == "eof":

@@ -46,6 +46,10 @@ Command = Annotated[
     ),
 ]
 SignalName = Annotated[int | str, Field(examples=["SIGTERM", 9])]
+User = Annotated[
+    SafeStr | Annotated[int, Field(ge=0, le=2**32 - 2)],
+    Field(description="A user name or uid to run as (default: root)."),
+]
 
 
 class _Request(BaseModel):
@@ -98,7 +102,7 @@ class ExecCreate(_Request):
     cmd: Command
     env: dict[SafeStr, SafeStr] = Field(default_factory=dict)
     cwd: GuestPath | None = None
-    user: SafeStr | int | None = None
+    user: User | None = None
     timeout: Annotated[float, Field(gt=0, le=86400, allow_inf_nan=False)] | None = None
     stdin: str | None = Field(default=None, description="Standard input, in `encoding`.")
     encoding: Encoding = Field(
@@ -126,7 +130,7 @@ class ProcessCreate(_Request):
     cmd: Command
     env: dict[SafeStr, SafeStr] = Field(default_factory=dict)
     cwd: GuestPath | None = None
-    user: SafeStr | int | None = None
+    user: User | None = None
     tag: Annotated[str, Field(max_length=256)] | None = None
     timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
@@ -157,6 +161,7 @@ class SignalCreate(_Request):
 
 class ProcessExit(BaseModel):
     pid: int
+    running: bool = Field(description="Still running when the wait's timeout passed.")
     exit_code: int | None
     signal: int | None = None
 

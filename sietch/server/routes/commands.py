@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import time
 
 from fastapi import APIRouter, WebSocket
@@ -39,7 +38,7 @@ def decode_stdin(stdin: str | None, encoding: str) -> bytes | None:
     if encoding == "base64":
         try:
             return base64.b64decode(stdin, validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or characters that are not ASCII
             raise InvalidArgument("stdin is not valid base64") from exc
     return stdin.encode()
 

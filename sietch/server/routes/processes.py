@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from sietch.errors import CommandTimeout
 from sietch.server.deps import SandboxDep
 from sietch.server.schemas import (
     ProcessCreate,
@@ -55,6 +56,10 @@ async def wait_process(
     sandbox: SandboxDep,
     timeout: Annotated[float | None, Query(gt=0, le=86400)] = None,
 ) -> ProcessExit:
-    """Wait for a process to end (504 command_timeout if ``timeout`` passes first)."""
-    result = await sandbox.wait(pid, timeout)
-    return ProcessExit(pid=pid, exit_code=result.exit_code, signal=result.signal)
+    """Wait for a process to end; ``running`` is true if ``timeout`` passed first."""
+    try:
+        result = await sandbox.wait(pid, timeout)
+    except CommandTimeout:
+        # The wait timing out is an answer ("still running"), not a failure of the server.
+        return ProcessExit(pid=pid, running=True, exit_code=None)
+    return ProcessExit(pid=pid, running=False, exit_code=result.exit_code, signal=result.signal)
