@@ -1,0 +1,56 @@
+"""A restarted server finds its sandboxes: live ones usable, dead ones marked dead."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+
+from sietch.vmm import process
+from tests.server.harness import ApiServer
+
+
+def test_restart_keeps_running_sandboxes_and_marks_dead_ones() -> None:
+    """Restart the server while sandboxes run: both still listed and usable; a killed VM is dead."""
+    server = ApiServer()
+    server.start()
+    try:
+        api = server.url + "/api/v1"
+        with httpx.Client(base_url=api, headers=server.headers, timeout=120) as c:
+            ids = [c.post("/sandboxes", json={"metadata": {"n": str(i)}}).json()["id"]
+                   for i in range(3)]  # fmt: skip
+            for sandbox_id in ids:
+                put = c.put(
+                    f"/sandboxes/{sandbox_id}/files",
+                    params={"path": "/root/before"},
+                    content=sandbox_id.encode(),
+                )
+                assert put.status_code == 200, put.text
+
+        server.stop()
+        # While the server is down, one VM dies.
+        victim = ids[2]
+        marker = str(server.state_dir / "sandboxes" / victim) + os.sep
+        pids = [pid for pid, _ in process.find_by_marker(marker)]
+        assert pids, "the victim's QEMU is not running"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        server.start()
+
+        with httpx.Client(base_url=api, headers=server.headers, timeout=120) as c:
+            listed = {s["id"]: s for s in c.get("/sandboxes").json()["data"]}
+            assert set(ids) <= set(listed)
+            assert listed[victim]["state"] == "dead"
+            for sandbox_id in ids[:2]:
+                assert listed[sandbox_id]["state"] == "running"
+                run = c.post(
+                    f"/sandboxes/{sandbox_id}/exec", json={"cmd": "cat /root/before; echo !"}
+                )
+                assert run.status_code == 200, run.text
+                assert run.json()["stdout"] == f"{sandbox_id}!\n"
+            response = c.post(f"/sandboxes/{victim}/exec", json={"cmd": "true"})
+            assert response.status_code == 409
+            assert response.json()["error"]["code"] == "sandbox_not_running"
+    finally:
+        server.cleanup()
