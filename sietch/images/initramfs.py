@@ -2,7 +2,8 @@
 
 Written as an uncompressed newc cpio by Python itself: no root (device nodes
 need none), byte-for-byte reproducible, and nothing to decompress on the boot
-path (under TCG a gzip'd initramfs is slower to unpack than to copy).
+path: under TCG the gzip'd one (1.2 MB instead of 2.5 MB) booted no faster
+(median QEMU CPU time to python 3.8 s vs 3.5 s uncompressed, 4 boots each).
 """
 
 from __future__ import annotations
