@@ -38,20 +38,31 @@ log = logging.getLogger(__name__)
 LABEL = "sietch-tools"
 _FORMAT = 1
 
-_EXEC = f"exec {GUEST_ROOT}/{LOADER} --inhibit-cache --library-path {GUEST_ROOT}/{LIBDIR} \\\n    "
-_HEADER = f"#!{GUEST_ROOT}/bin/busybox sh\n"
 
-LAUNCHER = (
-    _HEADER + "# Start the guest agent on the tools disk's own python, through its own dynamic\n"
-    "# loader: nothing of the user's rootfs (libc, python3 or none) is used.\n"
-    "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-    + _EXEC
-    + f'{GUEST_ROOT}/usr/bin/{PYTHON} -m sietch.agent.guest "$@"\n'
+def _script(program: str, *, prelude: str = "") -> str:
+    """A busybox sh script that runs the tools disk's ``program`` through the tools' own loader.
+
+    ``--inhibit-cache``: the /etc/ld.so.cache in the guest is the user's, never ours.
+    """
+    return (
+        f"#!{GUEST_ROOT}/bin/busybox sh\n{prelude}"
+        f"exec {GUEST_ROOT}/{LOADER} --inhibit-cache --library-path {GUEST_ROOT}/{LIBDIR} \\\n"
+        f'    {GUEST_ROOT}/{program} "$@"\n'
+    )
+
+
+LAUNCHER = _script(
+    f"usr/bin/{PYTHON} -m sietch.agent.guest",
+    prelude=(
+        "# The guest agent, on the tools disk's own python through its own loader:\n"
+        "# nothing of the user's rootfs (its libc, its python3 or lack of one) is used.\n"
+        "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    ),
 )
 SCRIPTS = {
     "bin/sietch-agent": LAUNCHER,
-    "bin/sietch-python": _HEADER + _EXEC + f'{GUEST_ROOT}/usr/bin/{PYTHON} "$@"\n',
-    "sbin/resize2fs": _HEADER + _EXEC + f'{GUEST_ROOT}/{RESIZE2FS} "$@"\n',
+    "bin/sietch-python": _script(f"usr/bin/{PYTHON}"),
+    "sbin/resize2fs": _script(RESIZE2FS),
 }
 
 
