@@ -32,6 +32,9 @@ NAMESERVER = "10.0.2.3"
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 RB_POWER_OFF = 0x4321FEDC
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
+SIOCSIFHWADDR = 0x8924
+ARPHRD_ETHER = 1
 
 
 @functools.cache
@@ -176,8 +179,31 @@ def add_entropy(data: bytes) -> None:
             fcntl.ioctl(fd, RNDADDENTROPY, struct.pack("ii", len(data) * 8, len(data)) + data)
         except OSError:
             os.write(fd, data)  # mixed in, though not credited
+        # Mixing in is not enough: the kernel's CRNG reseeds from the pool only
+        # every few seconds to a minute, and until then two clones of one
+        # snapshot hand out the same /dev/urandom bytes. Force it now.
+        try:
+            fcntl.ioctl(fd, RNDRESEEDCRNG)
+        except OSError as exc:
+            log.warning("cannot reseed the CRNG: %s", exc)
     finally:
         os.close(fd)
+
+
+def set_mac(interface: str, mac: str) -> None:
+    """Give a restored clone its own MAC (virtio-net applies it live)."""
+    import fcntl
+    import socket
+    import struct
+
+    raw = bytes.fromhex(mac.replace(":", ""))
+    if len(raw) != 6:
+        raise OpError("invalid_argument", f"invalid MAC address {mac!r}")
+    if not os.path.exists(f"/sys/class/net/{interface}"):
+        return
+    req = struct.pack("16sH6s8x", interface.encode(), ARPHRD_ETHER, raw)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCSIFHWADDR, req)
 
 
 def power_off() -> None:

@@ -125,6 +125,7 @@ async def op_hello(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[s
     now = arg_float(args, "time")
     entropy_b64 = arg_str(args, "entropy")
     hostname = arg_str(args, "hostname")
+    mac = arg_str(args, "mac")
     entropy = b""
     if entropy_b64:
         import base64
@@ -149,6 +150,11 @@ async def op_hello(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[s
             init.add_entropy(entropy)
         if hostname:
             init.set_hostname(hostname)
+        if mac:
+            try:
+                init.set_mac("eth0", mac)
+            except OSError as exc:
+                log.warning("cannot set the MAC address: %s", exc)
     uname = os.uname()
     try:
         uptime = float(_read("/proc/uptime").split()[0])
