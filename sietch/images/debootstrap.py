@@ -64,7 +64,14 @@ def mmdebstrap(
     argv += [f"--customize-hook={hook}" for hook in hooks]
     argv += [suite, tarball, *(line.format(suite=suite) for line in SOURCES)]
     try:
-        run(argv, what=f"bootstrap Debian {suite} with mmdebstrap", timeout=1800)
+        # Its own temp dir (the chroot it builds in) goes in our build dir too,
+        # so a killed build leaves nothing that the next one does not sweep.
+        run(
+            argv,
+            what=f"bootstrap Debian {suite} with mmdebstrap",
+            env={"TMPDIR": str(dest.parent)},
+            timeout=1800,
+        )
         dest.mkdir()
         run(
             ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf", tarball,
