@@ -141,6 +141,7 @@ class HostConnection:
         self._task: asyncio.Task[None] | None = None
         self.parser = P.Parser()
         self.skipped_before_sync = 0
+        self.nonce = b""
         self.stray: list[P.Frame] = []
 
     def send(self, frame: bytes) -> None:
@@ -149,9 +150,16 @@ class HostConnection:
     async def drain(self) -> None:
         await self.writer.drain()
 
-    async def sync(self, junk: bytes = b"", timeout: float = 10) -> None:
-        """Send (optional junk, then) SYNC; skip everything until its echo."""
-        nonce = os.urandom(8)
+    async def sync(
+        self, junk: bytes = b"", timeout: float = 10, resend: float | None = None
+    ) -> None:
+        """Send (optional junk, then) SYNC; skip everything until its echo.
+
+        ``resend`` repeats the same SYNC at that interval while no answer came
+        (a booting guest cannot answer yet); the nonce stays the same, so an
+        answer to any copy counts however slow the guest is.
+        """
+        nonce = self.nonce = os.urandom(8)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -164,7 +172,11 @@ class HostConnection:
         await self.drain()
         async with asyncio.timeout(timeout):
             while True:
-                data = await self.reader.read(65536)
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), resend)
+                except TimeoutError:
+                    self.send(P.encode_sync(nonce))
+                    continue
                 if not data:
                     raise ConnectionError("agent closed the connection during SYNC")
                 frames = list(self.parser.feed(data))

@@ -64,6 +64,18 @@ async def test_second_sync_keeps_processes(agent_proc: AgentUnderTest) -> None:
         assert (await host.call("wait", pid=pid))["signal"] == 9
 
 
+async def test_repeated_sync_keeps_the_connection(host: HostConnection) -> None:
+    """A re-sent SYNC (same nonce) is answered again without dropping open streams."""
+    s = host.open("exec", cmd="echo a; read x; echo b", stdin=True)
+    assert (await s.next())[1]["type"] == "started"
+    assert (await s.next())[2] == b"a\n"
+    host.send(P.encode_sync(host.nonce))
+    await s.write(b"go\n")
+    out = await s.outcome()
+    assert out.stdout == b"b\n" and out.final["exit_code"] == 0
+    assert [f.payload[-8:] for f in host.stray if f.kind is Kind.SYNC] == [host.nonce]
+
+
 async def test_reconnect_after_host_goes_away(agent_proc: AgentUnderTest) -> None:
     """When the socket closes the agent reconnects; processes and their output survive."""
     host = await agent_proc.connect()

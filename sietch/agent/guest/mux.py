@@ -246,6 +246,8 @@ class Mux:
         self._last_rx = 0.0
         self._torn_timer: asyncio.TimerHandle | None = None
         self.syncs = 0
+        self._nonce = b""
+        self._sync_waiters: list[asyncio.Future[None]] = []
 
     @property
     def attached(self) -> bool:
@@ -271,6 +273,7 @@ class Mux:
             self._writer_on = False
         self._fd = -1
         self._on_eof = None
+        self._nonce = b""  # a new byte stream: even a repeated nonce is a new connection
         self.reset()
 
     def reset(self) -> None:
@@ -378,10 +381,27 @@ class Mux:
         if len(frame.payload) != P.SYNC_LEN or not frame.payload.startswith(P.MAGIC):
             log.warning("malformed SYNC ignored")
             return
+        nonce = frame.payload[len(P.MAGIC) :]
+        if nonce == self._nonce:
+            # The host re-sent its SYNC because the answer was slow (a booting
+            # guest). Same nonce, same connection: answer again, but do not
+            # drop streams it may have opened since the first answer.
+            self.enqueue(P.encode(Kind.SYNC, frame.stream, frame.payload))
+            log.debug("SYNC %s repeated", nonce.hex())
+            return
         self.reset()
+        self._nonce = nonce
         self.enqueue(P.encode(Kind.SYNC, frame.stream, frame.payload))
         self.syncs += 1
-        log.info("SYNC %s: new host connection", frame.payload[len(P.MAGIC) :].hex())
+        self._wake(self._sync_waiters)
+        log.info("SYNC %s: new host connection", nonce.hex())
+
+    async def synced(self) -> None:
+        """Wait for the first SYNC of any connection."""
+        if self.syncs == 0:
+            fut = self._loop.create_future()
+            self._sync_waiters.append(fut)
+            await fut
 
     def _open(self, frame: P.Frame) -> None:
         sid = frame.stream
@@ -476,7 +496,11 @@ class Mux:
         await fut
 
     def _wake_idle(self) -> None:
-        idle, self._idle = self._idle, []
-        for fut in idle:
+        self._wake(self._idle)
+
+    @staticmethod
+    def _wake(waiters: list[asyncio.Future[None]]) -> None:
+        ready, waiters[:] = list(waiters), []
+        for fut in ready:
             if not fut.done():
                 fut.set_result(None)
