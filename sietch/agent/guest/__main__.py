@@ -71,6 +71,21 @@ def parse_args(argv: list[str]) -> Options:
     return opts
 
 
+_FORMAT = "sietch-agent: %(levelname)s %(message)s"
+
+
+class _BootFormatter(logging.Formatter):
+    """Stamps console lines with time since boot, like the kernel's own, so a
+    slow cold boot can be read off the serial log."""
+
+    def __init__(self) -> None:
+        super().__init__("sietch-agent: [%(boottime)8.3f] %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.boottime = time.clock_gettime(time.CLOCK_BOOTTIME)
+        return super().format(record)
+
+
 def setup_logging(console: bool, debug: bool) -> None:
     stream = sys.stderr
     if console:
@@ -81,7 +96,7 @@ def setup_logging(console: bool, debug: bool) -> None:
         except OSError:
             pass
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("sietch-agent: %(levelname)s %(message)s"))
+    handler.setFormatter(_BootFormatter() if console else logging.Formatter(_FORMAT))
     root = logging.getLogger("sietch")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)

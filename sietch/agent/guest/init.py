@@ -8,6 +8,7 @@ carries on when it fails: PID 1 exiting is a kernel panic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -124,8 +125,18 @@ async def network_up(agent: Agent) -> None:
             log.warning("ip %s: exit %s: %s", " ".join(step), code, output.strip())
 
 
+SETUP_GRACE = 0.5
+"""Seconds setup waits for the host's first SYNC before starting anyway."""
+
+
 async def setup(agent: Agent) -> None:
     """Runs while the port already serves SYNC and hello; other ops wait for it."""
+    # The host's SYNC is usually already waiting in the port. Setup's first
+    # steps block the loop (ctypes import, mounts: tenths of a second under
+    # TCG), so let that SYNC be answered first.
+    if agent.mux is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(agent.mux.synced(), SETUP_GRACE)
     for name, step in (
         ("mounts", mount_basics),
         ("hostname", lambda: set_hostname(hostname_from_etc())),
