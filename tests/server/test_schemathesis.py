@@ -8,12 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
 
 from tests.server.harness import ApiServer
+
+schemathesis = pytest.importorskip("schemathesis", reason="pip install schemathesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - hypothesis comes with it
+from hypothesis.errors import Unsatisfiable  # noqa: E402
+from schemathesis import GenerationMode  # noqa: E402
 
 MAX_EXAMPLES = 15
 """Per operation; bounded so the run stays around a minute under TCG."""
