@@ -140,6 +140,18 @@ def test_non_utf8_path_is_400(http: httpx.Client, sandbox_id: str) -> None:
     assert "UTF-8" in body["message"]
 
 
+def test_listing_shows_non_utf8_names_replaced(http: httpx.Client, sandbox_id: str) -> None:
+    """A guest file whose name is not UTF-8 is listed (with U+FFFD), not a 500."""
+    made = http.post(
+        f"/sandboxes/{sandbox_id}/exec",
+        json={"cmd": "mkdir -p /tmp/nu && touch \"/tmp/nu/a$(printf '\\377')b\""},
+    )
+    assert made.json()["exit_code"] == 0, made.text
+    listed = http.get(f"/sandboxes/{sandbox_id}/files/list", params={"path": "/tmp/nu"})
+    assert listed.status_code == 200, listed.text
+    assert [e["name"] for e in listed.json()["data"]] == ["a\ufffdb"]
+
+
 def test_binary_file_round_trips(http: httpx.Client, sandbox_id: str) -> None:
     """File bodies are raw bytes: content that is not UTF-8 comes back exactly."""
     data = bytes(range(256)) * 1000
