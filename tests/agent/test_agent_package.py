@@ -65,5 +65,5 @@ def test_startup_imports_stay_light() -> None:
     loaded = set(run.stdout.split())
     assert "sietch.agent.guest.mux" in loaded
     # (asyncio itself imports subprocess; --connect mode loads ctypes for prctl.)
-    for heavy in ("ssl", "shutil", "argparse", "base64", "tempfile", "pty", "pwd"):
+    for heavy in ("ssl", "shutil", "argparse", "base64", "tempfile", "pty"):
         assert heavy not in loaded, f"{heavy} is imported at start-up"
