@@ -96,6 +96,21 @@ def test_background_process(sb: Sandbox) -> None:
     assert quick.wait(timeout=10).exit_code == 2
 
 
+def test_background_output_and_wait_timeout(sb: Sandbox) -> None:
+    """A background process's output can be followed; a wait that times out says so."""
+    handle = sb.exec("echo early; sleep 0.5; echo late >&2; exit 4", background=True)
+    seen: list[bytes] = []
+    result = handle.output(on_stdout=seen.append, on_stderr=seen.append)
+    assert (result.stdout, result.stderr, result.exit_code) == ("early\n", "late\n", 4)
+    assert b"".join(seen) == b"early\nlate\n"
+    sleeper = sb.process.start("sleep 100", tag="sleeper")
+    assert {p.tag for p in sb.process.list() if p.pid == sleeper.pid} == {"sleeper"}
+    with pytest.raises(sietch.CommandTimeout):
+        sleeper.wait(timeout=0.5)
+    sleeper.kill()
+    assert sleeper.wait(timeout=10).signal == 9
+
+
 def test_files_accept_bytes_str_and_file_objects(sb: Sandbox) -> None:
     """files.write takes bytes, str and file objects (streamed); read returns the bytes."""
     assert sb.files.write("/tmp/f/a.txt", "héllo").size == len("héllo".encode())
