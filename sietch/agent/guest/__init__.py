@@ -8,14 +8,17 @@ Modules, each with one job:
 
 ``transport``  finds and drives the byte stream (virtio-serial port or, for
                development, a unix socket) and notices the host come and go.
-``mux``        frames, streams, per-stream flow control, the one writer queue.
+``mux``        framing, dispatch of frames to streams, the one writer queue.
+``stream``     one stream: inbox, send queue, credits both ways.
 ``ops``        the operation table and the light operations (hello, shutdown).
-``process``    spawning commands and the table of agent-started processes.
+``process``    one command the agent started: output rings, stdin, signals.
+``table``      spawning commands, and the table of agent-started processes.
 ``execops``    the exec/attach/signal/wait/processes operations.
 ``files``      file operations.
 ``reaper``     the single SIGCHLD reaper that hands exit statuses out.
 ``users``      /etc/passwd and /etc/group lookups (no NSS in a foreign rootfs).
 ``init``       PID-1 duties: mounts, hostname, network, power off.
+``errors``     the error codes operations report.
 """
 
 AGENT_VERSION = "0.1.0"

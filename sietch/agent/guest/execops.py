@@ -19,8 +19,8 @@ from sietch.agent.guest.errors import (
     arg_str,
     need,
 )
-from sietch.agent.guest.mux import Stream, StreamClosed
 from sietch.agent.guest.process import Process, Spec
+from sietch.agent.guest.stream import Stream, StreamClosed
 
 if TYPE_CHECKING:
     from sietch.agent.guest.ops import Agent

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sietch.agent import protocol as P
 from sietch.agent.guest.errors import OpError, arg_bool, arg_int, from_os_error
-from sietch.agent.guest.mux import Stream
+from sietch.agent.guest.stream import Stream
 
 if TYPE_CHECKING:
     from sietch.agent.guest.ops import Agent

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from sietch.agent import protocol as P
 from sietch.agent.guest import AGENT_VERSION
 from sietch.agent.guest.errors import OpError, arg_float, arg_str
-from sietch.agent.guest.mux import Mux, Stream, StreamClosed
+from sietch.agent.guest.mux import Mux
 from sietch.agent.guest.reaper import Reaper
+from sietch.agent.guest.stream import Stream, StreamClosed
 
 if TYPE_CHECKING:
-    from sietch.agent.guest.process import ProcessTable
+    from sietch.agent.guest.table import ProcessTable
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Agent:
     @property
     def processes(self) -> ProcessTable:
         if self._processes is None:
-            from sietch.agent.guest.process import ProcessTable
+            from sietch.agent.guest.table import ProcessTable
 
             self._processes = ProcessTable(self.reaper)
         return self._processes
