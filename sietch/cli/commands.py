@@ -10,7 +10,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import typer
@@ -43,6 +43,15 @@ def _write(stream: int) -> Callable[[bytes], None]:
     return write
 
 
+@contextlib.contextmanager
+def _interrupt_exits() -> Iterator[None]:
+    """Ctrl-C leaves quietly with 130, as a shell does (the command goes on in the guest)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 @commands_app.command(
     "exec", context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True}
 )
@@ -65,7 +74,7 @@ def exec_command(  # noqa: PLR0917 - typer passes options by name
         fail("give a command to run", 2)
     cmd: str | list[str] = command[0] if len(command) == 1 else command
     data = sys.stdin.buffer.read() if stdin else None
-    with api_errors():
+    with api_errors(), _interrupt_exits():
         sb = Sandbox.connect(sandbox_id)
         try:
             if as_json:

@@ -55,7 +55,7 @@ from sietch.client._models import (
     ServerInfo,
     WriteInfo,
 )
-from sietch.errors import FileNotFound, SandboxNotFound, Unavailable
+from sietch.errors import FileNotFound, SandboxNotFound, SietchError, Unavailable
 
 T = TypeVar("T")
 AsyncOutputCallback = Callable[[bytes], Awaitable[Any] | Any]
@@ -273,7 +273,10 @@ class AsyncPty:
         return await self._stream.finish()
 
     async def close(self) -> None:
-        """Hang up (the process is killed if still running)."""
+        """Hang up: like a closed terminal, a process still running gets SIGHUP."""
+        if self.result is None:
+            with contextlib.suppress(SietchError, WebSocketException, OSError):
+                await self.signal("SIGHUP")
         await self._stream.close()
 
     async def __aenter__(self) -> AsyncPty:

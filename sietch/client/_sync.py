@@ -40,7 +40,7 @@ from sietch.client._models import (
     ServerInfo,
     WriteInfo,
 )
-from sietch.errors import FileNotFound, SandboxNotFound, Unavailable
+from sietch.errors import FileNotFound, SandboxNotFound, SietchError, Unavailable
 
 T = TypeVar("T")
 OutputCallback = Callable[[bytes], Any]
@@ -226,7 +226,10 @@ class Pty:
         return self._stream.finish()
 
     def close(self) -> None:
-        """Hang up (the process is killed if still running)."""
+        """Hang up: like a closed terminal, a process still running gets SIGHUP."""
+        if self.result is None:
+            with contextlib.suppress(SietchError, WebSocketException, OSError):
+                self.signal("SIGHUP")
         self._stream.close()
 
     def __enter__(self) -> Pty:

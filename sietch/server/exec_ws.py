@@ -20,7 +20,9 @@ then the server closes: 1000 after ``exit``, 4000 + the HTTP status after
 ``{"type": "resize", "cols": 120, "rows": 40}``, ``{"type": "signal", "signal": "SIGINT"}``.
 
 A refused connection (bad key, unknown sandbox) gets the API's JSON error as
-an HTTP response to the handshake. Closing the socket abandons the command.
+an HTTP response to the handshake. Closing the socket detaches: the command
+keeps running as a background process (list, attach to or kill it through
+``/processes`` and ``attach``).
 """
 
 from __future__ import annotations

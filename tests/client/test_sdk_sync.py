@@ -154,6 +154,18 @@ def test_pty_is_interactive(sb: Sandbox) -> None:
     assert result.exit_code == 3
 
 
+def test_pty_close_hangs_up(sb: Sandbox) -> None:
+    """Closing a terminal whose process still runs sends it SIGHUP, as a real hang-up does."""
+    term = sb.pty(["sleep", "300"])
+    pid = term.pid
+    term.close()
+    try:
+        ended = sb.process.wait(pid, timeout=20)
+    except sietch.ProcessNotFound:  # already reaped and forgotten
+        return
+    assert ended.signal == 1
+
+
 def test_typed_errors(sb: Sandbox, api_server: ApiServer) -> None:
     """Unknown ids, a wrong key and an unreachable server raise the matching classes."""
     with pytest.raises(sietch.SandboxNotFound):
