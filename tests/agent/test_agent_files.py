@@ -53,6 +53,15 @@ async def test_write_read_twenty_mib(host: HostConnection, work: Path) -> None:
     assert hashlib.sha256(out.stdout).digest() == hashlib.sha256(data).digest()
 
 
+async def test_upload_full_of_sync_frames(host: HostConnection, work: Path) -> None:
+    """File bytes that look like SYNC frames are data, not a reconnect."""
+    data = P.encode_sync(b"12345678") * 100_000  # 2.5 MB of SYNC frames
+    path = str(work / "syncs")
+    assert (await _write(host, path, data))["size"] == len(data)
+    assert _sha(path) == hashlib.sha256(data).digest()
+    assert (await host.open("read", path=path).outcome()).stdout == data
+
+
 async def test_read_range(host: HostConnection, work: Path) -> None:
     """offset and length select a slice; reading past the end is short, not an error."""
     path = work / "f"

@@ -32,8 +32,13 @@ WRITE_HIGH = 4 * P.CHUNK
 """Bytes in the shared writer queue above which no more DATA is moved into it."""
 READ_SIZE = 256 * 1024
 TORN_FRAME_AFTER = 2.0
-"""Seconds a half-received frame may sit with no new bytes before it is presumed
-torn (the host reconnected without the port noticing) and dropped."""
+"""Seconds a frame may stay incomplete before it is presumed torn: left half sent
+by a host that went away without the port noticing (a quick reconnect, a VM
+restored into a new QEMU), it would swallow the next connection's SYNC, and
+the SYNCs the host re-sends after it. A live host's frames complete in
+milliseconds."""
+TORN_SYNC_AFTER = 0.25
+"""The same, once the bytes being swallowed contain SYNC's magic."""
 
 
 Dispatch = Callable[[Stream, dict[str, Any]], Coroutine[Any, Any, None]]
@@ -59,7 +64,8 @@ class Mux:
         self._idle: list[asyncio.Future[None]] = []
         self._fed = 0
         self._framed = 0
-        self._last_rx = 0.0
+        self._partial_since = 0.0
+        self._suspect = False
         self._torn_timer: asyncio.TimerHandle | None = None
         self.syncs = 0
         self._nonce = b""
@@ -78,12 +84,16 @@ class Mux:
         # starts with SYNC.
         self._parser.resync()
         self._loop.add_reader(fd, self._on_readable)
+        self._suspect = False
         log.debug("attached to fd %d", fd)
 
     def detach(self) -> None:
         if self._fd < 0:
             return
         self._loop.remove_reader(self._fd)
+        if self._torn_timer is not None:
+            self._torn_timer.cancel()
+            self._torn_timer = None
         if self._writer_on:
             self._loop.remove_writer(self._fd)
             self._writer_on = False
@@ -117,11 +127,17 @@ class Mux:
             if not data:
                 self._eof()
                 return
+            was_between_frames = self._buffered() == 0
+            framed = self._framed
             self._fed += len(data)
-            self._last_rx = self._loop.time()
             self._feed(data)
             if self._fd < 0:
                 return
+            if was_between_frames or self._framed != framed:
+                self._partial_since = self._loop.time()  # what is left began just now
+                self._suspect = False
+            elif P.MAGIC in data:
+                self._suspect = True
         self._watch_torn_frame()
 
     def _feed(self, data: bytes) -> None:
@@ -139,28 +155,42 @@ class Mux:
         if on_eof is not None:
             on_eof()
 
-    def _watch_torn_frame(self) -> None:
-        # A host that reconnects while the port stays "connected" (e.g. a VM
-        # restored into a new QEMU) may leave half a frame behind, which would
-        # swallow its SYNC. Bytes from a live host never stall mid-frame.
-        if self._torn_timer is None and self._half_frame():
-            self._torn_timer = self._loop.call_later(TORN_FRAME_AFTER, self._torn_check)
+    def _buffered(self) -> int:
+        """Bytes the parser holds: the start of a frame not yet complete."""
+        return self._fed - self._framed - self._parser.skipped
 
     def _half_frame(self) -> bool:
-        buffered = self._fed - self._framed - self._parser.skipped
-        return self._fd >= 0 and not self._parser.scanning and buffered > 0
+        return self._fd >= 0 and not self._parser.scanning and self._buffered() > 0
+
+    def _torn_deadline(self) -> float:
+        return self._partial_since + (TORN_SYNC_AFTER if self._suspect else TORN_FRAME_AFTER)
+
+    def _watch_torn_frame(self) -> None:
+        if not self._half_frame():
+            return
+        deadline = self._torn_deadline()
+        if self._torn_timer is not None:
+            if self._torn_timer.when() <= deadline:
+                return  # it fires no later than needed and re-checks then
+            self._torn_timer.cancel()
+        self._torn_timer = self._loop.call_at(deadline, self._torn_check)
 
     def _torn_check(self) -> None:
         self._torn_timer = None
         if not self._half_frame():
             return
-        idle = self._loop.time() - self._last_rx
-        if idle < TORN_FRAME_AFTER:
-            self._torn_timer = self._loop.call_later(TORN_FRAME_AFTER - idle, self._torn_check)
+        if self._loop.time() < self._torn_deadline():
+            self._watch_torn_frame()
             return
-        log.warning("half a frame stalled for %.1fs: rescanning for SYNC", idle)
+        log.warning(
+            "a frame stayed incomplete for %.2fs%s: presumed torn, rescanning for SYNC",
+            self._loop.time() - self._partial_since,
+            " while SYNC bytes arrived" if self._suspect else "",
+        )
         self._parser.resync()
+        self._suspect = False
         self._feed(b"")
+        self._partial_since = self._loop.time()
 
     def _handle(self, frame: P.Frame) -> None:
         kind = frame.kind
