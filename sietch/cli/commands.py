@@ -22,6 +22,8 @@ commands_app = typer.Typer()
 
 EXIT_TIMED_OUT = 124
 """What coreutils' ``timeout`` returns; scripts already know it."""
+EXIT_HUNG_UP = 128 + signal.SIGHUP
+_HANGUPS = (signal.SIGHUP, signal.SIGTERM)
 
 
 def exit_status(result: CommandResult) -> int:
@@ -153,6 +155,12 @@ async def _shell(sandbox_id: str, command: str | None, user: str | None, cwd: st
             resizes.add(task)
             task.add_done_callback(resizes.discard)
 
+        # Our own terminal going away must hang up the remote one too (pty.close() below
+        # sends SIGHUP), or the guest's shell would live on as a background job.
+        main = asyncio.current_task()
+        assert main is not None
+        for sig in _HANGUPS:
+            loop.add_signal_handler(sig, main.cancel)
         saved = termios.tcgetattr(stdin_fd) if interactive else None
         sender = asyncio.create_task(forward_input())
         try:
@@ -164,12 +172,15 @@ async def _shell(sandbox_id: str, command: str | None, user: str | None, cwd: st
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(stdout_fd, view) :]
+        except (asyncio.CancelledError, OSError):  # hung up, or our terminal is gone
+            return EXIT_HUNG_UP
         finally:
             loop.remove_reader(stdin_fd)
-            if interactive:
-                loop.remove_signal_handler(signal.SIGWINCH)
+            for sig in (*_HANGUPS, signal.SIGWINCH):
+                loop.remove_signal_handler(sig)
             if saved is not None:
-                termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
+                with contextlib.suppress(termios.error, OSError):
+                    termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender

@@ -6,12 +6,14 @@ import json
 import os
 import shutil
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pexpect
 
+from sietch import Sandbox
 from tests.cli.conftest import SIETCH, Run
 from tests.conftest import short_tmpdir
 from tests.server.harness import ApiServer, free_port
@@ -114,6 +116,21 @@ def test_shell_in_a_real_pty(api_server: ApiServer, sandbox_id: str) -> None:
     finally:
         child.close()
     assert child.exitstatus == 3
+
+
+def test_shell_hangup_hangs_up_the_guest_shell(api_server: ApiServer, sandbox_id: str) -> None:
+    """When sietch shell's own terminal goes away (SIGHUP), the guest's shell goes too."""
+    child = pexpect.spawn(str(SIETCH), ["shell", sandbox_id], env=api_server.env, timeout=60)
+    child.expect(r"[#$] ")
+    child.kill(signal.SIGHUP)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 129
+    with Sandbox.connect(sandbox_id, url=api_server.url, api_key=api_server.api_key) as sb:
+        deadline = time.monotonic() + 20
+        while [p for p in sb.process.list() if p.pty and p.running]:
+            assert time.monotonic() < deadline, sb.process.list()
+            time.sleep(0.2)
 
 
 def test_serve_refuses_no_auth_off_loopback(tmp_path: Path) -> None:
