@@ -1,4 +1,8 @@
-"""FastAPI dependencies, as ``Annotated`` aliases the routes declare."""
+"""FastAPI dependencies, as ``Annotated`` aliases the routes declare.
+
+They are ``async def`` although none awaits: FastAPI runs plain ``def``
+dependencies in a thread pool, a hop that cost more than the request's own work.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from sietch.server.schemas import MAX_PATH, check_guest_path
 from sietch.server.state import ServerState
 
 
-def get_state(conn: HTTPConnection) -> ServerState:
+async def get_state(conn: HTTPConnection) -> ServerState:
     state: ServerState = conn.app.state.sietch
     return state
 
@@ -26,17 +30,21 @@ def get_state(conn: HTTPConnection) -> ServerState:
 StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def get_manager(state: StateDep) -> Manager:
+def require_manager(state: ServerState) -> Manager:
     if state.manager is None:
         raise Unavailable("the server is starting or stopping")
     return state.manager
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_manager(state: StateDep) -> Manager:
+    return require_manager(state)
+
+
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_metrics(state: StateDep) -> Metrics:
+async def get_metrics(state: StateDep) -> Metrics:
     return state.metrics
 
 
@@ -69,7 +77,7 @@ def authenticate(conn: HTTPConnection) -> None:
 require_api_key = BearerAuth(auto_error=False, description="An API key from `sietch serve`.")
 
 
-def get_sandbox(sandbox_id: str, manager: ManagerDep) -> Sandbox:
+async def get_sandbox(sandbox_id: str, manager: ManagerDep) -> Sandbox:
     """The live sandbox of the path's id (404 unknown, 409 not running)."""
     return manager.sandbox(sandbox_id)
 
@@ -77,7 +85,7 @@ def get_sandbox(sandbox_id: str, manager: ManagerDep) -> Sandbox:
 SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
 
 
-def guest_path_param(
+async def guest_path_param(
     request: Request,
     path: Annotated[
         str, Query(min_length=1, max_length=MAX_PATH, description="Path in the guest; no '..'.")

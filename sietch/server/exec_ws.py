@@ -40,7 +40,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from sietch.errors import InvalidArgument, SietchError, ValidationFailed
 from sietch.manager.sandbox import Execution, Sandbox
-from sietch.server.deps import authenticate, get_manager
+from sietch.server.deps import authenticate, require_manager
 from sietch.server.handlers import error_body, error_response
 from sietch.server.schemas import Command, GuestPath, SafeStr, User
 from sietch.server.state import ServerState
@@ -93,7 +93,7 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     state: ServerState = ws.app.state.sietch
     try:
         authenticate(ws)
-        sandbox = get_manager(state).sandbox(sandbox_id)
+        sandbox = require_manager(state).sandbox(sandbox_id)
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await _refuse(ws, exc)
