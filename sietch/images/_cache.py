@@ -136,7 +136,7 @@ class Cache:
         """
         if final.exists():
             return final
-        name = str(final.relative_to(self.root)).replace("/", "%")
+        name = self._lock_name(final)
         with self.lock(name):
             if final.exists():  # another process built it while we waited
                 return final
@@ -155,3 +155,15 @@ class Cache:
                 shutil.rmtree(work, ignore_errors=True)
         log.info("built %s", final)
         return final
+
+    def remove(self, final: Path) -> None:
+        """Delete an artefact, after any build of it in progress has finished."""
+        with self.lock(self._lock_name(final)):
+            if final.is_dir() and not final.is_symlink():
+                shutil.rmtree(final)
+            else:
+                final.unlink(missing_ok=True)
+        log.info("removed %s", final)
+
+    def _lock_name(self, final: Path) -> str:
+        return str(final.relative_to(self.root)).replace("/", "%")

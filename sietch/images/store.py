@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,6 +109,25 @@ class ImageStore:
         """The built-in image recipes."""
         return list(_rootfs.RECIPES)
 
+    def prune(self, keep: Iterable[Path] = ()) -> builtins.list[Path]:
+        """Delete the artefacts today's recipes no longer produce; returns what went.
+
+        Every agent edit makes a new tools disk, so a development machine
+        collects them. A running VM keeps reading a deleted file, but a
+        snapshot restored later needs its files: the manager passes every
+        path its sandboxes and snapshots refer to as ``keep``.
+        """
+        wanted = {Path(p).resolve() for p in keep} | self._current()
+        removed = []
+        for kind in ("kernel", "initramfs", "runtime", "tools", "rootfs"):
+            for path in sorted(self._cache.path(kind).glob("*")):
+                real = path.resolve()
+                if any(w == real or w.is_relative_to(real) for w in wanted):
+                    continue
+                self._cache.remove(path)
+                removed.append(path)
+        return removed
+
     # -- how each is made ----------------------------------------------------
 
     def _kernel(self, progress: Progress) -> _kernel.Kernel:
@@ -142,6 +161,27 @@ class ImageStore:
         recipe = _rootfs.recipe(name)
         final = self._cache.path("rootfs", f"{name}-{_rootfs.rootfs_key(recipe)}.ext4")
         return self._cache.ensure(final, lambda work: _rootfs.build_rootfs(recipe, work, progress))
+
+    def _current(self) -> set[Path]:
+        """Where today's recipes put their artefacts (built or not)."""
+        kernel_dir = self._cache.path("kernel", _kernel.kernel_key())
+        runtime_key = _runtime.runtime_key()
+        tools_key = _tools.tools_key(runtime_key, _tools.agent_sources())
+        paths = {
+            kernel_dir,
+            self._cache.path("runtime", runtime_key),
+            self._cache.path("tools", f"{tools_key}.ext4"),
+        }
+        paths |= {
+            self._cache.path("rootfs", f"{name}-{_rootfs.rootfs_key(r)}.ext4")
+            for name, r in _rootfs.RECIPES.items()
+        }
+        if kernel_dir.exists():
+            key = _initramfs.initramfs_key(_kernel.Kernel.load(kernel_dir))
+            paths.add(self._cache.path("initramfs", f"{key}.cpio"))
+        else:  # cannot tell which initramfs is current: keep them all
+            paths |= set(self._cache.path("initramfs").glob("*"))
+        return {p.resolve() for p in paths}
 
     def _info(self, path: Path, description: str) -> ImageInfo:
         st = path.stat()

@@ -178,3 +178,20 @@ def test_kernel_is_pvh_elf_with_modules(store: ImageStore) -> None:
     kernel = Kernel.load(path.parent)
     assert (kernel.modules / "modules.builtin").exists()
     assert kernel.vmlinuz.read_bytes()[0x202:0x206] == b"HdrS"  # the bzImage is kept too
+
+
+def test_prune_removes_only_stale_unkept_artefacts(tmp_path: Path) -> None:
+    """prune() deletes what no current recipe makes, keeping current and kept paths."""
+    store = ImageStore(tmp_path)
+    root = tmp_path / "images"
+    current_tools = root / "tools" / f"{tools_key(runtime_key(), agent_sources())}.ext4"
+    stale_tools = root / "tools" / "0000000000000000.ext4"
+    stale_rootfs = root / "rootfs" / "default-0000000000000000.ext4"
+    kept_kernel = root / "kernel" / "1111111111111111"
+    for f in (current_tools, stale_tools, stale_rootfs, kept_kernel / "vmlinux"):
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"x")
+    removed = store.prune(keep=[kept_kernel / "vmlinux"])
+    assert sorted(removed) == sorted([stale_tools, stale_rootfs])
+    assert current_tools.exists() and (kept_kernel / "vmlinux").exists()
+    assert not stale_tools.exists() and not stale_rootfs.exists()
