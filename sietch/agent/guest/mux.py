@@ -136,7 +136,10 @@ class Mux:
             if was_between_frames or self._framed != framed:
                 self._partial_since = self._loop.time()  # what is left began just now
                 self._suspect = False
-            elif P.MAGIC in data:
+            # Only the bytes of the incomplete frame count (a SYNC that was
+            # parsed as one is no evidence).
+            held = self._buffered()
+            if held and data.find(P.MAGIC, max(0, len(data) - held)) >= 0:
                 self._suspect = True
         self._watch_torn_frame()
 
