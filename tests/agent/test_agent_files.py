@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,7 +32,7 @@ def _sha(path: str | Path) -> bytes:
     return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
-async def _write(host: HostConnection, path: str, data: bytes, **args: object) -> dict[str, object]:
+async def _write(host: HostConnection, path: str, data: bytes, **args: Any) -> dict[str, Any]:
     s = host.open("write", path=path, **args)
     await s.write(data)
     s.eof()
@@ -206,9 +207,7 @@ async def test_rename(host: HostConnection, work: Path) -> None:
         ("remove", {"path": "/"}, "permission_denied"),
     ],
 )
-async def test_path_errors(
-    host: HostConnection, op: str, args: dict[str, object], code: str
-) -> None:
+async def test_path_errors(host: HostConnection, op: str, args: dict[str, Any], code: str) -> None:
     """Bad paths are refused before any filesystem call, with the stable code."""
     s = host.open(op, **args)
     s.eof()

@@ -16,7 +16,7 @@ ALLOWED_SIETCH = ("sietch.agent.protocol", "sietch.agent.guest", "sietch.agent")
 
 
 def _imports(path: Path) -> set[str]:
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
