@@ -213,10 +213,11 @@ class AgentConnection:
 
     async def _sync(self, deadline: float) -> p.Parser:
         assert self._reader is not None and self._writer is not None
-        parser = p.Parser()
+        # One nonce for all retries: the agent answers a repeated SYNC without
+        # resetting, so a late answer can't drop streams opened after the first.
+        nonce = os.urandom(8)
+        parser = p.Parser(want_nonce=nonce)
         for attempt in itertools.count():
-            nonce = os.urandom(8)
-            parser.resync(want_nonce=nonce)
             self._writer.write(p.encode_sync(nonce))
             await self._writer.drain()
             wait = _SYNC_RETRY_S[min(attempt, len(_SYNC_RETRY_S) - 1)]
