@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     max_disk_mib: int = 64 * 1024
     max_sandboxes: int = 64
 
+    templates: bool = True
+    """Create sandboxes by restoring a snapshot of a booted VM (made on first use)."""
     boot_timeout_s: float = 60.0
     """Cold boot under TCG takes seconds; a loaded CI machine can take far longer."""
     exec_timeout_s: float | None = None

@@ -12,7 +12,8 @@ Every layer raises these; the server maps them to JSON with their ``code`` and
     │   ├── SandboxNotFound          404 sandbox_not_found
     │   ├── ProcessNotFound          404 process_not_found
     │   ├── FileNotFound             404 file_not_found
-    │   └── ImageNotFound            404 image_not_found
+    │   ├── ImageNotFound            404 image_not_found
+    │   └── SnapshotNotFound         404 snapshot_not_found
     ├── Conflict                     409 conflict
     │   ├── SandboxNotRunning        409 sandbox_not_running
     │   └── FileExists               409 file_exists
@@ -85,6 +86,10 @@ class FileNotFound(NotFound):
 
 class ImageNotFound(NotFound):
     code = "image_not_found"
+
+
+class SnapshotNotFound(NotFound):
+    code = "snapshot_not_found"
 
 
 class Conflict(SietchError):

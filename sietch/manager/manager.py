@@ -33,8 +33,9 @@ from sietch.errors import (
     SietchError,
 )
 from sietch.images.store import ImageStore
-from sietch.manager.models import SandboxInfo, SandboxSpec, SandboxState
+from sietch.manager.models import SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo
 from sietch.manager.sandbox import Sandbox
+from sietch.manager.snapshots import Snapshots, template_key
 from sietch.manager.store import Store, labels_match
 from sietch.storage import disks
 from sietch.vmm import accel, process
@@ -62,6 +63,7 @@ class Manager:
         self._live: dict[str, Sandbox] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_as = process.lookup_user(self.settings.qemu_user)
+        self.snapshots = Snapshots(self)
 
     # -- start and stop ---------------------------------------------------------
 
@@ -73,6 +75,7 @@ class Manager:
             for path in (self.settings.state_dir, self.sandboxes_dir):
                 path.chmod(path.stat().st_mode | 0o111)
         self._store = Store(self.settings.state_dir / "sietch.db")
+        await asyncio.to_thread(self.snapshots.sweep)
         await self._recover()
 
     async def close(self) -> None:
@@ -178,6 +181,15 @@ class Manager:
         base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
         if disk < base_mib:
             raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
+        if spec.template not in ("auto", None):
+            raise InvalidArgument(f"template must be 'auto' or null, not {spec.template!r}")
+        key = None
+        if spec.template == "auto" and self.settings.templates:
+            key = template_key(paths, vcpus, memory, self.accel) + f"-{disk}"
+            if (template := self.snapshots.find_template(key)) is not None:
+                return await self.snapshots.restore(
+                    template.id, metadata=spec.metadata, env=spec.env, timeout_s=spec.timeout_s
+                )
         now = datetime.now(UTC)
         info = SandboxInfo(
             id="sb-" + secrets.token_hex(6),
@@ -200,6 +212,9 @@ class Manager:
         except BaseException:
             await asyncio.shield(self._discard(info.id, config))
             raise
+        if key is not None:
+            # Booted from scratch once: save it, pristine, so later creates restore it.
+            await self.snapshots.make_template(sandbox, key)
         if disk > base_mib:
             with contextlib.suppress(SietchError):
                 await sandbox.agent.call("resize_fs")
@@ -322,11 +337,59 @@ class Manager:
         """The live sandbox, for running commands and moving files."""
         sandbox = self._live.get(sandbox_id)
         if sandbox is not None:
+            if sandbox.info.state is SandboxState.PAUSED:
+                # Its agent cannot answer: refuse now rather than hang.
+                raise SandboxNotRunning(
+                    f"sandbox {sandbox_id} is paused", state=SandboxState.PAUSED
+                )
             return sandbox
         info = self.store.get(sandbox_id)
         if info is None:
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         raise SandboxNotRunning(f"sandbox {sandbox_id} is {info.state.value}", state=info.state)
+
+    def _live_sandbox(self, sandbox_id: str) -> Sandbox:
+        """The live sandbox whether running or paused (snapshot, pause, resume)."""
+        sandbox = self._live.get(sandbox_id)
+        if sandbox is None:
+            self.sandbox(sandbox_id)  # raises the right error
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        return sandbox
+
+    # -- snapshots (see sietch.manager.snapshots) ---------------------------------
+
+    async def pause(self, sandbox_id: str) -> SandboxInfo:
+        """Stop the sandbox's vCPUs; its memory and processes stay as they are."""
+        return await self.snapshots.pause(sandbox_id)
+
+    async def resume(self, sandbox_id: str) -> SandboxInfo:
+        return await self.snapshots.resume(sandbox_id)
+
+    async def snapshot(
+        self, sandbox_id: str, name: str | None = None, labels: dict[str, str] | None = None
+    ) -> SnapshotInfo:
+        """Save memory, processes and disk; the sandbox keeps running."""
+        return await self.snapshots.snapshot(sandbox_id, name, labels)
+
+    async def restore(self, snapshot_id: str, **options: Any) -> SandboxInfo:
+        """A new running sandbox from a snapshot (as often as wanted, concurrently)."""
+        return await self.snapshots.restore(snapshot_id, **options)
+
+    async def fork(
+        self, sandbox_id: str, count: int, metadata: dict[str, str] | None = None
+    ) -> list[SandboxInfo]:
+        """``count`` running copies of a sandbox, from one snapshot of it."""
+        return await self.snapshots.fork(sandbox_id, count, metadata)
+
+    async def list_snapshots(self, templates: bool = False) -> list[SnapshotInfo]:
+        return self.snapshots.list(templates)
+
+    async def get_snapshot(self, snapshot_id: str) -> SnapshotInfo:
+        return self.snapshots.get(snapshot_id)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Refused (Conflict) while a sandbox or child snapshot still builds on it."""
+        await self.snapshots.delete(snapshot_id)
 
     def console_log(self, sandbox_id: str, limit: int = 256 * 1024) -> str:
         """The tail of a sandbox's serial console; kept after its VM died, to show why."""

@@ -31,6 +31,9 @@ class SandboxSpec(BaseModel):
     """Labels: free-form key/values, filterable in listings."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Delete the sandbox this long after creation."""
+    template: str | None = "auto"
+    """"auto" restores the image's template (a snapshot of a booted VM, made on
+    first use); None cold-boots."""
 
 
 class SandboxInfo(BaseModel):
@@ -47,6 +50,35 @@ class SandboxInfo(BaseModel):
     accel: str
     pid: int | None = None
     error: str | None = None
+    snapshot_id: str | None = None
+    """The snapshot (or template) this sandbox was restored from; None if cold-booted."""
+
+
+class SnapshotInfo(BaseModel):
+    """An immutable saved machine: device state, RAM, disk. Snapshots form a tree."""
+
+    id: str
+    name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime
+    parent_id: str | None = None
+    """The snapshot the source sandbox was restored from (its disk chains on it)."""
+    sandbox_id: str | None = None
+    """The sandbox it was taken of."""
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    env: dict[str, str] = Field(default_factory=dict)
+    accel: str
+    size_bytes: int = 0
+    """Bytes allocated on the host (a reflinked copy shares most of them)."""
+    ram_in_stream: bool = False
+    """RAM is inside the device-state stream (a snapshot of a copy-on-write restore)."""
+    template: bool = False
+    template_key: str | None = None
+    paths: dict[str, str] = Field(default_factory=dict)
+    """kernel, initramfs, tools disk it must be restored with (the guest already runs them)."""
 
 
 class ExecResult(BaseModel):

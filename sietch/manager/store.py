@@ -7,12 +7,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sietch.manager.models import SandboxInfo, SandboxState
+from sietch.manager.models import SandboxInfo, SandboxState, SnapshotInfo
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sandboxes (
     id         TEXT PRIMARY KEY,
     state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    info       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id         TEXT PRIMARY KEY,
+    parent_id  TEXT,
     created_at TEXT NOT NULL,
     info       TEXT NOT NULL
 );
@@ -61,6 +67,26 @@ class Store:
     def delete(self, sandbox_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+
+    def put_snapshot(self, info: SnapshotInfo) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO snapshots (id, parent_id, created_at, info) "
+                "VALUES (?, ?, ?, ?)",
+                (info.id, info.parent_id, info.created_at.isoformat(), info.model_dump_json()),
+            )
+
+    def get_snapshot(self, snapshot_id: str) -> SnapshotInfo | None:
+        row = self._db.execute("SELECT info FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+        return SnapshotInfo.model_validate_json(row[0]) if row else None
+
+    def all_snapshots(self) -> list[SnapshotInfo]:
+        rows = self._db.execute("SELECT info FROM snapshots ORDER BY created_at").fetchall()
+        return [SnapshotInfo.model_validate_json(r[0]) for r in rows]
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
 
     def close(self) -> None:
         self._db.close()

@@ -8,16 +8,17 @@ from pathlib import Path
 from sietch.errors import VMError
 
 
-def create_overlay(base: Path, overlay: Path, size_mib: int) -> None:
+def create_overlay(base: Path, overlay: Path, size_mib: int, base_format: str = "raw") -> None:
     """Create ``overlay`` backed by ``base``; unchanged blocks stay shared.
 
     The virtual size may exceed the base's; the guest grows its filesystem.
+    A restore chains a new overlay on a snapshot's frozen ``qcow2`` disk.
     """
     result = subprocess.run(
         [
             "qemu-img", "create", "-q", "-f", "qcow2",
             "-o", "cluster_size=65536,lazy_refcounts=on",
-            "-b", str(base), "-F", "raw",
+            "-b", str(base), "-F", base_format,
             str(overlay), f"{size_mib}M",
         ],
         capture_output=True,

@@ -53,6 +53,13 @@ class MachineConfig:
     persistent: bool = False
     """Outlive the owning process (a server restart re-adopts it) instead of dying with it."""
     mac: str = "52:54:00:12:34:56"
+    memory_path: Path | None = None
+    """File mapped as guest RAM; default ``workdir/memory`` (a restore maps the snapshot's)."""
+    memory_shared: bool = True
+    """share=on writes RAM through to the file (what x-ignore-shared snapshots rely on);
+    share=off maps it privately, copy-on-write (a restore of an immutable memory file)."""
+    incoming: bool = False
+    """Start paused with ``-incoming defer``, waiting for a device state to restore."""
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -74,6 +81,10 @@ class MachineConfig:
     @property
     def memory_file(self) -> Path:
         return self.workdir / "memory"
+
+    @property
+    def ram_path(self) -> Path:
+        return self.memory_path or self.memory_file
 
     @property
     def pidfile(self) -> Path:
@@ -98,7 +109,8 @@ class MachineConfig:
             "-smp", str(self.vcpus),
             "-m", mem,
             "-object",
-            f"memory-backend-file,id=ram,size={mem},mem-path={self.memory_file},share=on",
+            f"memory-backend-file,id=ram,size={mem},mem-path={self.ram_path},"
+            f"share={'on' if self.memory_shared else 'off'}",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(self.kernel),
             "-initrd", str(self.initramfs),
@@ -119,6 +131,7 @@ class MachineConfig:
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
             "-pidfile", str(self.pidfile),
             "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+            *(["-incoming", "defer"] if self.incoming else []),
             *self.extra_args,
         ]  # fmt: skip
 
