@@ -9,6 +9,7 @@ from sietch.cli.files import files_app
 from sietch.cli.image import image_app
 from sietch.cli.sandbox import sandbox_app
 from sietch.cli.serve import serve_app
+from sietch.cli.snapshots import snapshots_app
 
 app = typer.Typer(
     name="sietch",
@@ -17,6 +18,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Verbs at the top level (sietch create, sietch exec ...), as with docker.
-for verbs in (serve_app, sandbox_app, commands_app, files_app):
+for verbs in (serve_app, sandbox_app, commands_app, files_app, snapshots_app):
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")

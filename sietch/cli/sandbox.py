@@ -38,6 +38,9 @@ def create(  # noqa: PLR0917 - typer passes options by name
     timeout: Annotated[
         float | None, typer.Option(help="Delete the sandbox after this many seconds.")
     ] = None,
+    template: Annotated[
+        bool, typer.Option(help="Restore the image's warm template; --no-template cold-boots.")
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Boot a sandbox and print its id."""
@@ -50,6 +53,7 @@ def create(  # noqa: PLR0917 - typer passes options by name
             env=parse_pairs(env, "--env"),
             labels=parse_pairs(label, "--label"),
             timeout_s=timeout,
+            template="auto" if template else None,
             keep=True,
         )
     sb.close()

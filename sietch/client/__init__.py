@@ -19,6 +19,7 @@ from sietch.client._models import (
     ProcessInfo,
     SandboxInfo,
     ServerInfo,
+    SnapshotInfo,
     WriteInfo,
 )
 from sietch.client._sync import Client, Files, Processes, ProcessHandle, Pty, Sandbox
@@ -43,5 +44,6 @@ __all__ = [
     "Sandbox",
     "SandboxInfo",
     "ServerInfo",
+    "SnapshotInfo",
     "WriteInfo",
 ]

@@ -53,6 +53,7 @@ from sietch.client._models import (
     ProcessInfo,
     SandboxInfo,
     ServerInfo,
+    SnapshotInfo,
     WriteInfo,
 )
 from sietch.errors import FileNotFound, SandboxNotFound, SietchError, Unavailable
@@ -445,6 +446,7 @@ class AsyncSandbox(SandboxBase):
         env: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        template: str | None = "auto",
         keep: bool = False,
         client: AsyncClient | None = None,
         url: str | None = None,
@@ -467,6 +469,7 @@ class AsyncSandbox(SandboxBase):
             metadata=labels,
             timeout_s=timeout_s,
             request_timeout=request_timeout,
+            template=template,
         )
         try:
             info = await client.call(call)
@@ -515,6 +518,86 @@ class AsyncSandbox(SandboxBase):
         """Fetch the sandbox's record again (its state may have changed)."""
         self._info = await self.client.call(Ops.get(self.id))
         return self._info
+
+    # -- snapshots --------------------------------------------------------------
+
+    async def pause(self) -> SandboxInfo:
+        """Stop the VM's CPUs; memory and processes stay as they are."""
+        self._info = await self.client.call(Ops.pause(self.id))
+        return self._info
+
+    async def resume(self) -> SandboxInfo:
+        self._info = await self.client.call(Ops.resume(self.id))
+        return self._info
+
+    async def snapshot(
+        self, name: str | None = None, *, labels: Mapping[str, str] | None = None
+    ) -> SnapshotInfo:
+        """Save memory, processes and disk; the sandbox keeps running."""
+        return await self.client.call(Ops.snapshot(self.id, name, labels))
+
+    async def fork(
+        self, count: int = 1, *, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[AsyncSandbox]:
+        """``count`` running copies of this sandbox (sharing this client)."""
+        infos = await self.client.call(Ops.fork(self.id, count, labels))
+        return [type(self)(info, self.client, keep=self.keep) for info in infos]
+
+    @classmethod
+    async def restore(
+        cls,
+        snapshot_id: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        hostname: str | None = None,
+        timeout_s: float | None = None,
+        keep: bool = False,
+        client: AsyncClient | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> AsyncSandbox:
+        """A new running sandbox from a snapshot; the original needn't exist any more."""
+        owned = client is None
+        client = client or AsyncClient(url, api_key)
+        call = Ops.restore(
+            snapshot_id, metadata=labels, env=env, hostname=hostname, timeout_s=timeout_s
+        )
+        try:
+            info = await client.call(call)
+        except BaseException:
+            if owned:
+                await client.close()
+            raise
+        return cls(info, client, keep=keep, owns_client=owned)
+
+    @staticmethod
+    async def list_snapshots(
+        templates: bool = False,
+        *,
+        client: AsyncClient | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[SnapshotInfo]:
+        """Every snapshot on the server (``parent_id`` links them into a tree)."""
+        if client is not None:
+            return await client.call(Ops.list_snapshots(templates))
+        async with AsyncClient(url, api_key) as own:
+            return await own.call(Ops.list_snapshots(templates))
+
+    @staticmethod
+    async def delete_snapshot(
+        snapshot_id: str,
+        *,
+        client: AsyncClient | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """Delete a snapshot (refused while a sandbox or child snapshot builds on it)."""
+        if client is not None:
+            return await client.call(Ops.delete_snapshot(snapshot_id))
+        async with AsyncClient(url, api_key) as own:
+            return await own.call(Ops.delete_snapshot(snapshot_id))
 
     @overload
     async def exec(

@@ -27,6 +27,7 @@ from sietch.client._models import (
     ProcessInfo,
     SandboxInfo,
     ServerInfo,
+    SnapshotInfo,
     WriteInfo,
 )
 
@@ -240,6 +241,7 @@ class Ops:
         metadata: Mapping[str, str] | None,
         timeout_s: float | None,
         request_timeout: Timeout,
+        template: str | None = "auto",
     ) -> Call[SandboxInfo]:
         body = _drop_none(
             image=image,
@@ -250,6 +252,8 @@ class Ops:
             metadata=dict(metadata) if metadata else None,
             timeout_s=timeout_s,
         )
+        if template != "auto":
+            body["template"] = template
         timeout = CREATE_TIMEOUT_S if request_timeout is NOT_GIVEN else request_timeout
         return Call("POST", "/sandboxes", _model(SandboxInfo), json=body, timeout=timeout)
 
@@ -265,6 +269,70 @@ class Ops:
     @staticmethod
     def delete(sandbox_id: str) -> Call[None]:
         return Call("DELETE", f"/sandboxes/{sandbox_id}", _none, timeout=60.0)
+
+    @staticmethod
+    def pause(sandbox_id: str) -> Call[SandboxInfo]:
+        return Call("POST", f"/sandboxes/{sandbox_id}/pause", _model(SandboxInfo))
+
+    @staticmethod
+    def resume(sandbox_id: str) -> Call[SandboxInfo]:
+        return Call("POST", f"/sandboxes/{sandbox_id}/resume", _model(SandboxInfo))
+
+    @staticmethod
+    def snapshot(
+        sandbox_id: str, name: str | None, labels: Mapping[str, str] | None
+    ) -> Call[SnapshotInfo]:
+        body = _drop_none(name=name, labels=dict(labels) if labels else None)
+        return Call(
+            "POST",
+            f"/sandboxes/{sandbox_id}/snapshots",
+            _model(SnapshotInfo),
+            json=body,
+            timeout=120.0,
+        )
+
+    @staticmethod
+    def fork(
+        sandbox_id: str, count: int, metadata: Mapping[str, str] | None
+    ) -> Call[builtins.list[SandboxInfo]]:
+        body = _drop_none(count=count, metadata=dict(metadata) if metadata else None)
+        return Call(
+            "POST", f"/sandboxes/{sandbox_id}/fork", _models(SandboxInfo), json=body,
+            timeout=CREATE_TIMEOUT_S,
+        )  # fmt: skip
+
+    @staticmethod
+    def restore(
+        snapshot_id: str,
+        *,
+        metadata: Mapping[str, str] | None,
+        env: Mapping[str, str] | None,
+        hostname: str | None,
+        timeout_s: float | None,
+    ) -> Call[SandboxInfo]:
+        body = _drop_none(
+            metadata=dict(metadata) if metadata else None,
+            env=dict(env) if env else None,
+            hostname=hostname,
+            timeout_s=timeout_s,
+        )
+        return Call(
+            "POST", f"/snapshots/{snapshot_id}/restore", _model(SandboxInfo), json=body,
+            timeout=CREATE_TIMEOUT_S,
+        )  # fmt: skip
+
+    @staticmethod
+    def list_snapshots(templates: bool) -> Call[builtins.list[SnapshotInfo]]:
+        params = [("templates", "true")] if templates else []
+        return Call("GET", "/snapshots", _models(SnapshotInfo), params=params)
+
+    @staticmethod
+    def get_snapshot(snapshot_id: str) -> Call[SnapshotInfo]:
+        return Call("GET", f"/snapshots/{snapshot_id}", _model(SnapshotInfo))
+
+    @staticmethod
+    def delete_snapshot(snapshot_id: str) -> Call[None]:
+        return Call("DELETE", f"/snapshots/{snapshot_id}", _none, timeout=60.0)
 
     @staticmethod
     def logs(sandbox_id: str, limit: int) -> Call[str]:

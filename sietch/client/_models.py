@@ -27,6 +27,24 @@ class SandboxInfo(_Record):
     expires_at: datetime | None = None
     accel: str
     error: str | None = None
+    snapshot_id: str | None = None
+    """The snapshot or template it was restored from; None if cold-booted."""
+
+
+class SnapshotInfo(_Record):
+    id: str
+    name: str | None = None
+    labels: dict[str, str] = {}
+    created_at: datetime
+    parent_id: str | None = None
+    """The snapshot its sandbox was restored from: snapshots form a tree."""
+    sandbox_id: str | None = None
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    size_bytes: int = 0
+    template: bool = False
 
 
 class ProcessInfo(_Record):

@@ -38,6 +38,7 @@ from sietch.client._models import (
     ProcessInfo,
     SandboxInfo,
     ServerInfo,
+    SnapshotInfo,
     WriteInfo,
 )
 from sietch.errors import FileNotFound, SandboxNotFound, SietchError, Unavailable
@@ -390,6 +391,7 @@ class Sandbox(SandboxBase):
         env: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        template: str | None = "auto",
         keep: bool = False,
         client: Client | None = None,
         url: str | None = None,
@@ -412,6 +414,7 @@ class Sandbox(SandboxBase):
             metadata=labels,
             timeout_s=timeout_s,
             request_timeout=request_timeout,
+            template=template,
         )
         try:
             info = client.call(call)
@@ -460,6 +463,86 @@ class Sandbox(SandboxBase):
         """Fetch the sandbox's record again (its state may have changed)."""
         self._info = self.client.call(Ops.get(self.id))
         return self._info
+
+    # -- snapshots --------------------------------------------------------------
+
+    def pause(self) -> SandboxInfo:
+        """Stop the VM's CPUs; memory and processes stay as they are."""
+        self._info = self.client.call(Ops.pause(self.id))
+        return self._info
+
+    def resume(self) -> SandboxInfo:
+        self._info = self.client.call(Ops.resume(self.id))
+        return self._info
+
+    def snapshot(
+        self, name: str | None = None, *, labels: Mapping[str, str] | None = None
+    ) -> SnapshotInfo:
+        """Save memory, processes and disk; the sandbox keeps running."""
+        return self.client.call(Ops.snapshot(self.id, name, labels))
+
+    def fork(
+        self, count: int = 1, *, labels: Mapping[str, str] | None = None
+    ) -> builtins.list[Sandbox]:
+        """``count`` running copies of this sandbox (sharing this client)."""
+        infos = self.client.call(Ops.fork(self.id, count, labels))
+        return [type(self)(info, self.client, keep=self.keep) for info in infos]
+
+    @classmethod
+    def restore(
+        cls,
+        snapshot_id: str,
+        *,
+        labels: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        hostname: str | None = None,
+        timeout_s: float | None = None,
+        keep: bool = False,
+        client: Client | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> Sandbox:
+        """A new running sandbox from a snapshot; the original needn't exist any more."""
+        owned = client is None
+        client = client or Client(url, api_key)
+        call = Ops.restore(
+            snapshot_id, metadata=labels, env=env, hostname=hostname, timeout_s=timeout_s
+        )
+        try:
+            info = client.call(call)
+        except BaseException:
+            if owned:
+                client.close()
+            raise
+        return cls(info, client, keep=keep, owns_client=owned)
+
+    @staticmethod
+    def list_snapshots(
+        templates: bool = False,
+        *,
+        client: Client | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> builtins.list[SnapshotInfo]:
+        """Every snapshot on the server (``parent_id`` links them into a tree)."""
+        if client is not None:
+            return client.call(Ops.list_snapshots(templates))
+        with Client(url, api_key) as own:
+            return own.call(Ops.list_snapshots(templates))
+
+    @staticmethod
+    def delete_snapshot(
+        snapshot_id: str,
+        *,
+        client: Client | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """Delete a snapshot (refused while a sandbox or child snapshot builds on it)."""
+        if client is not None:
+            return client.call(Ops.delete_snapshot(snapshot_id))
+        with Client(url, api_key) as own:
+            return own.call(Ops.delete_snapshot(snapshot_id))
 
     @overload
     def exec(

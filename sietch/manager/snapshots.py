@@ -363,7 +363,8 @@ class Snapshots:
             t4 = time.monotonic()
             log.debug(
                 "restore %s: launch %.0f ms, load %.0f ms, cont %.0f ms, agent %.0f ms",
-                info.id, *(1000 * d for d in (t1 - t0, t2 - t1, t3 - t2, t4 - t3)),
+                info.id,
+                *(1000 * d for d in (t1 - t0, t2 - t1, t3 - t2, t4 - t3)),
             )
         except BaseException as exc:
             await agent.close()
@@ -416,8 +417,8 @@ class Snapshots:
                 return found
             try:
                 snap = await self._take(sandbox, "template", None, key)
-            except SietchError as exc:
-                sandbox.log.warning("could not make a template: %s", exc)
+            except Exception:  # a template only saves time: never fail the create
+                sandbox.log.exception("could not make a template")
                 return None
             self._drop_stale_templates(snap.image, keep=key)
             return snap

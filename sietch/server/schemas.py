@@ -71,6 +71,10 @@ class SandboxCreate(_Request):
     timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = Field(
         default=None, description="Delete the sandbox this long after creation."
     )
+    template: Literal["auto"] | None = Field(
+        default="auto",
+        description="'auto' restores the image's warm template; null boots from scratch.",
+    )
 
 
 class SandboxPublic(BaseModel):
@@ -86,10 +90,55 @@ class SandboxPublic(BaseModel):
     expires_at: datetime | None
     accel: str
     error: str | None = None
+    snapshot_id: str | None = None
+    """The snapshot or template it was restored from; null if cold-booted."""
 
 
 class SandboxesPublic(BaseModel):
     data: list[SandboxPublic]
+    count: int
+
+
+# -- snapshots ------------------------------------------------------------------
+
+Labels = Annotated[dict[SafeStr, SafeStr], Field(max_length=64)]
+
+
+class SnapshotCreate(_Request):
+    name: Annotated[SafeStr, Field(min_length=1, max_length=128)] | None = None
+    labels: Labels = Field(default_factory=dict)
+
+
+class RestoreCreate(_Request):
+    metadata: Labels = Field(default_factory=dict, description="Labels of the new sandbox.")
+    env: dict[SafeStr, SafeStr] = Field(default_factory=dict, max_length=1024)
+    hostname: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = None
+
+
+class ForkCreate(_Request):
+    count: Annotated[int, Field(ge=1, le=1024)] = 1
+    metadata: Labels = Field(default_factory=dict, description="Labels of every fork.")
+
+
+class SnapshotPublic(BaseModel):
+    id: str
+    name: str | None
+    labels: dict[str, str]
+    created_at: datetime
+    parent_id: str | None
+    """The snapshot its sandbox was restored from: snapshots form a tree."""
+    sandbox_id: str | None
+    image: str
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    size_bytes: int
+    template: bool
+
+
+class SnapshotsPublic(BaseModel):
+    data: list[SnapshotPublic]
     count: int
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,20 @@ _BANDWIDTH = 1 << 40
 
 
 async def _send_fd(machine: QemuMachine, fd: int) -> None:
+    """Pass ``fd`` to QEMU (SCM_RIGHTS on the QMP socket), then name it with ``getfd``.
+
+    Not ``QMPClient.send_fd_scm``: it reaches into asyncio's private socket
+    wrapper, which uvloop (the server's event loop) does not have. A dup of the
+    socket's descriptor works under any loop; the lone space is JSON whitespace.
+    """
     qmp = machine.qmp
-    if qmp is None:
+    writer = getattr(qmp, "_writer", None)
+    if qmp is None or writer is None:
         raise VMError(f"machine {machine.config.name} has no QMP connection")
-    qmp.send_fd_scm(fd)
+    await writer.drain()
+    fileno = writer.transport.get_extra_info("socket").fileno()
+    with socket.socket(fileno=os.dup(fileno)) as sock:
+        sock.sendmsg([b" "], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("@i", fd))])
     await machine.execute("getfd", {"fdname": _FD_NAME})
 
 

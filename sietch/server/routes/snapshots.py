@@ -1,0 +1,108 @@
+"""Snapshots: pause/resume, snapshot and fork a sandbox; list, get, delete, restore snapshots."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from sietch.manager.models import SnapshotInfo
+from sietch.server.deps import ManagerDep
+from sietch.server.routes.sandboxes import to_public
+from sietch.server.schemas import (
+    ForkCreate,
+    RestoreCreate,
+    SandboxesPublic,
+    SandboxPublic,
+    SnapshotCreate,
+    SnapshotPublic,
+    SnapshotsPublic,
+)
+
+sandbox_router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
+router = APIRouter(prefix="/snapshots", tags=["snapshots"])
+
+
+def snapshot_public(info: SnapshotInfo) -> SnapshotPublic:
+    return SnapshotPublic.model_validate(info.model_dump())
+
+
+@sandbox_router.post("/{sandbox_id}/pause", name="pause", response_model=SandboxPublic)
+async def pause_sandbox(sandbox_id: str, manager: ManagerDep) -> SandboxPublic:
+    """Stop the sandbox's CPUs; memory and processes stay as they are."""
+    return to_public(await manager.pause(sandbox_id))
+
+
+@sandbox_router.post("/{sandbox_id}/resume", name="resume", response_model=SandboxPublic)
+async def resume_sandbox(sandbox_id: str, manager: ManagerDep) -> SandboxPublic:
+    """Let a paused sandbox run on."""
+    return to_public(await manager.resume(sandbox_id))
+
+
+@sandbox_router.post(
+    "/{sandbox_id}/snapshots",
+    name="snapshot",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SnapshotPublic,
+)
+async def snapshot_sandbox(
+    sandbox_id: str, manager: ManagerDep, body: SnapshotCreate | None = None
+) -> SnapshotPublic:
+    """Save the whole machine (memory, processes, disk); the sandbox keeps running."""
+    body = body or SnapshotCreate()
+    return snapshot_public(await manager.snapshot(sandbox_id, body.name, body.labels))
+
+
+@sandbox_router.post(
+    "/{sandbox_id}/fork",
+    name="fork",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SandboxesPublic,
+)
+async def fork_sandbox(sandbox_id: str, body: ForkCreate, manager: ManagerDep) -> SandboxesPublic:
+    """``count`` running copies of the sandbox, restored from one new snapshot of it."""
+    infos = await manager.fork(sandbox_id, body.count, body.metadata)
+    return SandboxesPublic(data=[to_public(i) for i in infos], count=len(infos))
+
+
+@router.get("", name="list", response_model=SnapshotsPublic)
+async def list_snapshots(
+    manager: ManagerDep,
+    templates: Annotated[bool, Query(description="Include image templates.")] = False,
+) -> SnapshotsPublic:
+    """Every snapshot; ``parent_id`` links them into a tree."""
+    snaps = await manager.list_snapshots(templates)
+    return SnapshotsPublic(data=[snapshot_public(s) for s in snaps], count=len(snaps))
+
+
+@router.get("/{snapshot_id}", name="get", response_model=SnapshotPublic)
+async def get_snapshot(snapshot_id: str, manager: ManagerDep) -> SnapshotPublic:
+    return snapshot_public(await manager.get_snapshot(snapshot_id))
+
+
+@router.delete("/{snapshot_id}", name="delete", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_snapshot(snapshot_id: str, manager: ManagerDep) -> Response:
+    """Refused with 409 while a sandbox or a child snapshot still builds on it."""
+    await manager.delete_snapshot(snapshot_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{snapshot_id}/restore",
+    name="restore",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SandboxPublic,
+)
+async def restore_snapshot(
+    snapshot_id: str, manager: ManagerDep, body: RestoreCreate | None = None
+) -> SandboxPublic:
+    """A new running sandbox from the snapshot (any number of times, concurrently)."""
+    body = body or RestoreCreate()
+    info = await manager.restore(
+        snapshot_id,
+        metadata=body.metadata,
+        env=body.env,
+        hostname=body.hostname,
+        timeout_s=body.timeout_s,
+    )
+    return to_public(info)
