@@ -20,9 +20,6 @@ def serve(settings: Settings, *, api_keys: ApiKeys | None = None, log_format: st
         port=settings.port,
         log_config=None,
         access_log=False,
-        # The stdlib loop, not uvloop: qemu.qmp passes file descriptors (snapshots) through
-        # the socket object, which uvloop's transports do not expose.
-        loop="asyncio",
         ws="websockets-sansio",
         ws_max_size=4 * 1024 * 1024,
         timeout_graceful_shutdown=10,
