@@ -1,7 +1,7 @@
 """API overhead: exec `true` through the SDK over HTTP vs. the manager directly, interleaved.
 
-This process runs the server (uvicorn + manager, on the stdlib loop like
-``sietch serve``) and times the direct path, ``Sandbox.exec`` on the server's own
+This process runs the server (uvicorn + manager, on uvloop like ``sietch
+serve``) and times the direct path, ``Sandbox.exec`` on the server's own
 loop. A child process uses the sync SDK for the API path, one call each time
 we ask, so client and server don't share a GIL. Alternating the two cancels
 drift (TCG timer noise, a busy host) out of the difference.
@@ -125,7 +125,12 @@ def main(runs: int) -> None:
     state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
     state.chmod(0o755)
     try:
-        figures = asyncio.run(measure(runs, state))
+        try:
+            import uvloop
+        except ImportError:
+            figures = asyncio.run(measure(runs, state))
+        else:
+            figures = uvloop.run(measure(runs, state))
     finally:
         with contextlib.suppress(Exception):
             asyncio.run(_reap(state))
