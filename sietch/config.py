@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_disk_mib: int = 64 * 1024
     max_sandboxes: int = 64
 
+    cow_image_gib: int = Field(default=64, ge=0)
+    """Size of the sparse XFS (reflink) image made, as root, where the state dir can't
+    reflink; 0 keeps plain copies."""
     templates: bool = True
     """Create sandboxes by restoring a snapshot of a booted VM (made on first use)."""
     boot_timeout_s: float = 60.0

@@ -69,6 +69,7 @@ class Manager:
 
     async def start(self) -> None:
         """Open the database, then reap or adopt what an earlier run left behind."""
+        await asyncio.to_thread(self.snapshots.prepare_storage)
         self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as is not None:
             # QEMU runs as another user: it must be able to reach its work dir.
@@ -90,6 +91,9 @@ class Manager:
                 with contextlib.suppress(Exception):
                     await sb.machine.qmp.disconnect()
         self._live.clear()
+        if not self.persistent:
+            with contextlib.suppress(SietchError):
+                await asyncio.to_thread(self.snapshots.release_storage)
         if self._store is not None:
             self._store.close()
             self._store = None

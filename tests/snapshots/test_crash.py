@@ -14,6 +14,7 @@ import pytest
 
 from sietch.config import Settings
 from sietch.manager.manager import Manager
+from sietch.storage import xfs
 from sietch.vmm import process
 from tests.conftest import short_tmpdir
 
@@ -22,6 +23,7 @@ import asyncio, sys, time
 from pathlib import Path
 from sietch.config import Settings
 from sietch.manager.manager import Manager
+from sietch.storage import xfs
 from sietch.manager import snapshots
 
 state_dir, stage = Path(sys.argv[1]), sys.argv[2]
@@ -81,15 +83,19 @@ async def test_kill_mid_snapshot_lists_only_restorable_snapshots(stage: str) -> 
     state_dir = short_tmpdir("stc")
     try:
         good = await asyncio.to_thread(crash_mid_snapshot, state_dir, stage)
-        leftovers = os.listdir(state_dir / "snapshots")
+        snapshots = next(
+            p for p in (state_dir / "cow" / "snapshots", state_dir / "snapshots") if p.exists()
+        )
+        leftovers = os.listdir(snapshots)
         assert len(leftovers) == 2  # the good one and the half-written one
         async with Manager(Settings(state_dir=state_dir, templates=False)) as m:
             listed = [s.id for s in await m.list_snapshots()]
             assert listed == [good]
-            assert os.listdir(state_dir / "snapshots") == [good]
+            assert os.listdir(snapshots) == [good]
             info = await m.restore(good)
             assert await m.sandbox(info.id).read_bytes("/root/f") == b"kept"
             await m.delete(info.id)
         assert not list(process.find_by_marker(str(state_dir)))
     finally:
+        xfs.unmount(state_dir / "cow")
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -136,3 +137,22 @@ async def test_create_restores_the_template_and_cold_boot_remains(track: Tracker
     templates = [s for s in await track.m.list_snapshots(templates=True) if s.template]
     assert templates and all(s.template_key for s in templates)
     assert (await cold.exec(["true"])).exit_code == 0
+
+
+async def test_snapshots_share_extents_as_root(track: Tracker, manager: Manager) -> None:
+    """As root, snapshots reflink the RAM file (on an XFS image where the state dir can't)."""
+    if os.geteuid() != 0:
+        pytest.skip("the XFS image needs root; plain copies are used otherwise")
+    assert manager.snapshots.reflink
+    sb = await track.create(template=None)  # share=on RAM: snapshots clone its file
+
+    def used() -> int:
+        st = os.statvfs(manager.snapshots.dir)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    before = used()
+    snaps = [await track.snapshot(sb) for _ in range(3)]
+    grown = used() - before
+    listed = sum(s.size_bytes for s in snaps)  # counts shared extents in every file
+    assert listed > 3 * 64 * 1024 * 1024
+    assert grown < listed / 2, f"3 snapshots took {grown} bytes of {listed}"
