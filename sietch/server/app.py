@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from sietch import __version__
 from sietch.config import Settings, get_settings
 from sietch.manager.manager import Manager
-from sietch.server import handlers
+from sietch.server import arrakis, handlers
 from sietch.server.auth import ApiKeys
 from sietch.server.deps import require_api_key
 from sietch.server.middleware import RequestMiddleware
@@ -67,4 +67,7 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
     app.add_middleware(RequestMiddleware, settings=settings, metrics=state.metrics)
     app.include_router(api_router)
     app.include_router(metrics_router, dependencies=[Depends(require_api_key)])
+    # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
+    app.include_router(arrakis.public_router)
+    app.include_router(arrakis.router)
     return app
