@@ -12,9 +12,10 @@ from fastapi.routing import APIRoute
 from sietch import __version__
 from sietch.config import Settings, get_settings
 from sietch.manager.manager import Manager
+from sietch.mcp.http import McpEndpoint
 from sietch.server import arrakis, handlers
 from sietch.server.auth import ApiKeys
-from sietch.server.deps import require_api_key
+from sietch.server.deps import require_api_key, require_manager
 from sietch.server.middleware import RequestMiddleware
 from sietch.server.routes import api_router, metrics_router
 from sietch.server.state import ServerState
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
         api_keys = None
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s may run code", settings.host)
     state = ServerState(settings=settings, api_keys=api_keys)
+    mcp = McpEndpoint(lambda: require_manager(state), host=settings.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +53,8 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
             state.metrics.watch(manager)
             log.info("manager started (accel=%s, state in %s)", manager.accel, settings.state_dir)
             try:
-                yield
+                async with mcp.run():
+                    yield
             finally:
                 state.manager = None
 
@@ -70,4 +73,6 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
     app.include_router(arrakis.public_router)
     app.include_router(arrakis.router)
+    # MCP over streamable HTTP; the tools call this process's manager (see sietch.mcp.backend).
+    app.router.routes.append(mcp.route())
     return app

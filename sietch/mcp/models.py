@@ -1,0 +1,58 @@
+"""What the MCP tools return: small, flat records an agent reads easily.
+
+Both backends (the manager in-process, the SDK over HTTP) produce these, so the
+tools and their output schemas are written once.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+OUTPUT_LIMIT = 64 * 1024
+"""Bytes of stdout (and of stderr) a command result carries: a model's context is finite."""
+READ_LIMIT = 1024 * 1024
+"""Largest file ``read_file`` returns; bigger files are refused with a hint."""
+
+
+class SandboxOut(BaseModel):
+    sandbox_id: str
+    state: str
+    image: str
+    restored_from: str | None = Field(
+        default=None, description="The snapshot this sandbox was restored from, if any."
+    )
+
+
+class CommandOut(BaseModel):
+    exit_code: int | None = Field(description="None when a signal or the timeout ended it.")
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = Field(
+        default=False, description=f"Output beyond {OUTPUT_LIMIT} bytes per stream was dropped."
+    )
+
+
+class FileWritten(BaseModel):
+    path: str
+    size: int
+
+
+class DirEntry(BaseModel):
+    name: str
+    path: str
+    type: str = Field(description="file, dir, symlink or other.")
+    size: int
+
+
+class SnapshotOut(BaseModel):
+    snapshot_id: str
+    name: str | None = None
+    sandbox_id: str | None = Field(default=None, description="The sandbox it was taken of.")
+    parent_id: str | None = None
+    created_at: str
+
+
+def capped(data: bytes, limit: int = OUTPUT_LIMIT) -> tuple[str, bool]:
+    """Text for a model: at most ``limit`` bytes, invalid UTF-8 replaced."""
+    return data[:limit].decode("utf-8", errors="replace"), len(data) > limit

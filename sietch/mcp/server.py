@@ -1,0 +1,211 @@
+"""The MCP server: Sietch's sandboxes as tools for an agent.
+
+:func:`build_server` writes every tool once, over a :class:`~sietch.mcp.backend.Backend`;
+``sietch mcp`` serves it over stdio, ``sietch serve`` at ``/mcp`` (streamable HTTP).
+A failure the agent can act on (unknown sandbox, bad path, a limit) comes back
+as a tool error whose text says what to do, never as a protocol error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from sietch import __version__
+from sietch.errors import SietchError
+from sietch.mcp.backend import Backend
+from sietch.mcp.models import (
+    CommandOut,
+    DirEntry,
+    FileWritten,
+    SandboxOut,
+    SnapshotOut,
+)
+
+INSTRUCTIONS = """\
+Sietch runs Linux sandboxes (Debian microVMs) for you. Typical flow: create_sandbox,
+write_file / run_command as often as needed, snapshot before a risky step, restore
+(or fork) from a snapshot to go back or to try several things in parallel,
+destroy_sandbox when done. Snapshots outlive their sandbox."""
+
+SandboxId = Annotated[str, Field(description="A sandbox id from create_sandbox (sb-...).")]
+GuestPath = Annotated[str, Field(description="Absolute path inside the sandbox.", min_length=1)]
+
+_READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+_CHANGES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
+_DESTROYS = ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False)
+
+
+@contextlib.contextmanager
+def tool_errors() -> Iterator[None]:
+    """Turn Sietch's errors into tool errors the model reads (``message [code]``)."""
+    try:
+        yield
+    except SietchError as exc:
+        raise ToolError(f"{exc.message} [{exc.code}]") from exc
+
+
+def build_server(backend: Backend) -> MCPServer:
+    """An MCP server whose tools act through ``backend``."""
+    mcp: MCPServer = MCPServer(
+        "sietch", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
+    )
+
+    @mcp.tool(annotations=_CHANGES)
+    async def create_sandbox(
+        image: Annotated[
+            str | None, Field(description="Image name; omit for the default Debian image.")
+        ] = None,
+        timeout_s: Annotated[
+            float | None,
+            Field(gt=0, description="Delete the sandbox this many seconds after creation."),
+        ] = None,
+    ) -> SandboxOut:
+        """Start a new Linux sandbox (a microVM, ready in about a second). Returns its sandbox_id.
+
+        Call destroy_sandbox when done, or pass timeout_s to have it removed automatically.
+        """
+        with tool_errors():
+            return await backend.create(image, timeout_s)
+
+    @mcp.tool(annotations=_READ_ONLY)
+    async def list_sandboxes() -> list[SandboxOut]:
+        """List every sandbox on this Sietch server, with its state (running, paused, dead)."""
+        with tool_errors():
+            return await backend.sandboxes()
+
+    @mcp.tool(annotations=_CHANGES)
+    async def run_command(
+        sandbox_id: SandboxId,
+        command: Annotated[str, Field(min_length=1, description="A shell command (sh -c).")],
+        timeout_s: Annotated[
+            float, Field(gt=0, le=3600, description="Kill the command after this many seconds.")
+        ] = 60,
+        cwd: Annotated[str | None, Field(description="Working directory; default /root.")] = None,
+    ) -> CommandOut:
+        """Run a shell command in a sandbox and wait for it; returns exit_code, stdout, stderr.
+
+        A command still running after timeout_s is killed (timed_out is true). Each
+        stream is cut at 64 KiB (truncated is true): redirect big output
+        to a file and read a part of it.
+        """
+        with tool_errors():
+            return await backend.run(sandbox_id, command, timeout_s, cwd)
+
+    @mcp.tool(annotations=_CHANGES)
+    async def write_file(
+        sandbox_id: SandboxId,
+        path: GuestPath,
+        content: Annotated[str, Field(description="The whole new content of the file.")],
+        encoding: Annotated[
+            Literal["utf-8", "base64"],
+            Field(description="How content is given: text (utf-8) or base64 for binary data."),
+        ] = "utf-8",
+    ) -> FileWritten:
+        """Create or replace a file in a sandbox (parent directories are created)."""
+        try:
+            data = (
+                base64.b64decode(content, validate=True)
+                if encoding == "base64"
+                else content.encode()
+            )
+        except (binascii.Error, ValueError) as exc:
+            raise ToolError("content is not valid base64") from exc
+        with tool_errors():
+            return await backend.write_file(sandbox_id, path, data)
+
+    @mcp.tool(annotations=_READ_ONLY)
+    async def read_file(sandbox_id: SandboxId, path: GuestPath) -> str:
+        """Read a text file from a sandbox (at most 1 MiB).
+
+        For a binary file, run_command "base64 <path>" instead.
+        """
+        with tool_errors():
+            data = await backend.read_file(sandbox_id, path)
+        try:
+            return data.decode()
+        except UnicodeDecodeError as exc:
+            raise ToolError(
+                f"{path} is not UTF-8 text: use run_command with 'base64 {path}'"
+            ) from exc
+
+    @mcp.tool(annotations=_READ_ONLY)
+    async def list_directory(
+        sandbox_id: SandboxId,
+        path: GuestPath = "/root",
+        depth: Annotated[int, Field(ge=1, le=5, description="1 lists only the directory.")] = 1,
+    ) -> list[DirEntry]:
+        """List a directory in a sandbox: name, path, type (file, dir, symlink) and size."""
+        with tool_errors():
+            return await backend.list_dir(sandbox_id, path, depth)
+
+    @mcp.tool(annotations=_CHANGES)
+    async def snapshot(
+        sandbox_id: SandboxId,
+        name: Annotated[str | None, Field(description="A name to recognise it by.")] = None,
+    ) -> SnapshotOut:
+        """Save a sandbox whole (memory, running processes, files); it keeps running.
+
+        Take one before a risky step; restore or fork from it later, even after the
+        sandbox is destroyed.
+        """
+        with tool_errors():
+            return await backend.snapshot(sandbox_id, name)
+
+    @mcp.tool(annotations=_CHANGES)
+    async def restore(
+        snapshot_id: Annotated[str, Field(description="A snapshot_id from snapshot.")],
+    ) -> SandboxOut:
+        """Start a NEW sandbox from a snapshot, exactly as it was then; returns its sandbox_id.
+
+        The snapshot's original sandbox is left as it is (destroy it if you no longer need it).
+        """
+        with tool_errors():
+            return await backend.restore(snapshot_id)
+
+    @mcp.tool(annotations=_CHANGES)
+    async def fork(
+        sandbox_id: SandboxId,
+        count: Annotated[int, Field(ge=1, le=16, description="How many copies.")] = 1,
+    ) -> list[SandboxOut]:
+        """Make running copies of a sandbox (memory, processes, files) to try things in parallel."""
+        with tool_errors():
+            return await backend.fork(sandbox_id, count)
+
+    @mcp.tool(annotations=_READ_ONLY)
+    async def list_snapshots() -> list[SnapshotOut]:
+        """List every snapshot; parent_id links a snapshot of a restored sandbox to its source."""
+        with tool_errors():
+            return await backend.snapshots()
+
+    @mcp.tool(annotations=_CHANGES)
+    async def expose_port(
+        sandbox_id: SandboxId,
+        port: Annotated[int, Field(ge=1, le=65535, description="TCP port in the sandbox.")],
+    ) -> str:
+        """NOT SUPPORTED YET: reach a TCP port of a sandbox from the host.
+
+        Port forwarding comes with Sietch's networking work; until then this tool
+        always fails. To check a server inside the sandbox, use run_command with curl.
+        """
+        raise ToolError(
+            "expose_port is not supported yet (it arrives with Sietch's networking); "
+            f"inside the sandbox, run_command 'curl -s localhost:{port}' reaches the port"
+        )
+
+    @mcp.tool(annotations=_DESTROYS)
+    async def destroy_sandbox(sandbox_id: SandboxId) -> str:
+        """Delete a sandbox: its VM stops and its disk is removed (its snapshots stay)."""
+        with tool_errors():
+            await backend.destroy(sandbox_id)
+        return f"destroyed {sandbox_id}"
+
+    return mcp
