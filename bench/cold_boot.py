@@ -1,4 +1,4 @@
-"""Cold boot: create a sandbox and wait for its first exec answer, 10 times."""
+"""Cold boot (no template): create a sandbox and wait for its first exec answer, 10 times."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ async def main(runs: int) -> None:
     async with bench_manager() as manager:
         for _ in range(runs):
             started = time.perf_counter()
-            info = await manager.create()
+            info = await manager.create(template=None)
             await manager.sandbox(info.id).exec(["true"])
             times.append(time.perf_counter() - started)
             await manager.delete(info.id)
