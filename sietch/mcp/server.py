@@ -39,9 +39,10 @@ destroy_sandbox when done. Snapshots outlive their sandbox."""
 SandboxId = Annotated[str, Field(description="A sandbox id from create_sandbox (sb-...).")]
 GuestPath = Annotated[str, Field(description="Absolute path inside the sandbox.", min_length=1)]
 
-_READ_ONLY = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
-_CHANGES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False)
-_DESTROYS = ToolAnnotations(readOnlyHint=False, destructiveHint=True, openWorldHint=False)
+_READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+_CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+# run_command can do anything and write_file overwrites: both may destroy.
+_DESTROYS = ToolAnnotations(read_only_hint=False, destructive_hint=True, open_world_hint=False)
 
 
 @contextlib.contextmanager
@@ -82,7 +83,7 @@ def build_server(backend: Backend) -> MCPServer:
         with tool_errors():
             return await backend.sandboxes()
 
-    @mcp.tool(annotations=_CHANGES)
+    @mcp.tool(annotations=_DESTROYS)
     async def run_command(
         sandbox_id: SandboxId,
         command: Annotated[str, Field(min_length=1, description="A shell command (sh -c).")],
@@ -100,7 +101,7 @@ def build_server(backend: Backend) -> MCPServer:
         with tool_errors():
             return await backend.run(sandbox_id, command, timeout_s, cwd)
 
-    @mcp.tool(annotations=_CHANGES)
+    @mcp.tool(annotations=_DESTROYS)
     async def write_file(
         sandbox_id: SandboxId,
         path: GuestPath,
