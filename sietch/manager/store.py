@@ -58,7 +58,8 @@ class Store:
         return SandboxInfo.model_validate_json(row[0]) if row else None
 
     def all(self, state: SandboxState | None = None) -> list[SandboxInfo]:
-        query, args = "SELECT info FROM sandboxes", ()
+        query = "SELECT info FROM sandboxes"
+        args: tuple[str, ...] = ()
         if state is not None:
             query, args = query + " WHERE state = ?", (state.value,)
         rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
