@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
 import logging
 import os
@@ -83,6 +84,7 @@ class Manager:
         """Stop every sandbox we own (persistent ones keep running)."""
         for task in list(self._tasks):
             task.cancel()
+        keep_storage = self.persistent and bool(self._live)  # VMs that run on use it
         for sb in list(self._live.values()):
             await sb.agent.close()
             if not self.persistent:
@@ -91,7 +93,7 @@ class Manager:
                 with contextlib.suppress(Exception):
                     await sb.machine.qmp.disconnect()
         self._live.clear()
-        if not self.persistent:
+        if not keep_storage:
             with contextlib.suppress(SietchError):
                 await asyncio.to_thread(self.snapshots.release_storage)
         if self._store is not None:
@@ -120,13 +122,13 @@ class Manager:
             if sandbox_id:
                 by_id[sandbox_id] = pid
         for info in self.store.all():
-            pid = by_id.pop(info.id, None)
-            if info.state in (SandboxState.RUNNING, SandboxState.PAUSED) and pid is not None:
+            vm_pid = by_id.pop(info.id, None)
+            if info.state in (SandboxState.RUNNING, SandboxState.PAUSED) and vm_pid is not None:
                 if self.persistent:
                     with contextlib.suppress(SietchError):
-                        await self._adopt(info, pid)
+                        await self._adopt(info, vm_pid)
                         continue
-                process.kill_and_forget(pid)
+                process.kill_and_forget(vm_pid)
             if info.state is not SandboxState.DEAD:
                 info.state, info.pid = SandboxState.DEAD, None
                 info.error = info.error or "its VM stopped while Sietch was not running"
@@ -381,11 +383,11 @@ class Manager:
 
     async def fork(
         self, sandbox_id: str, count: int, metadata: dict[str, str] | None = None
-    ) -> list[SandboxInfo]:
+    ) -> builtins.list[SandboxInfo]:
         """``count`` running copies of a sandbox, from one snapshot of it."""
         return await self.snapshots.fork(sandbox_id, count, metadata)
 
-    async def list_snapshots(self, templates: bool = False) -> list[SnapshotInfo]:
+    async def list_snapshots(self, templates: bool = False) -> builtins.list[SnapshotInfo]:
         return self.snapshots.list(templates)
 
     async def get_snapshot(self, snapshot_id: str) -> SnapshotInfo:

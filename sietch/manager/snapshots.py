@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -112,16 +113,19 @@ class Snapshots:
         """Put sandboxes and snapshots where files can reflink (see :mod:`sietch.storage.xfs`).
 
         A state dir that already holds sandboxes keeps its layout; a new one on a
-        filesystem without reflink gets the XFS image when we are root.
+        filesystem without reflink gets the XFS image when we are root, and
+        ``<state>/sandboxes`` and ``<state>/snapshots`` become symlinks into it,
+        so every path (QEMU command lines, orphan markers) stays what it was.
         """
         settings = self.m.settings
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
         cow_dir = state / "cow"
+        legacy = (state / "sandboxes").is_dir() and not (state / "sandboxes").is_symlink()
         wanted = (
             settings.cow_image_gib > 0
             and os.geteuid() == 0
-            and not (state / "sandboxes").exists()
+            and not legacy
             and not cow.can_reflink(state)
         )
         if wanted and xfs.mounted_at(cow_dir) is None:
@@ -132,9 +136,14 @@ class Snapshots:
                 log.warning("no XFS reflink image, snapshots will copy files: %s", exc)
         elif wanted:
             self.mounted = True  # left mounted by an earlier run that crashed
-        root = cow_dir if xfs.mounted_at(cow_dir) is not None else state
-        self.m.sandboxes_dir = root / "sandboxes"
-        self.dir = root / "snapshots"
+        if xfs.mounted_at(cow_dir) is not None:
+            for name in ("sandboxes", "snapshots"):
+                (cow_dir / name).mkdir(mode=0o711, exist_ok=True)
+                link = state / name
+                if not link.is_symlink():
+                    link.symlink_to(cow_dir / name)
+        self.m.sandboxes_dir = state / "sandboxes"
+        self.dir = state / "snapshots"
 
     def release_storage(self) -> None:
         """Unmount the XFS image we mounted (only once no VM of ours uses it)."""
@@ -283,7 +292,7 @@ class Snapshots:
     def list(self, templates: bool = False) -> list[SnapshotInfo]:
         return [s for s in self.m.store.all_snapshots() if templates or not s.template]
 
-    def users(self, snap_id: str) -> list[str]:
+    def users(self, snap_id: str) -> builtins.list[str]:
         """Sandboxes and snapshots whose disk (or RAM) still depends on ``snap_id``."""
         found = [s.id for s in self.m.store.all_snapshots() if s.parent_id == snap_id]
         found += [i.id for i in self.m.store.all() if i.snapshot_id == snap_id]
@@ -421,7 +430,7 @@ class Snapshots:
 
     async def fork(
         self, sandbox_id: str, count: int, metadata: dict[str, str] | None = None
-    ) -> list[SandboxInfo]:
+    ) -> builtins.list[SandboxInfo]:
         """N running copies of a running sandbox, all restored from one new snapshot."""
         if not 1 <= count <= self.m.settings.max_sandboxes:
             raise InvalidArgument(f"count must be between 1 and {self.m.settings.max_sandboxes}")
