@@ -1,32 +1,23 @@
 """The asyncio SDK: :class:`AsyncClient` and :class:`AsyncSandbox`.
 
-It mirrors :mod:`sietch.client._sync` method for method; every request and
-message is built and decoded in :mod:`sietch.client._core`, so only the
-sending differs.
+Every request and message is built and decoded in :mod:`sietch.client._core`;
+this module only sends them. The synchronous SDK, :mod:`sietch.client._sync`,
+is generated from it by ``scripts/unasync.py`` (run it after editing this
+file); what must differ is in the helpers of :mod:`sietch.client._io_async`
+and :mod:`sietch.client._io_sync`, and in the few rules of that script.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
-import inspect
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal, TypeVar, overload
 
 import httpx
+from websockets import InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
 
 from sietch.client._base import SandboxBase
 from sietch.client._core import (
@@ -46,6 +37,15 @@ from sietch.client._core import (
     start_message,
     transport_error,
 )
+from sietch.client._io_async import (
+    AsyncData,
+    AsyncOutputCallback,
+    call_back,
+    chunks,
+    to_thread,
+    ws_connect,
+    ws_recv,
+)
 from sietch.client._models import (
     CommandResult,
     FileInfo,
@@ -59,17 +59,6 @@ from sietch.client._models import (
 from sietch.errors import FileNotFound, SandboxNotFound, SietchError, Unavailable
 
 T = TypeVar("T")
-AsyncOutputCallback = Callable[[bytes], Awaitable[Any] | Any]
-AsyncData = (
-    bytes
-    | bytearray
-    | memoryview
-    | str
-    | IO[bytes]
-    | IO[str]
-    | Iterable[bytes]
-    | AsyncIterable[bytes]
-)
 
 
 class AsyncClient:
@@ -143,38 +132,6 @@ class AsyncClient:
         await self.close()
 
 
-def _chunks(data: AsyncData) -> bytes | AsyncIterator[bytes]:
-    """Bytes as they are; everything else streamed (blocking file reads off the loop)."""
-    if isinstance(data, bytes | bytearray | memoryview | str):
-        return as_bytes(data) if isinstance(data, str) else bytes(data)
-    if isinstance(data, AsyncIterable):
-
-        async def from_async() -> AsyncIterator[bytes]:
-            async for chunk in data:
-                yield as_bytes(chunk)
-
-        return from_async()
-    read = getattr(data, "read", None)
-    if read is not None:
-
-        async def from_file() -> AsyncIterator[bytes]:
-            while chunk := await asyncio.to_thread(read, CHUNK):
-                yield as_bytes(chunk)
-
-        return from_file()
-
-    async def from_iterable() -> AsyncIterator[bytes]:
-        for chunk in data:
-            yield as_bytes(chunk)
-
-    return from_iterable()
-
-
-async def _call_back(callback: AsyncOutputCallback | None, data: bytes) -> None:
-    if callback is not None and inspect.isawaitable(ret := callback(data)):
-        await ret
-
-
 class _Streamed:
     """An exec WebSocket: output in, stdin/control out."""
 
@@ -184,7 +141,11 @@ class _Streamed:
 
     @classmethod
     async def open(
-        cls, client: AsyncClient, sandbox_id: str, first: str, capture: bool
+        cls,
+        client: AsyncClient,
+        sandbox_id: str,
+        first: str,
+        capture: bool,
     ) -> _Streamed:
         ws = await client.websocket(f"/sandboxes/{sandbox_id}/exec/ws")
         stream = cls(ws, StreamState(capture=capture))
@@ -200,11 +161,11 @@ class _Streamed:
             raise
         return stream
 
-    async def next_output(self) -> tuple[int, bytes] | None:
-        """The next output chunk, or None once the command ended."""
+    async def next_output(self, timeout: float | None = None) -> tuple[int, bytes] | None:
+        """The next output chunk, or None once the command ended; TimeoutError if none came."""
         while self.state.result is None:
             try:
-                message = await self.ws.recv()
+                message = await ws_recv(self.ws, timeout)
             except WebSocketException as exc:
                 raise self.state.ended_early() from exc
             out = self.state.feed(message)
@@ -218,7 +179,7 @@ class _Streamed:
         on_stderr: AsyncOutputCallback | None = None,
     ) -> CommandResult:
         while (out := await self.next_output()) is not None:
-            await _call_back(on_stderr if out[0] == 2 else on_stdout, out[1])
+            await call_back(on_stderr if out[0] == 2 else on_stdout, out[1])
         assert self.state.result is not None
         return self.state.result
 
@@ -258,6 +219,7 @@ class AsyncPty:
     async def signal(self, signal: int | str) -> None:
         await self._stream.control("signal", signal=signal)
 
+    # The sync Pty.recv also takes a timeout (SYNC_ONLY in scripts/unasync.py).
     async def recv(self) -> bytes | None:
         """The next output; None once the process ended."""
         out = await self._stream.next_output()
@@ -371,7 +333,7 @@ class AsyncFiles:
     async def write(self, path: str, data: AsyncData, *, mode: int | None = None) -> WriteInfo:
         """Write bytes, text, a file object or an (async) iterable of bytes."""
         call = Ops.write(self._sb.id, path, mode)
-        async with self._sb.client.stream(call, content=_chunks(data)) as response:
+        async with self._sb.client.stream(call, content=chunks(data)) as response:
             await response.aread()
             return call.parse(response)
 
@@ -391,7 +353,7 @@ class AsyncFiles:
         """Copy the file into an open binary file object; returns the byte count."""
         size = 0
         async for chunk in self.iter_bytes(path):
-            await asyncio.to_thread(dest.write, chunk)
+            await to_thread(dest.write, chunk)
             size += len(chunk)
         return size
 

@@ -1,17 +1,17 @@
+# Generated from sietch/client/_async.py by scripts/unasync.py: do not edit.
 """The synchronous SDK: :class:`Client` and :class:`Sandbox`."""
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal, TypeVar, overload
 
 import httpx
-from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketException
+from websockets import InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
 
 from sietch.client._base import SandboxBase
 from sietch.client._core import (
@@ -31,6 +31,15 @@ from sietch.client._core import (
     start_message,
     transport_error,
 )
+from sietch.client._io_sync import (
+    Data,
+    OutputCallback,
+    call_back,
+    chunks,
+    to_thread,
+    ws_connect,
+    ws_recv,
+)
 from sietch.client._models import (
     CommandResult,
     FileInfo,
@@ -44,8 +53,6 @@ from sietch.client._models import (
 from sietch.errors import FileNotFound, SandboxNotFound, SietchError, Unavailable
 
 T = TypeVar("T")
-OutputCallback = Callable[[bytes], Any]
-Data = bytes | bytearray | memoryview | str | IO[bytes] | IO[str] | Iterable[bytes]
 
 
 class Client:
@@ -77,6 +84,8 @@ class Client:
         except httpx.TransportError as exc:
             raise transport_error(exc, self.config) from exc
         try:
+            if response.is_error:
+                response.read()
             check_response(response)
             yield response
         except httpx.TransportError as exc:
@@ -94,7 +103,6 @@ class Client:
                 compression=None,
                 max_size=None,
                 open_timeout=self.config.timeout,
-                legacy=True,  # a connection object to keep, not a with block
             )
         except InvalidStatus as exc:
             raise handshake_error(exc.response.status_code, exc.response.body) from exc
@@ -118,21 +126,6 @@ class Client:
         self.close()
 
 
-def _chunks(data: Data) -> bytes | Iterator[bytes]:
-    """Bytes as they are; file objects and iterables streamed in chunks."""
-    if isinstance(data, bytes | bytearray | memoryview | str):
-        return as_bytes(data) if isinstance(data, str) else bytes(data)
-    read = getattr(data, "read", None)
-    if read is not None:
-
-        def from_file() -> Iterator[bytes]:
-            while chunk := read(CHUNK):
-                yield as_bytes(chunk)
-
-        return from_file()
-    return (as_bytes(c) for c in data)
-
-
 class _Streamed:
     """An exec WebSocket: output in, stdin/control out."""
 
@@ -141,7 +134,13 @@ class _Streamed:
         self.state = state
 
     @classmethod
-    def open(cls, client: Client, sandbox_id: str, first: str, capture: bool) -> _Streamed:
+    def open(
+        cls,
+        client: Client,
+        sandbox_id: str,
+        first: str,
+        capture: bool,
+    ) -> _Streamed:
         ws = client.websocket(f"/sandboxes/{sandbox_id}/exec/ws")
         stream = cls(ws, StreamState(capture=capture))
         try:
@@ -160,7 +159,7 @@ class _Streamed:
         """The next output chunk, or None once the command ended; TimeoutError if none came."""
         while self.state.result is None:
             try:
-                message = self.ws.recv(timeout)
+                message = ws_recv(self.ws, timeout)
             except WebSocketException as exc:
                 raise self.state.ended_early() from exc
             out = self.state.feed(message)
@@ -169,12 +168,12 @@ class _Streamed:
         return None
 
     def finish(
-        self, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+        self,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
     ) -> CommandResult:
         while (out := self.next_output()) is not None:
-            callback = on_stderr if out[0] == 2 else on_stdout
-            if callback is not None:
-                callback(out[1])
+            call_back(on_stderr if out[0] == 2 else on_stdout, out[1])
         assert self.state.result is not None
         return self.state.result
 
@@ -214,6 +213,7 @@ class Pty:
     def signal(self, signal: int | str) -> None:
         self._stream.control("signal", signal=signal)
 
+    # The sync Pty.recv also takes a timeout (SYNC_ONLY in scripts/unasync.py).
     def recv(self, timeout: float | None = None) -> bytes | None:
         """The next output; None once the process ended; ``TimeoutError`` after ``timeout``."""
         out = self._stream.next_output(timeout)
@@ -255,10 +255,12 @@ class ProcessHandle:
         self.sandbox.process.kill(self.pid, signal)
 
     def output(
-        self, on_stdout: OutputCallback | None = None, on_stderr: OutputCallback | None = None
+        self,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
     ) -> CommandResult:
         """Follow its output until it ends (what it printed so far comes first)."""
-        return self.sandbox.process.attach(self.pid, on_stdout=on_stdout, on_stderr=on_stderr)
+        return self.sandbox.process.attach(self.pid, on_stdout, on_stderr)
 
     def __repr__(self) -> str:
         return f"<ProcessHandle pid={self.pid} in {self.sandbox.id}>"
@@ -322,7 +324,7 @@ class Files:
     def write(self, path: str, data: Data, *, mode: int | None = None) -> WriteInfo:
         """Write bytes, text, a file object or an iterable of bytes (parents are made)."""
         call = Ops.write(self._sb.id, path, mode)
-        with self._sb.client.stream(call, content=_chunks(data)) as response:
+        with self._sb.client.stream(call, content=chunks(data)) as response:
             response.read()
             return call.parse(response)
 
@@ -332,7 +334,7 @@ class Files:
             yield from response.iter_bytes(CHUNK)
 
     def read(self, path: str) -> bytes:
-        return b"".join(self.iter_bytes(path))
+        return b"".join([chunk for chunk in self.iter_bytes(path)])
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         return self.read(path).decode(encoding)
@@ -341,7 +343,7 @@ class Files:
         """Copy the file into an open binary file object; returns the byte count."""
         size = 0
         for chunk in self.iter_bytes(path):
-            dest.write(chunk)
+            to_thread(dest.write, chunk)
             size += len(chunk)
         return size
 
@@ -372,7 +374,12 @@ class Sandbox(SandboxBase):
     """A microVM sandbox. Make one with :meth:`create`; ``with`` deletes it on exit."""
 
     def __init__(
-        self, info: SandboxInfo, client: Client, *, keep: bool = True, owns_client: bool = False
+        self,
+        info: SandboxInfo,
+        client: Client,
+        *,
+        keep: bool = True,
+        owns_client: bool = False,
     ) -> None:
         super().__init__(info, keep=keep)
         self.client = client
