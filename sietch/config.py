@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     reflink; 0 keeps plain copies."""
     templates: bool = True
     """Create sandboxes by restoring a snapshot of a booted VM (made on first use)."""
+    pool_size: int = Field(default=1, ge=0)
+    """Sandboxes per template kept restored and warm, so a create only hands one out."""
     boot_timeout_s: float = 60.0
     """Cold boot under TCG takes seconds; a loaded CI machine can take far longer."""
     exec_timeout_s: float | None = None

@@ -35,6 +35,7 @@ from sietch.errors import (
 )
 from sietch.images.store import ImageStore
 from sietch.manager.models import SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo
+from sietch.manager.pool import WarmPool, is_pooled
 from sietch.manager.sandbox import Sandbox
 from sietch.manager.snapshots import Snapshots, template_key
 from sietch.manager.store import Store, labels_match
@@ -65,6 +66,7 @@ class Manager:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_as = process.lookup_user(self.settings.qemu_user)
         self.snapshots = Snapshots(self)
+        self.pool = WarmPool(self, self.settings.pool_size)
 
     # -- start and stop ---------------------------------------------------------
 
@@ -123,6 +125,11 @@ class Manager:
                 by_id[sandbox_id] = pid
         for info in self.store.all():
             vm_pid = by_id.pop(info.id, None)
+            if is_pooled(info):  # never handed out: not worth adopting
+                if vm_pid is not None:
+                    process.kill_and_forget(vm_pid)
+                await self._discard(info.id, None)
+                continue
             if info.state in (SandboxState.RUNNING, SandboxState.PAUSED) and vm_pid is not None:
                 if self.persistent:
                     with contextlib.suppress(SietchError):
@@ -193,6 +200,10 @@ class Manager:
         if spec.template == "auto" and self.settings.templates:
             key = template_key(paths, vcpus, memory, self.accel) + f"-{disk}"
             if (template := self.snapshots.find_template(key)) is not None:
+                taken = await self.pool.take(key, spec)
+                self.pool.refill(key, template.id)
+                if taken is not None:
+                    return taken
                 return await self.snapshots.restore(
                     template.id, metadata=spec.metadata, env=spec.env, timeout_s=spec.timeout_s
                 )
@@ -218,9 +229,9 @@ class Manager:
         except BaseException:
             await asyncio.shield(self._discard(info.id, config))
             raise
-        if key is not None:
-            # Booted from scratch once: save it, pristine, so later creates restore it.
-            await self.snapshots.make_template(sandbox, key)
+        # Booted from scratch once: save it, pristine, so later creates restore it.
+        if key is not None and (template := await self.snapshots.make_template(sandbox, key)):
+            self.pool.refill(key, template.id)
         if disk > base_mib:
             with contextlib.suppress(SietchError):
                 await sandbox.agent.call("resize_fs")
@@ -337,7 +348,7 @@ class Manager:
         return info
 
     async def list(self, labels: dict[str, str] | None = None) -> list[SandboxInfo]:
-        return [i for i in self.store.all() if labels_match(i, labels)]
+        return [i for i in self.store.all() if labels_match(i, labels) and not is_pooled(i)]
 
     def sandbox(self, sandbox_id: str) -> Sandbox:
         """The live sandbox, for running commands and moving files."""

@@ -1,0 +1,86 @@
+"""A warm pool: sandboxes restored from a template before anyone asks for them.
+
+Restoring a template starts QEMU in ~60 ms, but under TCG the guest agent's
+first answers take most of a second more (its code is translated afresh in
+every new QEMU process). A pooled sandbox has paid that already: handing it
+out is one ``hello`` (fresh clock and entropy, so two sandboxes never share
+random state) and a database write. Pooled sandboxes are hidden from
+listings, counted against ``max_sandboxes``, and never adopted after a
+restart (the next start reaps them).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sietch.errors import SietchError
+from sietch.manager.models import SandboxInfo, SandboxSpec
+
+if TYPE_CHECKING:
+    from sietch.manager.manager import Manager
+
+log = logging.getLogger(__name__)
+
+POOL_LABEL = "sietch.pool"
+"""Metadata key marking a pooled sandbox; its value is the template key."""
+
+
+def is_pooled(info: SandboxInfo) -> bool:
+    return POOL_LABEL in info.metadata
+
+
+class WarmPool:
+    """Keeps up to ``size`` ready sandboxes per template."""
+
+    def __init__(self, manager: Manager, size: int) -> None:
+        self.m = manager
+        self.size = size
+        self._ready: dict[str, list[str]] = defaultdict(list)
+        self._filling: dict[str, int] = defaultdict(int)
+
+    async def take(self, key: str, spec: SandboxSpec) -> SandboxInfo | None:
+        """A pooled sandbox made the caller's, or None when none is ready."""
+        while self._ready[key]:
+            sandbox = self.m._live.get(self._ready[key].pop(0))
+            if sandbox is None:
+                continue
+            try:
+                await sandbox.agent.call(
+                    "hello", time=time.time(), entropy=base64.b64encode(os.urandom(64)).decode()
+                )
+            except SietchError:
+                sandbox.log.warning("pooled sandbox did not answer; discarding it")
+                await self.m._destroy(sandbox.id)
+                continue
+            info = sandbox.info
+            now = datetime.now(UTC)
+            info.metadata, info.env, info.created_at = dict(spec.metadata), dict(spec.env), now
+            info.expires_at = now + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None
+            self.m.store.put(info)
+            if spec.timeout_s:
+                self.m._spawn(self.m._expire(info.id, spec.timeout_s))
+            return info.model_copy()
+        return None
+
+    def refill(self, key: str, template_id: str) -> None:
+        """Start restores in the background until the pool for ``key`` is full."""
+        missing = self.size - len(self._ready[key]) - self._filling[key]
+        for _ in range(max(missing, 0)):
+            self._filling[key] += 1
+            self.m._spawn(self._add(key, template_id))
+
+    async def _add(self, key: str, template_id: str) -> None:
+        try:
+            info = await self.m.snapshots.restore(template_id, metadata={POOL_LABEL: key})
+            await self.m.sandbox(info.id).exec(["true"])  # pay the first, slow answer now
+            self._ready[key].append(info.id)
+        except SietchError as exc:
+            log.warning("could not add a sandbox to the warm pool: %s", exc)
+        finally:
+            self._filling[key] -= 1
