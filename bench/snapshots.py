@@ -1,7 +1,9 @@
-"""Snapshots and templates: create from template, snapshot, restore, fork of 10, PSS, cold boot.
+"""Snapshots and templates: create (warm pool / template restore), snapshot, restore,
+fork of 10, PSS, cold boot.
 
 Every figure is "until the first exec answered", as a user sees it. The last
-line is JSON with create_median_ms, create_p95_ms, snapshot_median_ms,
+line is JSON with create_median_ms, create_p95_ms (from the warm pool),
+create_nopool_median_ms, create_nopool_p95_ms (restoring the template), snapshot_median_ms,
 restore_median_ms, fork10_s, pss_mib, cold_boot_median_s, accel.
 """
 
@@ -27,6 +29,20 @@ async def timed_create(manager: Manager, **spec: object) -> tuple[float, str]:
     return time.perf_counter() - started, info.id
 
 
+async def pool_ready(m: Manager) -> None:
+    for _ in range(600):
+        if any(m.pool._ready.values()):
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the warm pool did not refill within 30 s")
+
+
+async def drain_pool(m: Manager) -> None:
+    for ids in m.pool._ready.values():
+        while ids:
+            await m.delete(ids.pop())
+
+
 def pss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
@@ -47,11 +63,23 @@ async def main(runs: int, cold_runs: int, idle: int) -> None:
             cold.append(seconds)
             await m.delete(sid)
 
+        # A user creating at a moderate rate finds the warm pool refilled.
         creates = []
         for _ in range(runs):
+            await pool_ready(m)
             seconds, sid = await timed_create(m)
             creates.append(seconds)
             await m.delete(sid)
+
+        # Back to back with no pool: every create restores the template itself.
+        pool_size, m.pool.size = m.pool.size, 0
+        await drain_pool(m)
+        unpooled = []
+        for _ in range(runs):
+            seconds, sid = await timed_create(m)
+            unpooled.append(seconds)
+            await m.delete(sid)
+        m.pool.size = pool_size
 
         source = (await m.create(template=None)).id  # a share=on VM: the fast snapshot path
         snaps, restores = [], []
@@ -86,6 +114,8 @@ async def main(runs: int, cold_runs: int, idle: int) -> None:
             "runs": runs,
             "create_median_ms": round(1000 * median(creates), 1),
             "create_p95_ms": round(1000 * p95(creates), 1),
+            "create_nopool_median_ms": round(1000 * median(unpooled), 1),
+            "create_nopool_p95_ms": round(1000 * p95(unpooled), 1),
             "snapshot_median_ms": round(1000 * median(snaps), 1),
             "restore_median_ms": round(1000 * median(restores), 1),
             "fork10_s": round(fork10, 3),
