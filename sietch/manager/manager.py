@@ -84,8 +84,12 @@ class Manager:
 
     async def close(self) -> None:
         """Stop every sandbox we own (persistent ones keep running)."""
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        # Let them unwind (a cancelled pool restore removes its half-made VM)
+        # before the sandboxes and the database go.
+        await asyncio.gather(*tasks, return_exceptions=True)
         keep_storage = self.persistent and bool(self._live)  # VMs that run on use it
         for sb in list(self._live.values()):
             await sb.agent.close()

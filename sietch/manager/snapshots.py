@@ -69,6 +69,7 @@ from sietch.manager.models import SandboxInfo, SandboxState, SnapshotInfo
 from sietch.manager.sandbox import Sandbox
 from sietch.storage import cow, disks, xfs
 from sietch.vmm import snapshot as vmsnap
+from sietch.vmm.accel import cpu_model
 from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ def snapshot_id() -> str:
 
 def template_key(paths: dict[str, Path], vcpus: int, memory_mib: int, accel: str) -> str:
     """Templates are keyed by what the guest runs: the image files' content-hashed paths."""
-    parts = [f"{k}={paths[k]}" for k in sorted(paths)] + [f"{vcpus}", f"{memory_mib}", accel]
+    parts = [f"{k}={paths[k]}" for k in sorted(paths)]
+    parts += [f"{vcpus}", f"{memory_mib}", accel, cpu_model(accel)]  # type: ignore[arg-type]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -24,7 +24,7 @@ from qemu.qmp.error import QMPError
 
 from sietch.errors import BootError, VMError
 from sietch.vmm import process
-from sietch.vmm.accel import Accel, host_tsc_khz
+from sietch.vmm.accel import Accel, cpu_model, host_tsc_khz
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +97,7 @@ class MachineConfig:
 
     def argv(self) -> list[str]:
         mem = f"{self.memory_mib}M"
-        accel = (
-            ["-accel", "kvm", "-cpu", "host"]
-            if self.accel == "kvm"
-            else ["-accel", "tcg", "-cpu", "max"]
-        )
+        accel = ["-accel", self.accel, "-cpu", cpu_model(self.accel)]
         return [
             self.qemu_binary,
             "-name", f"sietch-{self.name}",
