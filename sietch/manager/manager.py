@@ -9,7 +9,6 @@ server) they outlive a restart and are adopted again.
 from __future__ import annotations
 
 import asyncio
-import base64
 import builtins
 import contextlib
 import logging
@@ -37,7 +36,7 @@ from sietch.images.store import ImageStore
 from sietch.manager.models import SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo
 from sietch.manager.pool import WarmPool, is_pooled
 from sietch.manager.sandbox import Sandbox
-from sietch.manager.snapshots import Snapshots, template_key
+from sietch.manager.snapshots import Snapshots, entropy, new_mac, template_key
 from sietch.manager.store import Store, labels_match
 from sietch.storage import disks
 from sietch.vmm import accel, process
@@ -189,11 +188,7 @@ class Manager:
             except ValidationError as exc:
                 raise InvalidArgument(_describe(exc)) from None
         image, vcpus, memory, disk = self._resolve(spec)
-        if len(self._live) >= self.settings.max_sandboxes:
-            raise LimitExceeded(
-                f"{len(self._live)} sandboxes are running, the limit is "
-                f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
-            )
+        self.check_capacity()
         paths = await asyncio.to_thread(self._image_paths, image)
         base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
         if disk < base_mib:
@@ -246,6 +241,13 @@ class Manager:
             self._spawn(self._expire(info.id, spec.timeout_s))
         return info.model_copy()
 
+    def check_capacity(self) -> None:
+        if len(self._live) >= self.settings.max_sandboxes:
+            raise LimitExceeded(
+                f"{len(self._live)} sandboxes are running, the limit is "
+                f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
+            )
+
     def _image_paths(self, image: str) -> dict[str, Path]:
         return {
             "kernel": self.images.kernel(),
@@ -272,7 +274,7 @@ class Manager:
             qemu_binary=self.settings.qemu_binary,
             run_as=self._run_as,
             persistent=self.persistent,
-            mac="52:54:00:" + ":".join(f"{b:02x}" for b in os.urandom(3)),
+            mac=new_mac(),
         )
 
     def _prepare_workdir(self, config: MachineConfig, rootfs: Path, disk_mib: int) -> None:
@@ -289,7 +291,7 @@ class Manager:
         try:
             await machine.launch()
             connect = asyncio.ensure_future(
-                agent.connect(self.settings.boot_timeout_s, entropy=_entropy())
+                agent.connect(self.settings.boot_timeout_s, entropy=entropy())
             )
             died = asyncio.ensure_future(machine.wait())
             done, _ = await asyncio.wait({connect, died}, return_when=asyncio.FIRST_COMPLETED)
@@ -452,7 +454,3 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()
     )
-
-
-def _entropy() -> str:
-    return base64.b64encode(os.urandom(64)).decode()

@@ -11,9 +11,7 @@ restart (the next start reaps them).
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from sietch.errors import SietchError
 from sietch.manager.models import SandboxInfo, SandboxSpec
+from sietch.manager.snapshots import entropy
 
 if TYPE_CHECKING:
     from sietch.manager.manager import Manager
@@ -51,9 +50,7 @@ class WarmPool:
             if sandbox is None:
                 continue
             try:
-                await sandbox.agent.call(
-                    "hello", time=time.time(), entropy=base64.b64encode(os.urandom(64)).decode()
-                )
+                await sandbox.agent.call("hello", time=time.time(), entropy=entropy())
             except SietchError:
                 sandbox.log.warning("pooled sandbox did not answer; discarding it")
                 await self.m._destroy(sandbox.id)

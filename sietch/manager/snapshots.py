@@ -328,11 +328,7 @@ class Snapshots:
         """Start a new sandbox from a snapshot; the original (if any) is untouched."""
         snap = self.get(snap_id)
         m = self.m
-        if len(m._live) >= m.settings.max_sandboxes:
-            raise LimitExceeded(
-                f"{len(m._live)} sandboxes are running, the limit is "
-                f"{m.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
-            )
+        m.check_capacity()
         disk = disk_mib or snap.disk_mib
         if disk < snap.disk_mib:
             raise InvalidArgument(f"disk_mib must be at least {snap.disk_mib} for this snapshot")
