@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sietch.errors import InvalidArgument
-from sietch.manager.models import SandboxState
+from sietch.manager.models import ProcessInfo, SandboxState
 
 MAX_PATH = 4096
 
@@ -184,19 +184,8 @@ class ProcessCreate(_Request):
     timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
-class ProcessPublic(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    pid: int
-    running: bool
-    exit_code: int | None = None
-    signal: int | None = None
-    argv: list[str] | None = None
-    cmd: str | None = None
-    tag: str | None = None
-    pty: bool = False
-    background: bool = False
-    started_at: float | None = None
+class ProcessPublic(ProcessInfo):
+    """A process the agent started, as the manager reports it."""
 
 
 class ProcessesPublic(BaseModel):
