@@ -89,10 +89,11 @@ class Manager:
         # Let them unwind (a cancelled pool restore removes its half-made VM)
         # before the sandboxes and the database go.
         await asyncio.gather(*tasks, return_exceptions=True)
-        keep_storage = self.persistent and bool(self._live)  # VMs that run on use it
+        # VMs that run on (persistent, not pooled) still use the storage.
+        keep_storage = self.persistent and any(not is_pooled(sb.info) for sb in self._live.values())
         for sb in list(self._live.values()):
             await sb.agent.close()
-            if not self.persistent:
+            if not self.persistent or is_pooled(sb.info):  # a pooled VM is never adopted
                 await self._destroy(sb.id)
             elif sb.machine.qmp is not None:
                 with contextlib.suppress(Exception):
