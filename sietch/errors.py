@@ -19,6 +19,7 @@ Every layer raises these; the server maps them to JSON with their ``code`` and
     │   └── FileExists               409 file_exists
     ├── PayloadTooLarge              413 payload_too_large
     ├── LimitExceeded                429 limit_exceeded
+    ├── BadGateway                   502 bad_gateway
     ├── CommandTimeout               504 command_timeout
     ├── Unavailable                  503 unavailable
     │   └── AgentUnavailable         503 agent_unavailable
@@ -110,6 +111,12 @@ class PayloadTooLarge(SietchError):
 
 class LimitExceeded(SietchError):
     code, status = "limit_exceeded", 429
+
+
+class BadGateway(SietchError):
+    """A service in a sandbox (behind an exposed port) did not answer properly."""
+
+    code, status = "bad_gateway", 502
 
 
 class CommandTimeout(SietchError):

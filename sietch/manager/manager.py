@@ -28,16 +28,24 @@ from sietch.errors import (
     BootError,
     InvalidArgument,
     LimitExceeded,
+    NotFound,
     SandboxNotFound,
     SandboxNotRunning,
     SietchError,
 )
 from sietch.images.store import ImageStore
-from sietch.manager.models import SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo
+from sietch.manager.models import (
+    PortMapping,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxState,
+    SnapshotInfo,
+)
 from sietch.manager.pool import WarmPool, is_pooled
 from sietch.manager.sandbox import Sandbox
 from sietch.manager.snapshots import Snapshots, entropy, new_mac, template_key
 from sietch.manager.store import Store, labels_match
+from sietch.network import ports as netports
 from sietch.storage import disks
 from sietch.vmm import accel, process
 from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
@@ -140,8 +148,8 @@ class Manager:
                         await self._adopt(info, vm_pid)
                         continue
                 process.kill_and_forget(vm_pid)
-            if info.state is not SandboxState.DEAD:
-                info.state, info.pid = SandboxState.DEAD, None
+            if info.state is not SandboxState.DEAD or info.ports:
+                info.state, info.pid, info.ports = SandboxState.DEAD, None, []
                 info.error = info.error or "its VM stopped while Sietch was not running"
                 self.store.put(info)
         for sandbox_id, pid in by_id.items():
@@ -336,7 +344,7 @@ class Manager:
         await sandbox.machine.kill()
         info = self.store.get(sandbox.id)
         if info is not None:
-            info.state, info.pid = SandboxState.DEAD, None
+            info.state, info.pid, info.ports = SandboxState.DEAD, None, []
             info.error = f"the VM exited unexpectedly (code {sandbox.machine.exitcode})"
             self.store.put(info)
             log.warning("sandbox %s died: %s", sandbox.id, info.error)
@@ -379,6 +387,48 @@ class Manager:
             self.sandbox(sandbox_id)  # raises the right error
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         return sandbox
+
+    # -- ports (see sietch.network.ports) ----------------------------------------
+
+    async def expose(self, sandbox_id: str, guest_port: int) -> PortMapping:
+        """Make a guest TCP port reachable on a free 127.0.0.1 port (again: the same one)."""
+        netports.check_port(guest_port)
+        sb = self._live_sandbox(sandbox_id)
+        async with self.snapshots._lock(sandbox_id):
+            for mapping in sb.info.ports:
+                if mapping.guest_port == guest_port:
+                    return mapping.model_copy()
+            host_port = await netports.forward(sb.machine, guest_port)
+            mapping = PortMapping(guest_port=guest_port, host=netports.HOST, host_port=host_port)
+            sb.info.ports.append(mapping)
+            self.store.put(sb.info)
+        sb.log.info("guest port %d exposed on %s:%d", guest_port, mapping.host, host_port)
+        return mapping.model_copy()
+
+    async def unexpose(self, sandbox_id: str, guest_port: int) -> None:
+        """Close the host port of an exposed guest port (NotFound if it was not exposed)."""
+        netports.check_port(guest_port)
+        sb = self._live_sandbox(sandbox_id)
+        async with self.snapshots._lock(sandbox_id):
+            mapping = self._mapping(sb.info, guest_port)
+            await netports.unforward(sb.machine, mapping.host_port)
+            sb.info.ports.remove(mapping)
+            self.store.put(sb.info)
+
+    async def ports(self, sandbox_id: str) -> builtins.list[PortMapping]:
+        return [p.model_copy() for p in (await self.get(sandbox_id)).ports]
+
+    def port(self, sandbox_id: str, guest_port: int) -> PortMapping:
+        """The host address of an exposed port of a live sandbox (for the proxy)."""
+        netports.check_port(guest_port)
+        return self._mapping(self._live_sandbox(sandbox_id).info, guest_port).model_copy()
+
+    @staticmethod
+    def _mapping(info: SandboxInfo, guest_port: int) -> PortMapping:
+        for mapping in info.ports:
+            if mapping.guest_port == guest_port:
+                return mapping
+        raise NotFound(f"port {guest_port} of sandbox {info.id} is not exposed", port=guest_port)
 
     # -- snapshots (see sietch.manager.snapshots) ---------------------------------
 

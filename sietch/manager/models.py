@@ -36,6 +36,14 @@ class SandboxSpec(BaseModel):
     first use); None cold-boots."""
 
 
+class PortMapping(BaseModel):
+    """A guest TCP port reachable from the host at ``host:host_port``."""
+
+    guest_port: int
+    host: str = "127.0.0.1"
+    host_port: int
+
+
 class SandboxInfo(BaseModel):
     id: str
     state: SandboxState
@@ -52,6 +60,8 @@ class SandboxInfo(BaseModel):
     error: str | None = None
     snapshot_id: str | None = None
     """The snapshot (or template) this sandbox was restored from; None if cold-booted."""
+    ports: list[PortMapping] = Field(default_factory=list)
+    """Exposed guest ports; a restored or forked copy exposes the same ones on new host ports."""
 
 
 class SnapshotInfo(BaseModel):
@@ -75,6 +85,8 @@ class SnapshotInfo(BaseModel):
     """Bytes allocated on the host (a reflinked copy shares most of them)."""
     ram_in_stream: bool = False
     """RAM is inside the device-state stream (a snapshot of a copy-on-write restore)."""
+    ports: list[int] = Field(default_factory=list)
+    """Guest ports its sandbox had exposed; every restore exposes them again."""
     template: bool = False
     template_key: str | None = None
     paths: dict[str, str] = Field(default_factory=dict)

@@ -52,6 +52,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,8 +66,9 @@ from sietch.errors import (
     SietchError,
     SnapshotNotFound,
 )
-from sietch.manager.models import SandboxInfo, SandboxState, SnapshotInfo
+from sietch.manager.models import PortMapping, SandboxInfo, SandboxState, SnapshotInfo
 from sietch.manager.sandbox import Sandbox
+from sietch.network import ports as netports
 from sietch.storage import cow, disks, xfs
 from sietch.vmm import snapshot as vmsnap
 from sietch.vmm.accel import cpu_model
@@ -246,6 +248,7 @@ class Snapshots:
                 memory_mib=info.memory_mib,
                 disk_mib=info.disk_mib,
                 env={} if template_key else info.env,
+                ports=[] if template_key else [p.guest_port for p in info.ports],
                 accel=info.accel,
                 ram_in_stream=ram_in_stream,
                 template=template_key is not None,
@@ -364,7 +367,9 @@ class Snapshots:
         m.store.put(info)
         try:
             await asyncio.to_thread(self._prepare, config, src, disk)
-            sandbox = await self._start(info, config, src / "state", snap.ram_in_stream, hostname)
+            sandbox = await self._start(
+                info, config, src / "state", snap.ram_in_stream, hostname, ports=snap.ports
+            )
         except BaseException:
             await asyncio.shield(m._discard(info.id, config))
             raise
@@ -396,6 +401,8 @@ class Snapshots:
         state: Path,
         ram_in_stream: bool,
         hostname: str | None,
+        *,
+        ports: Sequence[int] = (),
     ) -> Sandbox:
         machine = QemuMachine(config)
         agent = AgentConnection(config.agent_socket, name=info.id)
@@ -412,6 +419,11 @@ class Snapshots:
             t3 = time.monotonic()
             await agent.connect(self.m.settings.boot_timeout_s, **hello)
             t4 = time.monotonic()
+            # A fresh QEMU has none of the original's forwards: the snapshot's
+            # exposed guest ports get new host ports of this copy's own.
+            for port in ports:
+                host_port = await netports.forward(machine, port)
+                info.ports.append(PortMapping(guest_port=port, host_port=host_port))
             log.debug(
                 "restore %s: launch %.0f ms, load %.0f ms, cont %.0f ms, agent %.0f ms",
                 info.id,

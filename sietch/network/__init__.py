@@ -1,0 +1,1 @@
+"""Sandbox networking: ports forwarded from the host's loopback into a guest."""
