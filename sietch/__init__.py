@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sietch.errors import (
     AgentUnavailable,
     AuthenticationError,
+    BadGateway,
     BootError,
     CommandTimeout,
     Conflict,
@@ -84,6 +85,7 @@ __all__ = [
     "AsyncPty",
     "AsyncSandbox",
     "AuthenticationError",
+    "BadGateway",
     "BootError",
     "Client",
     "CommandResult",

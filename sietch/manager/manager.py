@@ -419,9 +419,9 @@ class Manager:
         return [p.model_copy() for p in (await self.get(sandbox_id)).ports]
 
     def port(self, sandbox_id: str, guest_port: int) -> PortMapping:
-        """The host address of an exposed port of a live sandbox (for the proxy)."""
+        """The host address of an exposed port of a running sandbox (for the proxy)."""
         netports.check_port(guest_port)
-        return self._mapping(self._live_sandbox(sandbox_id).info, guest_port).model_copy()
+        return self._mapping(self.sandbox(sandbox_id).info, guest_port).model_copy()
 
     @staticmethod
     def _mapping(info: SandboxInfo, guest_port: int) -> PortMapping:

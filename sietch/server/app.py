@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
                     yield
             finally:
                 state.manager = None
+                await state.close_proxy()
 
     app = FastAPI(
         title="Sietch",

@@ -77,6 +77,22 @@ class SandboxCreate(_Request):
     )
 
 
+class PortCreate(_Request):
+    port: int = Field(description="The guest TCP port, 1 to 65535.", examples=[8000])
+
+
+class PortPublic(BaseModel):
+    guest_port: int
+    host: str
+    """Where the host reaches it: always 127.0.0.1 (use the proxy route from elsewhere)."""
+    host_port: int
+
+
+class PortsPublic(BaseModel):
+    data: list[PortPublic]
+    count: int
+
+
 class SandboxPublic(BaseModel):
     id: str
     state: SandboxState
@@ -92,6 +108,8 @@ class SandboxPublic(BaseModel):
     error: str | None = None
     snapshot_id: str | None = None
     """The snapshot or template it was restored from; null if cold-booted."""
+    ports: list[PortPublic] = Field(default_factory=list)
+    """Exposed guest ports and where the host reaches them."""
 
 
 class SandboxesPublic(BaseModel):

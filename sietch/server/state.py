@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import httpx
+
 from sietch.config import Settings
 from sietch.errors import LimitExceeded
 from sietch.manager.manager import Manager
@@ -40,10 +42,27 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     manager: Manager | None = None
     create_bucket: TokenBucket = field(init=False)
+    _proxy: httpx.AsyncClient | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.create_bucket = TokenBucket(s.create_rate_per_min / 60.0, s.create_burst)
+
+    def proxy_client(self) -> httpx.AsyncClient:
+        """The HTTP client the port proxy shares (pooled connections to exposed ports)."""
+        if self._proxy is None:
+            self._proxy = httpx.AsyncClient(
+                timeout=httpx.Timeout(10.0, read=None, write=None),
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        return self._proxy
+
+    async def close_proxy(self) -> None:
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            await proxy.aclose()
 
     def admit_create(self) -> None:
         wait = self.create_bucket.take()

@@ -30,6 +30,7 @@ EXPECTED = {
     # errors
     "AgentUnavailable",
     "AuthenticationError",
+    "BadGateway",
     "BootError",
     "CommandTimeout",
     "Conflict",

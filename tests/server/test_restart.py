@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 
 import httpx
 
@@ -27,6 +28,8 @@ def test_restart_keeps_running_sandboxes_and_marks_dead_ones() -> None:
                     content=sandbox_id.encode(),
                 )
                 assert put.status_code == 200, put.text
+            exposed = c.post(f"/sandboxes/{ids[0]}/ports", json={"port": 8000}).json()
+            assert c.post(f"/sandboxes/{ids[2]}/ports", json={"port": 8000}).status_code == 201
 
         server.stop()
         # While the server is down, one VM dies.
@@ -42,6 +45,10 @@ def test_restart_keeps_running_sandboxes_and_marks_dead_ones() -> None:
             listed = {s["id"]: s for s in c.get("/sandboxes").json()["data"]}
             assert set(ids) <= set(listed)
             assert listed[victim]["state"] == "dead"
+            assert listed[victim]["ports"] == []
+            # The adopted VM kept its forward, and its record still says where it is.
+            assert listed[ids[0]]["ports"] == [exposed]
+            socket.create_connection(("127.0.0.1", exposed["host_port"]), timeout=10).close()
             for sandbox_id in ids[:2]:
                 assert listed[sandbox_id]["state"] == "running"
                 run = c.post(

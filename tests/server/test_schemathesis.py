@@ -66,7 +66,9 @@ def test_no_server_errors(fuzz_server: tuple[ApiServer, str]) -> None:
             def check(case: Any) -> None:
                 _aim(case, sandbox_id)
                 response = case.call(base_url=server.url, headers=server.headers, timeout=120)
-                if response.status_code >= 500:
+                # 502: the proxy reached an exposed port that nothing in the guest serves.
+                bad_gateway = response.status_code == 502 and "/proxy/" in case.path
+                if response.status_code >= 500 and not bad_gateway:
                     failures.append(
                         f"{case.method} {case.formatted_path} {case.query} {case.body!r:.200}"
                         f" -> {response.status_code} {response.text[:300]}"

@@ -5,12 +5,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from sietch.server.deps import require_api_key
-from sietch.server.routes import commands, files, processes, sandboxes, snapshots, system
+from sietch.server.routes import (
+    commands,
+    files,
+    ports,
+    processes,
+    sandboxes,
+    snapshots,
+    system,
+)
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
-for module in (system, sandboxes, commands, processes, files, snapshots):
+for module in (system, sandboxes, commands, processes, files, snapshots, ports):
     api_router.include_router(module.router, dependencies=_protected)
 api_router.include_router(snapshots.sandbox_router, dependencies=_protected)
 # WebSockets authenticate inside the handler, so a refusal can carry a JSON body.
