@@ -15,6 +15,7 @@ from sietch.client._core import NOT_GIVEN
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    PortInfo,
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
@@ -36,6 +37,7 @@ __all__ = [
     "CommandResult",
     "FileInfo",
     "Files",
+    "PortInfo",
     "ProcessExit",
     "ProcessHandle",
     "ProcessInfo",

@@ -49,6 +49,7 @@ from sietch.client._io_async import (
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    PortInfo,
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
@@ -480,6 +481,24 @@ class AsyncSandbox(SandboxBase):
         """Fetch the sandbox's record again (its state may have changed)."""
         self._info = await self.client.call(Ops.get(self.id))
         return self._info
+
+    # -- ports ------------------------------------------------------------------
+
+    async def expose(self, port: int) -> PortInfo:
+        """Reach guest TCP ``port`` from the server's host; asking again returns the same."""
+        return await self.client.call(Ops.expose(self.id, port))
+
+    async def unexpose(self, port: int) -> None:
+        """Close the host side of an exposed port (NotFound if it was not exposed)."""
+        await self.client.call(Ops.unexpose(self.id, port))
+
+    async def ports(self) -> builtins.list[PortInfo]:
+        """The exposed ports and their host addresses."""
+        return await self.client.call(Ops.ports(self.id))
+
+    def proxy_url(self, port: int, path: str = "") -> str:
+        """The server's HTTP proxy to ``port`` (send the API key with each request)."""
+        return f"{self.client.config.url}/api/v1/sandboxes/{self.id}/ports/{port}/proxy/{path}"
 
     # -- snapshots --------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from sietch import errors
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    PortInfo,
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
@@ -333,6 +334,19 @@ class Ops:
     @staticmethod
     def delete_snapshot(snapshot_id: str) -> Call[None]:
         return Call("DELETE", f"/snapshots/{snapshot_id}", _none, timeout=60.0)
+
+    @staticmethod
+    def expose(sandbox_id: str, port: int) -> Call[PortInfo]:
+        body = {"port": port}
+        return Call("POST", f"/sandboxes/{sandbox_id}/ports", _model(PortInfo), json=body)
+
+    @staticmethod
+    def unexpose(sandbox_id: str, port: int) -> Call[None]:
+        return Call("DELETE", f"/sandboxes/{sandbox_id}/ports/{port}", _none)
+
+    @staticmethod
+    def ports(sandbox_id: str) -> Call[builtins.list[PortInfo]]:
+        return Call("GET", f"/sandboxes/{sandbox_id}/ports", _models(PortInfo))
 
     @staticmethod
     def logs(sandbox_id: str, limit: int) -> Call[str]:

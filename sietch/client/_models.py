@@ -14,6 +14,19 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class PortInfo(_Record):
+    """An exposed guest port: the host reaches it at ``host:host_port``."""
+
+    guest_port: int
+    host: str
+    host_port: int
+
+    @property
+    def url(self) -> str:
+        """``http://host:host_port`` (for a web server behind the port)."""
+        return f"http://{self.host}:{self.host_port}"
+
+
 class SandboxInfo(_Record):
     id: str
     state: str
@@ -29,6 +42,8 @@ class SandboxInfo(_Record):
     error: str | None = None
     snapshot_id: str | None = None
     """The snapshot or template it was restored from; None if cold-booted."""
+    ports: list[PortInfo] = []
+    """Exposed guest ports (see :meth:`Sandbox.expose`)."""
 
 
 class SnapshotInfo(_Record):

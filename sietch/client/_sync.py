@@ -43,6 +43,7 @@ from sietch.client._io_sync import (
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    PortInfo,
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
@@ -470,6 +471,24 @@ class Sandbox(SandboxBase):
         """Fetch the sandbox's record again (its state may have changed)."""
         self._info = self.client.call(Ops.get(self.id))
         return self._info
+
+    # -- ports ------------------------------------------------------------------
+
+    def expose(self, port: int) -> PortInfo:
+        """Reach guest TCP ``port`` from the server's host; asking again returns the same."""
+        return self.client.call(Ops.expose(self.id, port))
+
+    def unexpose(self, port: int) -> None:
+        """Close the host side of an exposed port (NotFound if it was not exposed)."""
+        self.client.call(Ops.unexpose(self.id, port))
+
+    def ports(self) -> builtins.list[PortInfo]:
+        """The exposed ports and their host addresses."""
+        return self.client.call(Ops.ports(self.id))
+
+    def proxy_url(self, port: int, path: str = "") -> str:
+        """The server's HTTP proxy to ``port`` (send the API key with each request)."""
+        return f"{self.client.config.url}/api/v1/sandboxes/{self.id}/ports/{port}/proxy/{path}"
 
     # -- snapshots --------------------------------------------------------------
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 import sietch
@@ -176,3 +178,29 @@ def test_typed_errors(sb: Sandbox, api_server: ApiServer) -> None:
         Sandbox.list(url="http://127.0.0.1:9")
     with pytest.raises(sietch.InvalidArgument):
         sb.files.read("/tmp/../etc/shadow")
+
+
+def test_expose_a_guest_web_server(sb: Sandbox) -> None:
+    """expose() reaches a guest http.server from the host and via the proxy; unexpose() ends it."""
+    sb.files.write("/srv/hello.txt", b"hello from the sdk\n")
+    sb.process.start(["python3", "-m", "http.server", "8000"], cwd="/srv")
+    probe = "import socket; socket.create_connection(('127.0.0.1', 8000))"
+    for _ in range(200):
+        if sb.exec(["python3", "-c", probe]).exit_code == 0:
+            break
+        time.sleep(0.1)
+    port = sb.expose(8000)
+    assert sb.expose(8000) == port and sb.ports() == [port]
+    assert port in sb.refresh().ports
+    assert httpx.get(f"{port.url}/hello.txt", timeout=30).text == "hello from the sdk\n"
+    headers = {"Authorization": f"Bearer {os.environ['SIETCH_API_KEY']}"}
+    via = httpx.get(sb.proxy_url(8000, "hello.txt"), headers=headers, timeout=30)
+    assert via.text == "hello from the sdk\n"
+    sb.unexpose(8000)
+    assert sb.ports() == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{port.url}/hello.txt", timeout=30)
+    with pytest.raises(sietch.InvalidArgument):
+        sb.expose(70000)
+    with pytest.raises(sietch.NotFound):
+        sb.unexpose(8000)
