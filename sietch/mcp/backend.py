@@ -22,9 +22,11 @@ from sietch.mcp.models import (
     CommandOut,
     DirEntry,
     FileWritten,
+    PortOut,
     SandboxOut,
     SnapshotOut,
     capped,
+    port_out,
 )
 
 MCP_LABEL = {"created_by": "mcp"}
@@ -47,6 +49,7 @@ class Backend(Protocol):
     async def fork(self, sandbox_id: str, count: int) -> list[SandboxOut]: ...
     async def snapshots(self) -> list[SnapshotOut]: ...
     async def destroy(self, sandbox_id: str) -> None: ...
+    async def expose(self, sandbox_id: str, port: int) -> PortOut: ...
 
 
 class _Capped:
@@ -151,6 +154,10 @@ class ManagerBackend:
     async def destroy(self, sandbox_id: str) -> None:
         await self._manager().delete(sandbox_id)
 
+    async def expose(self, sandbox_id: str, port: int) -> PortOut:
+        m = await self._manager().expose(sandbox_id, port)
+        return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
+
 
 class ClientBackend:
     """Anywhere else: a server through the public SDK (``SIETCH_URL``, ``SIETCH_API_KEY``)."""
@@ -239,6 +246,10 @@ class ClientBackend:
         sandbox = await self._sandbox(sandbox_id)
         self._handles.pop(sandbox_id, None)
         await sandbox.kill()
+
+    async def expose(self, sandbox_id: str, port: int) -> PortOut:
+        m = await (await self._sandbox(sandbox_id)).expose(port)
+        return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
 
 
 def _snapshot_out(

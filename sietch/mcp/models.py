@@ -45,6 +45,26 @@ class DirEntry(BaseModel):
     size: int
 
 
+class PortOut(BaseModel):
+    sandbox_id: str
+    guest_port: int
+    host: str = Field(description="Reach the port at host:host_port on the Sietch server's host.")
+    host_port: int
+    proxy_path: str = Field(
+        description="Or over HTTP through the Sietch API (same API key): this path on its URL."
+    )
+
+
+def port_out(sandbox_id: str, guest_port: int, host: str, host_port: int) -> PortOut:
+    return PortOut(
+        sandbox_id=sandbox_id,
+        guest_port=guest_port,
+        host=host,
+        host_port=host_port,
+        proxy_path=f"/api/v1/sandboxes/{sandbox_id}/ports/{guest_port}/proxy/",
+    )
+
+
 class SnapshotOut(BaseModel):
     snapshot_id: str
     name: str | None = None

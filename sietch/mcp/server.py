@@ -26,6 +26,7 @@ from sietch.mcp.models import (
     CommandOut,
     DirEntry,
     FileWritten,
+    PortOut,
     SandboxOut,
     SnapshotOut,
 )
@@ -191,16 +192,17 @@ def build_server(backend: Backend) -> MCPServer:
     async def expose_port(
         sandbox_id: SandboxId,
         port: Annotated[int, Field(ge=1, le=65535, description="TCP port in the sandbox.")],
-    ) -> str:
-        """NOT SUPPORTED YET: reach a TCP port of a sandbox from the host.
+    ) -> PortOut:
+        """Reach a TCP port of a sandbox (say a web server you started in it) from outside.
 
-        Port forwarding comes with Sietch's networking work; until then this tool
-        always fails. To check a server inside the sandbox, use run_command with curl.
+        Returns host:host_port on the Sietch server's machine (127.0.0.1) and a
+        proxy_path on the Sietch API that forwards HTTP to the port with the same
+        API key. Exposing a port again returns the same mapping. Start the server
+        in the background first (e.g. run_command "nohup python3 -m http.server
+        8000 >/dev/null 2>&1 &").
         """
-        raise ToolError(
-            "expose_port is not supported yet (it arrives with Sietch's networking); "
-            f"inside the sandbox, run_command 'curl -s localhost:{port}' reaches the port"
-        )
+        with tool_errors():
+            return await backend.expose(sandbox_id, port)
 
     @mcp.tool(annotations=_DESTROYS)
     async def destroy_sandbox(sandbox_id: SandboxId) -> str:

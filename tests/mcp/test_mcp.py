@@ -69,6 +69,10 @@ async def run_flow(client: Client) -> None:
         assert "app.py" in names
         ran = await call(client, "run_command", sandbox_id=sb, command="python3 /root/app.py")
         assert (ran["exit_code"], ran["stdout"]) == (0, "hello from sietch\n")
+        port = await call(client, "expose_port", sandbox_id=sb, port=8000)
+        assert (port["guest_port"], port["host"]) == (8000, "127.0.0.1") and port["host_port"]
+        assert port["proxy_path"] == f"/api/v1/sandboxes/{sb}/ports/8000/proxy/"
+        assert await call(client, "expose_port", sandbox_id=sb, port=8000) == port
 
         snap = await call(client, "snapshot", sandbox_id=sb, name="working")
         await call(client, "write_file", sandbox_id=sb, path="/root/app.py", content=BROKEN)
@@ -153,7 +157,7 @@ async def test_errors_are_tool_errors(api_server: ApiServer) -> None:
         text = await call_error(client, "run_command", sandbox_id="sb-nope", command="true")
         assert "sandbox_not_found" in text
         text = await call_error(client, "expose_port", sandbox_id="sb-nope", port=8080)
-        assert "not supported yet" in text
+        assert "sandbox_not_found" in text
 
 
 def test_http_needs_the_key(api_server: ApiServer) -> None:
