@@ -1,4 +1,4 @@
-"""Sandbox commands: create, ls, info, rm, logs."""
+"""Sandbox commands: create, ls, info, rm, logs, expose, unexpose, ports."""
 
 from __future__ import annotations
 
@@ -113,7 +113,10 @@ def info(
     table.add_column(style="bold")
     table.add_column()
     for key, value in record.model_dump().items():
-        if isinstance(value, dict):
+        if key == "ports":
+            text = ", ".join(f"{p['guest_port']}->{p['host']}:{p['host_port']}" for p in value)
+            text = text or "-"
+        elif isinstance(value, dict):
             text = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         else:
             text = "-" if value is None else str(value)
@@ -158,3 +161,40 @@ def logs(
     with api_errors(), Client() as client:
         text = Sandbox.connect(sandbox_id, client=client).logs(limit)
     sys.stdout.write(text)
+
+
+PortArgument = Annotated[int, typer.Argument(help="A TCP port in the sandbox.")]
+
+
+@sandbox_app.command()
+def expose(sandbox_id: str, port: PortArgument, as_json: JsonOption = False) -> None:
+    """Reach a port of the sandbox from this host; prints host:port (the same if run again)."""
+    with api_errors(), Client() as client:
+        mapping = Sandbox.connect(sandbox_id, client=client).expose(port)
+    if as_json:
+        print_json(mapping)
+    else:
+        out.print(f"{mapping.host}:{mapping.host_port}")
+
+
+@sandbox_app.command()
+def unexpose(sandbox_id: str, port: PortArgument) -> None:
+    """Close the host side of an exposed port."""
+    with api_errors(), Client() as client:
+        Sandbox.connect(sandbox_id, client=client).unexpose(port)
+
+
+@sandbox_app.command()
+def ports(sandbox_id: str, as_json: JsonOption = False) -> None:
+    """List a sandbox's exposed ports and where this host reaches them."""
+    with api_errors(), Client() as client:
+        mappings = Sandbox.connect(sandbox_id, client=client).ports()
+    if as_json:
+        print_json(mappings)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("PORT")
+    table.add_column("HOST ADDRESS")
+    for m in mappings:
+        table.add_row(str(m.guest_port), f"{m.host}:{m.host_port}")
+    out.print(table)

@@ -169,3 +169,21 @@ def test_serve_prints_a_new_key_once_and_stores_its_hash() -> None:
         second.expect(pexpect.EOF)
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_expose_ports_unexpose(sietch_cli: Run, sandbox_id: str) -> None:
+    """expose prints host:port (the same twice), ports and info list it, unexpose removes it."""
+    done = sietch_cli("expose", sandbox_id, "8000")
+    assert done.returncode == 0, done.stderr.decode()
+    address = done.stdout.decode().strip()
+    assert address.startswith("127.0.0.1:")
+    assert sietch_cli("expose", sandbox_id, "8000").stdout.decode().strip() == address
+    host_port = int(address.rsplit(":", 1)[1])
+    listed = json.loads(sietch_cli("ports", sandbox_id, "--json").stdout)
+    assert listed == [{"guest_port": 8000, "host": "127.0.0.1", "host_port": host_port}]
+    assert address in sietch_cli("ports", sandbox_id).stdout.decode()
+    assert f"8000->{address}" in sietch_cli("info", sandbox_id).stdout.decode()
+    assert sietch_cli("unexpose", sandbox_id, "8000").returncode == 0
+    assert json.loads(sietch_cli("ports", sandbox_id, "--json").stdout) == []
+    bad = sietch_cli("expose", sandbox_id, "0")
+    assert bad.returncode != 0 and b"65535" in bad.stderr
