@@ -111,3 +111,109 @@ def test_ports_of_an_unknown_sandbox_are_404(http: httpx.Client) -> None:
     assert http.get("/sandboxes/sb-nope/ports").status_code == 404
     assert http.post("/sandboxes/sb-nope/ports", json={"port": 80}).status_code == 404
     assert http.get("/sandboxes/sb-nope/ports/80/proxy/x").status_code == 404
+
+
+# A WebSocket echo server on the guest's stdlib only (the image has no websockets package):
+# it answers each text message with "<request path> <message>".
+WS_ECHO = b"""
+import base64, hashlib, socket, struct, threading
+
+def exact(c, n):
+    b = b""
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d:
+            raise EOFError
+        b += d
+    return b
+
+def frame(op, data):
+    n = len(data)
+    head = bytes([0x80 | op]) + (bytes([n]) if n < 126 else b"\\x7e" + struct.pack(">H", n))
+    return head + data
+
+def handle(c):
+    req = b""
+    while b"\\r\\n\\r\\n" not in req:
+        req += c.recv(4096)
+    lines = req.split(b"\\r\\n")
+    path = lines[0].split(b" ")[1]
+    name = b"sec-websocket-key:"
+    key = [l[len(name):].strip() for l in lines if l.lower().startswith(name)][0]
+    accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\n"
+              b"Connection: Upgrade\\r\\nSec-WebSocket-Accept: " + accept + b"\\r\\n\\r\\n")
+    try:
+        while True:
+            b0, b1 = exact(c, 2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack(">H", exact(c, 2))[0]
+            mask = exact(c, 4) if b1 & 0x80 else b"\\0\\0\\0\\0"
+            data = bytes(x ^ mask[i % 4] for i, x in enumerate(exact(c, n)))
+            op = b0 & 0x0F
+            if op == 8:
+                c.sendall(frame(8, data[:2]))
+                return
+            if op == 9:
+                c.sendall(frame(10, data))
+            elif op in (1, 2):
+                c.sendall(frame(op, path + b" " + data))
+    except EOFError:
+        pass
+    finally:
+        c.close()
+
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8765))
+s.listen()
+while True:
+    threading.Thread(target=handle, args=(s.accept()[0],), daemon=True).start()
+"""
+
+
+def test_websocket_through_the_proxy(web: tuple[httpx.Client, str], api_server: ApiServer) -> None:
+    """A guest WebSocket echo server answers through its host port and through the proxy."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    http, sandbox_id = web
+    written = http.put(
+        f"/sandboxes/{sandbox_id}/files", params={"path": "/srv/ws_echo.py"}, content=WS_ECHO
+    )
+    assert written.status_code < 300, written.text
+    started = http.post(
+        f"/sandboxes/{sandbox_id}/processes", json={"cmd": ["python3", "/srv/ws_echo.py"]}
+    )
+    assert started.status_code == 201, started.text
+    probe = "import socket; socket.create_connection(('127.0.0.1', 8765))"
+    for _ in range(200):
+        if run(http, sandbox_id, ["python3", "-c", probe])["exit_code"] == 0:
+            break
+        time.sleep(0.1)
+    mapping = http.post(f"/sandboxes/{sandbox_id}/ports", json={"port": 8765}).json()
+    try:
+        with connect(f"ws://127.0.0.1:{mapping['host_port']}/direct") as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=30) == "/direct hi"
+        proxy = api_server.url.replace("http", "ws", 1)
+        proxy += f"/api/v1/sandboxes/{sandbox_id}/ports/8765/proxy/chat?room=1"
+        with connect(proxy, additional_headers=api_server.headers) as ws:
+            for n in range(3):
+                ws.send(f"hello {n}")
+                assert ws.recv(timeout=30) == f"/chat?room=1 hello {n}"
+        with pytest.raises(InvalidStatus) as refused, connect(proxy):
+            pass
+        assert refused.value.response.status_code == 401
+        not_ws = proxy.replace("/8765/", "/8000/")  # http.server: no WebSocket there
+        http.post(f"/sandboxes/{sandbox_id}/ports", json={"port": 8000})
+        with (
+            pytest.raises(InvalidStatus) as bad,
+            connect(not_ws, additional_headers=api_server.headers),
+        ):
+            pass
+        assert bad.value.response.status_code == 502
+    finally:
+        http.delete(f"/sandboxes/{sandbox_id}/ports/8765")
+        http.delete(f"/sandboxes/{sandbox_id}/ports/8000")

@@ -23,6 +23,7 @@ for module in (system, sandboxes, commands, processes, files, snapshots, ports):
 api_router.include_router(snapshots.sandbox_router, dependencies=_protected)
 # WebSockets authenticate inside the handler, so a refusal can carry a JSON body.
 api_router.include_router(commands.ws_router)
+api_router.include_router(ports.ws_router)
 
 metrics_router = system.metrics_router
 

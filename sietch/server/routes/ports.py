@@ -2,25 +2,38 @@
 
 The proxy lets a user who can reach only the API port (same API key) talk to
 a web server in a sandbox: ``/api/v1/sandboxes/{id}/ports/{port}/proxy/{path}``
-is forwarded, streamed both ways, to the exposed port's 127.0.0.1 address.
-The API key is not passed on to the guest.
+is forwarded, streamed both ways, to the exposed port's 127.0.0.1 address; a
+WebSocket handshake on the same path is relayed message by message. The API
+key is not passed on to the guest.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Path, Request, Response, status
+import websockets
+from fastapi import APIRouter, Path, Request, Response, WebSocket, status
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.requests import HTTPConnection
+from websockets.asyncio.client import ClientConnection
 
-from sietch.errors import BadGateway
+from sietch.errors import BadGateway, SietchError
 from sietch.manager.models import PortMapping
-from sietch.server.deps import ManagerDep, StateDep
+from sietch.server.deps import ManagerDep, StateDep, authenticate, require_manager
+from sietch.server.exec_ws import _refuse
 from sietch.server.schemas import PortCreate, PortPublic, PortsPublic
+from sietch.server.state import ServerState
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/sandboxes", tags=["ports"])
+# WebSockets authenticate inside the handler, so a refusal can carry a JSON body.
+ws_router = APIRouter(prefix="/sandboxes", tags=["ports"])
 
 GuestPort = Annotated[int, Path(description="The guest TCP port, 1 to 65535.")]
 
@@ -37,6 +50,14 @@ _HOP = {
     b"upgrade",
 }
 _NOT_FORWARDED = _HOP | {b"host", b"authorization"}
+# websockets.connect makes its own handshake headers.
+_NOT_FORWARDED_WS = _NOT_FORWARDED | {
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-extensions",
+    b"sec-websocket-protocol",
+    b"content-length",
+}
 PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -90,20 +111,7 @@ async def proxy(
     """Forward an HTTP request to an exposed port of the sandbox and stream its answer back."""
     del path  # the raw (still percent-encoded) path is forwarded instead
     mapping = manager.port(sandbox_id, port)
-    raw_path: bytes = request.scope.get("raw_path") or request.url.path.encode()
-    marker = b"/proxy/"
-    tail = raw_path[raw_path.index(marker) + len(marker) :].decode("ascii", "replace")
-    query = request.scope.get("query_string", b"").decode("ascii", "replace")
-    url = f"http://{mapping.host}:{mapping.host_port}/{tail}" + (f"?{query}" if query else "")
-    headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _NOT_FORWARDED]
-    prefix = raw_path[: raw_path.index(marker) + len(marker) - 1].decode("ascii", "replace")
-    client_host = request.client.host if request.client else ""
-    headers += [
-        (b"x-forwarded-for", client_host.encode()),
-        (b"x-forwarded-proto", request.url.scheme.encode()),
-        (b"x-forwarded-host", request.headers.get("host", "").encode()),
-        (b"x-forwarded-prefix", prefix.encode()),
-    ]
+    url, headers = _upstream(request, mapping, "http", _NOT_FORWARDED)
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
     client = state.proxy_client()
     upstream = client.build_request(
@@ -124,3 +132,96 @@ async def proxy(
     )
     answer.raw_headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP]
     return answer
+
+
+def _upstream(
+    conn: HTTPConnection, mapping: PortMapping, scheme: str, dropped: set[bytes]
+) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The exposed port's URL for this request's raw path and query, and the headers to send."""
+    raw_path: bytes = conn.scope.get("raw_path") or conn.url.path.encode()
+    cut = raw_path.index(b"/proxy/") + len(b"/proxy/")
+    tail = raw_path[cut:].decode("ascii", "replace")
+    query = conn.scope.get("query_string", b"").decode("ascii", "replace")
+    url = f"{scheme}://{mapping.host}:{mapping.host_port}/{tail}" + (f"?{query}" if query else "")
+    headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in dropped]
+    headers += [
+        (b"x-forwarded-for", (conn.client.host if conn.client else "").encode()),
+        (b"x-forwarded-proto", conn.url.scheme.encode()),
+        (b"x-forwarded-host", conn.headers.get("host", "").encode()),
+        (b"x-forwarded-prefix", raw_path[: cut - 1]),
+    ]
+    return url, headers
+
+
+@ws_router.websocket("/{sandbox_id}/ports/{port}/proxy/{path:path}", name="proxy_ws")
+async def proxy_socket(websocket: WebSocket, sandbox_id: str, port: int, path: str) -> None:
+    """Relay a WebSocket to an exposed port of the sandbox, message by message."""
+    del path
+    state: ServerState = websocket.app.state.sietch
+    try:
+        authenticate(websocket)
+        mapping = require_manager(state).port(sandbox_id, port)
+        url, headers = _upstream(websocket, mapping, "ws", _NOT_FORWARDED_WS)
+        protocols = websocket.scope.get("subprotocols") or None
+        try:
+            upstream = await websockets.connect(
+                url,
+                additional_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                subprotocols=protocols,
+                max_size=None,
+                open_timeout=10,
+                ping_interval=None,
+                compression=None,
+                proxy=None,
+            )
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            raise BadGateway(
+                f"no WebSocket answered on port {port} of sandbox {sandbox_id}: {exc}", port=port
+            ) from None
+    except SietchError as exc:
+        state.metrics.errors.labels(exc.code).inc()
+        await _refuse(websocket, exc)
+        return
+    try:
+        await websocket.accept(subprotocol=upstream.subprotocol)
+        await _relay(websocket, upstream)
+    finally:
+        await upstream.close()
+
+
+async def _relay(websocket: WebSocket, upstream: ClientConnection) -> None:
+    async def inbound() -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                await upstream.close(message.get("code") or 1000)
+                return
+            if message.get("bytes") is not None:
+                await upstream.send(message["bytes"])
+            elif message.get("text") is not None:
+                await upstream.send(message["text"])
+
+    async def outbound() -> None:
+        try:
+            async for message in upstream:
+                if isinstance(message, bytes):
+                    await websocket.send_bytes(message)
+                else:
+                    await websocket.send_text(message)
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        code = upstream.close_code or 1000
+        if code in {1005, 1006, 1015}:  # reported, never sent: no status / abnormal / TLS
+            code = 1000 if code == 1005 else 1011
+        with contextlib.suppress(Exception):
+            await websocket.close(code, upstream.close_reason or "")
+
+    tasks = [asyncio.ensure_future(inbound()), asyncio.ensure_future(outbound())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
