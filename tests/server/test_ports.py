@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 
@@ -81,6 +82,25 @@ def test_expose_list_proxy_unexpose(web: tuple[httpx.Client, str]) -> None:
         httpx.get(f"http://127.0.0.1:{mapping['host_port']}/index.txt", timeout=30)
     assert http.get(f"{proxy}/index.txt").json()["error"]["code"] == "not_found"
     assert http.delete(f"/sandboxes/{sandbox_id}/ports/8000").status_code == 404
+
+
+def test_proxy_streams_a_large_download(web: tuple[httpx.Client, str]) -> None:
+    """32 MiB come through the proxy intact; a client leaving half-way does not break it."""
+    http, sandbox_id = web
+    made = run(http, sandbox_id, ["sh", "-c", "head -c 33554432 /dev/urandom > /srv/big.bin"])
+    assert made["exit_code"] == 0
+    digest = run(http, sandbox_id, ["sha256sum", "/srv/big.bin"])["stdout"]
+    assert http.post(f"/sandboxes/{sandbox_id}/ports", json={"port": 8000}).status_code == 201
+    url = f"/sandboxes/{sandbox_id}/ports/8000/proxy/big.bin"
+    for _ in range(3):
+        with http.stream("GET", url) as partial:
+            next(partial.iter_bytes(65536))
+    h = hashlib.sha256()
+    with http.stream("GET", url) as whole:
+        assert whole.headers["content-length"] == str(32 << 20)
+        for chunk in whole.iter_bytes():
+            h.update(chunk)
+    assert isinstance(digest, str) and digest.startswith(h.hexdigest())
 
 
 def test_proxy_to_a_port_nobody_listens_on_is_502(web: tuple[httpx.Client, str]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import httpx
@@ -28,8 +28,6 @@ from sietch.server.deps import ManagerDep, StateDep, authenticate, require_manag
 from sietch.server.exec_ws import _refuse
 from sietch.server.schemas import PortCreate, PortPublic, PortsPublic
 from sietch.server.state import ServerState
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/sandboxes", tags=["ports"])
 # WebSockets authenticate inside the handler, so a refusal can carry a JSON body.
@@ -125,10 +123,16 @@ async def proxy(
             f"{type(exc).__name__}: {exc}",
             port=port,
         ) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        finally:  # also when the client went away mid-answer: free the pooled connection
+            await response.aclose()
+
     answer = StreamingResponse(
-        response.aiter_raw(),
-        status_code=response.status_code,
-        background=BackgroundTask(response.aclose),
+        body(), status_code=response.status_code, background=BackgroundTask(response.aclose)
     )
     answer.raw_headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP]
     return answer
