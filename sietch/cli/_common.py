@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.table import Table
 
 from sietch.errors import SietchError
+
+T = TypeVar("T")
 
 out = Console(highlight=False, soft_wrap=True)
 """Results (tables, ids) go to stdout."""
@@ -48,6 +51,27 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
             fail(f"{what} must be KEY=VALUE, not {item!r}", 2)
         pairs[key] = value
     return pairs
+
+
+def listing_table(*columns: str) -> Table:
+    """The borderless table every listing prints."""
+    result = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        result.add_column(column)
+    return result
+
+
+def print_listing(
+    items: list[T], render: Callable[[list[T]], Table], *, as_json: bool, quiet: bool
+) -> None:
+    """The three ways a listing prints: ``--json``, ``--quiet`` (ids only), or a table."""
+    if as_json:
+        print_json(items)
+    elif quiet:
+        for item in items:
+            out.print(getattr(item, "id", item))
+    else:
+        out.print(render(items))
 
 
 def print_json(value: Any) -> None:

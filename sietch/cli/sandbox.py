@@ -15,9 +15,11 @@ from sietch.cli._common import (
     api_errors,
     err,
     fail,
+    listing_table,
     out,
     parse_pairs,
     print_json,
+    print_listing,
 )
 from sietch.client import Client, Sandbox, SandboxInfo
 from sietch.errors import SietchError
@@ -72,19 +74,11 @@ def list_sandboxes(
     """List sandboxes (dead ones too), optionally only those with all given labels."""
     with api_errors():
         infos = Sandbox.list(parse_pairs(label, "--label"))
-    if as_json:
-        print_json(infos)
-    elif quiet:
-        for info in infos:
-            out.print(info.id)
-    else:
-        out.print(_table(infos))
+    print_listing(infos, _table, as_json=as_json, quiet=quiet)
 
 
 def _table(infos: list[SandboxInfo]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "STATE", "IMAGE", "VCPUS", "MEMORY", "AGE", "LABELS"):
-        table.add_column(column)
+    table = listing_table("ID", "STATE", "IMAGE", "VCPUS", "MEMORY", "AGE", "LABELS")
     for i in infos:
         state = f"[{_STATE_STYLE.get(i.state, 'white')}]{i.state}[/]"
         labels = ",".join(f"{k}={v}" for k, v in i.metadata.items())
@@ -192,9 +186,7 @@ def ports(sandbox_id: str, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(mappings)
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("PORT")
-    table.add_column("HOST ADDRESS")
+    table = listing_table("PORT", "HOST ADDRESS")
     for m in mappings:
         table.add_row(str(m.guest_port), f"{m.host}:{m.host_port}")
     out.print(table)

@@ -13,9 +13,11 @@ from sietch.cli._common import (
     age,
     api_errors,
     err,
+    listing_table,
     out,
     parse_pairs,
     print_json,
+    print_listing,
 )
 from sietch.client import Client, Sandbox, SnapshotInfo
 
@@ -103,19 +105,11 @@ def list_snapshots(
     """List snapshots with their parents (the tree of what was restored from what)."""
     with api_errors():
         snaps = Sandbox.list_snapshots(templates)
-    if as_json:
-        print_json(snaps)
-    elif quiet:
-        for snap in snaps:
-            out.print(snap.id)
-    else:
-        out.print(_table(snaps))
+    print_listing(snaps, _table, as_json=as_json, quiet=quiet)
 
 
 def _table(snaps: list[SnapshotInfo]) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "NAME", "PARENT", "SANDBOX", "SIZE", "AGE", "LABELS"):
-        table.add_column(column)
+    table = listing_table("ID", "NAME", "PARENT", "SANDBOX", "SIZE", "AGE", "LABELS")
     for s in snaps:
         labels = ",".join(f"{k}={v}" for k, v in s.labels.items())
         name = s.name or ("(template)" if s.template else "")
