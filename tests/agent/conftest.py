@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,8 @@ from .hostside import HostConnection
 REPO = Path(__file__).resolve().parents[2]
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``, found through /proc."""
-    children: dict[int, list[int]] = {}
+def _proc_table() -> Iterator[tuple[int, str, int]]:
+    """(pid, state, parent pid) of every process, from /proc."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -30,12 +29,24 @@ def descendants(pid: int) -> set[int]:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
+        yield int(entry), fields[0], int(fields[1])
+
+
+def children(pid: int) -> list[str]:
+    """Children (zombies included) of pid."""
+    return [str(child) for child, _, parent in _proc_table() if parent == pid]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid``, found through /proc."""
+    below: dict[int, list[int]] = {}
+    for child, state, parent in _proc_table():
+        if state != "Z":
+            below.setdefault(parent, []).append(child)
     found: set[int] = set()
     todo = [pid]
     while todo:
-        for child in children.get(todo.pop(), []):
+        for child in below.get(todo.pop(), []):
             if child not in found:
                 found.add(child)
                 todo.append(child)

@@ -12,6 +12,7 @@ import pytest
 
 from sietch.agent import protocol as P
 
+from .conftest import children
 from .hostside import HostConnection, eventually
 
 
@@ -273,24 +274,9 @@ async def test_orphans_are_reaped(host: HostConnection) -> None:
     out = await host.run(cmd="sleep 1 & sleep 1 & echo $!")
     assert out.final["exit_code"] == 0
     agent_pid = (await host.call("hello"))["pid"]
-    assert len(_children(agent_pid)) == 2, "the orphans were handed to the agent"
+    assert len(children(agent_pid)) == 2, "the orphans were handed to the agent"
 
     async def reaped() -> None:
-        assert not _children(agent_pid)
+        assert not children(agent_pid)
 
     await eventually(reaped)
-
-
-def _children(pid: int) -> list[str]:
-    """Children (zombies included) of pid."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(entry)
-    return found

@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 
-from .conftest import AgentUnderTest
+from .conftest import AgentUnderTest, children
 from .hostside import HostConnection, eventually
 
 
@@ -53,16 +53,16 @@ async def test_pid1_ignores_sigterm_and_reaps_orphans(pid1_agent: AgentUnderTest
     """PID 1 shrugs off SIGTERM, and orphans reparented to it do not stay zombies."""
     host = await _ready(pid1_agent)
     agent_pid = next(
-        int(p) for p in _children(pid1_agent.proc.pid if pid1_agent.proc else 0)
+        int(p) for p in children(pid1_agent.proc.pid if pid1_agent.proc else 0)
     )  # unshare's child is the namespace's PID 1
     os.kill(agent_pid, signal.SIGTERM)
     os.kill(agent_pid, signal.SIGINT)
     out = await host.run(cmd="sleep 0.3 & sleep 0.3 & echo started")
     assert out.stdout == b"started\n"
-    assert len(_children(agent_pid)) == 2
+    assert len(children(agent_pid)) == 2
 
     async def reaped() -> None:
-        assert _children(agent_pid) == []
+        assert children(agent_pid) == []
 
     await eventually(reaped)
     assert "ignoring SIGTERM as PID 1" in pid1_agent.log_text()
@@ -84,17 +84,3 @@ async def test_pid1_shutdown_powers_off(pid1_agent: AgentUnderTest) -> None:
     status = await asyncio.wait_for(pid1_agent.proc.wait(), 10)
     # The kernel reports a pid namespace's power off as its init dying of SIGINT.
     assert status in (-signal.SIGINT, 128 + signal.SIGINT), status
-
-
-def _children(pid: int) -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(entry)
-    return found
