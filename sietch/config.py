@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     """Cold boot under TCG takes seconds; a loaded CI machine can take far longer."""
     exec_timeout_s: float | None = None
 
+    # -- sandbox networks (see sietch.network) ---------------------------------------
+    internet: bool = True
+    """Default egress of a new sandbox: the public internet (never the host, its private
+    networks or other sandboxes), unless a create or a later policy change says otherwise."""
+    dns_servers: list[str] = Field(default_factory=list)
+    """Upstream resolvers for the sandboxes' DNS; default: the host's /etc/resolv.conf."""
+
     # -- API server (``sietch serve``) ---------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=7000, ge=1, le=65535)
@@ -74,6 +81,8 @@ class Settings(BaseSettings):
     create_rate_per_min: float = Field(default=60.0, gt=0)
     create_burst: int = Field(default=10, ge=1)
     """Creates allowed back to back before ``create_rate_per_min`` applies."""
+    proxy_domain: str | None = None
+    """Serve ``{port}-{sandbox id}.{proxy_domain}`` as the port proxy (wildcard DNS to us)."""
 
     @property
     def api_keys_path(self) -> Path:
