@@ -18,6 +18,7 @@ from sietch.server.auth import ApiKeys
 from sietch.server.deps import require_api_key, require_manager
 from sietch.server.middleware import RequestMiddleware
 from sietch.server.routes import api_router, metrics_router
+from sietch.server.routes.ports import HostRoutes
 from sietch.server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,9 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
     app.state.sietch = state
     handlers.install(app)
     app.add_middleware(RequestMiddleware, settings=settings, metrics=state.metrics)
+    if settings.proxy_domain:
+        # Outermost, so the access log and metrics see the proxy route it re-addresses to.
+        app.add_middleware(HostRoutes, domain=settings.proxy_domain)
     app.include_router(api_router)
     app.include_router(metrics_router, dependencies=[Depends(require_api_key)])
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).

@@ -5,12 +5,17 @@ a web server in a sandbox: ``/api/v1/sandboxes/{id}/ports/{port}/proxy/{path}``
 is forwarded, streamed both ways, to the exposed port's 127.0.0.1 address; a
 WebSocket handshake on the same path is relayed message by message. The API
 key is not passed on to the guest.
+
+With ``SIETCH_PROXY_DOMAIN`` set, :class:`HostRoutes` also serves
+``{port}-{id}.{domain}`` as that proxy for every path, so a web app that uses
+absolute paths (``/static/app.js``) works as it would at its own root.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -20,6 +25,7 @@ from fastapi import APIRouter, Path, Request, Response, WebSocket, status
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
 
 from sietch.errors import BadGateway, SietchError
@@ -57,6 +63,8 @@ _NOT_FORWARDED_WS = _NOT_FORWARDED | {
     b"content-length",
 }
 PROXY_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+HOST_ROUTED = "sietch.host_routed"
+"""Scope key set by :class:`HostRoutes`: the guest sees the request at its own root."""
 
 
 def port_public(mapping: PortMapping) -> PortPublic:
@@ -152,9 +160,49 @@ def _upstream(
         (b"x-forwarded-for", (conn.client.host if conn.client else "").encode()),
         (b"x-forwarded-proto", conn.url.scheme.encode()),
         (b"x-forwarded-host", conn.headers.get("host", "").encode()),
-        (b"x-forwarded-prefix", raw_path[: cut - 1]),
     ]
+    if not conn.scope.get(HOST_ROUTED):
+        headers.append((b"x-forwarded-prefix", raw_path[: cut - 1]))
     return url, headers
+
+
+class HostRoutes:
+    """Serve a request for ``{port}-{sandbox id}.{domain}`` as the port proxy, whatever its path.
+
+    Pure ASGI: the request is re-addressed to the proxy route (HTTP or WebSocket)
+    and goes through the app as any API request, so the API key, the error
+    bodies, the logs and the metrics are the proxy's own. Any other host is left alone.
+    """
+
+    def __init__(self, app: ASGIApp, domain: str) -> None:
+        self.app = app
+        domain = re.escape(domain.strip(".").lower())
+        # A trailing dot (a fully qualified name) and the server's own :port may follow.
+        self._host = re.compile(rf"(\d{{1,5}})-(sb-[0-9a-z]+)\.{domain}\.?(?::\d+)?", re.ASCII)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and (found := self._target(scope)):
+            port, sandbox_id = found
+            name = "proxy" if scope["type"] == "http" else "proxy_ws"
+            # "/api/v1/sandboxes/{id}/ports/{port}/proxy/", from the router: no prefix copied here.
+            prefix = scope["app"].url_path_for(name, sandbox_id=sandbox_id, port=port, path="")
+            prefix = prefix.rstrip("/")
+            raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+            scope = {
+                **scope,
+                "path": prefix + scope["path"],
+                "raw_path": prefix.encode() + raw_path,
+                HOST_ROUTED: True,
+            }
+        await self.app(scope, receive, send)
+
+    def _target(self, scope: Scope) -> tuple[str, str] | None:
+        """The guest port and sandbox id the Host header names, if it names one."""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                found = self._host.fullmatch(value.decode("latin-1").lower())
+                return (found[1], found[2]) if found else None
+        return None
 
 
 @ws_router.websocket("/{sandbox_id}/ports/{port}/proxy/{path:path}", name="proxy_ws")
