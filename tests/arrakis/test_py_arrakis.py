@@ -59,6 +59,32 @@ def test_start_reports_arrakis_fields(main_vm: Sandbox) -> None:
     assert info["tap_device_name"] == ""
 
 
+def test_exposed_ports_are_port_forwards(
+    main_vm: Sandbox, http: httpx.Client, arrakis_url: str
+) -> None:
+    """A port exposed through Sietch's API is listed in portForwards, in Arrakis' shape."""
+    (native,) = http.get("/sandboxes", params={"label": f"arrakis.vm={MAIN}"}).json()["data"]
+    exposed = http.post(f"/sandboxes/{native['id']}/ports", json={"port": 8000})
+    assert exposed.status_code == 201, exposed.text
+    host, host_port = exposed.json()["host"], exposed.json()["host_port"]
+    try:
+        assert main_vm.info()["port_forwards"] == [
+            {
+                "host_port": str(host_port),
+                "guest_port": "8000",
+                "description": f"{host}:{host_port}",
+            }
+        ]
+        vms = requests.get(f"{arrakis_url}/v1/vms").json()["vms"]
+        (listed,) = [vm for vm in vms if vm["vmName"] == MAIN]
+        assert listed["portForwards"] == [
+            {"hostPort": str(host_port), "guestPort": "8000", "description": f"{host}:{host_port}"}
+        ]
+    finally:
+        http.delete(f"/sandboxes/{native['id']}/ports/8000")
+    assert "port_forwards" not in main_vm.info()
+
+
 def test_run_cmd_interleaves_output_and_reports_exit(main_vm: Sandbox) -> None:
     """run_cmd returns stdout+stderr as output, and Go's exit text as error."""
     ok = main_vm.run_cmd("pwd; echo out; echo err >&2")

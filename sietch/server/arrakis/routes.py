@@ -31,7 +31,7 @@ from fastapi import APIRouter, Depends, Query
 
 from sietch.errors import InvalidArgument, PayloadTooLarge, SietchError
 from sietch.manager.manager import Manager
-from sietch.manager.models import SandboxInfo, SandboxState
+from sietch.manager.models import PortMapping, SandboxInfo, SandboxState
 from sietch.manager.sandbox import Sandbox
 from sietch.server.arrakis.access import require_key
 from sietch.server.arrakis.registry import SNAPSHOT_LABEL, VM_LABEL, Registry, get_registry
@@ -40,6 +40,7 @@ from sietch.server.arrakis.schemas import (
     DownloadedFile,
     HealthResponse,
     ListAllVMsResponse,
+    PortForward,
     SnapshotRequest,
     StartVMRequest,
     UpdateVMStateRequest,
@@ -76,10 +77,24 @@ _STATUS = {
 
 
 def vm_info(info: SandboxInfo) -> VMInfo:
+    alive = info.state is not SandboxState.DEAD
     return VMInfo(
         vmName=info.metadata.get(VM_LABEL, info.id),
         status=_STATUS[info.state],
-        ip=GUEST_IP if info.state is not SandboxState.DEAD else "",
+        ip=GUEST_IP if alive else "",
+        portForwards=[port_forward(p) for p in info.ports] if alive else [],
+    )
+
+
+def port_forward(mapping: PortMapping) -> PortForward:
+    """An exposed port; the description is its full address, as it listens on one host only.
+
+    Arrakis forwarded its configured ports on every address of the host (DNAT).
+    """
+    return PortForward(
+        hostPort=str(mapping.host_port),
+        guestPort=str(mapping.guest_port),
+        description=f"{mapping.host}:{mapping.host_port}",
     )
 
 

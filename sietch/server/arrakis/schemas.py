@@ -22,6 +22,8 @@ class _Wire(BaseModel):
 
 
 class PortForward(_Wire):
+    """A guest port reachable on the host; Arrakis sends both ports as decimal strings."""
+
     hostPort: str
     guestPort: str
     description: str = ""
