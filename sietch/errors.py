@@ -25,6 +25,7 @@ Every layer raises these; the server maps them to JSON with their ``code`` and
     │   └── AgentUnavailable         503 agent_unavailable
     └── VMError                      500 vm_error
         ├── BootError                500 boot_failed
+        ├── NetworkError             500 network_error
         └── ImageBuildError          500 image_build_failed
 """
 
@@ -137,6 +138,12 @@ class VMError(SietchError):
 
 class BootError(VMError):
     code = "boot_failed"
+
+
+class NetworkError(VMError):
+    """A sandbox's network could not be set up or changed on the host."""
+
+    code = "network_error"
 
 
 class ImageBuildError(VMError):

@@ -28,6 +28,7 @@ from sietch.errors import (
     BootError,
     InvalidArgument,
     LimitExceeded,
+    NetworkError,
     NotFound,
     SandboxNotFound,
     SandboxNotRunning,
@@ -46,11 +47,17 @@ from sietch.manager.sandbox import Sandbox
 from sietch.manager.snapshots import Snapshots, entropy, new_mac, template_key
 from sietch.manager.store import Store, labels_match
 from sietch.network import ports as netports
+from sietch.network.dns import system_resolvers
+from sietch.network.policy import NetworkPolicy
+from sietch.network.relay import HOST
+from sietch.network.sandbox import SandboxNetwork
 from sietch.storage import disks
 from sietch.vmm import accel, process
 from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
 
 log = logging.getLogger(__name__)
+
+NEEDS_ROOT = "sandbox egress needs Sietch to run as root (it uses network namespaces)"
 
 
 class Manager:
@@ -72,6 +79,9 @@ class Manager:
         self._live: dict[str, Sandbox] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_as = process.lookup_user(self.settings.qemu_user)
+        self._isolate = os.geteuid() == 0
+        """Network namespaces need root; without, sandboxes get no way out at all."""
+        self._upstreams = self.settings.dns_servers or system_resolvers()
         self.snapshots = Snapshots(self)
         self.pool = WarmPool(self, self.settings.pool_size)
 
@@ -103,9 +113,12 @@ class Manager:
             await sb.agent.close()
             if not self.persistent or is_pooled(sb.info):  # a pooled VM is never adopted
                 await self._destroy(sb.id)
-            elif sb.machine.qmp is not None:
-                with contextlib.suppress(Exception):
-                    await sb.machine.qmp.disconnect()
+            else:
+                if sb.network is not None:  # its uplink runs on, tied to QEMU
+                    await sb.network.close()
+                if sb.machine.qmp is not None:
+                    with contextlib.suppress(Exception):
+                        await sb.machine.qmp.disconnect()
         self._live.clear()
         if not keep_storage:
             with contextlib.suppress(SietchError):
@@ -163,8 +176,29 @@ class Manager:
         config = self._machine_config(info)
         machine = await QemuMachine.adopt(config, pid)
         agent = AgentConnection(config.agent_socket, name=info.id)
-        await agent.connect(timeout=10.0)
-        self._register(Sandbox(info, config.workdir, machine, agent))
+        network = None
+        try:
+            await agent.connect(timeout=10.0)
+            if self._isolate:
+                network = await SandboxNetwork.adopt(pid, info.network, self._upstreams)
+                # The relays died with the old Sietch: the same host ports if still free.
+                inner = await netports.forwards(machine)
+                for mapping in list(info.ports):
+                    if mapping.guest_port not in inner:
+                        info.ports.remove(mapping)
+                        continue
+                    port = inner[mapping.guest_port]
+                    try:
+                        mapping.host_port = await network.open_relay(port, mapping.host_port)
+                    except OSError:
+                        mapping.host_port = await network.open_relay(port)
+                self.store.put(info)
+        except BaseException:
+            await agent.close()
+            if network is not None:
+                await network.close()
+            raise
+        self._register(Sandbox(info, config.workdir, machine, agent, network))
         log.info("adopted running sandbox %s (pid %d)", info.id, pid)
 
     # -- create -----------------------------------------------------------------
@@ -197,6 +231,7 @@ class Manager:
             except ValidationError as exc:
                 raise InvalidArgument(_describe(exc)) from None
         image, vcpus, memory, disk = self._resolve(spec)
+        network = spec.network or self.default_network()
         self.check_capacity()
         paths = await asyncio.to_thread(self._image_paths, image)
         base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
@@ -211,9 +246,15 @@ class Manager:
                 taken = await self.pool.take(key, spec)
                 self.pool.refill(key, template.id)
                 if taken is not None:
+                    if taken.network != network:
+                        return await self.set_network(taken.id, network)
                     return taken
                 return await self.snapshots.restore(
-                    template.id, metadata=spec.metadata, env=spec.env, timeout_s=spec.timeout_s
+                    template.id,
+                    metadata=spec.metadata,
+                    env=spec.env,
+                    timeout_s=spec.timeout_s,
+                    network=network,
                 )
         now = datetime.now(UTC)
         info = SandboxInfo(
@@ -228,6 +269,7 @@ class Manager:
             created_at=now,
             expires_at=now + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None,
             accel=self.accel,
+            network=network,
         )
         config = self._machine_config(info, paths)
         self.store.put(info)
@@ -294,11 +336,38 @@ class Manager:
             for path in (config.workdir, config.root_disk):
                 os.chown(path, uid, gid)
 
-    async def _boot(self, info: SandboxInfo, config: MachineConfig) -> Sandbox:
+    def default_network(self) -> NetworkPolicy:
+        return NetworkPolicy(internet=self.settings.internet and self._isolate)
+
+    async def _launch(
+        self, info: SandboxInfo, config: MachineConfig
+    ) -> tuple[QemuMachine, SandboxNetwork | None]:
+        """Start QEMU inside the sandbox's own network (made here, rules first)."""
+        network = None
+        if self._isolate:
+            network = await SandboxNetwork.create(
+                info.network, self._upstreams, config.workdir / "uplink.log"
+            )
+            config.restrict_net = False
+            config.wrapper = network.launch_prefix()
+            config.pass_fds = network.pass_fds()
+        elif info.network.internet or info.network.allow:
+            raise NetworkError(NEEDS_ROOT)
         machine = QemuMachine(config)
-        agent = AgentConnection(config.agent_socket, name=info.id)
         try:
             await machine.launch()
+        except BaseException:
+            if network is not None:
+                await network.close()
+            raise
+        if network is not None:
+            network.launched()
+        return machine, network
+
+    async def _boot(self, info: SandboxInfo, config: MachineConfig) -> Sandbox:
+        agent = AgentConnection(config.agent_socket, name=info.id)
+        machine, network = await self._launch(info, config)
+        try:
             connect = asyncio.ensure_future(
                 agent.connect(self.settings.boot_timeout_s, entropy=entropy())
             )
@@ -323,8 +392,10 @@ class Manager:
         except BaseException:
             await agent.close()
             await machine.kill()
+            if network is not None:
+                await network.close()
             raise
-        return Sandbox(info, config.workdir, machine, agent)
+        return Sandbox(info, config.workdir, machine, agent, network)
 
     def _register(self, sandbox: Sandbox) -> None:
         self._live[sandbox.id] = sandbox
@@ -340,8 +411,7 @@ class Manager:
         await sandbox.machine.wait()
         if self._live.pop(sandbox.id, None) is None:
             return
-        await sandbox.agent.close()
-        await sandbox.machine.kill()
+        await self._stop(sandbox)
         info = self.store.get(sandbox.id)
         if info is not None:
             info.state, info.pid, info.ports = SandboxState.DEAD, None, []
@@ -398,12 +468,25 @@ class Manager:
             for mapping in sb.info.ports:
                 if mapping.guest_port == guest_port:
                     return mapping.model_copy()
-            host_port = await netports.forward(sb.machine, guest_port)
-            mapping = PortMapping(guest_port=guest_port, host=netports.HOST, host_port=host_port)
+            mapping = await self._forward(sb.machine, sb.network, guest_port)
             sb.info.ports.append(mapping)
             self.store.put(sb.info)
-        sb.log.info("guest port %d exposed on %s:%d", guest_port, mapping.host, host_port)
+        sb.log.info("guest port %d exposed on %s:%d", guest_port, mapping.host, mapping.host_port)
         return mapping.model_copy()
+
+    @staticmethod
+    async def _forward(
+        machine: QemuMachine, network: SandboxNetwork | None, guest_port: int
+    ) -> PortMapping:
+        """QEMU forwards the guest port to its namespace's loopback; a relay brings it out."""
+        port = await netports.forward(machine, guest_port)
+        if network is not None:
+            try:
+                port = await network.open_relay(port)
+            except BaseException:
+                await netports.unforward(machine, port)
+                raise
+        return PortMapping(guest_port=guest_port, host=HOST, host_port=port)
 
     async def unexpose(self, sandbox_id: str, guest_port: int) -> None:
         """Close the host port of an exposed guest port (NotFound if it was not exposed)."""
@@ -411,9 +494,28 @@ class Manager:
         sb = self._live_sandbox(sandbox_id)
         async with self.snapshots._lock(sandbox_id):
             mapping = self._mapping(sb.info, guest_port)
-            await netports.unforward(sb.machine, mapping.host_port)
+            inner = (await netports.forwards(sb.machine)).get(guest_port)
+            if inner is not None:
+                await netports.unforward(sb.machine, inner)
+            if sb.network is not None:
+                await sb.network.close_relay(mapping.host_port)
             sb.info.ports.remove(mapping)
             self.store.put(sb.info)
+
+    # -- network policy (see sietch.network.policy) --------------------------------
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxInfo:
+        """Replace a running sandbox's egress policy; it applies to new connections at once."""
+        sb = self._live_sandbox(sandbox_id)
+        async with self.snapshots._lock(sandbox_id):
+            if sb.network is not None:
+                await sb.network.apply(policy)
+            elif policy.internet or policy.allow:
+                raise NetworkError(NEEDS_ROOT)
+            sb.info.network = policy
+            self.store.put(sb.info)
+        sb.log.info("network policy: internet=%s allow=%s", policy.internet, policy.allow)
+        return sb.info.model_copy()
 
     async def ports(self, sandbox_id: str) -> builtins.list[PortMapping]:
         return [p.model_copy() for p in (await self.get(sandbox_id)).ports]
@@ -481,9 +583,15 @@ class Manager:
     async def _destroy(self, sandbox_id: str) -> None:
         sandbox = self._live.pop(sandbox_id, None)
         if sandbox is not None:
-            await sandbox.agent.close()
-            await sandbox.machine.kill()
+            await self._stop(sandbox)
         await self._discard(sandbox_id, None)
+
+    @staticmethod
+    async def _stop(sandbox: Sandbox) -> None:
+        await sandbox.agent.close()
+        await sandbox.machine.kill()
+        if sandbox.network is not None:
+            await sandbox.network.close()
 
     async def _discard(self, sandbox_id: str, config: MachineConfig | None) -> None:
         workdir = config.workdir if config else self.sandboxes_dir / sandbox_id

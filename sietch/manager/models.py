@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sietch.network.policy import NetworkPolicy
+
 
 class SandboxState(enum.StrEnum):
     CREATING = "creating"
@@ -31,6 +33,8 @@ class SandboxSpec(BaseModel):
     """Labels: free-form key/values, filterable in listings."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Delete the sandbox this long after creation."""
+    network: NetworkPolicy | None = None
+    """Egress policy; None: the internet as configured (``SIETCH_INTERNET``), nothing else."""
     template: str | None = "auto"
     """"auto" restores the image's template (a snapshot of a booted VM, made on
     first use); None cold-boots."""
@@ -62,6 +66,8 @@ class SandboxInfo(BaseModel):
     """The snapshot (or template) this sandbox was restored from; None if cold-booted."""
     ports: list[PortMapping] = Field(default_factory=list)
     """Exposed guest ports; a restored or forked copy exposes the same ones on new host ports."""
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    """What the sandbox may reach; changeable while it runs."""
 
 
 class SnapshotInfo(BaseModel):
@@ -87,6 +93,8 @@ class SnapshotInfo(BaseModel):
     """RAM is inside the device-state stream (a snapshot of a copy-on-write restore)."""
     ports: list[int] = Field(default_factory=list)
     """Guest ports its sandbox had exposed; every restore exposes them again."""
+    network: NetworkPolicy | None = None
+    """Its sandbox's egress policy, which restores keep unless told otherwise."""
     template: bool = False
     template_key: str | None = None
     paths: dict[str, str] = Field(default_factory=dict)

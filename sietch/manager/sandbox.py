@@ -13,6 +13,7 @@ from sietch.agent import protocol
 from sietch.agent.connection import AgentConnection, AgentStream, Output
 from sietch.errors import AgentUnavailable, InvalidArgument
 from sietch.manager.models import ExecResult, FileInfo, ProcessInfo, SandboxInfo
+from sietch.network.sandbox import SandboxNetwork
 from sietch.vmm.qemu import QemuMachine, read_tail
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,19 @@ class Sandbox:
     """The live parts of one running sandbox."""
 
     def __init__(
-        self, info: SandboxInfo, workdir: Path, machine: QemuMachine, agent: AgentConnection
+        self,
+        info: SandboxInfo,
+        workdir: Path,
+        machine: QemuMachine,
+        agent: AgentConnection,
+        network: SandboxNetwork | None = None,
     ):
         self.info = info
         self.workdir = workdir
         self.machine = machine
         self.agent = agent
+        self.network = network
+        """None when Sietch can't isolate (not root): slirp ``restrict=on``, no egress."""
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
 
     @property

@@ -66,13 +66,13 @@ from sietch.errors import (
     SietchError,
     SnapshotNotFound,
 )
-from sietch.manager.models import PortMapping, SandboxInfo, SandboxState, SnapshotInfo
+from sietch.manager.models import SandboxInfo, SandboxState, SnapshotInfo
 from sietch.manager.sandbox import Sandbox
-from sietch.network import ports as netports
+from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow, disks, xfs
 from sietch.vmm import snapshot as vmsnap
 from sietch.vmm.accel import cpu_model
-from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
+from sietch.vmm.qemu import MachineConfig, read_tail
 
 if TYPE_CHECKING:
     from sietch.manager.manager import Manager
@@ -249,6 +249,7 @@ class Snapshots:
                 disk_mib=info.disk_mib,
                 env={} if template_key else info.env,
                 ports=[] if template_key else [p.guest_port for p in info.ports],
+                network=None if template_key else info.network,
                 accel=info.accel,
                 ram_in_stream=ram_in_stream,
                 template=template_key is not None,
@@ -327,6 +328,7 @@ class Snapshots:
         disk_mib: int | None = None,
         env: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        network: NetworkPolicy | None = None,
     ) -> SandboxInfo:
         """Start a new sandbox from a snapshot; the original (if any) is untouched."""
         snap = self.get(snap_id)
@@ -349,6 +351,7 @@ class Snapshots:
             expires_at=None,
             accel=m.accel,
             snapshot_id=snap.id,
+            network=network or snap.network or m.default_network(),
         )
         if timeout_s:
             from datetime import timedelta
@@ -404,14 +407,12 @@ class Snapshots:
         *,
         ports: Sequence[int] = (),
     ) -> Sandbox:
-        machine = QemuMachine(config)
         agent = AgentConnection(config.agent_socket, name=info.id)
         hello: dict[str, Any] = {"entropy": entropy(), "mac": config.mac}
         if hostname:
             hello["hostname"] = hostname
+        machine, network = await self.m._launch(info, config)
         try:
-            t0 = time.monotonic()
-            await machine.launch()
             t1 = time.monotonic()
             await vmsnap.load_state(machine, state, ram_in_stream=ram_in_stream)
             t2 = time.monotonic()
@@ -422,23 +423,24 @@ class Snapshots:
             # A fresh QEMU has none of the original's forwards: the snapshot's
             # exposed guest ports get new host ports of this copy's own.
             for port in ports:
-                host_port = await netports.forward(machine, port)
-                info.ports.append(PortMapping(guest_port=port, host_port=host_port))
+                info.ports.append(await self.m._forward(machine, network, port))
             log.debug(
-                "restore %s: launch %.0f ms, load %.0f ms, cont %.0f ms, agent %.0f ms",
+                "restore %s: load %.0f ms, cont %.0f ms, agent %.0f ms",
                 info.id,
-                *(1000 * d for d in (t1 - t0, t2 - t1, t3 - t2, t4 - t3)),
+                *(1000 * d for d in (t2 - t1, t3 - t2, t4 - t3)),
             )
         except BaseException as exc:
             await agent.close()
             await machine.kill()
+            if network is not None:
+                await network.close()
             if isinstance(exc, SietchError) and not isinstance(exc, BootError):
                 raise BootError(
                     f"restore of {info.snapshot_id} failed: {exc.message}",
                     console=read_tail(config.qemu_log, 2000),
                 ) from exc
             raise
-        return Sandbox(info, config.workdir, machine, agent)
+        return Sandbox(info, config.workdir, machine, agent, network)
 
     async def fork(
         self, sandbox_id: str, count: int, metadata: dict[str, str] | None = None

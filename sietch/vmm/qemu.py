@@ -61,6 +61,13 @@ class MachineConfig:
     share=off maps it privately, copy-on-write (a restore of an immutable memory file)."""
     incoming: bool = False
     """Start paused with ``-incoming defer``, waiting for a device state to restore."""
+    restrict_net: bool = True
+    """slirp's ``restrict=on`` (no way out of the VM); off when the network namespace QEMU
+    runs in is what confines it (see :mod:`sietch.network.sandbox`)."""
+    wrapper: list[str] = field(default_factory=list)
+    """Command that runs QEMU, e.g. ``nsenter`` into the sandbox's network namespace."""
+    pass_fds: tuple[int, ...] = ()
+    """Fds QEMU inherits (the namespace, the uplink's exit pipe)."""
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -123,7 +130,7 @@ class MachineConfig:
             "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
             "-object", "rng-random,id=rng,filename=/dev/urandom",
             "-device", "virtio-rng-device,rng=rng",
-            "-netdev", "user,id=net0,restrict=on",
+            "-netdev", "user,id=net0" + (",restrict=on" if self.restrict_net else ""),
             "-device", f"virtio-net-device,netdev=net0,mac={self.mac}",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
             "-pidfile", str(self.pidfile),
@@ -166,6 +173,7 @@ class QemuMachine:
             raise VMError(f"machine {self.config.name} was already launched")
         cfg = self.config
         argv = process.confine(cfg.argv(), run_as=cfg.run_as, die_with_parent=not cfg.persistent)
+        argv = [*cfg.wrapper, *argv]
         self.log.debug("launching: %s", shlex.join(argv))
         # Popen only forks and execs: quick enough to do on the event loop.
         with open(cfg.qemu_log, "wb") as qemu_log:  # noqa: ASYNC230
@@ -176,6 +184,7 @@ class QemuMachine:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=cfg.pass_fds,
             )
         self.pid = self._popen.pid
         try:

@@ -1,0 +1,133 @@
+"""One sandbox's network on the host: its namespace, firewall, uplink, DNS and relays.
+
+The sandbox's QEMU runs inside a network namespace of its own, so its
+user-mode network stack (slirp) can only reach what that namespace can:
+
+    guest ─ QEMU slirp ─┬─ namespace loopback: DNS resolver, hostfwd ports
+                        └─ nftables (the policy) ─ tap0 ─ slirp4netns ─ host sockets
+
+The host's loopback, the Sietch API and other sandboxes' ports are out of
+reach by construction (slirp's "host loopback" is the namespace's own); the
+host's other addresses and private networks are rejected by the rules. Every
+piece is owned by an fd or a child process, none has a name on the host, and
+all of it ends with the QEMU process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from sietch.errors import NetworkError
+from sietch.network import netns, nft, relay, uplink
+from sietch.network.dns import DnsProxy
+from sietch.network.policy import NetworkPolicy, host_addresses, learn, ruleset
+
+log = logging.getLogger(__name__)
+
+
+class SandboxNetwork:
+    def __init__(self, namespace: int, policy: NetworkPolicy, upstreams: list[str]) -> None:
+        self.namespace = namespace
+        self.policy = policy
+        self.upstreams = upstreams
+        self.uplink: uplink.Uplink | None = None
+        self.dns: DnsProxy | None = None
+        self._relays: dict[int, asyncio.Server] = {}
+
+    @classmethod
+    async def create(
+        cls, policy: NetworkPolicy, upstreams: list[str], log_file: Path
+    ) -> SandboxNetwork:
+        """A namespace whose rules are in place before it gets a way out."""
+        net = cls(await asyncio.to_thread(netns.create), policy, upstreams)
+        try:
+            await net.apply(policy)
+            net.uplink = await uplink.start(net.namespace, log_file)
+            await net._start_dns()
+        except BaseException:
+            await net.close()
+            raise
+        return net
+
+    @classmethod
+    async def adopt(cls, pid: int, policy: NetworkPolicy, upstreams: list[str]) -> SandboxNetwork:
+        """The network of a VM an earlier Sietch started (its uplink runs on by itself)."""
+        try:
+            namespace = netns.of_process(pid)
+        except OSError as exc:
+            raise NetworkError(f"cannot open the network namespace of pid {pid}: {exc}") from exc
+        net = cls(namespace, policy, upstreams)
+        try:
+            await net._start_dns()
+        except BaseException:
+            await net.close()
+            raise
+        return net
+
+    async def _start_dns(self) -> None:
+        self.dns = await DnsProxy.start(
+            self.namespace, lambda: self.policy, self.upstreams, self._learn
+        )
+
+    async def _learn(self, addresses: list[tuple[str, int]]) -> None:
+        if commands := learn(addresses):
+            await nft.run(self.namespace, commands)
+
+    # -- QEMU's side ---------------------------------------------------------------
+
+    def launch_prefix(self) -> list[str]:
+        """Run a command inside the namespace (``nsenter`` with the fd inherited)."""
+        nsenter = shutil.which("nsenter") or "/usr/bin/nsenter"
+        return [nsenter, f"--net=/proc/self/fd/{self.namespace}"]
+
+    def pass_fds(self) -> tuple[int, ...]:
+        """Fds QEMU must inherit: the namespace, and the pipe whose end stops the uplink."""
+        return (self.namespace, *((self.uplink.exit_fd,) if self.uplink else ()))
+
+    def launched(self) -> None:
+        """QEMU holds its copies now: the uplink lives exactly as long as QEMU does."""
+        if self.uplink is not None:
+            self.uplink.release()
+
+    # -- policy and ports ------------------------------------------------------------
+
+    async def apply(self, policy: NetworkPolicy) -> None:
+        """Replace the namespace's rules in one transaction."""
+        await nft.run(self.namespace, ruleset(policy, host_addresses()))
+        self.policy = policy
+
+    async def open_relay(self, inner_port: int, host_port: int = 0) -> int:
+        """Relay a free host port (or ``host_port``) to ``inner_port`` in the namespace."""
+        server = await relay.listen(self.namespace, inner_port, host_port)
+        port = int(server.sockets[0].getsockname()[1])
+        self._relays[port] = server
+        return port
+
+    async def close_relay(self, host_port: int) -> None:
+        server = self._relays.pop(host_port, None)
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    async def connect(self, inner_port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await relay.connect(self.namespace, inner_port)
+
+    async def close(self) -> None:
+        """Release everything on the host; the namespace goes once QEMU has exited too."""
+        for port in list(self._relays):
+            await self.close_relay(port)
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
+        if self.uplink is not None:
+            await self.uplink.close()
+            self.uplink = None
+        if self.namespace >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.namespace)
+            self.namespace = -1
