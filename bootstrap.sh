@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 
 APT_PACKAGES=(
     python3 python3-venv qemu-system-x86 qemu-utils mmdebstrap busybox-static
-    e2fsprogs xfsprogs cpio kmod util-linux iproute2 ca-certificates
+    e2fsprogs xfsprogs cpio kmod util-linux iproute2 nftables slirp4netns ca-certificates
 )
 VM_USER=sietch-vm
 VENV=.venv

@@ -1,4 +1,4 @@
-"""Sandbox commands: create, ls, info, rm, logs, expose, unexpose, ports."""
+"""Sandbox commands: create, ls, info, rm, logs, network, expose, unexpose, ports."""
 
 from __future__ import annotations
 
@@ -26,6 +26,17 @@ from sietch.errors import SietchError
 
 sandbox_app = typer.Typer()
 
+InternetOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--internet/--no-internet", help="Reach public internet addresses [server default: on]."
+    ),
+]
+AllowOption = Annotated[
+    list[str] | None,
+    typer.Option("--allow", help="A CIDR or domain reachable either way; repeat for more."),
+]
+
 _STATE_STYLE = {"running": "green", "creating": "yellow", "paused": "blue", "dead": "red"}
 
 
@@ -43,6 +54,8 @@ def create(  # noqa: PLR0917 - typer passes options by name
     template: Annotated[
         bool, typer.Option(help="Restore the image's warm template; --no-template cold-boots.")
     ] = True,
+    internet: InternetOption = None,
+    allow: AllowOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Boot a sandbox and print its id."""
@@ -56,6 +69,8 @@ def create(  # noqa: PLR0917 - typer passes options by name
             labels=parse_pairs(label, "--label"),
             timeout_s=timeout,
             template="auto" if template else None,
+            internet=internet,
+            allow=allow,
             keep=True,
         )
     sb.close()
@@ -155,6 +170,29 @@ def logs(
     with api_errors(), Client() as client:
         text = Sandbox.connect(sandbox_id, client=client).logs(limit)
     sys.stdout.write(text)
+
+
+@sandbox_app.command()
+def network(
+    sandbox_id: str,
+    internet: InternetOption = None,
+    allow: AllowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a sandbox's egress policy, or replace it when given options."""
+    with api_errors(), Client() as client:
+        sb = Sandbox.connect(sandbox_id, client=client)
+        if internet is None and allow is None:
+            policy = sb.info.network
+        else:
+            policy = sb.set_network(
+                internet=True if internet is None else internet, allow=allow or []
+            )
+    if as_json:
+        print_json(policy)
+        return
+    out.print(f"internet: {'on' if policy.internet else 'off'}")
+    out.print(f"allow:    {', '.join(policy.allow) or '-'}")
 
 
 PortArgument = Annotated[int, typer.Argument(help="A TCP port in the sandbox.")]

@@ -15,6 +15,7 @@ from sietch.client._core import NOT_GIVEN
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    NetworkPolicy,
     PortInfo,
     ProcessExit,
     ProcessInfo,
@@ -37,6 +38,7 @@ __all__ = [
     "CommandResult",
     "FileInfo",
     "Files",
+    "NetworkPolicy",
     "PortInfo",
     "ProcessExit",
     "ProcessHandle",

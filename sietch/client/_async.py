@@ -34,6 +34,7 @@ from sietch.client._core import (
     check_response,
     control,
     handshake_error,
+    network_policy,
     start_message,
     transport_error,
 )
@@ -49,6 +50,7 @@ from sietch.client._io_async import (
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    NetworkPolicy,
     PortInfo,
     ProcessExit,
     ProcessInfo,
@@ -410,6 +412,8 @@ class AsyncSandbox(SandboxBase):
         labels: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         template: str | None = "auto",
+        internet: bool | None = None,
+        allow: Sequence[str] | None = None,
         keep: bool = False,
         client: AsyncClient | None = None,
         url: str | None = None,
@@ -419,7 +423,8 @@ class AsyncSandbox(SandboxBase):
         """Boot a new sandbox (``None`` = the server's default for that setting).
 
         ``timeout_s`` deletes it that long after creation; ``keep=True`` keeps it
-        when the ``async with`` block ends.
+        when the ``async with`` block ends. ``internet`` and ``allow`` set its egress
+        policy (see :meth:`set_network`).
         """
         owned = client is None
         client = client or AsyncClient(url, api_key)
@@ -433,6 +438,7 @@ class AsyncSandbox(SandboxBase):
             timeout_s=timeout_s,
             request_timeout=request_timeout,
             template=template,
+            network=network_policy(internet, allow),
         )
         try:
             info = await client.call(call)
@@ -481,6 +487,17 @@ class AsyncSandbox(SandboxBase):
         """Fetch the sandbox's record again (its state may have changed)."""
         self._info = await self.client.call(Ops.get(self.id))
         return self._info
+
+    # -- network ----------------------------------------------------------------
+
+    async def set_network(
+        self, *, internet: bool = True, allow: Sequence[str] = ()
+    ) -> NetworkPolicy:
+        """Replace the egress policy: public internet on or off, plus ``allow`` (CIDRs and
+        domain names) reachable either way. New connections follow it at once."""
+        policy = NetworkPolicy(internet=internet, allow=list(allow))
+        self._info = await self.client.call(Ops.set_network(self.id, policy))
+        return self._info.network
 
     # -- ports ------------------------------------------------------------------
 
@@ -533,16 +550,25 @@ class AsyncSandbox(SandboxBase):
         env: Mapping[str, str] | None = None,
         hostname: str | None = None,
         timeout_s: float | None = None,
+        internet: bool | None = None,
+        allow: Sequence[str] | None = None,
         keep: bool = False,
         client: AsyncClient | None = None,
         url: str | None = None,
         api_key: str | None = None,
     ) -> AsyncSandbox:
-        """A new running sandbox from a snapshot; the original needn't exist any more."""
+        """A new running sandbox from a snapshot; the original needn't exist any more.
+
+        Its egress policy is the snapshotted sandbox's unless ``internet``/``allow`` say."""
         owned = client is None
         client = client or AsyncClient(url, api_key)
         call = Ops.restore(
-            snapshot_id, metadata=labels, env=env, hostname=hostname, timeout_s=timeout_s
+            snapshot_id,
+            metadata=labels,
+            env=env,
+            hostname=hostname,
+            timeout_s=timeout_s,
+            network=network_policy(internet, allow),
         )
         try:
             info = await client.call(call)

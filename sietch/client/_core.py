@@ -23,6 +23,7 @@ from sietch import errors
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    NetworkPolicy,
     PortInfo,
     ProcessExit,
     ProcessInfo,
@@ -220,6 +221,13 @@ def as_bytes(data: bytes | str) -> bytes:
     return data.encode() if isinstance(data, str) else bytes(data)
 
 
+def network_policy(internet: bool | None, allow: Sequence[str] | None) -> NetworkPolicy | None:
+    """The policy a call asks for; None (the server's default) when it names neither part."""
+    if internet is None and allow is None:
+        return None
+    return NetworkPolicy(internet=True if internet is None else internet, allow=list(allow or []))
+
+
 class Ops:
     """Builders for every request of the API."""
 
@@ -243,6 +251,7 @@ class Ops:
         timeout_s: float | None,
         request_timeout: Timeout,
         template: str | None = "auto",
+        network: NetworkPolicy | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
             image=image,
@@ -252,6 +261,7 @@ class Ops:
             env=dict(env) if env else None,
             metadata=dict(metadata) if metadata else None,
             timeout_s=timeout_s,
+            network=network.model_dump() if network else None,
         )
         if template != "auto":
             body["template"] = template
@@ -310,12 +320,14 @@ class Ops:
         env: Mapping[str, str] | None,
         hostname: str | None,
         timeout_s: float | None,
+        network: NetworkPolicy | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
             metadata=dict(metadata) if metadata else None,
             env=dict(env) if env else None,
             hostname=hostname,
             timeout_s=timeout_s,
+            network=network.model_dump() if network else None,
         )
         return Call(
             "POST", f"/snapshots/{snapshot_id}/restore", _model(SandboxInfo), json=body,
@@ -343,6 +355,11 @@ class Ops:
     @staticmethod
     def unexpose(sandbox_id: str, port: int) -> Call[None]:
         return Call("DELETE", f"/sandboxes/{sandbox_id}/ports/{port}", _none)
+
+    @staticmethod
+    def set_network(sandbox_id: str, network: NetworkPolicy) -> Call[SandboxInfo]:
+        path = f"/sandboxes/{sandbox_id}/network"
+        return Call("PUT", path, _model(SandboxInfo), json=network.model_dump())
 
     @staticmethod
     def ports(sandbox_id: str) -> Call[builtins.list[PortInfo]]:

@@ -27,6 +27,14 @@ class PortInfo(_Record):
         return f"http://{self.host}:{self.host_port}"
 
 
+class NetworkPolicy(_Record):
+    """What a sandbox may reach: public internet addresses if ``internet``, and ``allow``
+    (CIDRs, domain names with their subdomains) either way. Never the host itself."""
+
+    internet: bool = True
+    allow: list[str] = []
+
+
 class SandboxInfo(_Record):
     id: str
     state: str
@@ -44,6 +52,8 @@ class SandboxInfo(_Record):
     """The snapshot or template it was restored from; None if cold-booted."""
     ports: list[PortInfo] = []
     """Exposed guest ports (see :meth:`Sandbox.expose`)."""
+    network: NetworkPolicy = NetworkPolicy()
+    """Its egress policy (see :meth:`Sandbox.set_network`)."""
 
 
 class SnapshotInfo(_Record):

@@ -28,6 +28,7 @@ from sietch.client._core import (
     check_response,
     control,
     handshake_error,
+    network_policy,
     start_message,
     transport_error,
 )
@@ -43,6 +44,7 @@ from sietch.client._io_sync import (
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    NetworkPolicy,
     PortInfo,
     ProcessExit,
     ProcessInfo,
@@ -400,6 +402,8 @@ class Sandbox(SandboxBase):
         labels: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         template: str | None = "auto",
+        internet: bool | None = None,
+        allow: Sequence[str] | None = None,
         keep: bool = False,
         client: Client | None = None,
         url: str | None = None,
@@ -409,7 +413,8 @@ class Sandbox(SandboxBase):
         """Boot a new sandbox (``None`` = the server's default for that setting).
 
         ``timeout_s`` deletes it that long after creation; ``keep=True`` keeps it
-        when the ``with`` block ends.
+        when the ``with`` block ends. ``internet`` and ``allow`` set its egress
+        policy (see :meth:`set_network`).
         """
         owned = client is None
         client = client or Client(url, api_key)
@@ -423,6 +428,7 @@ class Sandbox(SandboxBase):
             timeout_s=timeout_s,
             request_timeout=request_timeout,
             template=template,
+            network=network_policy(internet, allow),
         )
         try:
             info = client.call(call)
@@ -471,6 +477,15 @@ class Sandbox(SandboxBase):
         """Fetch the sandbox's record again (its state may have changed)."""
         self._info = self.client.call(Ops.get(self.id))
         return self._info
+
+    # -- network ----------------------------------------------------------------
+
+    def set_network(self, *, internet: bool = True, allow: Sequence[str] = ()) -> NetworkPolicy:
+        """Replace the egress policy: public internet on or off, plus ``allow`` (CIDRs and
+        domain names) reachable either way. New connections follow it at once."""
+        policy = NetworkPolicy(internet=internet, allow=list(allow))
+        self._info = self.client.call(Ops.set_network(self.id, policy))
+        return self._info.network
 
     # -- ports ------------------------------------------------------------------
 
@@ -523,16 +538,25 @@ class Sandbox(SandboxBase):
         env: Mapping[str, str] | None = None,
         hostname: str | None = None,
         timeout_s: float | None = None,
+        internet: bool | None = None,
+        allow: Sequence[str] | None = None,
         keep: bool = False,
         client: Client | None = None,
         url: str | None = None,
         api_key: str | None = None,
     ) -> Sandbox:
-        """A new running sandbox from a snapshot; the original needn't exist any more."""
+        """A new running sandbox from a snapshot; the original needn't exist any more.
+
+        Its egress policy is the snapshotted sandbox's unless ``internet``/``allow`` say."""
         owned = client is None
         client = client or Client(url, api_key)
         call = Ops.restore(
-            snapshot_id, metadata=labels, env=env, hostname=hostname, timeout_s=timeout_s
+            snapshot_id,
+            metadata=labels,
+            env=env,
+            hostname=hostname,
+            timeout_s=timeout_s,
+            network=network_policy(internet, allow),
         )
         try:
             info = client.call(call)

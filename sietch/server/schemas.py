@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from sietch.errors import InvalidArgument
 from sietch.manager.models import ProcessInfo, SandboxState
+from sietch.network.policy import NetworkPolicy, normalise_entry
 
 MAX_PATH = 4096
 
@@ -56,6 +57,30 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# -- network --------------------------------------------------------------------
+
+AllowEntry = Annotated[
+    str,
+    Field(min_length=1, max_length=253, examples=["pypi.org", "203.0.113.0/24"]),
+    AfterValidator(normalise_entry),
+]
+
+
+class NetworkSet(_Request):
+    """A sandbox's egress policy. The host, its private networks and other sandboxes are
+    never reachable unless a CIDR in ``allow`` names them (the host's own addresses never)."""
+
+    internet: bool = Field(default=True, description="Reach public internet addresses.")
+    allow: list[AllowEntry] = Field(
+        default_factory=list,
+        max_length=256,
+        description="CIDRs and domain names (with their subdomains) reachable either way.",
+    )
+
+    def policy(self) -> NetworkPolicy:
+        return NetworkPolicy(internet=self.internet, allow=self.allow)
+
+
 # -- sandboxes ------------------------------------------------------------------
 
 
@@ -74,6 +99,9 @@ class SandboxCreate(_Request):
     template: Literal["auto"] | None = Field(
         default="auto",
         description="'auto' restores the image's warm template; null boots from scratch.",
+    )
+    network: NetworkSet | None = Field(
+        default=None, description="Egress policy; default: the internet (SIETCH_INTERNET)."
     )
 
 
@@ -110,6 +138,8 @@ class SandboxPublic(BaseModel):
     """The snapshot or template it was restored from; null if cold-booted."""
     ports: list[PortPublic] = Field(default_factory=list)
     """Exposed guest ports and where the host reaches them."""
+    network: NetworkPolicy
+    """What it may reach (change it with PUT .../network)."""
 
 
 class SandboxesPublic(BaseModel):
@@ -132,6 +162,9 @@ class RestoreCreate(_Request):
     env: dict[SafeStr, SafeStr] = Field(default_factory=dict, max_length=1024)
     hostname: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
     timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = None
+    network: NetworkSet | None = Field(
+        default=None, description="Egress policy; default: the snapshot's sandbox's."
+    )
 
 
 class ForkCreate(_Request):

@@ -40,6 +40,7 @@ EXPECTED = {
     "ImageNotFound",
     "InvalidArgument",
     "LimitExceeded",
+    "NetworkError",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",

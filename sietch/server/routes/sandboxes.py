@@ -1,4 +1,4 @@
-"""Sandboxes: create, list, get, delete, console log."""
+"""Sandboxes: create, list, get, delete, network policy, console log."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 from sietch.errors import InvalidArgument
 from sietch.manager.models import SandboxInfo, SandboxSpec
 from sietch.server.deps import ManagerDep, MetricsDep, StateDep
-from sietch.server.schemas import SandboxCreate, SandboxesPublic, SandboxPublic
+from sietch.server.schemas import NetworkSet, SandboxCreate, SandboxesPublic, SandboxPublic
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
 
@@ -37,7 +37,9 @@ async def create_sandbox(
     """Boot a new sandbox; returns once its agent answers."""
     state.admit_create()
     started = time.perf_counter()
-    info = await manager.create(SandboxSpec(**body.model_dump()))
+    spec = SandboxSpec(**body.model_dump(exclude={"network"}))
+    spec.network = body.network.policy() if body.network else None
+    info = await manager.create(spec)
     metrics.create_seconds.observe(time.perf_counter() - started)
     return to_public(info)
 
@@ -58,6 +60,12 @@ async def list_sandboxes(
 async def get_sandbox(sandbox_id: str, manager: ManagerDep) -> SandboxPublic:
     """One sandbox's record."""
     return to_public(await manager.get(sandbox_id))
+
+
+@router.put("/{sandbox_id}/network", name="set_network", response_model=SandboxPublic)
+async def set_network(sandbox_id: str, body: NetworkSet, manager: ManagerDep) -> SandboxPublic:
+    """Replace the egress policy of a running sandbox; new connections follow it at once."""
+    return to_public(await manager.set_network(sandbox_id, body.policy()))
 
 
 @router.delete("/{sandbox_id}", name="delete", status_code=status.HTTP_204_NO_CONTENT)

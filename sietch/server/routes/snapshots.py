@@ -104,5 +104,6 @@ async def restore_snapshot(
         env=body.env,
         hostname=body.hostname,
         timeout_s=body.timeout_s,
+        network=body.network.policy() if body.network else None,
     )
     return to_public(info)
