@@ -7,6 +7,7 @@ teardown and, when the test failed, keeps its console and QEMU logs under
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -23,6 +24,9 @@ from sietch.manager.sandbox import Sandbox
 from sietch.vmm import process
 
 RESULTS = Path(__file__).resolve().parent.parent / "test-results"
+
+# Sandboxes' DNS goes upstream only where a test points it (never the host's resolver).
+os.environ.setdefault("SIETCH_DNS_SERVERS", '["127.0.0.1"]')
 
 
 def short_tmpdir(prefix: str) -> Path:

@@ -1,0 +1,31 @@
+"""A stand-in internet and a manager whose sandboxes resolve names through it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+
+from sietch.config import Settings
+from sietch.manager.manager import Manager
+from tests.conftest import short_tmpdir
+from tests.network.outside import Outside, outside_network, uplinks
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[Outside]:
+    with outside_network() as net:
+        yield net
+
+
+@pytest_asyncio.fixture(scope="module")
+async def net_manager(outside: Outside) -> AsyncIterator[Manager]:
+    state = short_tmpdir("stn")
+    try:
+        async with Manager(Settings(state_dir=state, dns_servers=[outside.web])) as m:
+            yield m
+        assert not uplinks(), "uplinks outlived their sandboxes"
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

@@ -1,0 +1,94 @@
+"""A stand-in internet: a network namespace with web and DNS servers, joined to the host by veth.
+
+Tests send traffic only to the addresses made here (DESIGN.md): a random /24
+of 198.18.0.0/15 (the benchmarking range, which sandboxes treat as public),
+with ``.1`` on the host's end of the veth and ``.2``/``.3`` inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Outside:
+    name: str
+    host_end: str
+    web: str
+    """Serves ``/hello`` ("hello from outside") on port 80, and DNS on port 53."""
+    other: str
+    """A second address of the same servers, for allow-lists that leave it out."""
+    names: dict[str, str]
+
+
+def uplinks() -> list[int]:
+    """slirp4netns processes this test process started (its children)."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(os.getpid()), "slirp4netns"], check=False, capture_output=True
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def outside_network() -> Iterator[Outside]:
+    tag = secrets.token_hex(3)
+    name, veth = f"sietch-out-{tag}", f"so{tag}"
+    net = f"198.18.{secrets.randbelow(256)}"
+    web, other = f"{net}.2", f"{net}.3"
+    names = {"good.test": web, "www.good.test": web, "other.test": other}
+    procs: list[subprocess.Popen[bytes]] = []
+    _ip("netns", "add", name)
+    try:
+        _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
+        _ip("addr", "add", f"{net}.1/24", "dev", veth)
+        _ip("link", "set", veth, "up")
+        for addr in (web, other):
+            _ip("-n", name, "addr", "add", f"{addr}/24", "dev", "eth0")
+        _ip("-n", name, "link", "set", "eth0", "up")
+        _ip("-n", name, "link", "set", "lo", "up")
+        root = Path(tempfile.mkdtemp(prefix="sietch-out-"))
+        (root / "hello").write_text("hello from outside\n")
+        run = ["ip", "netns", "exec", name]
+        procs.append(
+            subprocess.Popen(
+                [*run, sys.executable, "-m", "http.server", "80", "-d", str(root)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        pairs = [f"{k}={v}" for k, v in names.items()]
+        procs.append(
+            subprocess.Popen([*run, sys.executable, str(HERE / "dns_server.py"), "0.0.0.0", *pairs])
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"http://{web}/hello", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield Outside(name=name, host_end=f"{net}.1", web=web, other=other, names=names)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
