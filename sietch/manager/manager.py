@@ -342,26 +342,31 @@ class Manager:
     async def _launch(
         self, info: SandboxInfo, config: MachineConfig
     ) -> tuple[QemuMachine, SandboxNetwork | None]:
-        """Start QEMU inside the sandbox's own network (made here, rules first)."""
-        network = None
-        if self._isolate:
-            network = await SandboxNetwork.create(
-                info.network, self._upstreams, config.workdir / "uplink.log"
-            )
-            config.restrict_net = False
-            config.wrapper = network.launch_prefix()
-            config.pass_fds = network.pass_fds()
-        elif info.network.internet or info.network.allow:
-            raise NetworkError(NEEDS_ROOT)
+        """Start QEMU inside the sandbox's own network, which is wired while QEMU starts."""
+        if not self._isolate:
+            if info.network.internet or info.network.allow:
+                raise NetworkError(NEEDS_ROOT)
+            machine = QemuMachine(config)
+            await machine.launch()
+            return machine, None
+        network = await SandboxNetwork.prepare(info.network, self._upstreams)
+        config.restrict_net = False
+        config.wrapper = network.launch_prefix()
+        config.pass_fds = network.pass_fds()
         machine = QemuMachine(config)
         try:
-            await machine.launch()
+            results = await asyncio.gather(
+                machine.launch(), network.connect(config.workdir / "uplink.log"),
+                return_exceptions=True,
+            )  # fmt: skip
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
         except BaseException:
-            if network is not None:
-                await network.close()
+            await machine.kill()
+            await network.close()
             raise
-        if network is not None:
-            network.launched()
+        network.launched()
         return machine, network
 
     async def _boot(self, info: SandboxInfo, config: MachineConfig) -> Sandbox:

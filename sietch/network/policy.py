@@ -125,12 +125,12 @@ def _elements(items: Iterable[object]) -> str:
     return f"elements = {{ {listed} }}" if listed else ""
 
 
-def ruleset(policy: NetworkPolicy, host: Iterable[str]) -> str:
-    """The namespace's whole table, replacing any earlier one in one transaction."""
+def ruleset(policy: NetworkPolicy, host: Iterable[str], *, replace: bool = True) -> str:
+    """The namespace's whole table; ``replace`` swaps out an earlier one in the same
+    transaction (~10 ms of kernel commit, against ~1 ms for a first load)."""
     public = "ip daddr @non_public goto deny\n    accept" if policy.internet else ""
-    return f"""add table inet {TABLE}
-delete table inet {TABLE}
-table inet {TABLE} {{
+    prelude = f"add table inet {TABLE}\ndelete table inet {TABLE}\n" if replace else ""
+    return f"""{prelude}table inet {TABLE} {{
   set host {{ type ipv4_addr; flags interval; {_elements(host)} }}
   set non_public {{ type ipv4_addr; flags interval; {_elements(NON_PUBLIC)} }}
   set allow {{ type ipv4_addr; flags interval; {_elements(policy.networks)} }}

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 
 class SandboxNetwork:
+    """Made in two steps, so that QEMU can start in between: :meth:`prepare` (the
+    namespace, and the pipe that will stop the uplink) before QEMU, :meth:`connect`
+    (rules, uplink, DNS) while it starts. Until then the namespace has no way out."""
+
     def __init__(self, namespace: int, policy: NetworkPolicy, upstreams: list[str]) -> None:
         self.namespace = namespace
         self.policy = policy
@@ -38,17 +42,32 @@ class SandboxNetwork:
         self.uplink: uplink.Uplink | None = None
         self.dns: DnsProxy | None = None
         self._relays: dict[int, asyncio.Server] = {}
+        self._exit_r: int | None = None
+        self._exit_w: int | None = None
+
+    @classmethod
+    async def prepare(cls, policy: NetworkPolicy, upstreams: list[str]) -> SandboxNetwork:
+        net = cls(await asyncio.to_thread(netns.create), policy, upstreams)
+        net._exit_r, net._exit_w = os.pipe()
+        return net
+
+    async def connect(self, log_file: Path) -> None:
+        """Rules first, then the way out: the namespace fails closed."""
+        await nft.run(self.namespace, ruleset(self.policy, host_addresses(), replace=False))
+        if self._exit_r is None:
+            raise NetworkError("this sandbox network is already connected")
+        self.uplink = await uplink.start(self.namespace, self._exit_r, log_file)
+        self._close_fd("_exit_r")
+        await self._start_dns()
 
     @classmethod
     async def create(
         cls, policy: NetworkPolicy, upstreams: list[str], log_file: Path
     ) -> SandboxNetwork:
-        """A namespace whose rules are in place before it gets a way out."""
-        net = cls(await asyncio.to_thread(netns.create), policy, upstreams)
+        """:meth:`prepare` and :meth:`connect` in one (no QEMU to start in between)."""
+        net = await cls.prepare(policy, upstreams)
         try:
-            await net.apply(policy)
-            net.uplink = await uplink.start(net.namespace, log_file)
-            await net._start_dns()
+            await net.connect(log_file)
         except BaseException:
             await net.close()
             raise
@@ -86,13 +105,18 @@ class SandboxNetwork:
         return [nsenter, f"--net=/proc/self/fd/{self.namespace}"]
 
     def pass_fds(self) -> tuple[int, ...]:
-        """Fds QEMU must inherit: the namespace, and the pipe whose end stops the uplink."""
-        return (self.namespace, *((self.uplink.exit_fd,) if self.uplink else ()))
+        """Fds QEMU must inherit: the namespace, and the pipe end that keeps the uplink up."""
+        return (self.namespace, *((self._exit_w,) if self._exit_w is not None else ()))
 
     def launched(self) -> None:
-        """QEMU holds its copies now: the uplink lives exactly as long as QEMU does."""
-        if self.uplink is not None:
-            self.uplink.release()
+        """QEMU holds its copy now: the uplink lives exactly as long as QEMU does."""
+        self._close_fd("_exit_w")
+
+    def _close_fd(self, name: str) -> None:
+        fd = getattr(self, name)
+        if fd is not None:
+            setattr(self, name, None)
+            os.close(fd)
 
     # -- policy and ports ------------------------------------------------------------
 
@@ -114,9 +138,6 @@ class SandboxNetwork:
             server.close()
             await server.wait_closed()
 
-    async def connect(self, inner_port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await relay.connect(self.namespace, inner_port)
-
     async def close(self) -> None:
         """Release everything on the host; the namespace goes once QEMU has exited too."""
         for port in list(self._relays):
@@ -124,6 +145,8 @@ class SandboxNetwork:
         if self.dns is not None:
             self.dns.close()
             self.dns = None
+        self._close_fd("_exit_r")
+        self._close_fd("_exit_w")
         if self.uplink is not None:
             await self.uplink.close()
             self.uplink = None

@@ -8,9 +8,10 @@ already passed the namespace's own nftables rules (:mod:`sietch.network.policy`)
 loopback as well.
 
 Its life is tied to the sandbox's QEMU, not to Sietch: it stops when its
-``--exit-fd`` pipe closes, and the pipe's write end is held by QEMU alone.
-So a VM that outlives a Sietch restart keeps its network, and one that dies,
-however, takes its uplink with it.
+``--exit-fd`` pipe closes, and the pipe's write end is held by QEMU alone
+(:class:`sietch.network.sandbox.SandboxNetwork` makes the pipe). So a VM that
+outlives a Sietch restart keeps its network, and one that dies, however,
+takes its uplink with it.
 """
 
 from __future__ import annotations
@@ -30,25 +31,11 @@ MTU = 65520
 class Uplink:
     """One slirp4netns process serving one namespace."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, exit_w: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
-        self._exit_w: int | None = exit_w
-
-    @property
-    def exit_fd(self) -> int:
-        """The pipe end whose closing stops the uplink: hand it to QEMU, then :meth:`release`."""
-        if self._exit_w is None:
-            raise NetworkError("the uplink's exit pipe was already handed over")
-        return self._exit_w
-
-    def release(self) -> None:
-        """Drop our copy of the exit pipe once QEMU holds its own (or to stop the uplink)."""
-        if self._exit_w is not None:
-            os.close(self._exit_w)
-            self._exit_w = None
 
     async def close(self, timeout: float = 5.0) -> None:
-        self.release()
+        """Wait for it to stop (its exit pipe must be closed by now); kill it if it won't."""
         if self.proc.returncode is None:
             try:
                 await asyncio.wait_for(self.proc.wait(), timeout)
@@ -58,13 +45,14 @@ class Uplink:
                 await self.proc.wait()
 
 
-async def start(namespace: int, log: Path, timeout: float = 10.0) -> Uplink:
-    """Start slirp4netns on ``namespace`` (an fd) and wait until its tap is configured."""
+async def start(namespace: int, exit_fd: int, log: Path, timeout: float = 10.0) -> Uplink:
+    """Start slirp4netns on ``namespace`` (an fd) and wait until its tap is configured.
+
+    It stops when every copy of the write end of ``exit_fd``'s pipe is closed."""
     binary = shutil.which("slirp4netns")
     if binary is None:
         raise NetworkError("slirp4netns is not installed (apt-get install slirp4netns)")
     ready_r, ready_w = os.pipe()
-    exit_r, exit_w = os.pipe()
     try:
         with open(log, "ab") as log_file:  # noqa: ASYNC230 (a local file, opened once)
             proc = await asyncio.create_subprocess_exec(
@@ -74,23 +62,22 @@ async def start(namespace: int, log: Path, timeout: float = 10.0) -> Uplink:
                 "--disable-host-loopback",
                 "--enable-seccomp",
                 f"--ready-fd={ready_w}",
-                f"--exit-fd={exit_r}",
+                f"--exit-fd={exit_fd}",
                 "--netns-type=path",
                 f"/proc/self/fd/{namespace}",
                 "tap0",
-                pass_fds=(namespace, ready_w, exit_r),
+                pass_fds=(namespace, ready_w, exit_fd),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
                 start_new_session=True,
             )
     except BaseException:
-        for fd in (ready_r, ready_w, exit_r, exit_w):
-            os.close(fd)
+        os.close(ready_r)
+        os.close(ready_w)
         raise
     os.close(ready_w)
-    os.close(exit_r)
-    uplink = Uplink(proc, exit_w)
+    uplink = Uplink(proc)
     try:
         ready = await asyncio.wait_for(asyncio.to_thread(os.read, ready_r, 1), timeout)
     except BaseException:
