@@ -22,12 +22,14 @@ from sietch.mcp.models import (
     CommandOut,
     DirEntry,
     FileWritten,
+    NetworkOut,
     PortOut,
     SandboxOut,
     SnapshotOut,
     capped,
     port_out,
 )
+from sietch.network.policy import NetworkPolicy
 
 MCP_LABEL = {"created_by": "mcp"}
 """Marks sandboxes an agent made over MCP, so people can find (and reap) them."""
@@ -36,7 +38,9 @@ MCP_LABEL = {"created_by": "mcp"}
 class Backend(Protocol):
     """The operations behind the tools; errors are :class:`sietch.errors.SietchError`."""
 
-    async def create(self, image: str | None, timeout_s: float | None) -> SandboxOut: ...
+    async def create(
+        self, image: str | None, timeout_s: float | None, network: NetworkPolicy | None
+    ) -> SandboxOut: ...
     async def sandboxes(self) -> list[SandboxOut]: ...
     async def run(
         self, sandbox_id: str, command: str, timeout_s: float, cwd: str | None
@@ -50,6 +54,7 @@ class Backend(Protocol):
     async def snapshots(self) -> list[SnapshotOut]: ...
     async def destroy(self, sandbox_id: str) -> None: ...
     async def expose(self, sandbox_id: str, port: int) -> PortOut: ...
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> NetworkOut: ...
 
 
 class _Capped:
@@ -78,8 +83,12 @@ class ManagerBackend:
     def __init__(self, manager: Callable[[], Manager]) -> None:
         self._manager = manager
 
-    async def create(self, image: str | None, timeout_s: float | None) -> SandboxOut:
-        info = await self._manager().create(image=image, timeout_s=timeout_s, metadata=MCP_LABEL)
+    async def create(
+        self, image: str | None, timeout_s: float | None, network: NetworkPolicy | None
+    ) -> SandboxOut:
+        info = await self._manager().create(
+            image=image, timeout_s=timeout_s, metadata=MCP_LABEL, network=network
+        )
         return SandboxOut(sandbox_id=info.id, state=info.state.value, image=info.image)
 
     async def sandboxes(self) -> list[SandboxOut]:
@@ -158,6 +167,12 @@ class ManagerBackend:
         m = await self._manager().expose(sandbox_id, port)
         return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
 
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> NetworkOut:
+        info = await self._manager().set_network(sandbox_id, policy)
+        return NetworkOut(
+            sandbox_id=sandbox_id, internet=info.network.internet, allow=info.network.allow
+        )
+
 
 class ClientBackend:
     """Anywhere else: a server through the public SDK (``SIETCH_URL``, ``SIETCH_API_KEY``)."""
@@ -179,9 +194,17 @@ class ClientBackend:
             sandbox_id=info.id, state=info.state, image=info.image, restored_from=info.snapshot_id
         )
 
-    async def create(self, image: str | None, timeout_s: float | None) -> SandboxOut:
+    async def create(
+        self, image: str | None, timeout_s: float | None, network: NetworkPolicy | None
+    ) -> SandboxOut:
         sandbox = await AsyncSandbox.create(
-            image, timeout_s=timeout_s, labels=MCP_LABEL, keep=True, client=self.client
+            image,
+            timeout_s=timeout_s,
+            labels=MCP_LABEL,
+            internet=network.internet if network else None,
+            allow=network.allow if network else None,
+            keep=True,
+            client=self.client,
         )
         return self._keep(sandbox)
 
@@ -250,6 +273,11 @@ class ClientBackend:
     async def expose(self, sandbox_id: str, port: int) -> PortOut:
         m = await (await self._sandbox(sandbox_id)).expose(port)
         return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> NetworkOut:
+        sandbox = await self._sandbox(sandbox_id)
+        applied = await sandbox.set_network(internet=policy.internet, allow=policy.allow)
+        return NetworkOut(sandbox_id=sandbox_id, internet=applied.internet, allow=applied.allow)
 
 
 def _snapshot_out(

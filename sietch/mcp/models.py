@@ -65,6 +65,14 @@ def port_out(sandbox_id: str, guest_port: int, host: str, host_port: int) -> Por
     )
 
 
+class NetworkOut(BaseModel):
+    sandbox_id: str
+    internet: bool = Field(description="Public internet addresses are reachable.")
+    allow: list[str] = Field(
+        description="CIDRs and domain names (with subdomains) reachable either way, normalised."
+    )
+
+
 class SnapshotOut(BaseModel):
     snapshot_id: str
     name: str | None = None

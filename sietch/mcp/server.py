@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from sietch import __version__
 from sietch.errors import SietchError
@@ -26,19 +26,32 @@ from sietch.mcp.models import (
     CommandOut,
     DirEntry,
     FileWritten,
+    NetworkOut,
     PortOut,
     SandboxOut,
     SnapshotOut,
 )
+from sietch.network.policy import NetworkPolicy
 
 INSTRUCTIONS = """\
 Sietch runs Linux sandboxes (Debian microVMs) for you. Typical flow: create_sandbox,
 write_file / run_command as often as needed, snapshot before a risky step, restore
 (or fork) from a snapshot to go back or to try several things in parallel,
-destroy_sandbox when done. Snapshots outlive their sandbox."""
+destroy_sandbox when done. Snapshots outlive their sandbox. Sandboxes reach the
+public internet unless created with internet=false; set_network changes that and
+allow-lists domains or CIDRs at any time."""
 
 SandboxId = Annotated[str, Field(description="A sandbox id from create_sandbox (sb-...).")]
 GuestPath = Annotated[str, Field(description="Absolute path inside the sandbox.", min_length=1)]
+# A tuple, not a list: an immutable default, and the same JSON schema (an array of strings).
+Allow = Annotated[
+    tuple[str, ...],
+    Field(
+        max_length=256,
+        description="Domain names (with their subdomains, e.g. pypi.org) and IPv4 CIDRs "
+        "(203.0.113.0/24, or one address) reachable even with the internet off.",
+    ),
+]
 
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
@@ -53,6 +66,15 @@ def tool_errors() -> Iterator[None]:
         yield
     except SietchError as exc:
         raise ToolError(f"{exc.message} [{exc.code}]") from exc
+
+
+def network_policy(internet: bool, allow: tuple[str, ...]) -> NetworkPolicy:
+    """The policy, its entries normalised; a bad entry is a tool error naming it."""
+    try:
+        return NetworkPolicy(internet=internet, allow=list(allow))
+    except ValidationError as exc:
+        reasons = "; ".join(str(e["ctx"]["error"]) for e in exc.errors() if "ctx" in e)
+        raise ToolError(f"invalid allow entry: {reasons or exc} [invalid_argument]") from exc
 
 
 def build_server(backend: Backend) -> MCPServer:
@@ -70,13 +92,21 @@ def build_server(backend: Backend) -> MCPServer:
             float | None,
             Field(gt=0, description="Delete the sandbox this many seconds after creation."),
         ] = None,
+        internet: Annotated[
+            bool | None,
+            Field(description="Reach public internet addresses; omit for the server's default."),
+        ] = None,
+        allow: Allow = (),
     ) -> SandboxOut:
         """Start a new Linux sandbox (a microVM, ready in about a second). Returns its sandbox_id.
 
         Call destroy_sandbox when done, or pass timeout_s to have it removed automatically.
         """
+        network = None
+        if internet is not None or allow:
+            network = network_policy(True if internet is None else internet, allow)
         with tool_errors():
-            return await backend.create(image, timeout_s)
+            return await backend.create(image, timeout_s, network)
 
     @mcp.tool(annotations=_READ_ONLY)
     async def list_sandboxes() -> list[SandboxOut]:
@@ -203,6 +233,22 @@ def build_server(backend: Backend) -> MCPServer:
         """
         with tool_errors():
             return await backend.expose(sandbox_id, port)
+
+    @mcp.tool(annotations=_CHANGES)
+    async def set_network(
+        sandbox_id: SandboxId,
+        internet: Annotated[bool, Field(description="Reach public internet addresses.")] = True,
+        allow: Allow = (),
+    ) -> NetworkOut:
+        """Replace what a sandbox may reach over the network; new connections follow at once.
+
+        internet=false with an allow list (say ["pypi.org", "files.pythonhosted.org"])
+        lets it reach only those. The Sietch host is never reachable; private networks
+        only when a CIDR in allow names them. Returns the policy now in force.
+        """
+        policy = network_policy(internet, allow)
+        with tool_errors():
+            return await backend.set_network(sandbox_id, policy)
 
     @mcp.tool(annotations=_DESTROYS)
     async def destroy_sandbox(sandbox_id: SandboxId) -> str:

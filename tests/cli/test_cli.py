@@ -187,3 +187,24 @@ def test_expose_ports_unexpose(sietch_cli: Run, sandbox_id: str) -> None:
     assert json.loads(sietch_cli("ports", sandbox_id, "--json").stdout) == []
     bad = sietch_cli("expose", sandbox_id, "0")
     assert bad.returncode != 0 and b"65535" in bad.stderr
+
+
+def test_network_set_and_show(sietch_cli: Run, sandbox_id: str) -> None:
+    """network with options replaces the policy (--json prints it); without, shows it."""
+    try:
+        options = ["--no-internet", "--allow", "example.com", "--json"]
+        done = sietch_cli("network", sandbox_id, *options)
+        assert done.returncode == 0, done.stderr.decode()
+        assert json.loads(done.stdout) == {"internet": False, "allow": ["example.com"]}
+        shown = sietch_cli("network", sandbox_id)
+        assert shown.returncode == 0, shown.stderr.decode()
+        text = shown.stdout.decode()
+        assert "internet: off" in text and "example.com" in text
+        info = json.loads(sietch_cli("info", sandbox_id, "--json").stdout)
+        assert info["network"] == {"internet": False, "allow": ["example.com"]}
+        bad = sietch_cli("network", sandbox_id, "--allow", "not a domain!")
+        assert bad.returncode == 1 and b"validation_failed" in bad.stderr
+        assert b"Traceback" not in bad.stderr
+    finally:
+        sietch_cli("network", sandbox_id, "--internet")
+    assert "internet: on" in sietch_cli("network", sandbox_id).stdout.decode()

@@ -33,6 +33,7 @@ TOOLS = {
     "fork",
     "list_snapshots",
     "expose_port",
+    "set_network",
     "destroy_sandbox",
 }
 
@@ -73,6 +74,10 @@ async def run_flow(client: Client) -> None:
         assert (port["guest_port"], port["host"]) == (8000, "127.0.0.1") and port["host_port"]
         assert port["proxy_path"] == f"/api/v1/sandboxes/{sb}/ports/8000/proxy/"
         assert await call(client, "expose_port", sandbox_id=sb, port=8000) == port
+        policy = await call(
+            client, "set_network", sandbox_id=sb, internet=False, allow=["PyPI.org.", "10.1.2.3"]
+        )
+        assert policy == {"sandbox_id": sb, "internet": False, "allow": ["pypi.org", "10.1.2.3/32"]}
 
         snap = await call(client, "snapshot", sandbox_id=sb, name="working")
         await call(client, "write_file", sandbox_id=sb, path="/root/app.py", content=BROKEN)
@@ -143,6 +148,8 @@ async def test_http_lists_tools_with_descriptions(api_server: ApiServer) -> None
         assert tool.input_schema["type"] == "object"
     run = next(t for t in tools if t.name == "run_command")
     assert set(run.input_schema["required"]) == {"sandbox_id", "command"}
+    create = next(t for t in tools if t.name == "create_sandbox")
+    assert {"internet", "allow"} <= set(create.input_schema["properties"])
 
 
 async def test_http_flow(api_server: ApiServer) -> None:
@@ -158,6 +165,8 @@ async def test_errors_are_tool_errors(api_server: ApiServer) -> None:
         assert "sandbox_not_found" in text
         text = await call_error(client, "expose_port", sandbox_id="sb-nope", port=8080)
         assert "sandbox_not_found" in text
+        text = await call_error(client, "set_network", sandbox_id="sb-nope", allow=["bad name!"])
+        assert "bad name!" in text and "invalid_argument" in text
 
 
 def test_http_needs_the_key(api_server: ApiServer) -> None:

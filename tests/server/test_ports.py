@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from sietch.network.policy import host_addresses
 from tests.server.harness import ApiServer
 
 PAGE = b"served from the guest\n"
@@ -237,3 +239,60 @@ def test_websocket_through_the_proxy(web: tuple[httpx.Client, str], api_server: 
     finally:
         http.delete(f"/sandboxes/{sandbox_id}/ports/8765")
         http.delete(f"/sandboxes/{sandbox_id}/ports/8000")
+
+
+# Tries each address given on the command line; prints what happened and how fast.
+CONNECT = """
+import json, socket, sys, time
+port, out = int(sys.argv[1]), {}
+for addr in sys.argv[2:]:
+    t = time.monotonic()
+    try:
+        socket.create_connection((addr, port), timeout=10).close()
+        out[addr] = {"ok": True}
+    except OSError as exc:
+        out[addr] = {"ok": False, "error": repr(exc)}
+    out[addr]["seconds"] = time.monotonic() - t
+print(json.dumps(out))
+"""
+
+
+def test_guest_cannot_reach_the_api(web: tuple[httpx.Client, str], api_server: ApiServer) -> None:
+    """The Sietch API port is refused at once at slirp's gateway and at every host address."""
+    http, sandbox_id = web
+    addresses = ["10.0.2.2", *host_addresses()]
+    assert len(addresses) > 1
+    result = run(http, sandbox_id, ["python3", "-c", CONNECT, str(api_server.port), *addresses])
+    assert result["exit_code"] == 0, result
+    tried = json.loads(str(result["stdout"]))
+    assert set(tried) == set(addresses)
+    for addr, outcome in tried.items():
+        assert outcome["ok"] is False and outcome["seconds"] < 5, (addr, outcome)
+
+
+def test_set_network_over_the_api(web: tuple[httpx.Client, str]) -> None:
+    """PUT .../network normalises the allow-list and GET shows it; bad entries are 422."""
+    http, sandbox_id = web
+    before = http.get(f"/sandboxes/{sandbox_id}").json()["network"]
+    url = f"/sandboxes/{sandbox_id}/network"
+    try:
+        body = {"internet": False, "allow": ["Example.COM.", "203.0.113.7"]}
+        changed = http.put(url, json=body)
+        assert changed.status_code == 200, changed.text
+        expected = {"internet": False, "allow": ["example.com", "203.0.113.7/32"]}
+        assert changed.json()["id"] == sandbox_id
+        assert changed.json()["network"] == expected
+        assert http.get(f"/sandboxes/{sandbox_id}").json()["network"] == expected
+
+        bad = http.put(url, json={"allow": ["not a domain!"]})
+        assert bad.status_code == 422, bad.text
+        error = bad.json()["error"]
+        assert error["code"] == "validation_failed" and "allow" in error["message"]
+        assert "not a domain!" in error["message"]
+        assert http.get(f"/sandboxes/{sandbox_id}").json()["network"] == expected
+
+        missing = http.put("/sandboxes/sb-000000000000/network", json={"internet": True})
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "sandbox_not_found"
+    finally:
+        http.put(url, json=before)
