@@ -22,6 +22,7 @@ from sietch.manager.manager import Manager
 from sietch.manager.models import SandboxInfo
 from sietch.manager.sandbox import Sandbox
 from sietch.vmm import process
+from tests.network.outside import Outside, outside_network
 
 RESULTS = Path(__file__).resolve().parent.parent / "test-results"
 
@@ -60,6 +61,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if report.when == "call":
         item.stash[_FAILED] = report.failed
     return report
+
+
+@pytest.fixture(scope="module")
+def outside() -> Iterator[Outside]:
+    """A stand-in internet (web and DNS servers in a namespace of the test's own)."""
+    with outside_network() as net:
+        yield net
 
 
 _FAILED = pytest.StashKey[bool]()

@@ -114,8 +114,8 @@ class Manager:
             if not self.persistent or is_pooled(sb.info):  # a pooled VM is never adopted
                 await self._destroy(sb.id)
             else:
-                if sb.network is not None:  # its uplink runs on, tied to QEMU
-                    await sb.network.close()
+                if sb.network is not None:
+                    await sb.network.detach()
                 if sb.machine.qmp is not None:
                     with contextlib.suppress(Exception):
                         await sb.machine.qmp.disconnect()

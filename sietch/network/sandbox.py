@@ -139,17 +139,22 @@ class SandboxNetwork:
             await server.wait_closed()
 
     async def close(self) -> None:
-        """Release everything on the host; the namespace goes once QEMU has exited too."""
+        """Release everything on the host, once QEMU is gone (or never started)."""
+        self._close_fd("_exit_r")
+        self._close_fd("_exit_w")
+        await self.detach()
+        if self.uplink is not None:
+            await self.uplink.close()
+            self.uplink = None
+
+    async def detach(self) -> None:
+        """Let go of a network whose QEMU runs on (a persistent VM at shutdown): its
+        uplink stays, tied to QEMU; the relays and the resolver stop until re-adoption."""
         for port in list(self._relays):
             await self.close_relay(port)
         if self.dns is not None:
             self.dns.close()
             self.dns = None
-        self._close_fd("_exit_r")
-        self._close_fd("_exit_w")
-        if self.uplink is not None:
-            await self.uplink.close()
-            self.uplink = None
         if self.namespace >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.namespace)

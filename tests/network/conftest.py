@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
-import pytest
 import pytest_asyncio
 
 from sietch.config import Settings
 from sietch.manager.manager import Manager
 from tests.conftest import short_tmpdir
-from tests.network.outside import Outside, outside_network, uplinks
-
-
-@pytest.fixture(scope="module")
-def outside() -> Iterator[Outside]:
-    with outside_network() as net:
-        yield net
+from tests.network.outside import Outside, uplinks
 
 
 @pytest_asyncio.fixture(scope="module")

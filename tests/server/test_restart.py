@@ -9,13 +9,15 @@ import socket
 import httpx
 
 from sietch.vmm import process
+from tests.network.outside import Outside
 from tests.server.harness import ApiServer
 
 
-def test_restart_keeps_running_sandboxes_and_marks_dead_ones() -> None:
+def test_restart_keeps_running_sandboxes_and_marks_dead_ones(outside: Outside) -> None:
     """Restart the server while sandboxes run: both still listed and usable; a killed VM is dead."""
     server = ApiServer()
     server.start()
+    out = f"http://{outside.web}/hello"
     try:
         api = server.url + "/api/v1"
         with httpx.Client(base_url=api, headers=server.headers, timeout=120) as c:
@@ -56,6 +58,10 @@ def test_restart_keeps_running_sandboxes_and_marks_dead_ones() -> None:
                 )
                 assert run.status_code == 200, run.text
                 assert run.json()["stdout"] == f"{sandbox_id}!\n"
+            # Its uplink ran on without the server: the way out still works.
+            fetch = f"import urllib.request; print(urllib.request.urlopen('{out}').read())"
+            run = c.post(f"/sandboxes/{ids[0]}/exec", json={"cmd": ["python3", "-c", fetch]})
+            assert run.json()["stdout"] == "b'hello from outside\\n'\n", run.text
             response = c.post(f"/sandboxes/{victim}/exec", json={"cmd": "true"})
             assert response.status_code == 409
             assert response.json()["error"]["code"] == "sandbox_not_running"
