@@ -1,7 +1,9 @@
-"""No VM outlives its owner: a SIGKILLed owner's QEMU is reaped by the next manager start."""
+"""No VM outlives its owner: a SIGKILLed owner's QEMU is reaped by the next manager start,
+and the sandbox's network uplink goes with its QEMU."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -54,6 +56,11 @@ async def test_sigkilled_owner_leaves_no_vm(persistent: bool) -> None:
     try:
         owner, qemu_pid = _start_owner(state_dir, persistent)
         assert process.alive(qemu_pid)
+        found = subprocess.run(
+            ["pgrep", "-P", str(owner.pid), "slirp4netns"], check=False, capture_output=True
+        )
+        uplinks = [int(pid) for pid in found.stdout.split()]
+        assert uplinks, "the owner's sandbox has no uplink"
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
         assert owner.stdout is not None
@@ -61,6 +68,8 @@ async def test_sigkilled_owner_leaves_no_vm(persistent: bool) -> None:
         async with Manager(Settings(state_dir=state_dir)) as m:
             assert not list(process.find_by_marker(str(state_dir)))
             assert not process.alive(qemu_pid)
+            for pid in uplinks:
+                await asyncio.wait_for(process.wait_exit(pid), 10)
             (info,) = await m.list()
             assert info.state == "dead"
             await m.delete(info.id)
