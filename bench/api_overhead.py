@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import uvicorn
-from common import median, p95, report
+from common import median, p95, reap, report
 
 from sietch.config import Settings
 from sietch.manager.manager import Manager
@@ -115,12 +115,6 @@ async def measure(runs: int, state: Path) -> dict[str, float | int | str]:
     }
 
 
-async def _reap(state: Path) -> None:
-    # The server's VMs are persistent; a non-persistent manager kills what is left.
-    async with Manager(Settings(state_dir=state), persistent=False):
-        pass
-
-
 def main(runs: int) -> None:
     state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
     state.chmod(0o755)
@@ -133,7 +127,7 @@ def main(runs: int) -> None:
             figures = uvloop.run(measure(runs, state))
     finally:
         with contextlib.suppress(Exception):
-            asyncio.run(_reap(state))
+            asyncio.run(reap(state))
         shutil.rmtree(state, ignore_errors=True)
     report(figures)
 

@@ -14,61 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
-from common import median, p95, report
+from common import free_port, median, p95, reap, report, start_server
 from py_arrakis import SandboxManager
 
 from sietch import Sandbox
-from sietch.config import Settings
-from sietch.manager.manager import Manager
 from sietch.server.auth import ApiKeys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_server(state: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "SIETCH_STATE_DIR": str(state),
-        "SIETCH_HOST": "127.0.0.1",
-        "SIETCH_PORT": str(port),
-    }
-    log = open(state / "server.log", "ab")  # noqa: SIM115 - the child keeps writing to it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sietch.server"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError((state / "server.log").read_text()[-2000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the server did not come up within 60 s")
-
-
-async def reap(state: Path) -> None:
-    """Kill any VM the server left (they are persistent): a plain manager reaps them."""
-    async with Manager(Settings(state_dir=state), persistent=False):
-        pass
 
 
 def measure(runs: int, warmup: int, state: Path) -> dict[str, float | int]:

@@ -4,48 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-import httpx
-from common import median, p95, report
+from common import api_server, median, p95, report
 
 from sietch import AsyncClient, AsyncSandbox, SietchError
-from sietch.config import Settings
-from sietch.manager.manager import Manager
-from sietch.server.auth import ApiKeys
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_server(state: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SIETCH_STATE_DIR": str(state), "SIETCH_PORT": str(port)}
-    log = open(state / "server.log", "wb")  # noqa: SIM115 - the server process owns it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sietch.server"], env=env, stdout=log, stderr=log
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((state / "server.log").read_text())
-        time.sleep(0.1)
 
 
 async def run(url: str, key: str, sandboxes: int, requests: int) -> dict[str, float | int]:
@@ -83,24 +47,9 @@ async def run(url: str, key: str, sandboxes: int, requests: int) -> dict[str, fl
     }
 
 
-async def _reap(state: Path) -> None:
-    async with Manager(Settings(state_dir=state), persistent=False):
-        pass
-
-
 def main(sandboxes: int, requests: int) -> None:
-    state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
-    state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
-    port = free_port()
-    key = ApiKeys(state / "api_keys").add()
-    proc = start_server(state, port)
-    try:
-        figures = asyncio.run(run(f"http://127.0.0.1:{port}", key, sandboxes, requests))
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        asyncio.run(_reap(state))
-        shutil.rmtree(state, ignore_errors=True)
+    with api_server() as (url, key):
+        figures = asyncio.run(run(url, key, sandboxes, requests))
     report({"sandboxes": sandboxes, "requests": requests, **figures})
 
 

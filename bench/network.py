@@ -16,6 +16,14 @@ clients at once (threads, one keep-alive connection each) for a few seconds
 per route, alternating, requests/s = completed / elapsed (median block).
 Download: a 100 MiB file of random bytes, alternating routes, MiB/s median.
 
+Set-up: a create that starts a QEMU (no-pool create, restore, fork) makes the
+sandbox's namespace before QEMU starts (``prepare_ms``) and wires it (nftables
+rules, slirp4netns uplink, DNS resolver) while QEMU starts. ``create_added_ms``
+is both done back to back, measured on their own in this process: an upper
+bound of what networking adds. A create served by the warm pool adds nothing
+with the default policy, and one policy change (``policy_change_ms``)
+otherwise.
+
 The guest server answers the small GET with one ``send`` of a prebuilt
 response (no Nagle, no per-request logging) and sends files with
 ``sendfile``, so the guest's emulated Python costs as little as it can and
@@ -26,11 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,12 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import median, p95, report
+from common import api_server, median, p95, report
 
 from sietch import Sandbox
-from sietch.config import Settings
-from sietch.manager.manager import Manager
-from sietch.server.auth import ApiKeys
+from sietch.network.policy import NetworkPolicy
+from sietch.network.sandbox import SandboxNetwork
 
 MiB = 1024 * 1024
 GUEST_PORT = 8000
@@ -87,31 +89,6 @@ Server(("0.0.0.0", 8000), functools.partial(Handler, directory="/srv")).serve_fo
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def start_server(state: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SIETCH_STATE_DIR": str(state), "SIETCH_PORT": str(port)}
-    log = open(state / "server.log", "wb")  # noqa: SIM115 - the server process owns it
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sietch.server"], env=env, stdout=log, stderr=log
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((state / "server.log").read_text())
-        time.sleep(0.1)
 
 
 class Route:
@@ -268,6 +245,10 @@ def run(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
             f"download: {args.size_mib} MiB, {args.download_runs} runs per route",
             lambda routes: downloads(routes, args.size_mib, args.download_runs),
         ),
+        (
+            f"network set-up: {args.setup_runs} sandbox networks made and removed",
+            lambda routes: asyncio.run(setup_cost(args.setup_runs, Path(tempfile.gettempdir()))),
+        ),
     ]
     progress("creating the sandbox")
     with Sandbox.create(url=url, api_key=key, labels={"bench": "network"}) as sb:
@@ -285,24 +266,30 @@ def run(url: str, key: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"requests": args.requests, **figures}
 
 
-async def _reap(state: Path) -> None:
-    async with Manager(Settings(state_dir=state), persistent=False):
-        pass
+async def setup_cost(runs: int, scratch: Path) -> dict[str, float]:
+    made, prepared, changed = [], [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        net = await SandboxNetwork.prepare(NetworkPolicy(), [])
+        prepared.append(time.perf_counter() - started)
+        await net.connect(scratch / "bench-uplink.log")
+        made.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        await net.apply(NetworkPolicy(internet=False, allow=["203.0.113.0/24", "example.com"]))
+        changed.append(time.perf_counter() - started)
+        await net.close()
+    (scratch / "bench-uplink.log").unlink(missing_ok=True)
+    return {
+        "create_added_ms": median(made) * 1000,
+        "create_added_p95_ms": p95(made) * 1000,
+        "prepare_ms": median(prepared) * 1000,
+        "policy_change_ms": median(changed) * 1000,
+    }
 
 
 def main(args: argparse.Namespace) -> None:
-    state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
-    state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
-    port = free_port()
-    key = ApiKeys(state / "api_keys").add()
-    proc = start_server(state, port)
-    try:
-        figures = run(f"http://127.0.0.1:{port}", key, args)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        asyncio.run(_reap(state))
-        shutil.rmtree(state, ignore_errors=True)
+    with api_server() as (url, key):
+        figures = run(url, key, args)
     report(figures)
 
 
@@ -314,4 +301,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=100)
     parser.add_argument("--download-runs", type=int, default=5)
+    parser.add_argument("--setup-runs", type=int, default=30)
     main(parser.parse_args())
