@@ -1,4 +1,4 @@
-"""A stand-in internet and a manager whose sandboxes resolve names through it."""
+"""This directory's ``manager``: its sandboxes resolve names through the stand-in internet."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.network.outside import Outside, uplinks
 
 
 @pytest_asyncio.fixture(scope="module")
-async def net_manager(outside: Outside) -> AsyncIterator[Manager]:
+async def manager(outside: Outside) -> AsyncIterator[Manager]:
     state = short_tmpdir("stn")
     try:
         async with Manager(Settings(state_dir=state, dns_servers=[outside.web])) as m:

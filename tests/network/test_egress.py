@@ -17,6 +17,7 @@ import pytest
 from sietch.manager.manager import Manager
 from sietch.manager.sandbox import Sandbox
 from sietch.network.policy import NetworkPolicy, host_addresses
+from tests.conftest import SandboxFactory
 from tests.core.test_ports import fetch, serve
 from tests.network.outside import Outside, uplinks
 
@@ -52,52 +53,41 @@ def refused_fast(results: dict[str, dict[str, object]], url: str) -> bool:
     return entry["ok"] is False and float(entry["seconds"]) < 5  # type: ignore[arg-type]
 
 
-async def make(manager: Manager, **spec: object) -> Sandbox:
-    info = await manager.create(**spec)
-    return manager.sandbox(info.id)
-
-
 async def test_internet_on_reaches_the_outside_by_address_and_name(
-    net_manager: Manager, outside: Outside
+    manager: Manager, outside: Outside, sandboxes: SandboxFactory
 ) -> None:
-    sb = await make(net_manager)
-    try:
-        assert sb.info.network == NetworkPolicy(internet=True)
-        by_ip, by_name = f"http://{outside.web}/hello", "http://good.test/hello"
-        results = await probe(sb, by_ip, by_name)
-        assert reached(results, by_ip) and reached(results, by_name), results
-        assert results[by_name]["body"] == "hello from outside\n"
-    finally:
-        await net_manager.delete(sb.id)
+    sb = await sandboxes()
+    assert sb.info.network == NetworkPolicy(internet=True)
+    by_ip, by_name = f"http://{outside.web}/hello", "http://good.test/hello"
+    results = await probe(sb, by_ip, by_name)
+    assert reached(results, by_ip) and reached(results, by_name), results
+    assert results[by_name]["body"] == "hello from outside\n"
 
 
 async def test_policy_set_at_create_and_changed_at_run_time(
-    net_manager: Manager, outside: Outside
+    manager: Manager, outside: Outside, sandboxes: SandboxFactory
 ) -> None:
     """internet off refuses at once; allow-lists of CIDRs and names; changes apply live."""
     web, other = f"http://{outside.web}/hello", f"http://{outside.other}/hello"
     good, sub, bad = "http://good.test/hello", "http://www.good.test/hello", "http://other.test/"
-    sb = await make(net_manager, network=NetworkPolicy(internet=False))
-    try:
-        assert sb.info.network.internet is False
-        results = await probe(sb, web, good)
-        assert refused_fast(results, web) and refused_fast(results, good), results
+    sb = await sandboxes(network=NetworkPolicy(internet=False))
+    assert sb.info.network.internet is False
+    results = await probe(sb, web, good)
+    assert refused_fast(results, web) and refused_fast(results, good), results
 
-        await net_manager.set_network(sb.id, NetworkPolicy(internet=False, allow=[outside.web]))
-        results = await probe(sb, web, other)
-        assert reached(results, web) and refused_fast(results, other), results
+    await manager.set_network(sb.id, NetworkPolicy(internet=False, allow=[outside.web]))
+    results = await probe(sb, web, other)
+    assert reached(results, web) and refused_fast(results, other), results
 
-        await net_manager.set_network(sb.id, NetworkPolicy(internet=False, allow=["good.test"]))
-        results = await probe(sb, good, sub, bad, other)
-        assert reached(results, good) and reached(results, sub), results
-        assert refused_fast(results, bad) and refused_fast(results, other), results
-        assert (await net_manager.get(sb.id)).network.allow == ["good.test"]
+    await manager.set_network(sb.id, NetworkPolicy(internet=False, allow=["good.test"]))
+    results = await probe(sb, good, sub, bad, other)
+    assert reached(results, good) and reached(results, sub), results
+    assert refused_fast(results, bad) and refused_fast(results, other), results
+    assert (await manager.get(sb.id)).network.allow == ["good.test"]
 
-        await net_manager.set_network(sb.id, NetworkPolicy(internet=True))
-        results = await probe(sb, other, bad)
-        assert reached(results, other), results
-    finally:
-        await net_manager.delete(sb.id)
+    await manager.set_network(sb.id, NetworkPolicy(internet=True))
+    results = await probe(sb, other, bad)
+    assert reached(results, other), results
 
 
 @pytest.fixture(scope="module")
@@ -122,65 +112,60 @@ def host_server() -> Iterator[int]:
 
 
 async def test_host_and_other_sandboxes_are_unreachable(
-    net_manager: Manager, outside: Outside, host_server: int
+    manager: Manager, outside: Outside, host_server: int, sandboxes: SandboxFactory
 ) -> None:
     """Not the host's loopback (slirp's gateway), not its other addresses, not a neighbour's
     exposed port: with the internet on, and even when allow-listed."""
-    neighbour = await make(net_manager)
-    sb = await make(net_manager)
-    try:
-        await serve(neighbour)
-        exposed = (await net_manager.expose(neighbour.id, 8000)).host_port
-        assert (await fetch(f"http://127.0.0.1:{exposed}/index.txt")).status_code == 200
-        urls = [
-            f"http://10.0.2.2:{host_server}/",
-            f"http://10.0.2.2:{exposed}/index.txt",
-            f"http://{outside.host_end}:{host_server}/",
-            f"http://{outside.host_end}:{exposed}/index.txt",
-        ]
-        results = await probe(sb, *urls)
-        assert all(refused_fast(results, u) for u in urls), results
-        await net_manager.set_network(sb.id, NetworkPolicy(allow=[f"{outside.host_end}/32"]))
-        results = await probe(sb, urls[2])
-        assert refused_fast(results, urls[2]), results
-    finally:
-        await net_manager.delete(sb.id)
-        await net_manager.delete(neighbour.id)
+    neighbour = await sandboxes()
+    sb = await sandboxes()
+    await serve(neighbour)
+    exposed = (await manager.expose(neighbour.id, 8000)).host_port
+    assert (await fetch(f"http://127.0.0.1:{exposed}/index.txt")).status_code == 200
+    urls = [
+        f"http://10.0.2.2:{host_server}/",
+        f"http://10.0.2.2:{exposed}/index.txt",
+        f"http://{outside.host_end}:{host_server}/",
+        f"http://{outside.host_end}:{exposed}/index.txt",
+    ]
+    results = await probe(sb, *urls)
+    assert all(refused_fast(results, u) for u in urls), results
+    await manager.set_network(sb.id, NetworkPolicy(allow=[f"{outside.host_end}/32"]))
+    results = await probe(sb, urls[2])
+    assert refused_fast(results, urls[2]), results
 
 
-async def test_guest_has_dns_hostname_hosts_and_mtu(net_manager: Manager, outside: Outside) -> None:
-    sb = await make(net_manager)
-    try:
-        script = (
-            "import socket; h = socket.gethostname(); "
-            "print(h, socket.gethostbyname(h), socket.gethostbyname('localhost'), "
-            "socket.gethostbyname('good.test'), open('/sys/class/net/eth0/mtu').read().strip())"
-        )
-        result = await sb.exec(["python3", "-c", script])
-        assert result.exit_code == 0, result.stderr
-        hostname, own, localhost, good, mtu = result.stdout.decode().split()
-        assert hostname and own.startswith("127.") and localhost == "127.0.0.1"
-        assert good == outside.web and mtu == "1500"
-    finally:
-        await net_manager.delete(sb.id)
+async def test_guest_has_dns_hostname_hosts_and_mtu(
+    manager: Manager, outside: Outside, sandboxes: SandboxFactory
+) -> None:
+    sb = await sandboxes()
+    script = (
+        "import socket; h = socket.gethostname(); "
+        "print(h, socket.gethostbyname(h), socket.gethostbyname('localhost'), "
+        "socket.gethostbyname('good.test'), open('/sys/class/net/eth0/mtu').read().strip())"
+    )
+    result = await sb.exec(["python3", "-c", script])
+    assert result.exit_code == 0, result.stderr
+    hostname, own, localhost, good, mtu = result.stdout.decode().split()
+    assert hostname and own.startswith("127.") and localhost == "127.0.0.1"
+    assert good == outside.web and mtu == "1500"
 
 
 async def test_forks_keep_the_policy_and_their_own_network(
-    net_manager: Manager, outside: Outside
+    manager: Manager, outside: Outside, sandboxes: SandboxFactory
 ) -> None:
     web, other = f"http://{outside.web}/hello", f"http://{outside.other}/hello"
-    sb = await make(net_manager, network=NetworkPolicy(internet=False, allow=[outside.web]))
+    sb = await sandboxes(network=NetworkPolicy(internet=False, allow=[outside.web]))
     forks = []
     try:
-        forks = [net_manager.sandbox(i.id) for i in await net_manager.fork(sb.id, 2)]
+        forks = [manager.sandbox(i.id) for i in await manager.fork(sb.id, 2)]
         assert len({f.machine.config.mac for f in forks}) == 2
         for fork in forks:
             assert fork.info.network == sb.info.network
             results = await probe(fork, web, other)
             assert reached(results, web) and refused_fast(results, other), results
     finally:
-        for box in [*forks, sb]:
-            await net_manager.delete(box.id)
+        for fork in forks:
+            await manager.delete(fork.id)
 
 
 def _host_state() -> tuple[str, str, list[str]]:
@@ -189,13 +174,13 @@ def _host_state() -> tuple[str, str, list[str]]:
     return links.stdout, rules.stdout, host_addresses()
 
 
-async def test_nothing_is_left_on_the_host(net_manager: Manager) -> None:
+async def test_nothing_is_left_on_the_host(manager: Manager, sandboxes: SandboxFactory) -> None:
     """A sandbox's namespace, uplink and rules go with it; the host's own are never touched."""
     before = _host_state()
-    sb = await make(net_manager)
+    sb = await sandboxes()
     assert uplinks(), "a running sandbox has an uplink"
     assert _host_state() == before
-    await net_manager.delete(sb.id)
+    await manager.delete(sb.id)
     # Only the warm pool's sandbox (one) may still have an uplink.
-    assert len(uplinks()) <= net_manager.settings.pool_size
+    assert len(uplinks()) <= manager.settings.pool_size
     assert _host_state() == before

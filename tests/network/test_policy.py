@@ -27,30 +27,7 @@ from sietch.network.policy import (
 
 # The shape of /proc/net/fib_trie: a 127/8 and a /24 with their LOCAL, BROADCAST and
 # link (MAIN) entries, in both the Main and the Local trie, as the kernel prints them.
-FIB_TRIE = """\
-Main:
-  +-- 0.0.0.0/0 3 0 5
-     |-- 0.0.0.0
-        /0 universe UNICAST
-     +-- 127.0.0.0/8 2 0 2
-        +-- 127.0.0.0/31 1 0 0
-           |-- 127.0.0.0
-              /8 host LOCAL
-           |-- 127.0.0.1
-              /32 host LOCAL
-        |-- 127.255.255.255
-           /32 link BROADCAST
-     +-- 192.0.2.0/24 2 0 2
-        +-- 192.0.2.0/30 2 0 2
-           |-- 192.0.2.0
-              /24 link UNICAST
-           |-- 192.0.2.2
-              /32 host LOCAL
-        |-- 192.0.2.255
-           /32 link BROADCAST
-     |-- 198.51.100.9
-        /32 host LOCAL
-Local:
+_TRIE = """\
   +-- 0.0.0.0/0 3 0 5
      |-- 0.0.0.0
         /0 universe UNICAST
@@ -73,6 +50,7 @@ Local:
      |-- 198.51.100.9
         /32 host LOCAL
 """
+FIB_TRIE = "Main:\n" + _TRIE + "Local:\n" + _TRIE
 
 
 def chain(rules: str, name: str) -> list[str]:
