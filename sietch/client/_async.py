@@ -491,11 +491,11 @@ class AsyncSandbox(SandboxBase):
     # -- network ----------------------------------------------------------------
 
     async def set_network(
-        self, *, internet: bool = True, allow: Sequence[str] = ()
+        self, *, internet: bool = True, allow: Sequence[str] | None = None
     ) -> NetworkPolicy:
         """Replace the egress policy: public internet on or off, plus ``allow`` (CIDRs and
         domain names) reachable either way. New connections follow it at once."""
-        policy = NetworkPolicy(internet=internet, allow=list(allow))
+        policy = NetworkPolicy(internet=internet, allow=list(allow or []))
         self._info = await self.client.call(Ops.set_network(self.id, policy))
         return self._info.network
 

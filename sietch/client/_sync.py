@@ -480,10 +480,12 @@ class Sandbox(SandboxBase):
 
     # -- network ----------------------------------------------------------------
 
-    def set_network(self, *, internet: bool = True, allow: Sequence[str] = ()) -> NetworkPolicy:
+    def set_network(
+        self, *, internet: bool = True, allow: Sequence[str] | None = None
+    ) -> NetworkPolicy:
         """Replace the egress policy: public internet on or off, plus ``allow`` (CIDRs and
         domain names) reachable either way. New connections follow it at once."""
-        policy = NetworkPolicy(internet=internet, allow=list(allow))
+        policy = NetworkPolicy(internet=internet, allow=list(allow or []))
         self._info = self.client.call(Ops.set_network(self.id, policy))
         return self._info.network
 

@@ -21,10 +21,10 @@ async def connect(namespace: int, port: int) -> tuple[asyncio.StreamReader, asyn
     sock = netns.socket_in(namespace)
     try:
         await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+        return await asyncio.open_connection(sock=sock, limit=CHUNK)
     except BaseException:
         sock.close()
         raise
-    return await asyncio.open_connection(sock=sock, limit=CHUNK)
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -60,6 +60,7 @@ async def listen(namespace: int, port: int, host_port: int = 0) -> asyncio.Serve
             inner = await connect(namespace, port)
         except OSError:
             writer.transport.abort()
+            writer.close()
             return
         await splice((reader, writer), inner)
 

@@ -18,6 +18,7 @@ from sietch.config import Settings
 from sietch.manager.manager import Manager
 from sietch.vmm import process
 from tests.conftest import short_tmpdir
+from tests.network.outside import uplinks
 
 OWNER = textwrap.dedent(
     """
@@ -56,11 +57,8 @@ async def test_sigkilled_owner_leaves_no_vm(persistent: bool) -> None:
     try:
         owner, qemu_pid = _start_owner(state_dir, persistent)
         assert process.alive(qemu_pid)
-        found = subprocess.run(
-            ["pgrep", "-P", str(owner.pid), "slirp4netns"], check=False, capture_output=True
-        )
-        uplinks = [int(pid) for pid in found.stdout.split()]
-        assert uplinks, "the owner's sandbox has no uplink"
+        owned = uplinks(state_dir)
+        assert owned, "the owner's sandbox has no uplink"
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
         assert owner.stdout is not None
@@ -68,7 +66,7 @@ async def test_sigkilled_owner_leaves_no_vm(persistent: bool) -> None:
         async with Manager(Settings(state_dir=state_dir)) as m:
             assert not list(process.find_by_marker(str(state_dir)))
             assert not process.alive(qemu_pid)
-            for pid in uplinks:
+            for pid in owned:
                 await asyncio.wait_for(process.wait_exit(pid), 10)
             (info,) = await m.list()
             assert info.state == "dead"

@@ -19,6 +19,6 @@ async def manager(outside: Outside) -> AsyncIterator[Manager]:
     try:
         async with Manager(Settings(state_dir=state, dns_servers=[outside.web])) as m:
             yield m
-        assert not uplinks(), "uplinks outlived their sandboxes"
+        assert not uplinks(state), "uplinks outlived their sandboxes"
     finally:
         shutil.rmtree(state, ignore_errors=True)

@@ -34,12 +34,16 @@ class Outside:
     names: dict[str, str]
 
 
-def uplinks() -> list[int]:
-    """slirp4netns processes this test process started (its children)."""
-    found = subprocess.run(
-        ["pgrep", "-P", str(os.getpid()), "slirp4netns"], check=False, capture_output=True
-    )
-    return [int(pid) for pid in found.stdout.split()]
+def uplinks(state_dir: Path) -> list[int]:
+    """slirp4netns processes of sandboxes under ``state_dir`` (their output goes to a log in
+    the sandbox's directory)."""
+    found = subprocess.run(["pgrep", "slirp4netns"], check=False, capture_output=True)
+    mine = []
+    for pid in found.stdout.split():
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{int(pid)}/fd/1").startswith(f"{state_dir}/"):
+                mine.append(int(pid))
+    return mine
 
 
 def _ip(*args: str) -> None:

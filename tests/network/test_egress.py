@@ -178,9 +178,9 @@ async def test_nothing_is_left_on_the_host(manager: Manager, sandboxes: SandboxF
     """A sandbox's namespace, uplink and rules go with it; the host's own are never touched."""
     before = _host_state()
     sb = await sandboxes()
-    assert uplinks(), "a running sandbox has an uplink"
+    assert uplinks(manager.settings.state_dir), "a running sandbox has an uplink"
     assert _host_state() == before
     await manager.delete(sb.id)
     # Only the warm pool's sandbox (one) may still have an uplink.
-    assert len(uplinks()) <= manager.settings.pool_size
+    assert len(uplinks(manager.settings.state_dir)) <= manager.settings.pool_size
     assert _host_state() == before
