@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 from sietch.network import netns
 
@@ -52,16 +53,46 @@ async def splice(
                 await writer.wait_closed()
 
 
-async def listen(namespace: int, port: int, host_port: int = 0) -> asyncio.Server:
-    """Relay ``host_port`` on the host (0: any free one) to ``port`` in the namespace."""
+class Relay:
+    """A host listener relaying each connection to ``port`` inside ``namespace``.
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    It holds its connection tasks itself (the event loop keeps only weak
+    references to tasks), and :meth:`close` ends them all.
+    """
+
+    def __init__(self, namespace: int, port: int) -> None:
+        self.namespace = namespace
+        self.port = port
+        self.server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def start(self, host_port: int = 0) -> int:
+        """Listen on ``host_port`` of the host's loopback (0: any free one); returns it."""
+        self.server = await asyncio.start_server(self._handle, HOST, host_port, limit=CHUNK)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        inner = None
         try:
-            inner = await connect(namespace, port)
-        except OSError:
-            writer.transport.abort()
-            writer.close()
-            return
-        await splice((reader, writer), inner)
+            with contextlib.suppress(OSError):
+                inner = await connect(self.namespace, self.port)
+        finally:
+            if inner is None:
+                writer.transport.abort()
+                writer.close()
+        try:
+            if inner is not None:
+                await splice((reader, writer), inner)
+        finally:
+            if task is not None:
+                self._connections.discard(task)
 
-    return await asyncio.start_server(handle, HOST, host_port, limit=CHUNK)
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)

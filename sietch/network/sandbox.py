@@ -41,7 +41,7 @@ class SandboxNetwork:
         self.upstreams = upstreams
         self.uplink: uplink.Uplink | None = None
         self.dns: DnsProxy | None = None
-        self._relays: dict[int, asyncio.Server] = {}
+        self._relays: dict[int, relay.Relay] = {}
         self._exit_r: int | None = None
         self._exit_w: int | None = None
 
@@ -127,16 +127,15 @@ class SandboxNetwork:
 
     async def open_relay(self, inner_port: int, host_port: int = 0) -> int:
         """Relay a free host port (or ``host_port``) to ``inner_port`` in the namespace."""
-        server = await relay.listen(self.namespace, inner_port, host_port)
-        port = int(server.sockets[0].getsockname()[1])
-        self._relays[port] = server
+        new = relay.Relay(self.namespace, inner_port)
+        port = await new.start(host_port)
+        self._relays[port] = new
         return port
 
     async def close_relay(self, host_port: int) -> None:
-        server = self._relays.pop(host_port, None)
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        found = self._relays.pop(host_port, None)
+        if found is not None:
+            await found.close()
 
     async def close(self) -> None:
         """Release everything on the host, once QEMU is gone (or never started)."""
