@@ -77,6 +77,8 @@ for n in null zero full random urandom tty; do
 done
 ln -s pts/ptmx /dev/ptmx
 umount -l /run/hostdev
+cp /etc/hosts /run/hosts
+mount --bind /run/hosts /etc/hosts
 exec "$0" -m sietch.agent.guest --connect "$1" --give-up 20
 """
 

@@ -33,6 +33,13 @@ async def test_pid1_hello_sets_hostname(pid1_agent: AgentUnderTest) -> None:
     out = await host.run(argv=["hostname"])
     assert out.stdout == b"sbx-test\n"
     assert os.uname().nodename != "sbx-test"
+    # ... and names it in /etc/hosts (the namespace's private copy), once.
+    out = await host.run(argv=["grep", "-c", "^127.0.1.1", "/etc/hosts"])
+    assert out.stdout == b"1\n"
+    out = await host.run(argv=["grep", "^127.0.1.1", "/etc/hosts"])
+    assert out.stdout.split() == [b"127.0.1.1", b"sbx-test"]
+    with open("/etc/hosts") as f:
+        assert "sbx-test" not in f.read()
 
 
 async def test_pid1_mounts_pts_shm_and_brings_up_lo(pid1_agent: AgentUnderTest) -> None:

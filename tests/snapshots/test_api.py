@@ -35,6 +35,7 @@ def test_sdk_pause_snapshot_restore_fork(api_server: ApiServer) -> None:
             assert restored.info.snapshot_id == snap.id
             assert restored.files.read("/root/x") == b"saved"
             assert restored.exec("hostname").stdout.strip() == "again"
+            assert restored.exec("getent hosts again").stdout.split() == ["127.0.1.1", "again"]
             forks = restored.fork(2)
             made.extend(forks)
             assert [f.files.read("/root/x") for f in forks] == [b"saved", b"saved"]

@@ -82,6 +82,22 @@ def set_hostname(name: str) -> None:
         f.write(name)
 
 
+def name_in_hosts(name: str, path: str = "/etc/hosts") -> None:
+    """Point 127.0.1.1 at ``name`` (Debian's convention), so a new hostname resolves too.
+
+    Written in place, not renamed over: /etc/hosts may be a bind mount.
+    """
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        lines = ["127.0.0.1\tlocalhost"]
+    kept = [line for line in lines if line.split()[:1] != ["127.0.1.1"]]
+    kept.insert(1 if kept else 0, f"127.0.1.1\t{name}")
+    with open(path, "w") as f:
+        f.write("\n".join(kept) + "\n")
+
+
 def hostname_from_etc() -> str:
     try:
         with open("/etc/hostname") as f:

@@ -151,6 +151,10 @@ async def op_hello(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[s
             init.add_entropy(entropy)
         if hostname:
             init.set_hostname(hostname)
+            try:
+                init.name_in_hosts(hostname)
+            except OSError as exc:
+                log.warning("cannot update /etc/hosts: %s", exc)
         if mac:
             try:
                 init.set_mac("eth0", mac)
