@@ -30,6 +30,13 @@ from sietch.network.policy import NetworkPolicy, host_addresses, learn, ruleset
 log = logging.getLogger(__name__)
 
 
+def _allow_ping() -> None:
+    """Let slirp (QEMU, unprivileged) answer the guest's pings through ICMP datagram sockets;
+    /proc/sys/net is the namespace's own, the host's setting is untouched."""
+    with open("/proc/sys/net/ipv4/ping_group_range", "w") as f:
+        f.write("0 2147483647")
+
+
 class SandboxNetwork:
     """Made in two steps, so that QEMU can start in between: :meth:`prepare` (the
     namespace, and the pipe that will stop the uplink) before QEMU, :meth:`connect`
@@ -49,6 +56,7 @@ class SandboxNetwork:
     async def prepare(cls, policy: NetworkPolicy, upstreams: list[str]) -> SandboxNetwork:
         net = cls(await asyncio.to_thread(netns.create), policy, upstreams)
         net._exit_r, net._exit_w = os.pipe()
+        netns.call_in(net.namespace, _allow_ping)
         return net
 
     async def connect(self, log_file: Path) -> None:

@@ -21,6 +21,14 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"""
 
 
 @dataclass
@@ -28,7 +36,7 @@ class Outside:
     name: str
     host_end: str
     web: str
-    """Serves ``/hello`` ("hello from outside") on port 80, and DNS on port 53."""
+    """Serves ``/hello`` ("hello from outside") on port 80, DNS on port 53, UDP echo on 7."""
     other: str
     """A second address of the same servers, for allow-lists that leave it out."""
     names: dict[str, str]
@@ -77,6 +85,7 @@ def outside_network() -> Iterator[Outside]:
                 stderr=subprocess.DEVNULL,
             )
         )
+        procs.append(subprocess.Popen([*run, sys.executable, "-c", UDP_ECHO]))
         pairs = [f"{k}={v}" for k, v in names.items()]
         procs.append(
             subprocess.Popen([*run, sys.executable, str(HERE / "dns_server.py"), "0.0.0.0", *pairs])

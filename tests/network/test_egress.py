@@ -15,11 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from sietch.manager.manager import Manager
+from sietch.manager.models import ExecResult
 from sietch.manager.sandbox import Sandbox
 from sietch.network.policy import NetworkPolicy, host_addresses
 from tests.conftest import SandboxFactory
 from tests.core.test_ports import fetch, serve
 from tests.network.outside import Outside, uplinks
+
+BUSYBOX = "/run/sietch/bin/busybox"
+"""The tools disk's busybox (the default image has no ping)."""
 
 PROBE = r"""
 import json, socket, sys, time, urllib.request
@@ -43,6 +47,21 @@ async def probe(sb: Sandbox, *urls: str) -> dict[str, dict[str, object]]:
     return json.loads(result.stdout)
 
 
+async def udp_echo(sb: Sandbox, address: str) -> bytes | None:
+    """What the outside's UDP echo sent back, or None after a second of silence."""
+    script = (
+        "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"s.settimeout(1); s.sendto(b'ping', ('{address}', 7)); "
+        "sys.stdout.buffer.write(s.recv(64))"
+    )
+    result = await sb.exec(["python3", "-c", script], timeout=30)
+    return result.stdout if result.exit_code == 0 else None
+
+
+async def ping(sb: Sandbox, address: str) -> ExecResult:
+    return await sb.exec([BUSYBOX, "ping", "-c", "1", "-W", "2", address], timeout=30)
+
+
 def reached(results: dict[str, dict[str, object]], url: str) -> bool:
     return results[url]["ok"] is True
 
@@ -62,6 +81,8 @@ async def test_internet_on_reaches_the_outside_by_address_and_name(
     results = await probe(sb, by_ip, by_name)
     assert reached(results, by_ip) and reached(results, by_name), results
     assert results[by_name]["body"] == "hello from outside\n"
+    assert await udp_echo(sb, outside.web) == b"ping"
+    assert (await ping(sb, outside.web)).exit_code == 0
 
 
 async def test_policy_set_at_create_and_changed_at_run_time(
@@ -74,6 +95,8 @@ async def test_policy_set_at_create_and_changed_at_run_time(
     assert sb.info.network.internet is False
     results = await probe(sb, web, good)
     assert refused_fast(results, web) and refused_fast(results, good), results
+    assert await udp_echo(sb, outside.web) is None
+    assert (await ping(sb, outside.web)).exit_code != 0
 
     await manager.set_network(sb.id, NetworkPolicy(internet=False, allow=[outside.web]))
     results = await probe(sb, web, other)
