@@ -1,7 +1,7 @@
 """Each sandbox's DNS resolver, run by Sietch inside the sandbox's namespace.
 
-Every UDP query to port 53 the sandbox sends, to whatever server, is
-redirected here (see :func:`sietch.network.policy.ruleset`). A name the
+Every query to port 53 the sandbox sends, UDP or TCP, to whatever server,
+is redirected here (see :func:`sietch.network.policy.ruleset`). A name the
 policy does not allow is answered REFUSED at once; an allowed one is
 forwarded to the upstream resolvers, and when it is one of the policy's
 domains, the addresses in the answer are let through the firewall for their
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dns.asyncquery
 import dns.exception
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -29,6 +30,8 @@ from sietch.network.policy import DNS_PORT, NetworkPolicy, domain_listed
 log = logging.getLogger(__name__)
 
 UPSTREAM_TIMEOUT = 2.0
+UDP_MIN = 512
+"""What every DNS client takes over UDP (more only when it says so with EDNS)."""
 
 Learn = Callable[[list[tuple[str, int]]], Awaitable[None]]
 
@@ -48,6 +51,7 @@ class DnsProxy(asyncio.DatagramProtocol):
         self._upstreams = upstreams
         self._learn = learn
         self._transport: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -58,21 +62,31 @@ class DnsProxy(asyncio.DatagramProtocol):
         upstreams: list[str],
         learn: Learn,
     ) -> DnsProxy:
-        sock = netns.socket_in(namespace, socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            sock.bind(("127.0.0.1", DNS_PORT))
-        except BaseException:
-            sock.close()
-            raise
         proxy = cls(policy, upstreams, learn)
-        await asyncio.get_running_loop().create_datagram_endpoint(lambda: proxy, sock=sock)
+        udp = netns.socket_in(namespace, socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = netns.socket_in(namespace, socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            udp.bind(("127.0.0.1", DNS_PORT))
+            tcp.bind(("127.0.0.1", DNS_PORT))
+            tcp.listen()
+            loop = asyncio.get_running_loop()
+            await loop.create_datagram_endpoint(lambda: proxy, sock=udp)
+            proxy._server = await asyncio.start_server(proxy._serve_tcp, sock=tcp)
+        except BaseException:
+            udp.close()
+            tcp.close()
+            proxy.close()
+            raise
         return proxy
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        task = asyncio.ensure_future(self._answer(data, addr))
+        self._keep(asyncio.ensure_future(self._answer(data, addr)))
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold the task until it ends: the loop keeps only weak references."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -82,10 +96,37 @@ class DnsProxy(asyncio.DatagramProtocol):
         except dns.exception.DNSException:
             return
         reply = await self.resolve(query)
+        # Too big for the asker's UDP size: truncated (TC), and it asks again over TCP.
+        size = max(UDP_MIN, query.payload if query.edns >= 0 else UDP_MIN)
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(reply.to_wire(), addr)
+            self._transport.sendto(reply.to_wire(max_size=size, prefer_truncation=True), addr)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._keep(task)  # type: ignore[arg-type]
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                query = dns.message.from_wire(await reader.readexactly(size))
+                wire = (await self.resolve(query)).to_wire()
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):
+            pass
+        except asyncio.CancelledError:
+            pass  # close() ended it (see relay.Relay._handle)
+        finally:
+            writer.close()
 
     async def resolve(self, query: dns.message.Message) -> dns.message.Message:
+        reply = await self._resolve(query)
+        # We recurse for the guest. glibc takes a reply without RA and without
+        # answers (a truncated one, say) for a lame server and gives up.
+        reply.flags |= dns.flags.RA
+        return reply
+
+    async def _resolve(self, query: dns.message.Message) -> dns.message.Message:
         if len(query.question) != 1:
             return _error(query, dns.rcode.FORMERR)
         name = query.question[0].name.to_text(omit_final_dot=True)
@@ -112,7 +153,10 @@ class DnsProxy(asyncio.DatagramProtocol):
     async def _forward(self, query: dns.message.Message) -> dns.message.Message | None:
         for server in self._upstreams:
             try:
-                return await dns.asyncquery.udp(query, server, timeout=UPSTREAM_TIMEOUT)
+                answer, _ = await dns.asyncquery.udp_with_fallback(
+                    query, server, timeout=UPSTREAM_TIMEOUT
+                )
+                return answer
             except (dns.exception.DNSException, OSError) as exc:
                 log.debug("DNS upstream %s failed: %s", server, exc)
         return None
@@ -120,6 +164,8 @@ class DnsProxy(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        if self._server is not None:
+            self._server.close()
         for task in self._tasks:
             task.cancel()
 

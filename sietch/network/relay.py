@@ -86,6 +86,10 @@ class Relay:
         try:
             if inner is not None:
                 await splice((reader, writer), inner)
+        except asyncio.CancelledError:
+            # close() ended it; finishing normally keeps asyncio's start_server
+            # callback (3.11) from logging the cancellation as an error.
+            pass
         finally:
             if task is not None:
                 self._connections.discard(task)

@@ -164,13 +164,15 @@ async def test_guest_has_dns_hostname_hosts_and_mtu(
     script = (
         "import socket; h = socket.gethostname(); "
         "print(h, socket.gethostbyname(h), socket.gethostbyname('localhost'), "
-        "socket.gethostbyname('good.test'), open('/sys/class/net/eth0/mtu').read().strip())"
+        "socket.gethostbyname('good.test'), open('/sys/class/net/eth0/mtu').read().strip(), "
+        "len(socket.gethostbyname_ex('big.test')[2]))"
     )
     result = await sb.exec(["python3", "-c", script])
     assert result.exit_code == 0, result.stderr
-    hostname, own, localhost, good, mtu = result.stdout.decode().split()
+    hostname, own, localhost, good, mtu, big = result.stdout.decode().split()
     assert hostname and own.startswith("127.") and localhost == "127.0.0.1"
     assert good == outside.web and mtu == "1500"
+    assert big == "40", "an answer too big for UDP arrives whole over TCP"
 
 
 async def test_forks_keep_the_policy_and_their_own_network(
