@@ -2,10 +2,12 @@
 
 Forwards are added and removed at run time with the HMP commands
 ``hostfwd_add`` / ``hostfwd_remove`` (sent through QMP's
-``human-monitor-command``). The host side always binds 127.0.0.1; asking for
-host port 0 lets the kernel pick a free one inside QEMU (no race with another
-process taking it first), and ``info usernet`` tells which one it got.
-``restrict=on`` only stops guest-initiated traffic: host forwards still work.
+``human-monitor-command``). QEMU binds 127.0.0.1 of the network namespace
+it runs in: the sandbox's own, reached from the host through a relay
+(:mod:`sietch.network.relay`), or the host's when Sietch can't isolate
+(not root). Asking for port 0 lets the kernel pick a free one inside QEMU (no
+race with another process taking it first), and ``info usernet`` tells which
+one it got.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -26,8 +25,6 @@ from sietch.errors import NetworkError
 from sietch.network import netns, nft, relay, uplink
 from sietch.network.dns import DnsProxy
 from sietch.network.policy import NetworkPolicy, host_addresses, learn, ruleset
-
-log = logging.getLogger(__name__)
 
 
 def _allow_ping() -> None:
@@ -55,8 +52,12 @@ class SandboxNetwork:
     @classmethod
     async def prepare(cls, policy: NetworkPolicy, upstreams: list[str]) -> SandboxNetwork:
         net = cls(await asyncio.to_thread(netns.create), policy, upstreams)
-        net._exit_r, net._exit_w = os.pipe()
-        netns.call_in(net.namespace, _allow_ping)
+        try:
+            net._exit_r, net._exit_w = os.pipe()
+            netns.call_in(net.namespace, _allow_ping)
+        except BaseException:
+            await net.close()
+            raise
         return net
 
     async def connect(self, log_file: Path) -> None:
@@ -67,19 +68,6 @@ class SandboxNetwork:
         self.uplink = await uplink.start(self.namespace, self._exit_r, log_file)
         self._close_fd("_exit_r")
         await self._start_dns()
-
-    @classmethod
-    async def create(
-        cls, policy: NetworkPolicy, upstreams: list[str], log_file: Path
-    ) -> SandboxNetwork:
-        """:meth:`prepare` and :meth:`connect` in one (no QEMU to start in between)."""
-        net = await cls.prepare(policy, upstreams)
-        try:
-            await net.connect(log_file)
-        except BaseException:
-            await net.close()
-            raise
-        return net
 
     @classmethod
     async def adopt(cls, pid: int, policy: NetworkPolicy, upstreams: list[str]) -> SandboxNetwork:
