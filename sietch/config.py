@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, FilePath, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     port: int = Field(default=7000, ge=1, le=65535)
     auth: bool = True
     """Require an API key; switching it off is refused unless ``host`` is loopback."""
+    tls_cert: FilePath | None = None
+    tls_key: FilePath | None = None
+    """Serve HTTPS (API, port proxy, WebSockets) with this PEM certificate and key."""
     api_key_file: Path | None = None
     """Hashes of the accepted API keys, one per line; default ``<state_dir>/api_keys``."""
     max_request_bytes: int = Field(default=1 * MiB, ge=1024)
@@ -95,6 +98,8 @@ class Settings(BaseSettings):
                 f"refusing to serve without authentication on {self.host!r}: "
                 "auth may only be switched off on a loopback address"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("HTTPS needs both a certificate (tls_cert) and its key (tls_key)")
         if not 0 < self.default_vcpus <= self.max_vcpus:
             raise ValueError("default_vcpus must be between 1 and max_vcpus")
         if not self.min_memory_mib <= self.default_memory_mib <= self.max_memory_mib:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ serve_app = typer.Typer()
 
 
 @serve_app.command()
-def serve(
+def serve(  # noqa: PLR0917 - typer passes options by name
     host: Annotated[
         str | None, typer.Option(help="Address to bind [default: 127.0.0.1, SIETCH_HOST].")
     ] = None,
@@ -29,6 +30,12 @@ def serve(
         bool, typer.Option("--new-api-key", help="Create another API key and show it once.")
     ] = False,
     log_format: Annotated[str, typer.Option(help="json (one object per line) or text.")] = "json",
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="PEM certificate: serve HTTPS [SIETCH_TLS_CERT].")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of --tls-cert [SIETCH_TLS_KEY].")
+    ] = None,
 ) -> None:
     """Start the Sietch API server (sandboxes keep running across restarts)."""
     from sietch.server.auth import ApiKeys
@@ -41,10 +48,14 @@ def serve(
         overrides["port"] = port
     if no_auth:
         overrides["auth"] = False
+    if tls_cert is not None:
+        overrides["tls_cert"] = tls_cert
+    if tls_key is not None:
+        overrides["tls_key"] = tls_key
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        fail("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()), 2)
+        fail("; ".join(_describe(e) for e in exc.errors()), 2)
     keys = None
     if settings.auth:
         keys = ApiKeys(settings.api_keys_path)
@@ -70,3 +81,9 @@ def serve(
         )
     err.print(f"Serving on http://{settings.host}:{settings.port} (docs at /docs)")
     run_server(settings, api_keys=keys, log_format=log_format)
+
+
+def _describe(error: Any) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    field = ".".join(str(part) for part in error["loc"])
+    return f"{field}: {message}" if field else message

@@ -23,4 +23,6 @@ def serve(settings: Settings, *, api_keys: ApiKeys | None = None, log_format: st
         ws="websockets-sansio",
         ws_max_size=4 * 1024 * 1024,
         timeout_graceful_shutdown=10,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )

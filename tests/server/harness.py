@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -58,7 +59,14 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "tls_cert" in self.settings else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What clients trust: the server's own certificate when it serves HTTPS."""
+        cert = self.settings.get("tls_cert")
+        return ssl.create_default_context(cafile=cert) if cert else True
 
     @property
     def env(self) -> dict[str, str]:
@@ -101,7 +109,7 @@ class ApiServer:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"server exited with {self.proc.returncode}")
-        response = httpx.get(f"{self.url}/api/v1/health", timeout=2.0)
+        response = httpx.get(f"{self.url}/api/v1/health", timeout=2.0, verify=self.verify)
         if response.status_code != 200:
             raise ServerNotUp(response.text)
 
@@ -125,7 +133,9 @@ class ApiServer:
         if self.proc is not None and self.proc.poll() is None:
             with (
                 contextlib.suppress(httpx.HTTPError),
-                httpx.Client(base_url=self.url, headers=self.headers, timeout=60) as c,
+                httpx.Client(
+                    base_url=self.url, headers=self.headers, timeout=60, verify=self.verify
+                ) as c,
             ):
                 for sb in c.get("/api/v1/sandboxes").json().get("data", []):
                     c.delete(f"/api/v1/sandboxes/{sb['id']}")
