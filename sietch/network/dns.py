@@ -16,6 +16,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import dns.asyncquery
 import dns.exception
@@ -26,6 +27,7 @@ import dns.rdatatype
 
 from sietch.network import netns
 from sietch.network.policy import DNS_PORT, NetworkPolicy, domain_listed
+from sietch.network.relay import held
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class DnsProxy(asyncio.DatagramProtocol):
         self._learn = learn
         self._transport: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     async def start(
@@ -85,7 +87,7 @@ class DnsProxy(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self._keep(asyncio.ensure_future(self._answer(data, addr)))
 
-    def _keep(self, task: asyncio.Task[None]) -> None:
+    def _keep(self, task: asyncio.Task[Any]) -> None:
         """Hold the task until it ends: the loop keeps only weak references."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -102,22 +104,18 @@ class DnsProxy(asyncio.DatagramProtocol):
             self._transport.sendto(reply.to_wire(max_size=size, prefer_truncation=True), addr)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._keep(task)  # type: ignore[arg-type]
-        try:
-            while True:
-                size = int.from_bytes(await reader.readexactly(2), "big")
-                query = dns.message.from_wire(await reader.readexactly(size))
-                wire = (await self.resolve(query)).to_wire()
-                writer.write(len(wire).to_bytes(2, "big") + wire)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):
-            pass
-        except asyncio.CancelledError:
-            pass  # close() ended it (see relay.Relay._handle)
-        finally:
-            writer.close()
+        with held(self._tasks):
+            try:
+                while True:
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    query = dns.message.from_wire(await reader.readexactly(size))
+                    wire = (await self.resolve(query)).to_wire()
+                    writer.write(len(wire).to_bytes(2, "big") + wire)
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError, dns.exception.DNSException):
+                pass
+            finally:
+                writer.close()
 
     async def resolve(self, query: dns.message.Message) -> dns.message.Message:
         reply = await self._resolve(query)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from sietch.network import netns
@@ -53,6 +54,23 @@ async def splice(
                 await writer.wait_closed()
 
 
+@contextlib.contextmanager
+def held(tasks: set[asyncio.Task[Any]]) -> Iterator[None]:
+    """Keep the running connection handler in ``tasks`` (the loop holds tasks only weakly)
+    until it ends, so its owner can cancel it on close. That cancellation ends the handler
+    normally: asyncio's start_server callback (3.11) logs a cancelled handler as an error."""
+    task = asyncio.current_task()
+    if task is not None:
+        tasks.add(task)
+    try:
+        yield
+    except asyncio.CancelledError:
+        pass
+    finally:
+        if task is not None:
+            tasks.discard(task)
+
+
 class Relay:
     """A host listener relaying each connection to ``port`` inside ``namespace``.
 
@@ -72,27 +90,17 @@ class Relay:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
-        inner = None
-        try:
-            with contextlib.suppress(OSError):
-                inner = await connect(self.namespace, self.port)
-        finally:
-            if inner is None:
-                writer.transport.abort()
-                writer.close()
-        try:
+        with held(self._connections):
+            inner = None
+            try:
+                with contextlib.suppress(OSError):
+                    inner = await connect(self.namespace, self.port)
+            finally:
+                if inner is None:
+                    writer.transport.abort()
+                    writer.close()
             if inner is not None:
                 await splice((reader, writer), inner)
-        except asyncio.CancelledError:
-            # close() ended it; finishing normally keeps asyncio's start_server
-            # callback (3.11) from logging the cancellation as an error.
-            pass
-        finally:
-            if task is not None:
-                self._connections.discard(task)
 
     async def close(self) -> None:
         if self.server is not None:
