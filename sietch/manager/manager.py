@@ -57,8 +57,6 @@ from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
 
 log = logging.getLogger(__name__)
 
-NEEDS_ROOT = "sandbox egress needs Sietch to run as root (it uses network namespaces)"
-
 
 class Manager:
     """Creates and tracks sandboxes. Use as ``async with Manager() as m: ...``."""
@@ -339,13 +337,20 @@ class Manager:
     def default_network(self) -> NetworkPolicy:
         return NetworkPolicy(internet=self.settings.internet and self._isolate)
 
+    @staticmethod
+    def _refuse_egress(policy: NetworkPolicy) -> None:
+        """Without a namespace (not root) a sandbox has no way out: a policy can't give one."""
+        if policy.internet or policy.allow:
+            raise NetworkError(
+                "sandbox egress needs Sietch to run as root (it uses network namespaces)"
+            )
+
     async def _launch(
         self, info: SandboxInfo, config: MachineConfig
     ) -> tuple[QemuMachine, SandboxNetwork | None]:
         """Start QEMU inside the sandbox's own network, which is wired while QEMU starts."""
         if not self._isolate:
-            if info.network.internet or info.network.allow:
-                raise NetworkError(NEEDS_ROOT)
+            self._refuse_egress(info.network)
             machine = QemuMachine(config)
             await machine.launch()
             return machine, None
@@ -372,6 +377,7 @@ class Manager:
     async def _boot(self, info: SandboxInfo, config: MachineConfig) -> Sandbox:
         agent = AgentConnection(config.agent_socket, name=info.id)
         machine, network = await self._launch(info, config)
+        sandbox = Sandbox(info, config.workdir, machine, agent, network)
         try:
             connect = asyncio.ensure_future(
                 agent.connect(self.settings.boot_timeout_s, entropy=entropy())
@@ -395,12 +401,9 @@ class Manager:
                     console=read_tail(config.console_log, 4000),
                 ) from exc
         except BaseException:
-            await agent.close()
-            await machine.kill()
-            if network is not None:
-                await network.close()
+            await sandbox.stop()
             raise
-        return Sandbox(info, config.workdir, machine, agent, network)
+        return sandbox
 
     def _register(self, sandbox: Sandbox) -> None:
         self._live[sandbox.id] = sandbox
@@ -416,7 +419,7 @@ class Manager:
         await sandbox.machine.wait()
         if self._live.pop(sandbox.id, None) is None:
             return
-        await self._stop(sandbox)
+        await sandbox.stop()
         info = self.store.get(sandbox.id)
         if info is not None:
             info.state, info.pid, info.ports = SandboxState.DEAD, None, []
@@ -515,8 +518,8 @@ class Manager:
         async with self.snapshots._lock(sandbox_id):
             if sb.network is not None:
                 await sb.network.apply(policy)
-            elif policy.internet or policy.allow:
-                raise NetworkError(NEEDS_ROOT)
+            else:
+                self._refuse_egress(policy)
             sb.info.network = policy
             self.store.put(sb.info)
         sb.log.info("network policy: internet=%s allow=%s", policy.internet, policy.allow)
@@ -588,15 +591,8 @@ class Manager:
     async def _destroy(self, sandbox_id: str) -> None:
         sandbox = self._live.pop(sandbox_id, None)
         if sandbox is not None:
-            await self._stop(sandbox)
+            await sandbox.stop()
         await self._discard(sandbox_id, None)
-
-    @staticmethod
-    async def _stop(sandbox: Sandbox) -> None:
-        await sandbox.agent.close()
-        await sandbox.machine.kill()
-        if sandbox.network is not None:
-            await sandbox.network.close()
 
     async def _discard(self, sandbox_id: str, config: MachineConfig | None) -> None:
         workdir = config.workdir if config else self.sandboxes_dir / sandbox_id

@@ -126,6 +126,13 @@ class Sandbox:
     def id(self) -> str:
         return self.info.id
 
+    async def stop(self) -> None:
+        """Kill the VM and release what it holds on the host: agent connection, network."""
+        await self.agent.close()
+        await self.machine.kill()
+        if self.network is not None:
+            await self.network.close()
+
     # -- commands ---------------------------------------------------------------
 
     async def start(

@@ -412,6 +412,7 @@ class Snapshots:
         if hostname:
             hello["hostname"] = hostname
         machine, network = await self.m._launch(info, config)
+        sandbox = Sandbox(info, config.workdir, machine, agent, network)
         try:
             t1 = time.monotonic()
             await vmsnap.load_state(machine, state, ram_in_stream=ram_in_stream)
@@ -430,17 +431,14 @@ class Snapshots:
                 *(1000 * d for d in (t2 - t1, t3 - t2, t4 - t3)),
             )
         except BaseException as exc:
-            await agent.close()
-            await machine.kill()
-            if network is not None:
-                await network.close()
+            await sandbox.stop()
             if isinstance(exc, SietchError) and not isinstance(exc, BootError):
                 raise BootError(
                     f"restore of {info.snapshot_id} failed: {exc.message}",
                     console=read_tail(config.qemu_log, 2000),
                 ) from exc
             raise
-        return Sandbox(info, config.workdir, machine, agent, network)
+        return sandbox
 
     async def fork(
         self, sandbox_id: str, count: int, metadata: dict[str, str] | None = None
