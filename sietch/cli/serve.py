@@ -79,7 +79,8 @@ def serve(  # noqa: PLR0917 - typer passes options by name
                 border_style="bold red",
             )
         )
-    err.print(f"Serving on http://{settings.host}:{settings.port} (docs at /docs)")
+    scheme = "https" if settings.tls_cert else "http"
+    err.print(f"Serving on {scheme}://{settings.host}:{settings.port} (docs at /docs)")
     run_server(settings, api_keys=keys, log_format=log_format)
 
 
