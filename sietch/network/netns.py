@@ -12,14 +12,13 @@ only for the ``socket()`` call itself.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import fcntl
 import os
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 from sietch.errors import NetworkError
@@ -77,24 +76,17 @@ def create() -> int:
     return result[0]
 
 
-@contextlib.contextmanager
-def entered(netns: int) -> Iterator[None]:
-    """Run the calling thread in ``netns`` for the block (keep it short and synchronous)."""
+def call_in(namespace: int, fn: Callable[[], T]) -> T:
+    """``fn()`` with the calling thread in ``namespace`` (keep it short and synchronous)."""
     home = _own()
     try:
-        _check(_libc.setns(netns, CLONE_NEWNET), "setns")
+        _check(_libc.setns(namespace, CLONE_NEWNET), "setns")
         try:
-            yield
+            return fn()
         finally:
             _check(_libc.setns(home, CLONE_NEWNET), "setns back")
     finally:
         os.close(home)
-
-
-def call_in(netns: int, fn: Callable[[], T]) -> T:
-    """``fn()`` with the calling thread in ``netns``."""
-    with entered(netns):
-        return fn()
 
 
 def socket_in(
