@@ -24,7 +24,7 @@ import uvicorn
 from common import median, p95, reap, report
 
 from sietch.config import Settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from sietch.server import create_app
 from sietch.server.auth import ApiKeys
 
@@ -63,7 +63,7 @@ async def measure(runs: int, state: Path) -> dict[str, float | int | str]:
         if serving.done():
             serving.result()
         await asyncio.sleep(0.05)
-    manager: Manager = app.state.sietch.manager
+    manager: Manager = app.state.sietch.core
     info = await manager.create()
     sandbox = manager.sandbox(info.id)
     url = f"http://127.0.0.1:{settings.port}"

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from sietch.config import Settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from sietch.server.auth import ApiKeys
 
 

@@ -15,7 +15,7 @@ import time
 
 from common import bench_manager, median, p95, report
 
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 
 
 async def first_exec(manager: Manager, sandbox_id: str) -> None:

@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 
 from sietch.config import Settings
-from sietch.manager.manager import Manager
-from sietch.manager.models import SandboxInfo
-from sietch.manager.sandbox import Sandbox
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
+from sietch.core.models import SandboxInfo
 from sietch.vmm import process
 from tests.network.outside import Outside, outside_network
 
@@ -72,7 +72,7 @@ def outside() -> Iterator[Outside]:
 
 _FAILED = pytest.StashKey[bool]()
 
-SandboxFactory = Callable[..., Awaitable[Sandbox]]
+SandboxFactory = Callable[..., Awaitable[LiveSandbox]]
 
 
 @pytest_asyncio.fixture
@@ -82,7 +82,7 @@ async def sandboxes(
     """Factory: ``await sandboxes(**spec)`` boots a sandbox that is deleted after the test."""
     made: list[SandboxInfo] = []
 
-    async def make(**spec: Any) -> Sandbox:
+    async def make(**spec: Any) -> LiveSandbox:
         info = await manager.create(**spec)
         made.append(info)
         return manager.sandbox(info.id)
@@ -108,7 +108,7 @@ def keep_evidence(manager: Manager, sandbox_id: str, test_name: str) -> None:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def shared(manager: Manager) -> AsyncIterator[Sandbox]:
+async def shared(manager: Manager) -> AsyncIterator[LiveSandbox]:
     """One sandbox shared by a module's read-mostly tests (a boot costs seconds under TCG)."""
     info = await manager.create()
     yield manager.sandbox(info.id)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sietch.client import AsyncClient, AsyncSandbox
+from sietch.core.manager import Manager
 from sietch.errors import PayloadTooLarge
-from sietch.manager.manager import Manager
 from sietch.mcp.models import (
     OUTPUT_LIMIT,
     READ_LIMIT,

@@ -14,8 +14,8 @@ from starlette.requests import HTTPConnection
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sietch.core.manager import Manager
 from sietch.errors import SietchError
-from sietch.manager.manager import Manager
 from sietch.mcp.backend import ManagerBackend
 from sietch.mcp.server import build_server
 from sietch.server.deps import authenticate

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 
 from sietch import __version__
 from sietch.config import Settings, get_settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from sietch.mcp.http import McpEndpoint
 from sietch.server import arrakis, handlers
 from sietch.server.auth import ApiKeys

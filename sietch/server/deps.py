@@ -14,9 +14,9 @@ from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
 from sietch.config import Settings
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
 from sietch.errors import AuthenticationError, InvalidArgument, Unavailable
-from sietch.manager.manager import Manager
-from sietch.manager.sandbox import Sandbox
 from sietch.server.metrics import Metrics
 from sietch.server.schemas import MAX_PATH, check_guest_path
 from sietch.server.state import ServerState
@@ -77,12 +77,12 @@ def authenticate(conn: HTTPConnection) -> None:
 require_api_key = BearerAuth(auto_error=False, description="An API key from `sietch serve`.")
 
 
-async def get_sandbox(sandbox_id: str, manager: ManagerDep) -> Sandbox:
+async def get_sandbox(sandbox_id: str, manager: ManagerDep) -> LiveSandbox:
     """The live sandbox of the path's id (404 unknown, 409 not running)."""
     return manager.sandbox(sandbox_id)
 
 
-SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
+SandboxDep = Annotated[LiveSandbox, Depends(get_sandbox)]
 
 
 async def guest_path_param(

@@ -38,8 +38,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from sietch.core.live import Execution, LiveSandbox
 from sietch.errors import InvalidArgument, SietchError, ValidationFailed
-from sietch.manager.sandbox import Execution, Sandbox
 from sietch.server.deps import authenticate, require_manager
 from sietch.server.handlers import error_body, error_response
 from sietch.server.schemas import Command, GuestPath, SafeStr, User
@@ -116,7 +116,7 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
         state.metrics.exec_seconds.labels("stream").observe(time.perf_counter() - started)
 
 
-async def _begin(ws: WebSocket, sandbox: Sandbox, state: ServerState) -> tuple[Execution, str]:
+async def _begin(ws: WebSocket, sandbox: LiveSandbox, state: ServerState) -> tuple[Execution, str]:
     try:
         raw = await asyncio.wait_for(ws.receive_json(), START_TIMEOUT_S)
     except TimeoutError as exc:

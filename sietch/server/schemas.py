@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from sietch.core.models import ProcessInfo, SandboxState
 from sietch.errors import InvalidArgument
-from sietch.manager.models import ProcessInfo, SandboxState
 from sietch.network.policy import NetworkPolicy, normalise_entry
 
 MAX_PATH = 4096

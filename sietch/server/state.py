@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from sietch.config import Settings
+from sietch.core.manager import Manager
 from sietch.errors import LimitExceeded
-from sietch.manager.manager import Manager
 from sietch.server.auth import ApiKeys
 from sietch.server.metrics import Metrics
 

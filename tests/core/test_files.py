@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sietch.core.live import LiveSandbox
 from sietch.errors import FileNotFound, InvalidArgument, PermissionDenied
-from sietch.manager.sandbox import Sandbox
 
 MiB = 1024 * 1024
 
@@ -23,7 +23,7 @@ async def _random_chunks(total: int, digest: hashlib._Hash) -> AsyncIterator[byt
         yield chunk
 
 
-async def test_hundred_mib_up_and_down(shared: Sandbox) -> None:
+async def test_hundred_mib_up_and_down(shared: LiveSandbox) -> None:
     """100 MiB uploaded and downloaded again hash the same, inside and outside."""
     up = hashlib.sha256()
     size = await shared.write_file("/tmp/big.bin", _random_chunks(100 * MiB, up))
@@ -40,7 +40,7 @@ async def test_hundred_mib_up_and_down(shared: Sandbox) -> None:
     await shared.remove("/tmp/big.bin")
 
 
-async def test_write_creates_parents_and_lists(shared: Sandbox) -> None:
+async def test_write_creates_parents_and_lists(shared: LiveSandbox) -> None:
     """Writing creates parent directories; listing and stat show the result."""
     await shared.write_file("/srv/data/a/one.txt", b"1")
     await shared.write_file("/srv/data/two.txt", b"22", mode=0o600)
@@ -52,7 +52,7 @@ async def test_write_creates_parents_and_lists(shared: Sandbox) -> None:
     assert await shared.read_bytes("/srv/data/a/one.txt") == b"1"
 
 
-async def test_mkdir_rename_remove(shared: Sandbox) -> None:
+async def test_mkdir_rename_remove(shared: LiveSandbox) -> None:
     """mkdir -p, rename and recursive remove work on the guest's filesystem."""
     await shared.mkdir("/srv/m/x/y")
     await shared.rename("/srv/m/x", "/srv/m/z")
@@ -62,7 +62,7 @@ async def test_mkdir_rename_remove(shared: Sandbox) -> None:
         await shared.stat("/srv/m")
 
 
-async def test_missing_path_errors_name_the_path(shared: Sandbox) -> None:
+async def test_missing_path_errors_name_the_path(shared: LiveSandbox) -> None:
     """Reading, listing or removing a missing path raises FileNotFound naming it."""
     with pytest.raises(FileNotFound, match="/nope/file"):
         await shared.read_bytes("/nope/file")
@@ -72,7 +72,7 @@ async def test_missing_path_errors_name_the_path(shared: Sandbox) -> None:
         await shared.remove("/nope/file")
 
 
-async def test_paths_outside_the_users_reach(shared: Sandbox) -> None:
+async def test_paths_outside_the_users_reach(shared: LiveSandbox) -> None:
     """The agent's own files and kernel interfaces are off limits; paths must be absolute."""
     with pytest.raises(PermissionDenied):
         await shared.write_file("/run/sietch/agent/evil.py", b"x")

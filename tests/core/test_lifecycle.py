@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
 from sietch.errors import ImageNotFound, InvalidArgument, SandboxNotFound, SandboxNotRunning
-from sietch.manager.manager import Manager
-from sietch.manager.sandbox import Sandbox
 from sietch.vmm import process
 from tests.conftest import SandboxFactory
 
@@ -41,7 +41,7 @@ async def test_delete_reaps_the_vm_and_its_files(manager: Manager) -> None:
         manager.sandbox(info.id)
 
 
-async def test_qemu_runs_confined(shared: Sandbox) -> None:
+async def test_qemu_runs_confined(shared: LiveSandbox) -> None:
     """QEMU runs under seccomp and, as root, as the unprivileged VM user."""
     pid = shared.machine.pid
     assert pid is not None
@@ -54,7 +54,7 @@ async def test_qemu_runs_confined(shared: Sandbox) -> None:
         assert int(status["Uid"].split()[0]) == shared.machine.config.run_as[0] != 0
 
 
-async def test_console_log_has_the_boot(shared: Sandbox) -> None:
+async def test_console_log_has_the_boot(shared: LiveSandbox) -> None:
     """The guest's serial console is captured for debugging boot failures."""
     log = shared.console_log()
     assert "sietch-agent" in log
@@ -70,7 +70,7 @@ async def test_minimal_image_without_python(sandboxes: SandboxFactory) -> None:
     assert await sb.read_bytes("/tmp/x") == b"data"
 
 
-async def test_no_route_to_host_loopback(shared: Sandbox) -> None:
+async def test_no_route_to_host_loopback(shared: LiveSandbox) -> None:
     """Code in a sandbox cannot reach services on the host's loopback."""
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sietch.config import Settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from sietch.vmm import process
 from tests.conftest import short_tmpdir
 from tests.network.outside import uplinks
@@ -24,7 +24,7 @@ OWNER = textwrap.dedent(
     """
     import asyncio, sys
     from sietch.config import Settings
-    from sietch.manager.manager import Manager
+    from sietch.core.manager import Manager
 
     async def main():
         m = Manager(Settings(state_dir=sys.argv[1]), persistent=sys.argv[2] == "1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from tests.conftest import SandboxFactory
 
 

@@ -7,15 +7,15 @@ import asyncio
 import httpx
 import pytest
 
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
 from sietch.errors import InvalidArgument, NotFound
-from sietch.manager.manager import Manager
-from sietch.manager.sandbox import Sandbox
 from tests.conftest import SandboxFactory
 
 PAGE = b"served from the guest\n"
 
 
-async def serve(sb: Sandbox, content: bytes = PAGE, port: int = 8000) -> None:
+async def serve(sb: LiveSandbox, content: bytes = PAGE, port: int = 8000) -> None:
     """Start ``python3 -m http.server`` in the guest, serving /srv/index.txt."""
     await sb.write_file("/srv/index.txt", content)
     await sb.start_background(
@@ -56,7 +56,7 @@ async def test_expose_reaches_a_guest_server(manager: Manager, sandboxes: Sandbo
 
 
 @pytest.mark.parametrize("port", [0, -1, 65536])
-async def test_bad_ports_are_refused(shared: Sandbox, manager: Manager, port: int) -> None:
+async def test_bad_ports_are_refused(shared: LiveSandbox, manager: Manager, port: int) -> None:
     """A port outside 1..65535 is an InvalidArgument."""
     with pytest.raises(InvalidArgument):
         await manager.expose(shared.id, port)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from sietch.config import Settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from tests.conftest import short_tmpdir
 from tests.network.outside import Outside, uplinks
 

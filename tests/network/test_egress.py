@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from sietch.manager.manager import Manager
-from sietch.manager.models import ExecResult
-from sietch.manager.sandbox import Sandbox
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
+from sietch.core.models import ExecResult
 from sietch.network.policy import NetworkPolicy, host_addresses
 from tests.conftest import SandboxFactory
 from tests.core.test_ports import fetch, serve
@@ -40,14 +40,14 @@ print(json.dumps(out))
 """
 
 
-async def probe(sb: Sandbox, *urls: str) -> dict[str, dict[str, object]]:
+async def probe(sb: LiveSandbox, *urls: str) -> dict[str, dict[str, object]]:
     """Fetch each URL from inside the guest: what came back, or the error, and how fast."""
     result = await sb.exec(["python3", "-c", PROBE, *urls], timeout=120)
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
 
-async def udp_echo(sb: Sandbox, address: str) -> bytes | None:
+async def udp_echo(sb: LiveSandbox, address: str) -> bytes | None:
     """What the outside's UDP echo sent back, or None after a second of silence."""
     script = (
         "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
@@ -58,7 +58,7 @@ async def udp_echo(sb: Sandbox, address: str) -> bytes | None:
     return result.stdout if result.exit_code == 0 else None
 
 
-async def ping(sb: Sandbox, address: str) -> ExecResult:
+async def ping(sb: LiveSandbox, address: str) -> ExecResult:
     return await sb.exec([BUSYBOX, "ping", "-c", "1", "-W", "2", address], timeout=30)
 
 

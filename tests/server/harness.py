@@ -26,7 +26,7 @@ import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from sietch.config import Settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from sietch.server.auth import ApiKeys
 from tests.conftest import short_tmpdir
 

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
+from sietch.core.models import SandboxInfo, SnapshotInfo
 from sietch.errors import SietchError
-from sietch.manager.manager import Manager
-from sietch.manager.models import SandboxInfo, SnapshotInfo
-from sietch.manager.sandbox import Sandbox
 
 
 class Tracker:
@@ -21,25 +21,25 @@ class Tracker:
         self.sandbox_ids: list[str] = []
         self.snapshot_ids: list[str] = []
 
-    async def create(self, **spec: object) -> Sandbox:
+    async def create(self, **spec: object) -> LiveSandbox:
         return self._track(await self.m.create(**spec))
 
-    async def snapshot(self, sb: Sandbox, name: str | None = None) -> SnapshotInfo:
+    async def snapshot(self, sb: LiveSandbox, name: str | None = None) -> SnapshotInfo:
         snap = await self.m.snapshot(sb.id, name=name)
         self.snapshot_ids.append(snap.id)
         return snap
 
-    async def restore(self, snap: SnapshotInfo, **options: object) -> Sandbox:
+    async def restore(self, snap: SnapshotInfo, **options: object) -> LiveSandbox:
         return self._track(await self.m.restore(snap.id, **options))
 
-    async def fork(self, sb: Sandbox, count: int) -> list[Sandbox]:
+    async def fork(self, sb: LiveSandbox, count: int) -> list[LiveSandbox]:
         infos = await self.m.fork(sb.id, count)
         for info in infos:
             if info.snapshot_id and info.snapshot_id not in self.snapshot_ids:
                 self.snapshot_ids.append(info.snapshot_id)
         return [self._track(info) for info in infos]
 
-    def _track(self, info: SandboxInfo) -> Sandbox:
+    def _track(self, info: SandboxInfo) -> LiveSandbox:
         self.sandbox_ids.append(info.id)
         return self.m.sandbox(info.id)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sietch.config import Settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from sietch.storage import xfs
 from sietch.vmm import process
 from tests.conftest import short_tmpdir
@@ -22,9 +22,9 @@ CHILD = """
 import asyncio, sys, time
 from pathlib import Path
 from sietch.config import Settings
-from sietch.manager.manager import Manager
+from sietch.core.manager import Manager
 from sietch.storage import xfs
-from sietch.manager import snapshots
+from sietch.core import snapshots
 
 state_dir, stage = Path(sys.argv[1]), sys.argv[2]
 original = snapshots.Snapshots._commit

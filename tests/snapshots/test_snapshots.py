@@ -8,20 +8,20 @@ import time
 
 import pytest
 
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
 from sietch.errors import Conflict, SandboxNotRunning, SnapshotNotFound
-from sietch.manager.manager import Manager
-from sietch.manager.sandbox import Sandbox
 from sietch.storage import cow
 from tests.snapshots.conftest import Tracker
 
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.05; done"
 
 
-async def count(sb: Sandbox) -> int:
+async def count(sb: LiveSandbox) -> int:
     return int((await sb.exec(["cat", "/dev/shm/count"])).stdout)
 
 
-async def counting(sb: Sandbox, above: int, timeout: float = 30.0) -> int:
+async def counting(sb: LiveSandbox, above: int, timeout: float = 30.0) -> int:
     """Wait until the counter passes ``above`` (retry with a deadline)."""
     deadline = time.monotonic() + timeout
     while (value := await count(sb)) <= above:

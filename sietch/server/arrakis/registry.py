@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import HTTPConnection
 
+from sietch.core.manager import Manager
+from sietch.core.models import SandboxInfo, SandboxState, SnapshotInfo
 from sietch.errors import Conflict, SandboxNotFound, SnapshotNotFound
-from sietch.manager.manager import Manager
-from sietch.manager.models import SandboxInfo, SandboxState, SnapshotInfo
 
 VM_LABEL = "arrakis.vm"
 """Label carrying a sandbox's Arrakis ``vmName``; /v1 sees only sandboxes that have it."""

@@ -29,10 +29,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from sietch.core.live import LiveSandbox
+from sietch.core.manager import Manager
+from sietch.core.models import PortMapping, SandboxInfo, SandboxState
 from sietch.errors import InvalidArgument, PayloadTooLarge, SietchError
-from sietch.manager.manager import Manager
-from sietch.manager.models import PortMapping, SandboxInfo, SandboxState
-from sietch.manager.sandbox import Sandbox
 from sietch.server.arrakis.access import require_key
 from sietch.server.arrakis.registry import SNAPSHOT_LABEL, VM_LABEL, Registry, get_registry
 from sietch.server.arrakis.schemas import (
@@ -129,7 +129,7 @@ async def image_for(manager: Manager, body: StartVMRequest) -> str | None:
     )
 
 
-def live(manager: Manager, info: SandboxInfo) -> Sandbox:
+def live(manager: Manager, info: SandboxInfo) -> LiveSandbox:
     return manager.sandbox(info.id)
 
 
@@ -290,7 +290,7 @@ async def upload_files(
     return VmFileUploadResponse()
 
 
-async def _read_capped(sandbox: Sandbox, path: str, limit: int) -> bytes:
+async def _read_capped(sandbox: LiveSandbox, path: str, limit: int) -> bytes:
     data = bytearray()
     async for chunk in sandbox.read_file(path):
         data += chunk

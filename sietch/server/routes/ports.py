@@ -28,8 +28,8 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection
 
+from sietch.core.models import PortMapping
 from sietch.errors import BadGateway, SietchError
-from sietch.manager.models import PortMapping
 from sietch.server.deps import ManagerDep, StateDep, authenticate, require_manager
 from sietch.server.exec_ws import _refuse
 from sietch.server.schemas import PortCreate, PortPublic, PortsPublic

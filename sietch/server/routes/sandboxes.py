@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import PlainTextResponse
 
+from sietch.core.models import SandboxInfo, SandboxSpec
 from sietch.errors import InvalidArgument
-from sietch.manager.models import SandboxInfo, SandboxSpec
 from sietch.server.deps import ManagerDep, MetricsDep, StateDep
 from sietch.server.schemas import NetworkSet, SandboxCreate, SandboxesPublic, SandboxPublic
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from sietch.manager.models import SnapshotInfo
+from sietch.core.models import SnapshotInfo
 from sietch.server.deps import ManagerDep
 from sietch.server.routes.sandboxes import to_public
 from sietch.server.schemas import (

@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sietch.agent.connection import AgentConnection
+from sietch.core.live import LiveSandbox
+from sietch.core.models import SandboxInfo, SandboxState, SnapshotInfo
 from sietch.errors import (
     BootError,
     Conflict,
@@ -66,8 +68,6 @@ from sietch.errors import (
     SietchError,
     SnapshotNotFound,
 )
-from sietch.manager.models import SandboxInfo, SandboxState, SnapshotInfo
-from sietch.manager.sandbox import Sandbox
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow, disks, xfs
 from sietch.vmm import snapshot as vmsnap
@@ -75,7 +75,7 @@ from sietch.vmm.accel import cpu_model
 from sietch.vmm.qemu import MachineConfig, read_tail
 
 if TYPE_CHECKING:
-    from sietch.manager.manager import Manager
+    from sietch.core.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class Snapshots:
 
     async def _take(
         self,
-        sb: Sandbox,
+        sb: LiveSandbox,
         name: str | None,
         labels: dict[str, str] | None,
         template_key: str | None,
@@ -406,13 +406,13 @@ class Snapshots:
         hostname: str | None,
         *,
         ports: Sequence[int] = (),
-    ) -> Sandbox:
+    ) -> LiveSandbox:
         agent = AgentConnection(config.agent_socket, name=info.id)
         hello: dict[str, Any] = {"entropy": entropy(), "mac": config.mac}
         if hostname:
             hello["hostname"] = hostname
         machine, network = await self.m._launch(info, config)
-        sandbox = Sandbox(info, config.workdir, machine, agent, network)
+        sandbox = LiveSandbox(info, config.workdir, machine, agent, network)
         try:
             t1 = time.monotonic()
             await vmsnap.load_state(machine, state, ram_in_stream=ram_in_stream)
@@ -473,7 +473,7 @@ class Snapshots:
                 return snap
         return None
 
-    async def make_template(self, sandbox: Sandbox, key: str) -> SnapshotInfo | None:
+    async def make_template(self, sandbox: LiveSandbox, key: str) -> SnapshotInfo | None:
         """Snapshot a freshly booted sandbox as its image's template (once per key)."""
         async with self._template_lock:
             if (found := self.find_template(key)) is not None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sietch.manager.models import SandboxInfo, SandboxState, SnapshotInfo
+from sietch.core.models import SandboxInfo, SandboxState, SnapshotInfo
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sandboxes (

@@ -17,12 +17,12 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from sietch.core.models import SandboxInfo, SandboxSpec
+from sietch.core.snapshots import entropy
 from sietch.errors import SietchError
-from sietch.manager.models import SandboxInfo, SandboxSpec
-from sietch.manager.snapshots import entropy
 
 if TYPE_CHECKING:
-    from sietch.manager.manager import Manager
+    from sietch.core.manager import Manager
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from sietch.agent import protocol
 from sietch.agent.connection import AgentConnection, AgentStream, Output
+from sietch.core.models import ExecResult, FileInfo, ProcessInfo, SandboxInfo
 from sietch.errors import AgentUnavailable, InvalidArgument
-from sietch.manager.models import ExecResult, FileInfo, ProcessInfo, SandboxInfo
 from sietch.network.sandbox import SandboxNetwork
 from sietch.vmm.qemu import QemuMachine, read_tail
 
@@ -103,7 +103,7 @@ class Execution:
         await self._stream.close()
 
 
-class Sandbox:
+class LiveSandbox:
     """The live parts of one running sandbox."""
 
     def __init__(

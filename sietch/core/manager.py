@@ -23,6 +23,17 @@ from pydantic import ValidationError
 
 from sietch.agent.connection import AgentConnection
 from sietch.config import MiB, Settings, get_settings
+from sietch.core.live import LiveSandbox
+from sietch.core.models import (
+    PortMapping,
+    SandboxInfo,
+    SandboxSpec,
+    SandboxState,
+    SnapshotInfo,
+)
+from sietch.core.pool import WarmPool, is_pooled
+from sietch.core.snapshots import Snapshots, entropy, new_mac, template_key
+from sietch.core.store import Store, labels_match
 from sietch.errors import (
     AgentUnavailable,
     BootError,
@@ -35,17 +46,6 @@ from sietch.errors import (
     SietchError,
 )
 from sietch.images.store import ImageStore
-from sietch.manager.models import (
-    PortMapping,
-    SandboxInfo,
-    SandboxSpec,
-    SandboxState,
-    SnapshotInfo,
-)
-from sietch.manager.pool import WarmPool, is_pooled
-from sietch.manager.sandbox import Sandbox
-from sietch.manager.snapshots import Snapshots, entropy, new_mac, template_key
-from sietch.manager.store import Store, labels_match
 from sietch.network import ports as netports
 from sietch.network.dns import system_resolvers
 from sietch.network.policy import NetworkPolicy
@@ -74,7 +74,7 @@ class Manager:
         self.accel = accel.resolve(self.settings.accel)
         self.sandboxes_dir = self.settings.state_dir / "sandboxes"
         self._store: Store | None = None
-        self._live: dict[str, Sandbox] = {}
+        self._live: dict[str, LiveSandbox] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._run_as = process.lookup_user(self.settings.qemu_user)
         self._isolate = os.geteuid() == 0
@@ -196,7 +196,7 @@ class Manager:
             if network is not None:
                 await network.close()
             raise
-        self._register(Sandbox(info, config.workdir, machine, agent, network))
+        self._register(LiveSandbox(info, config.workdir, machine, agent, network))
         log.info("adopted running sandbox %s (pid %d)", info.id, pid)
 
     # -- create -----------------------------------------------------------------
@@ -374,10 +374,10 @@ class Manager:
         network.launched()
         return machine, network
 
-    async def _boot(self, info: SandboxInfo, config: MachineConfig) -> Sandbox:
+    async def _boot(self, info: SandboxInfo, config: MachineConfig) -> LiveSandbox:
         agent = AgentConnection(config.agent_socket, name=info.id)
         machine, network = await self._launch(info, config)
-        sandbox = Sandbox(info, config.workdir, machine, agent, network)
+        sandbox = LiveSandbox(info, config.workdir, machine, agent, network)
         try:
             connect = asyncio.ensure_future(
                 agent.connect(self.settings.boot_timeout_s, entropy=entropy())
@@ -405,7 +405,7 @@ class Manager:
             raise
         return sandbox
 
-    def _register(self, sandbox: Sandbox) -> None:
+    def _register(self, sandbox: LiveSandbox) -> None:
         self._live[sandbox.id] = sandbox
         self._spawn(self._watch(sandbox))
 
@@ -414,7 +414,7 @@ class Manager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch(self, sandbox: Sandbox) -> None:
+    async def _watch(self, sandbox: LiveSandbox) -> None:
         """Mark a sandbox dead when its QEMU exits on its own."""
         await sandbox.machine.wait()
         if self._live.pop(sandbox.id, None) is None:
@@ -443,7 +443,7 @@ class Manager:
     async def list(self, labels: dict[str, str] | None = None) -> list[SandboxInfo]:
         return [i for i in self.store.all() if labels_match(i, labels) and not is_pooled(i)]
 
-    def sandbox(self, sandbox_id: str) -> Sandbox:
+    def sandbox(self, sandbox_id: str) -> LiveSandbox:
         """The live sandbox, for running commands and moving files."""
         sandbox = self._live.get(sandbox_id)
         if sandbox is not None:
@@ -458,7 +458,7 @@ class Manager:
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         raise SandboxNotRunning(f"sandbox {sandbox_id} is {info.state.value}", state=info.state)
 
-    def _live_sandbox(self, sandbox_id: str) -> Sandbox:
+    def _live_sandbox(self, sandbox_id: str) -> LiveSandbox:
         """The live sandbox whether running or paused (snapshot, pause, resume)."""
         sandbox = self._live.get(sandbox_id)
         if sandbox is None:
@@ -540,7 +540,7 @@ class Manager:
                 return mapping
         raise NotFound(f"port {guest_port} of sandbox {info.id} is not exposed", port=guest_port)
 
-    # -- snapshots (see sietch.manager.snapshots) ---------------------------------
+    # -- snapshots (see sietch.core.snapshots) ---------------------------------
 
     async def pause(self, sandbox_id: str) -> SandboxInfo:
         """Stop the sandbox's vCPUs; its memory and processes stay as they are."""
