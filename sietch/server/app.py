@@ -18,7 +18,7 @@ from sietch.server.auth import ApiKeys
 from sietch.server.deps import require_api_key, require_manager
 from sietch.server.middleware import RequestMiddleware
 from sietch.server.routes import api_router, metrics_router
-from sietch.server.routes.ports import HostRoutes
+from sietch.server.routes.proxy.host_routes import HostRoutes
 from sietch.server.state import ServerState
 
 log = logging.getLogger(__name__)

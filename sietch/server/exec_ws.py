@@ -75,7 +75,7 @@ class AttachMessage(_Message):
     encoding: WsEncoding = "binary"
 
 
-async def _refuse(ws: WebSocket, exc: SietchError) -> None:
+async def refuse(ws: WebSocket, exc: SietchError) -> None:
     """Answer the handshake with the API's JSON error (or close, if the server can't)."""
     if "websocket.http.response" in ws.scope.get("extensions", {}):
         await ws.send_denial_response(error_response(exc))
@@ -96,7 +96,7 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
         sandbox = require_manager(state).sandbox(sandbox_id)
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
-        await _refuse(ws, exc)
+        await refuse(ws, exc)
         return
     await ws.accept()
     started = time.perf_counter()

@@ -14,16 +14,17 @@ from sietch.server.routes import (
     snapshots,
     system,
 )
+from sietch.server.routes.proxy import http_proxy, ws_relay
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
-for module in (system, sandboxes, commands, processes, files, snapshots, ports):
+for module in (system, sandboxes, commands, processes, files, snapshots, ports, http_proxy):
     api_router.include_router(module.router, dependencies=_protected)
 api_router.include_router(snapshots.sandbox_router, dependencies=_protected)
 # WebSockets authenticate inside the handler, so a refusal can carry a JSON body.
 api_router.include_router(commands.ws_router)
-api_router.include_router(ports.ws_router)
+api_router.include_router(ws_relay.router)
 
 metrics_router = system.metrics_router
 

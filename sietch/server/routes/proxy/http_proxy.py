@@ -1,0 +1,74 @@
+"""Forward an HTTP request to an exposed guest port and stream its answer back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
+
+from sietch.errors import BadGateway
+from sietch.server.deps import ManagerDep, StateDep
+from sietch.server.routes.ports import GuestPort
+from sietch.server.routes.proxy.upstream import HOP_BY_HOP, upstream
+
+router = APIRouter(prefix="/sandboxes", tags=["ports"])
+ROUTE = "proxy"
+"""The route's name, for ``url_path_for``."""
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@router.api_route(
+    "/{sandbox_id}/ports/{port}/proxy/{path:path}",
+    methods=METHODS,
+    name=ROUTE,
+    response_class=StreamingResponse,
+    responses={502: {"description": "Nothing in the sandbox answered on that port."}},
+)
+async def proxy(
+    sandbox_id: str,
+    port: GuestPort,
+    path: str,
+    request: Request,
+    *,
+    manager: ManagerDep,
+    state: StateDep,
+) -> StreamingResponse:
+    """Forward an HTTP request to an exposed port of the sandbox and stream its answer back."""
+    del path  # the raw (still percent-encoded) path is forwarded instead
+    url, headers = upstream(request, manager.port(sandbox_id, port), "http")
+    has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
+    client = state.proxy_client()
+    outgoing = client.build_request(
+        request.method, url, headers=headers, content=request.stream() if has_body else None
+    )
+    try:
+        response = await client.send(outgoing, stream=True)
+    except httpx.HTTPError as exc:
+        raise BadGateway(
+            f"nothing answered HTTP on port {port} of sandbox {sandbox_id}: "
+            f"{type(exc).__name__}: {exc}",
+            port=port,
+        ) from None
+    return _streamed(response)
+
+
+def _streamed(response: httpx.Response) -> StreamingResponse:
+    """The guest's answer as it comes, with its own status and end-to-end headers."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        finally:  # also when the client went away mid-answer: free the pooled connection
+            await response.aclose()
+
+    answer = StreamingResponse(
+        body(), status_code=response.status_code, background=BackgroundTask(response.aclose)
+    )
+    answer.raw_headers = [
+        (k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP
+    ]
+    return answer

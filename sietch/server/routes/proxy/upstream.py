@@ -1,0 +1,54 @@
+"""Where a proxied request goes: the exposed port's URL and the headers sent along."""
+
+from __future__ import annotations
+
+from starlette.requests import HTTPConnection
+
+from sietch.core.models import PortMapping
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+"""Headers (RFC 9110 7.6.1) that belong to one connection, not to the message."""
+HOST_ROUTED = "sietch.host_routed"
+"""Scope key set by :class:`~.host_routes.HostRoutes`: the guest sees the request at its root."""
+_NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization"}
+
+
+def upstream(
+    conn: HTTPConnection,
+    mapping: PortMapping,
+    scheme: str,
+    *,
+    dropped: frozenset[bytes] = frozenset(),
+) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """The exposed port's URL for this request's raw path and query, and the headers to send.
+
+    The client's headers go along but for the hop-by-hop ones, its Host, its API
+    key and ``dropped``; ``X-Forwarded-*`` say where the request came from.
+    """
+    raw_path: bytes = conn.scope.get("raw_path") or conn.url.path.encode()
+    cut = raw_path.index(b"/proxy/") + len(b"/proxy/")
+    tail = raw_path[cut:].decode("ascii", "replace")
+    query = conn.scope.get("query_string", b"").decode("ascii", "replace")
+    url = f"{scheme}://{mapping.host}:{mapping.host_port}/{tail}" + (f"?{query}" if query else "")
+    dropped = _NOT_FORWARDED | dropped
+    headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in dropped]
+    headers += [
+        (b"x-forwarded-for", (conn.client.host if conn.client else "").encode()),
+        (b"x-forwarded-proto", conn.url.scheme.encode()),
+        (b"x-forwarded-host", conn.headers.get("host", "").encode()),
+    ]
+    if not conn.scope.get(HOST_ROUTED):
+        headers.append((b"x-forwarded-prefix", raw_path[: cut - 1]))
+    return url, headers
