@@ -11,20 +11,24 @@ from prometheus_client.registry import Collector
 
 from sietch.core.manager import Manager
 from sietch.core.models import SandboxState
+from sietch.core.pool import is_pooled
 
 _BOOT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60)
 _EXEC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
 class _SandboxStates(Collector):
-    """Counts sandboxes by state from the manager's store at scrape time (never stale)."""
+    """Counts sandboxes by state from the manager's store at scrape time (never stale).
+
+    Only those the listings show: a warm-pool VM is no one's sandbox until it is handed out.
+    """
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("sietch_sandboxes", "Sandboxes by state", labels=["state"])
-        counts = Tally(info.state for info in self.manager.store.all())
+        counts = Tally(info.state for info in self.manager.store.all() if not is_pooled(info))
         for state in SandboxState:
             gauge.add_metric([state.value], counts.get(state, 0))
         yield gauge

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
+from sietch.core.models import SandboxInfo, SandboxState
+from sietch.core.pool import is_pooled
+from sietch.core.store import Store
 from tests.server.harness import ApiServer
 
 
@@ -243,6 +249,33 @@ def test_metrics_are_prometheus(api_server: ApiServer, sandbox_id: str) -> None:
     assert "sietch_exec_seconds" in text
     assert "sietch_errors_total" in text
     assert httpx.get(api_server.url + "/metrics").status_code == 401
+
+
+@retry(
+    stop=stop_after_delay(180), wait=wait_fixed(0.5), retry=retry_if_result(lambda found: not found)
+)
+def _pooled(server: ApiServer) -> list[SandboxInfo]:
+    """The server's warm-pool VMs, read from its own store, once it has made one."""
+    store = Store(server.state_dir / "sietch.db")
+    try:
+        return [info for info in store.all() if is_pooled(info)]
+    finally:
+        store.close()
+
+
+def test_metrics_leave_out_the_warm_pool(
+    api_server: ApiServer, http: httpx.Client, sandbox_id: str
+) -> None:
+    """A warm-pool VM, hidden from listings, is not counted in sietch_sandboxes either."""
+    pooled = {info.id for info in _pooled(api_server)}  # the create made a template and a pool
+    listed = http.get("/sandboxes").json()["data"]
+    assert sandbox_id in {sb["id"] for sb in listed}
+    assert not pooled & {sb["id"] for sb in listed}
+    text = httpx.get(api_server.url + "/metrics", headers=api_server.headers).text
+    (family,) = (f for f in text_string_to_metric_families(text) if f.name == "sietch_sandboxes")
+    counted = {sample.labels["state"]: sample.value for sample in family.samples}
+    by_state = Counter(sb["state"] for sb in listed)
+    assert counted == {state.value: by_state[state.value] for state in SandboxState}
 
 
 def test_openapi_operation_ids(api_server: ApiServer) -> None:
