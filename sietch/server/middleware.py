@@ -27,20 +27,52 @@ def _upload(scope: Scope) -> bool:
     return scope["method"] == "PUT" and scope["path"].endswith("/files")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+class _Exchange:
+    """One HTTP request on its way through: its id, what it answered, the bytes each way.
+
+    ``receive`` and ``send`` wrap the server's own, to count the bytes, tag the
+    answer with the request id and stop a body that outgrows ``limit``.
+    """
+
+    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
+        self.request_id = "req-" + secrets.token_hex(6)
+        self.started = time.perf_counter()
+        self.status = 0
+        """The status answered; 0 until the answer has started."""
+        self.received = 0
+        self.sent = 0
+        self._receive = receive
+        self._send = send
+        self._limit = limit
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self._limit:
+                raise HTTPException(413, f"the request body exceeds {self._limit} bytes")
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            message.setdefault("headers", [])
+            message["headers"] = [*message["headers"], (b"x-request-id", self.request_id.encode())]
+        elif message["type"] == "http.response.body":
+            self.sent += len(message.get("body", b""))
+        await self._send(message)
+
+    async def answer(self, status: int, code: str, message: str) -> None:
+        """Answer with the API's JSON error ourselves, the app never having answered."""
+        self.status = status
+        payload = json.dumps(error_body(code, message)).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"x-request-id", self.request_id.encode()),
+        ]
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": payload})
 
 
 class RequestMiddleware:
@@ -52,87 +84,65 @@ class RequestMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
-            return
-        if scope["type"] != "http":
+        else:
             await self.app(scope, receive, send)
-            return
-        request_id = "req-" + secrets.token_hex(6)
-        started = time.perf_counter()
-        status = 0
-        sent = 0
-        limit = (
-            self.settings.max_upload_bytes if _upload(scope) else self.settings.max_request_bytes
-        )
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        received = 0
-
-        async def receive_wrapper() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise HTTPException(413, f"the request body exceeds {limit} bytes")
-            return message
-
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        upload = _upload(scope)
+        limit = self.settings.max_upload_bytes if upload else self.settings.max_request_bytes
+        exchange = _Exchange(receive, send, limit)
         try:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
-                what = "SIETCH_MAX_UPLOAD_BYTES" if _upload(scope) else "SIETCH_MAX_REQUEST_BYTES"
-                status = 413
-                body = error_body(
+                what = "SIETCH_MAX_UPLOAD_BYTES" if upload else "SIETCH_MAX_REQUEST_BYTES"
+                await exchange.answer(
+                    413,
                     "payload_too_large",
                     f"the request body ({declared} bytes) exceeds the limit of {limit} ({what})",
                 )
-                await _send_json(send, 413, body, request_id)
             else:
-                await self.app(scope, receive_wrapper, send_wrapper)
+                await self.app(scope, exchange.receive, exchange.send)
         except Exception:
             errors_log.exception(
-                "unhandled error in %s %s (%s)", scope["method"], scope["path"], request_id
+                "unhandled error in %s %s (%s)", scope["method"], scope["path"], exchange.request_id
             )
             self.metrics.errors.labels("internal").inc()
-            if status == 0:
-                status = 500
-                body = error_body("internal", f"internal server error (request id {request_id})")
-                await _send_json(send, 500, body, request_id)
+            if exchange.status == 0:
+                await exchange.answer(
+                    500, "internal", f"internal server error (request id {exchange.request_id})"
+                )
         finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            route_path = getattr(route, "path", "unmatched")
-            self.metrics.request_seconds.labels(scope["method"], route_path, str(status)).observe(
-                elapsed
-            )
-            log.info(
-                "%s %s %d %.1fms",
-                scope["method"],
-                scope["path"],
-                status,
-                elapsed * 1000,
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": route_path,
-                    "status": status,
-                    "latency_ms": round(elapsed * 1000, 2),
-                    "bytes_in": received,
-                    "bytes_out": sent,
-                    "client": (scope.get("client") or ("", 0))[0],
-                },
-            )
+            self._record(scope, exchange)
+
+    def _record(self, scope: Scope, exchange: _Exchange) -> None:
+        """The request's latency metric and its access-log line."""
+        elapsed = time.perf_counter() - exchange.started
+        route_path = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.request_seconds.labels(
+            scope["method"], route_path, str(exchange.status)
+        ).observe(elapsed)
+        log.info(
+            "%s %s %d %.1fms",
+            scope["method"],
+            scope["path"],
+            exchange.status,
+            elapsed * 1000,
+            extra={
+                "request_id": exchange.request_id,
+                "method": scope["method"],
+                "path": scope["path"],
+                "route": route_path,
+                "status": exchange.status,
+                "latency_ms": round(elapsed * 1000, 2),
+                "bytes_in": exchange.received,
+                "bytes_out": exchange.sent,
+                "client": (scope.get("client") or ("", 0))[0],
+            },
+        )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One line per WebSocket session, when it ends: how long, and how it closed."""
