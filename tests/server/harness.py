@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import Retrying, retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
@@ -148,6 +148,22 @@ async def _reap(state_dir: Path) -> None:
     # A non-persistent manager kills the VMs it finds instead of adopting them.
     async with Manager(Settings(state_dir=state_dir), persistent=False):
         pass
+
+
+def run(http: httpx.Client, sandbox_id: str, cmd: list[str]) -> dict[str, object]:
+    """Run ``cmd`` in the sandbox to completion through the API; its JSON result."""
+    response = http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": cmd})
+    assert response.status_code == 200, response.text
+    result: dict[str, object] = response.json()
+    return result
+
+
+def wait_listening(http: httpx.Client, sandbox_id: str, port: int) -> None:
+    """Wait until something in the sandbox accepts TCP connections on ``port``."""
+    probe = ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}))"]
+    for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.1), reraise=True):
+        with attempt:
+            assert run(http, sandbox_id, probe)["exit_code"] == 0, f"nothing on guest port {port}"
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,14 @@ both exposed) carry every test but the last, which needs a server without it.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from tests.server.harness import ApiServer
-from tests.server.test_ports import PAGE, WS_ECHO, run
+from tests.server.harness import ApiServer, wait_listening
+from tests.server.test_ports import PAGE, WS_ECHO
 
 DOMAIN = "sietch.test"
 
@@ -33,15 +32,6 @@ class Site:
 
     def host(self, port: int, sandbox_id: str | None = None) -> str:
         return f"{port}-{sandbox_id or self.sandbox_id}.{DOMAIN}"
-
-
-def _wait_listening(http: httpx.Client, sandbox_id: str, port: int) -> None:
-    probe = f"import socket; socket.create_connection(('127.0.0.1', {port}))"
-    for _ in range(200):
-        if run(http, sandbox_id, ["python3", "-c", probe])["exit_code"] == 0:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"nothing listens on guest port {port}")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +61,7 @@ def site() -> Iterator[Site]:
                 )
                 assert started.status_code == 201, started.text
             for port in (8000, 8765):
-                _wait_listening(http, sandbox_id, port)
+                wait_listening(http, sandbox_id, port)
                 exposed = http.post(f"/sandboxes/{sandbox_id}/ports", json={"port": port})
                 assert exposed.status_code == 201, exposed.text
             yield Site(server, http, sandbox_id)

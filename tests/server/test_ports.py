@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from sietch.network.policy import host_addresses
-from tests.server.harness import ApiServer
+from tests.server.harness import ApiServer, run, wait_listening
 
 PAGE = b"served from the guest\n"
-
-
-def run(http: httpx.Client, sandbox_id: str, cmd: list[str]) -> dict[str, object]:
-    response = http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": cmd})
-    assert response.status_code == 200, response.text
-    result: dict[str, object] = response.json()
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +33,7 @@ def web(api_server: ApiServer) -> Iterator[tuple[httpx.Client, str]]:
                 json={"cmd": ["python3", "-m", "http.server", "8000"], "cwd": "/srv"},
             )
             assert started.status_code == 201, started.text
-            probe = "import socket; socket.create_connection(('127.0.0.1', 8000))"
-            for _ in range(200):
-                if run(http, sandbox_id, ["python3", "-c", probe])["exit_code"] == 0:
-                    break
-                time.sleep(0.1)
+            wait_listening(http, sandbox_id, 8000)
             yield http, sandbox_id
         finally:
             http.delete(f"/sandboxes/{sandbox_id}")
@@ -209,11 +197,7 @@ def test_websocket_through_the_proxy(web: tuple[httpx.Client, str], api_server: 
         f"/sandboxes/{sandbox_id}/processes", json={"cmd": ["python3", "/srv/ws_echo.py"]}
     )
     assert started.status_code == 201, started.text
-    probe = "import socket; socket.create_connection(('127.0.0.1', 8765))"
-    for _ in range(200):
-        if run(http, sandbox_id, ["python3", "-c", probe])["exit_code"] == 0:
-            break
-        time.sleep(0.1)
+    wait_listening(http, sandbox_id, 8765)
     mapping = http.post(f"/sandboxes/{sandbox_id}/ports", json={"port": 8765}).json()
     try:
         with connect(f"ws://127.0.0.1:{mapping['host_port']}/direct") as ws:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.server.harness import ApiServer
+from tests.server.harness import ApiServer, wait_listening
 
 PAGE = b"over https\n"
 
@@ -33,6 +32,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 
 def test_api_and_port_proxy_over_https(tls_server: ApiServer) -> None:
+    """Behind a certificate the API, the port proxy and the exec WebSocket speak only TLS."""
     assert tls_server.url.startswith("https://")
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{tls_server.port}/api/v1/health", timeout=5)
@@ -50,12 +50,8 @@ def test_api_and_port_proxy_over_https(tls_server: ApiServer) -> None:
             json={"cmd": ["python3", "-m", "http.server", "8000"], "cwd": "/srv"},
         )
         assert http.post(f"/sandboxes/{sandbox_id}/ports", json={"port": 8000}).status_code == 201
-        proxy = f"/sandboxes/{sandbox_id}/ports/8000/proxy/x.txt"
-        for _ in range(100):
-            got = http.get(proxy)
-            if got.status_code == 200:
-                break
-            time.sleep(0.2)
+        wait_listening(http, sandbox_id, 8000)
+        got = http.get(f"/sandboxes/{sandbox_id}/ports/8000/proxy/x.txt")
         assert got.status_code == 200 and got.content == PAGE
     # The exec WebSocket over wss, same certificate and key.
     wss = tls_server.url.replace("https://", "wss://")
