@@ -93,7 +93,8 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     state: ServerState = ws.app.state.sietch
     try:
         authenticate(ws)
-        sandbox = require_manager(state).sandbox(sandbox_id)
+        manager = require_manager(state)
+        manager.sandbox(sandbox_id)  # refuse an unknown or stopped sandbox before accepting
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await _refuse(ws, exc)
@@ -101,7 +102,9 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     await ws.accept()
     started = time.perf_counter()
     try:
-        execution, encoding = await _begin(ws, sandbox, state)
+        # The lock only while the command starts: a session may last for hours.
+        async with manager.use(sandbox_id) as sandbox:
+            execution, encoding = await _begin(ws, sandbox, state)
         await _Session(ws, execution, encoding).run()
     except WebSocketDisconnect:
         return
