@@ -281,8 +281,8 @@ class Manager:
         self._register(sandbox, plan.timeout_s)
         return sandbox.info.model_copy()
 
-    def check_capacity(self, more: int = 1) -> None:
-        if len(self._live) + more > self.settings.max_sandboxes:
+    def check_capacity(self) -> None:
+        if len(self._live) >= self.settings.max_sandboxes:
             raise LimitExceeded(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
