@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     boot_timeout_s: float = 60.0
     """Cold boot under TCG takes seconds; a loaded CI machine can take far longer."""
     exec_timeout_s: float | None = None
+    lock_wait_s: float = Field(default=30.0, gt=0)
+    """How long a snapshot, pause, resume or port/network change waits for the commands
+    and file transfers in flight in its sandbox before it gives up as busy (409)."""
 
     # -- sandbox networks (see sietch.network) ---------------------------------------
     internet: bool = True

@@ -1,24 +1,45 @@
-"""A live sandbox: its QEMU machine, its agent connection, and what runs in it."""
+"""A live sandbox: the one owner of its QEMU machine, agent connection and network."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
-from pathlib import Path
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sietch.agent import protocol
 from sietch.agent.connection import AgentConnection, AgentStream, Output
-from sietch.core.models import ExecResult, FileInfo, ProcessInfo, SandboxInfo
-from sietch.errors import AgentUnavailable, InvalidArgument
+from sietch.core.models import (
+    ExecResult,
+    FileInfo,
+    PortMapping,
+    ProcessInfo,
+    SandboxInfo,
+    SandboxState,
+)
+from sietch.core.rwlock import RWLock
+from sietch.errors import AgentUnavailable, Conflict, InvalidArgument, NetworkError
+from sietch.network import ports as netports
+from sietch.network.policy import NetworkPolicy
+from sietch.network.relay import HOST
 from sietch.network.sandbox import SandboxNetwork
-from sietch.vmm.qemu import QemuMachine, read_tail
+from sietch.vmm import snapshot as vmsnap
+from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
 
 log = logging.getLogger(__name__)
 
 OutputCallback = Callable[[bytes], Any]
+
+
+def refuse_egress(policy: NetworkPolicy) -> None:
+    """Without a namespace (not root) a sandbox has no way out: a policy can't give one."""
+    if policy.internet or policy.allow:
+        raise NetworkError(
+            "sandbox egress needs Sietch to run as root (it uses network namespaces)"
+        )
 
 
 def command_params(
@@ -104,34 +125,155 @@ class Execution:
 
 
 class LiveSandbox:
-    """The live parts of one running sandbox."""
+    """One sandbox's live parts: its QEMU machine, its agent connection and its network.
 
-    def __init__(
-        self,
-        info: SandboxInfo,
-        workdir: Path,
-        machine: QemuMachine,
-        agent: AgentConnection,
-        network: SandboxNetwork | None = None,
-    ):
+    The one owner of all three and the only place that launches, stops and
+    detaches them: every way a sandbox ends (delete, expiry, a failed boot or
+    adoption, the manager closing, a pool discard) goes through :meth:`stop`
+    or :meth:`detach`, as every QEMU teardown goes through
+    ``QemuMachine._post_shutdown``. The constructor starts nothing; stop and
+    detach are idempotent.
+
+    :attr:`lock` is taken shared by whatever drives the agent (commands, file
+    transfers, processes) and exclusively by what stops or rewires the VM
+    under them (snapshot, pause, resume, ports, network policy); the manager
+    takes it, callers reach a sandbox through ``Manager.use``.
+    """
+
+    def __init__(self, info: SandboxInfo, config: MachineConfig) -> None:
         self.info = info
-        self.workdir = workdir
-        self.machine = machine
-        self.agent = agent
-        self.network = network
+        self.workdir = config.workdir
+        self.machine = QemuMachine(config)
+        self.agent = AgentConnection(config.agent_socket, name=info.id)
+        self.network: SandboxNetwork | None = None
         """None when Sietch can't isolate (not root): slirp ``restrict=on``, no egress."""
+        self.lock = RWLock()
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
 
     @property
     def id(self) -> str:
         return self.info.id
 
+    async def launch(self, upstreams: list[str] | None) -> None:
+        """Start QEMU inside the sandbox's own network, which is wired while QEMU starts.
+
+        ``upstreams`` are the resolvers of its DNS; None means no namespace (not
+        root), so the sandbox gets no way out at all. On failure nothing is left.
+        """
+        config = self.machine.config
+        try:
+            if upstreams is None:
+                refuse_egress(self.info.network)
+                await self.machine.launch()
+                return
+            self.network = await SandboxNetwork.prepare(self.info.network, upstreams)
+            config.restrict_net = False
+            config.wrapper = self.network.launch_prefix()
+            config.pass_fds = self.network.pass_fds()
+            results = await asyncio.gather(
+                self.machine.launch(), self.network.connect(config.workdir / "uplink.log"),
+                return_exceptions=True,
+            )  # fmt: skip
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            self.network.launched()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def adopt(self, pid: int, upstreams: list[str] | None) -> None:
+        """Take over the VM (and network) an earlier Sietch process left running.
+
+        On failure the VM is killed: one we cannot drive is of no use to anyone.
+        """
+        try:
+            self.machine = await QemuMachine.adopt(self.machine.config, pid)
+            await self.agent.connect(timeout=10.0)
+            if upstreams is not None:
+                self.network = await SandboxNetwork.adopt(pid, self.info.network, upstreams)
+                await self._reopen_relays()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _reopen_relays(self) -> None:
+        """The relays died with the old Sietch: the same host ports if still free."""
+        assert self.network is not None
+        inner = await netports.forwards(self.machine)
+        for mapping in list(self.info.ports):
+            if mapping.guest_port not in inner:
+                self.info.ports.remove(mapping)
+                continue
+            port = inner[mapping.guest_port]
+            try:
+                mapping.host_port = await self.network.open_relay(port, mapping.host_port)
+            except OSError:
+                mapping.host_port = await self.network.open_relay(port)
+
+    async def forward(self, guest_port: int) -> PortMapping:
+        """QEMU forwards the guest port to its namespace's loopback; a relay brings it out."""
+        port = await netports.forward(self.machine, guest_port)
+        if self.network is not None:
+            try:
+                port = await self.network.open_relay(port)
+            except BaseException:
+                await netports.unforward(self.machine, port)
+                raise
+        return PortMapping(guest_port=guest_port, host=HOST, host_port=port)
+
+    async def unforward(self, mapping: PortMapping) -> None:
+        inner = (await netports.forwards(self.machine)).get(mapping.guest_port)
+        if inner is not None:
+            await netports.unforward(self.machine, inner)
+        if self.network is not None:
+            await self.network.close_relay(mapping.host_port)
+
     async def stop(self) -> None:
         """Kill the VM and release what it holds on the host: agent connection, network."""
-        await self.agent.close()
-        await self.machine.kill()
-        if self.network is not None:
-            await self.network.close()
+        try:
+            await self.agent.close()
+        finally:
+            try:
+                await self.machine.kill()
+            finally:
+                if self.network is not None:
+                    await self.network.close()
+
+    async def detach(self) -> None:
+        """Let a persistent VM run on without us: close the agent, the network's relays and
+        resolver, and QMP; the next Sietch process adopts it."""
+        try:
+            await self.agent.close()
+            if self.network is not None:
+                await self.network.detach()
+        finally:
+            await self.machine.detach()
+
+    @asynccontextmanager
+    async def exclusive(self, wait_s: float) -> AsyncIterator[None]:
+        """Hold :attr:`lock` alone; :class:`Conflict` if what runs in flight (commands, file
+        transfers) has not finished within ``wait_s``, so a long command fails the caller
+        fast and clearly instead of hanging it."""
+        try:
+            await self.lock.acquire_exclusive(wait_s)
+        except TimeoutError:
+            raise Conflict(
+                f"sandbox {self.id} is busy: commands or file transfers still ran after "
+                f"{wait_s:g}s (SIETCH_LOCK_WAIT_S)"
+            ) from None
+        try:
+            yield
+        finally:
+            self.lock.release_exclusive()
+
+    async def pause(self) -> None:
+        await vmsnap.pause(self.machine)
+        self.info.state = SandboxState.PAUSED
+
+    async def resume(self) -> None:
+        await vmsnap.resume(self.machine)
+        self.info.state = SandboxState.RUNNING
 
     # -- commands ---------------------------------------------------------------
 

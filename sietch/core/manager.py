@@ -13,17 +13,16 @@ import builtins
 import contextlib
 import logging
 import os
-import secrets
-import shutil
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from sietch.agent.connection import AgentConnection
 from sietch.config import MiB, Settings, get_settings
-from sietch.core.live import LiveSandbox
+from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
     PortMapping,
     SandboxInfo,
@@ -32,34 +31,40 @@ from sietch.core.models import (
     SnapshotInfo,
 )
 from sietch.core.pool import WarmPool, is_pooled
-from sietch.core.snapshots import Snapshots, entropy, new_mac, template_key
+from sietch.core.provision import Booted, Plan, Provisioner, record
+from sietch.core.snapshots import Snapshots, template_key
 from sietch.core.store import Store, labels_match
 from sietch.errors import (
-    AgentUnavailable,
-    BootError,
+    Conflict,
     InvalidArgument,
     LimitExceeded,
-    NetworkError,
     NotFound,
     SandboxNotFound,
     SandboxNotRunning,
     SietchError,
+    SnapshotNotFound,
 )
 from sietch.images.store import ImageStore
 from sietch.network import ports as netports
 from sietch.network.dns import system_resolvers
 from sietch.network.policy import NetworkPolicy
-from sietch.network.relay import HOST
-from sietch.network.sandbox import SandboxNetwork
 from sietch.storage import disks
+from sietch.storage.layout import StateLayout
 from sietch.vmm import accel, process
-from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
+from sietch.vmm.qemu import read_tail
 
 log = logging.getLogger(__name__)
 
 
 class Manager:
-    """Creates and tracks sandboxes. Use as ``async with Manager() as m: ...``."""
+    """Creates and tracks sandboxes. Use as ``async with Manager() as m: ...``.
+
+    Callers drive a sandbox's agent through :meth:`use`, which holds the
+    sandbox's lock shared; snapshot, pause, resume and port or network
+    changes take it exclusively (waiting at most ``SIETCH_LOCK_WAIT_S`` for
+    what is in flight, then :class:`Conflict`); delete does not wait: it stops
+    the VM, which ends every call in flight, then removes the files.
+    """
 
     def __init__(
         self,
@@ -72,27 +77,31 @@ class Manager:
         self.images = images or ImageStore(self.settings.cache_dir)
         self.persistent = persistent
         self.accel = accel.resolve(self.settings.accel)
-        self.sandboxes_dir = self.settings.state_dir / "sandboxes"
+        self.layout = StateLayout(self.settings.state_dir, self.settings.cow_image_gib)
+        self.sandboxes_dir = self.layout.sandboxes
+        self.run_as = process.lookup_user(self.settings.qemu_user)
         self._store: Store | None = None
         self._live: dict[str, LiveSandbox] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._run_as = process.lookup_user(self.settings.qemu_user)
         self._isolate = os.geteuid() == 0
         """Network namespaces need root; without, sandboxes get no way out at all."""
-        self._upstreams = self.settings.dns_servers or system_resolvers()
-        self.snapshots = Snapshots(self)
+        upstreams = self.settings.dns_servers or system_resolvers()
+        self._provisioner = Provisioner(
+            self.settings,
+            self.sandboxes_dir,
+            accel=self.accel,
+            run_as=self.run_as,
+            persistent=persistent,
+            upstreams=upstreams if self._isolate else None,
+        )
+        self.snapshots = Snapshots(self, self.layout)
         self.pool = WarmPool(self, self.settings.pool_size)
 
     # -- start and stop ---------------------------------------------------------
 
     async def start(self) -> None:
         """Open the database, then reap or adopt what an earlier run left behind."""
-        await asyncio.to_thread(self.snapshots.prepare_storage)
-        self.sandboxes_dir.mkdir(parents=True, exist_ok=True)
-        if self._run_as is not None:
-            # QEMU runs as another user: it must be able to reach its work dir.
-            for path in (self.settings.state_dir, self.sandboxes_dir):
-                path.chmod(path.stat().st_mode | 0o111)
+        await asyncio.to_thread(self.layout.prepare, self.run_as)
         self._store = Store(self.settings.state_dir / "sietch.db")
         await asyncio.to_thread(self.snapshots.sweep)
         await self._recover()
@@ -108,19 +117,14 @@ class Manager:
         # VMs that run on (persistent, not pooled) still use the storage.
         keep_storage = self.persistent and any(not is_pooled(sb.info) for sb in self._live.values())
         for sb in list(self._live.values()):
-            await sb.agent.close()
-            if not self.persistent or is_pooled(sb.info):  # a pooled VM is never adopted
-                await self._destroy(sb.id)
+            if self.persistent and not is_pooled(sb.info):  # a pooled VM is never adopted
+                await sb.detach()
             else:
-                if sb.network is not None:
-                    await sb.network.detach()
-                if sb.machine.qmp is not None:
-                    with contextlib.suppress(Exception):
-                        await sb.machine.qmp.disconnect()
+                await self.destroy(sb.id)
         self._live.clear()
         if not keep_storage:
             with contextlib.suppress(SietchError):
-                await asyncio.to_thread(self.snapshots.release_storage)
+                await asyncio.to_thread(self.layout.release)
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -139,65 +143,49 @@ class Manager:
         return self._store
 
     async def _recover(self) -> None:
+        """Adopt (persistent) or kill the VMs an earlier run left; wait only for the killed."""
         marker = str(self.sandboxes_dir) + os.sep
-        running = {p: args for p, args in process.find_by_marker(marker)}
-        by_id: dict[str, int] = {}
-        for pid, args in running.items():
-            sandbox_id = _sandbox_id_from_args(args, marker)
-            if sandbox_id:
-                by_id[sandbox_id] = pid
+        found: dict[str, int] = {}
+        for vm_pid, args in process.find_by_marker(marker):
+            if sandbox_id := _sandbox_id_from_args(args, marker):
+                found[sandbox_id] = vm_pid
+        killed: builtins.list[int] = []
         for info in self.store.all():
-            vm_pid = by_id.pop(info.id, None)
+            pid = found.pop(info.id, None)
             if is_pooled(info):  # never handed out: not worth adopting
-                if vm_pid is not None:
-                    process.kill_and_forget(vm_pid)
-                await self._discard(info.id, None)
+                killed += _kill(pid)
+                await self._provisioner.discard(info.id, self.store)
                 continue
-            if info.state in (SandboxState.RUNNING, SandboxState.PAUSED) and vm_pid is not None:
-                if self.persistent:
-                    with contextlib.suppress(SietchError):
-                        await self._adopt(info, vm_pid)
-                        continue
-                process.kill_and_forget(vm_pid)
+            live = info.state in (SandboxState.RUNNING, SandboxState.PAUSED)
+            if pid is not None and live and self.persistent and await self._adopt(info, pid):
+                continue
+            killed += _kill(pid)
             if info.state is not SandboxState.DEAD or info.ports:
-                info.state, info.pid, info.ports = SandboxState.DEAD, None, []
-                info.error = info.error or "its VM stopped while Sietch was not running"
-                self.store.put(info)
-        for sandbox_id, pid in by_id.items():
+                self._mark_dead(info, "its VM stopped while Sietch was not running")
+        for sandbox_id, pid in found.items():
             log.warning("reaping orphaned VM %s (pid %d)", sandbox_id, pid)
-            process.kill_and_forget(pid)
-        for pid in running:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(process.wait_exit(pid), 5.0)
+            killed += _kill(pid)
+        await asyncio.gather(*(_gone(pid) for pid in killed))
 
-    async def _adopt(self, info: SandboxInfo, pid: int) -> None:
-        config = self._machine_config(info)
-        machine = await QemuMachine.adopt(config, pid)
-        agent = AgentConnection(config.agent_socket, name=info.id)
-        network = None
+    async def _adopt(self, info: SandboxInfo, pid: int) -> bool:
+        """Take over a persistent VM; one that can't be driven is ended and its files go."""
+        sandbox = LiveSandbox(info, self._provisioner.machine_config(info))
         try:
-            await agent.connect(timeout=10.0)
-            if self._isolate:
-                network = await SandboxNetwork.adopt(pid, info.network, self._upstreams)
-                # The relays died with the old Sietch: the same host ports if still free.
-                inner = await netports.forwards(machine)
-                for mapping in list(info.ports):
-                    if mapping.guest_port not in inner:
-                        info.ports.remove(mapping)
-                        continue
-                    port = inner[mapping.guest_port]
-                    try:
-                        mapping.host_port = await network.open_relay(port, mapping.host_port)
-                    except OSError:
-                        mapping.host_port = await network.open_relay(port)
-                self.store.put(info)
-        except BaseException:
-            await agent.close()
-            if network is not None:
-                await network.close()
-            raise
-        self._register(LiveSandbox(info, config.workdir, machine, agent, network))
+            await sandbox.adopt(pid, self._provisioner.upstreams)
+        except SietchError as exc:
+            log.warning("could not adopt sandbox %s (pid %d): %s", info.id, pid, exc)
+            await self._provisioner.discard(info.id, None)
+            info.error = f"its VM could not be taken over after a restart: {exc.message}"
+            return False
+        self.store.put(info)
+        self._register(sandbox)
         log.info("adopted running sandbox %s (pid %d)", info.id, pid)
+        return True
+
+    def _mark_dead(self, info: SandboxInfo, reason: str) -> None:
+        info.state, info.pid, info.ports = SandboxState.DEAD, None, []
+        info.error = info.error or reason
+        self.store.put(info)
 
     # -- create -----------------------------------------------------------------
 
@@ -219,10 +207,13 @@ class Manager:
         for key in spec.env:
             if not key or "=" in key or "\0" in key:
                 raise InvalidArgument(f"invalid environment variable name {key!r}")
+        if spec.template not in ("auto", None):
+            raise InvalidArgument(f"template must be 'auto' or null, not {spec.template!r}")
         return image, vcpus, memory, disk
 
     async def create(self, spec: SandboxSpec | None = None, **fields: Any) -> SandboxInfo:
-        """Boot a new sandbox and wait until its agent answers."""
+        """A new sandbox: from the warm pool, by restoring its image's template, or (the first
+        time) booted, and then saved as that template."""
         if spec is None:
             try:
                 spec = SandboxSpec(**fields)
@@ -235,60 +226,60 @@ class Manager:
         base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
         if disk < base_mib:
             raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
-        if spec.template not in ("auto", None):
-            raise InvalidArgument(f"template must be 'auto' or null, not {spec.template!r}")
-        key = None
+        booted = None
         if spec.template == "auto" and self.settings.templates:
             key = template_key(paths, vcpus, memory, self.accel) + f"-{disk}"
-            if (template := self.snapshots.find_template(key)) is not None:
-                taken = await self.pool.take(key, spec)
-                self.pool.refill(key, template.id)
-                if taken is not None:
-                    if taken.network != network:
-                        return await self.set_network(taken.id, network)
-                    return taken
-                return await self.snapshots.restore(
-                    template.id,
-                    metadata=spec.metadata,
-                    env=spec.env,
-                    timeout_s=spec.timeout_s,
-                    network=network,
-                )
-        now = datetime.now(UTC)
-        info = SandboxInfo(
-            id="sb-" + secrets.token_hex(6),
-            state=SandboxState.CREATING,
+            if (made := await self._from_template(key, spec, network)) is not None:
+                return made
+            booted = self._templating(key)
+        info = record(
+            self.accel,
             image=image,
             vcpus=vcpus,
             memory_mib=memory,
             disk_mib=disk,
             env=spec.env,
             metadata=spec.metadata,
-            created_at=now,
-            expires_at=now + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None,
-            accel=self.accel,
             network=network,
         )
-        config = self._machine_config(info, paths)
-        self.store.put(info)
-        try:
-            await asyncio.to_thread(self._prepare_workdir, config, paths["rootfs"], disk)
-            sandbox = await self._boot(info, config)
-        except BaseException:
-            await asyncio.shield(self._discard(info.id, config))
-            raise
-        # Booted from scratch once: save it, pristine, so later creates restore it.
-        if key is not None and (template := await self.snapshots.make_template(sandbox, key)):
-            self.pool.refill(key, template.id)
-        if disk > base_mib:
-            with contextlib.suppress(SietchError):
-                await sandbox.agent.call("resize_fs")
-        info.state, info.pid = SandboxState.RUNNING, sandbox.machine.pid
-        self.store.put(info)
-        self._register(sandbox)
-        if spec.timeout_s:
-            self._spawn(self._expire(info.id, spec.timeout_s))
-        return info.model_copy()
+        plan = Plan(info, paths, base_mib, timeout_s=spec.timeout_s, booted=booted)
+        return await self._provision(plan)
+
+    async def _from_template(
+        self, key: str, spec: SandboxSpec, network: NetworkPolicy
+    ) -> SandboxInfo | None:
+        """A sandbox from the pool or the template of ``key``; None if there is no template."""
+        template = self.snapshots.find_template(key)
+        if template is None:
+            return None
+        taken = await self.pool.take(key, spec)
+        self.pool.refill(key, template.id)
+        if taken is not None:
+            if taken.network != network:
+                return await self.set_network(taken.id, network)
+            return taken
+        return await self.restore(
+            template.id,
+            metadata=spec.metadata,
+            env=spec.env,
+            timeout_s=spec.timeout_s,
+            network=network,
+        )
+
+    def _templating(self, key: str) -> Booted:
+        """Booted from scratch once: save it, pristine, so later creates restore it."""
+
+        async def booted(sandbox: LiveSandbox) -> None:
+            if (template := await self.snapshots.make_template(sandbox, key)) is not None:
+                self.pool.refill(key, template.id)
+
+        return booted
+
+    async def _provision(self, plan: Plan) -> SandboxInfo:
+        self.check_capacity()
+        sandbox = await self._provisioner.provision(plan, self.store)
+        self._register(sandbox, plan.timeout_s)
+        return sandbox.info.model_copy()
 
     def check_capacity(self) -> None:
         if len(self._live) >= self.settings.max_sandboxes:
@@ -305,114 +296,27 @@ class Manager:
             "rootfs": self.images.rootfs(image),
         }
 
-    def _machine_config(
-        self, info: SandboxInfo, paths: dict[str, Path] | None = None
-    ) -> MachineConfig:
-        paths = paths or {"kernel": Path(), "initramfs": Path(), "tools": Path(), "rootfs": Path()}
-        workdir = self.sandboxes_dir / info.id
-        return MachineConfig(
-            name=info.id,
-            workdir=workdir,
-            kernel=paths["kernel"],
-            initramfs=paths["initramfs"],
-            root_disk=workdir / "disk.qcow2",
-            tools_disk=paths["tools"],
-            accel=self.accel,  # type: ignore[arg-type]
-            vcpus=info.vcpus,
-            memory_mib=info.memory_mib,
-            qemu_binary=self.settings.qemu_binary,
-            run_as=self._run_as,
-            persistent=self.persistent,
-            mac=new_mac(),
-        )
-
-    def _prepare_workdir(self, config: MachineConfig, rootfs: Path, disk_mib: int) -> None:
-        config.workdir.mkdir(mode=0o750)
-        disks.create_overlay(rootfs, config.root_disk, disk_mib)
-        if self._run_as is not None:
-            uid, gid = self._run_as
-            for path in (config.workdir, config.root_disk):
-                os.chown(path, uid, gid)
-
     def default_network(self) -> NetworkPolicy:
         return NetworkPolicy(internet=self.settings.internet and self._isolate)
 
-    @staticmethod
-    def _refuse_egress(policy: NetworkPolicy) -> None:
-        """Without a namespace (not root) a sandbox has no way out: a policy can't give one."""
-        if policy.internet or policy.allow:
-            raise NetworkError(
-                "sandbox egress needs Sietch to run as root (it uses network namespaces)"
-            )
-
-    async def _launch(
-        self, info: SandboxInfo, config: MachineConfig
-    ) -> tuple[QemuMachine, SandboxNetwork | None]:
-        """Start QEMU inside the sandbox's own network, which is wired while QEMU starts."""
-        if not self._isolate:
-            self._refuse_egress(info.network)
-            machine = QemuMachine(config)
-            await machine.launch()
-            return machine, None
-        network = await SandboxNetwork.prepare(info.network, self._upstreams)
-        config.restrict_net = False
-        config.wrapper = network.launch_prefix()
-        config.pass_fds = network.pass_fds()
-        machine = QemuMachine(config)
-        try:
-            results = await asyncio.gather(
-                machine.launch(), network.connect(config.workdir / "uplink.log"),
-                return_exceptions=True,
-            )  # fmt: skip
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-        except BaseException:
-            await machine.kill()
-            await network.close()
-            raise
-        network.launched()
-        return machine, network
-
-    async def _boot(self, info: SandboxInfo, config: MachineConfig) -> LiveSandbox:
-        agent = AgentConnection(config.agent_socket, name=info.id)
-        machine, network = await self._launch(info, config)
-        sandbox = LiveSandbox(info, config.workdir, machine, agent, network)
-        try:
-            connect = asyncio.ensure_future(
-                agent.connect(self.settings.boot_timeout_s, entropy=entropy())
-            )
-            died = asyncio.ensure_future(machine.wait())
-            done, _ = await asyncio.wait({connect, died}, return_when=asyncio.FIRST_COMPLETED)
-            if connect not in done:
-                connect.cancel()
-                with contextlib.suppress(asyncio.CancelledError, SietchError):
-                    await connect
-                raise BootError(
-                    f"the VM exited during boot (code {machine.exitcode})",
-                    console=read_tail(config.console_log, 4000),
-                )
-            died.cancel()
-            try:
-                connect.result()
-            except AgentUnavailable as exc:
-                raise BootError(
-                    f"sandbox {info.id} did not boot: {exc.message}",
-                    console=read_tail(config.console_log, 4000),
-                ) from exc
-        except BaseException:
-            await sandbox.stop()
-            raise
-        return sandbox
-
-    def _register(self, sandbox: LiveSandbox) -> None:
+    def _register(self, sandbox: LiveSandbox, timeout_s: float | None = None) -> None:
         self._live[sandbox.id] = sandbox
-        self._spawn(self._watch(sandbox))
+        self.spawn(self._watch(sandbox))
+        if timeout_s:
+            self.schedule_expiry(sandbox.info, timeout_s)
+            self.store.put(sandbox.info)
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background until it ends or the manager closes."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def schedule_expiry(self, info: SandboxInfo, timeout_s: float | None) -> None:
+        """Delete the sandbox ``timeout_s`` from now (None: never); sets ``expires_at``."""
+        info.expires_at = datetime.now(UTC) + timedelta(seconds=timeout_s) if timeout_s else None
+        if timeout_s:
+            self.spawn(self._expire(info.id, timeout_s))
 
     async def _watch(self, sandbox: LiveSandbox) -> None:
         """Mark a sandbox dead when its QEMU exits on its own."""
@@ -422,9 +326,7 @@ class Manager:
         await sandbox.stop()
         info = self.store.get(sandbox.id)
         if info is not None:
-            info.state, info.pid, info.ports = SandboxState.DEAD, None, []
-            info.error = f"the VM exited unexpectedly (code {sandbox.machine.exitcode})"
-            self.store.put(info)
+            self._mark_dead(info, f"the VM exited unexpectedly (code {sandbox.machine.exitcode})")
             log.warning("sandbox %s died: %s", sandbox.id, info.error)
 
     async def _expire(self, sandbox_id: str, after: float) -> None:
@@ -440,11 +342,11 @@ class Manager:
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         return info
 
-    async def list(self, labels: dict[str, str] | None = None) -> list[SandboxInfo]:
+    async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxInfo]:
         return [i for i in self.store.all() if labels_match(i, labels) and not is_pooled(i)]
 
     def sandbox(self, sandbox_id: str) -> LiveSandbox:
-        """The live sandbox, for running commands and moving files."""
+        """The running sandbox without its lock: prefer :meth:`use` (tests call this)."""
         sandbox = self._live.get(sandbox_id)
         if sandbox is not None:
             if sandbox.info.state is SandboxState.PAUSED:
@@ -458,6 +360,23 @@ class Manager:
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         raise SandboxNotRunning(f"sandbox {sandbox_id} is {info.state.value}", state=info.state)
 
+    @asynccontextmanager
+    async def use(self, sandbox_id: str) -> AsyncIterator[LiveSandbox]:
+        """The running sandbox, its lock held shared while the caller drives its agent.
+
+        For one command, one file transfer, one process call: not for a whole
+        streaming session, which would hold off snapshots for as long as it lasts.
+        """
+        sandbox = self.sandbox(sandbox_id)
+        async with sandbox.lock.shared():
+            if self.sandbox(sandbox_id) is not sandbox:  # ended or paused while we waited
+                raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+            yield sandbox
+
+    def live(self, sandbox_id: str) -> LiveSandbox | None:
+        """The live sandbox (running or paused), without taking its lock."""
+        return self._live.get(sandbox_id)
+
     def _live_sandbox(self, sandbox_id: str) -> LiveSandbox:
         """The live sandbox whether running or paused (snapshot, pause, resume)."""
         sandbox = self._live.get(sandbox_id)
@@ -466,64 +385,56 @@ class Manager:
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         return sandbox
 
+    def console_log(self, sandbox_id: str, limit: int = 256 * 1024) -> str:
+        """The tail of a sandbox's serial console; kept after its VM died, to show why."""
+        info = self.store.get(sandbox_id)
+        if info is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        return read_tail(self._provisioner.machine_config(info).console_log, limit)
+
+    async def delete(self, sandbox_id: str) -> None:
+        """Stop the sandbox's VM and remove everything it had."""
+        if self.store.get(sandbox_id) is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        await self.destroy(sandbox_id)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        """Stop the sandbox (if live) and remove its files and record.
+
+        Stopping first ends every agent call in flight (a long command included),
+        so the files go once those have let go of the lock, without a long wait.
+        """
+        sandbox = self._live.pop(sandbox_id, None)
+        if sandbox is not None:
+            await sandbox.stop()
+            await sandbox.lock.idle(self.settings.lock_wait_s)
+        await self._provisioner.discard(sandbox_id, self._store)
+
     # -- ports (see sietch.network.ports) ----------------------------------------
 
     async def expose(self, sandbox_id: str, guest_port: int) -> PortMapping:
         """Make a guest TCP port reachable on a free 127.0.0.1 port (again: the same one)."""
         netports.check_port(guest_port)
         sb = self._live_sandbox(sandbox_id)
-        async with self.snapshots._lock(sandbox_id):
+        async with sb.exclusive(self.settings.lock_wait_s):
             for mapping in sb.info.ports:
                 if mapping.guest_port == guest_port:
                     return mapping.model_copy()
-            mapping = await self._forward(sb.machine, sb.network, guest_port)
+            mapping = await sb.forward(guest_port)
             sb.info.ports.append(mapping)
             self.store.put(sb.info)
         sb.log.info("guest port %d exposed on %s:%d", guest_port, mapping.host, mapping.host_port)
         return mapping.model_copy()
 
-    @staticmethod
-    async def _forward(
-        machine: QemuMachine, network: SandboxNetwork | None, guest_port: int
-    ) -> PortMapping:
-        """QEMU forwards the guest port to its namespace's loopback; a relay brings it out."""
-        port = await netports.forward(machine, guest_port)
-        if network is not None:
-            try:
-                port = await network.open_relay(port)
-            except BaseException:
-                await netports.unforward(machine, port)
-                raise
-        return PortMapping(guest_port=guest_port, host=HOST, host_port=port)
-
     async def unexpose(self, sandbox_id: str, guest_port: int) -> None:
         """Close the host port of an exposed guest port (NotFound if it was not exposed)."""
         netports.check_port(guest_port)
         sb = self._live_sandbox(sandbox_id)
-        async with self.snapshots._lock(sandbox_id):
+        async with sb.exclusive(self.settings.lock_wait_s):
             mapping = self._mapping(sb.info, guest_port)
-            inner = (await netports.forwards(sb.machine)).get(guest_port)
-            if inner is not None:
-                await netports.unforward(sb.machine, inner)
-            if sb.network is not None:
-                await sb.network.close_relay(mapping.host_port)
+            await sb.unforward(mapping)
             sb.info.ports.remove(mapping)
             self.store.put(sb.info)
-
-    # -- network policy (see sietch.network.policy) --------------------------------
-
-    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxInfo:
-        """Replace a running sandbox's egress policy; it applies to new connections at once."""
-        sb = self._live_sandbox(sandbox_id)
-        async with self.snapshots._lock(sandbox_id):
-            if sb.network is not None:
-                await sb.network.apply(policy)
-            else:
-                self._refuse_egress(policy)
-            sb.info.network = policy
-            self.store.put(sb.info)
-        sb.log.info("network policy: internet=%s allow=%s", policy.internet, policy.allow)
-        return sb.info.model_copy()
 
     async def ports(self, sandbox_id: str) -> builtins.list[PortMapping]:
         return [p.model_copy() for p in (await self.get(sandbox_id)).ports]
@@ -540,68 +451,115 @@ class Manager:
                 return mapping
         raise NotFound(f"port {guest_port} of sandbox {info.id} is not exposed", port=guest_port)
 
-    # -- snapshots (see sietch.core.snapshots) ---------------------------------
+    # -- network policy (see sietch.network.policy) --------------------------------
+
+    async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxInfo:
+        """Replace a running sandbox's egress policy; it applies to new connections at once."""
+        sb = self._live_sandbox(sandbox_id)
+        async with sb.exclusive(self.settings.lock_wait_s):
+            if sb.network is not None:
+                await sb.network.apply(policy)
+            else:
+                refuse_egress(policy)
+            sb.info.network = policy
+            self.store.put(sb.info)
+        sb.log.info("network policy: internet=%s allow=%s", policy.internet, policy.allow)
+        return sb.info.model_copy()
+
+    # -- pause, snapshots (see sietch.core.snapshots) ------------------------------
 
     async def pause(self, sandbox_id: str) -> SandboxInfo:
         """Stop the sandbox's vCPUs; its memory and processes stay as they are."""
-        return await self.snapshots.pause(sandbox_id)
+        return await self._set_paused(sandbox_id, True)
 
     async def resume(self, sandbox_id: str) -> SandboxInfo:
-        return await self.snapshots.resume(sandbox_id)
+        return await self._set_paused(sandbox_id, False)
+
+    async def _set_paused(self, sandbox_id: str, paused: bool) -> SandboxInfo:
+        sb = self._live_sandbox(sandbox_id)
+        async with sb.exclusive(self.settings.lock_wait_s):
+            if paused and sb.info.state is SandboxState.RUNNING:
+                await sb.pause()
+                self.store.put(sb.info)
+            elif not paused and sb.info.state is SandboxState.PAUSED:
+                await sb.resume()
+                self.store.put(sb.info)
+        return sb.info.model_copy()
 
     async def snapshot(
         self, sandbox_id: str, name: str | None = None, labels: dict[str, str] | None = None
     ) -> SnapshotInfo:
         """Save memory, processes and disk; the sandbox keeps running."""
-        return await self.snapshots.snapshot(sandbox_id, name, labels)
+        return await self.snapshots.take(self._live_sandbox(sandbox_id), name, labels)
 
     async def restore(self, snapshot_id: str, **options: Any) -> SandboxInfo:
-        """A new running sandbox from a snapshot (as often as wanted, concurrently)."""
-        return await self.snapshots.restore(snapshot_id, **options)
+        """A new running sandbox from a snapshot (as often as wanted, concurrently).
+
+        ``options``: metadata, hostname, disk_mib, env, timeout_s, network.
+        """
+        snap = await self.get_snapshot(snapshot_id)
+        return await self._provision(self.snapshots.plan(snap, **options))
 
     async def fork(
         self, sandbox_id: str, count: int, metadata: dict[str, str] | None = None
     ) -> builtins.list[SandboxInfo]:
-        """``count`` running copies of a sandbox, from one snapshot of it."""
-        return await self.snapshots.fork(sandbox_id, count, metadata)
+        """``count`` running copies of a sandbox, all restored from one new snapshot of it."""
+        limit = self.settings.max_sandboxes
+        if not 1 <= count <= limit:
+            raise InvalidArgument(f"count must be between 1 and {limit}")
+        if len(self._live) + count > limit:
+            raise LimitExceeded(
+                f"forking {count} would exceed {limit} sandboxes (SIETCH_MAX_SANDBOXES)"
+            )
+        snap = await self.snapshot(sandbox_id, name=f"fork of {sandbox_id}")
+        results = await asyncio.gather(
+            *(self.restore(snap.id, metadata=metadata) for _ in range(count)),
+            return_exceptions=True,
+        )
+        made = [r for r in results if isinstance(r, SandboxInfo)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            for info in made:
+                with contextlib.suppress(SietchError):
+                    await self.delete(info.id)
+            raise errors[0]
+        return made
 
     async def list_snapshots(self, templates: bool = False) -> builtins.list[SnapshotInfo]:
-        return self.snapshots.list(templates)
+        return [s for s in self.store.all_snapshots() if templates or not s.template]
 
     async def get_snapshot(self, snapshot_id: str) -> SnapshotInfo:
-        return self.snapshots.get(snapshot_id)
+        snap = self.store.get_snapshot(snapshot_id)
+        if snap is None:
+            raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
+        return snap
 
     async def delete_snapshot(self, snapshot_id: str) -> None:
         """Refused (Conflict) while a sandbox or child snapshot still builds on it."""
-        await self.snapshots.delete(snapshot_id)
-
-    def console_log(self, sandbox_id: str, limit: int = 256 * 1024) -> str:
-        """The tail of a sandbox's serial console; kept after its VM died, to show why."""
-        info = self.store.get(sandbox_id)
-        if info is None:
-            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
-        return read_tail(self._machine_config(info).console_log, limit)
-
-    async def delete(self, sandbox_id: str) -> None:
-        """Stop the sandbox's VM and remove everything it had."""
-        if self.store.get(sandbox_id) is None:
-            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
-        await self._destroy(sandbox_id)
-
-    async def _destroy(self, sandbox_id: str) -> None:
-        sandbox = self._live.pop(sandbox_id, None)
-        if sandbox is not None:
-            await sandbox.stop()
-        await self._discard(sandbox_id, None)
-
-    async def _discard(self, sandbox_id: str, config: MachineConfig | None) -> None:
-        workdir = config.workdir if config else self.sandboxes_dir / sandbox_id
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
-        if self._store is not None:
-            self._store.delete(sandbox_id)
+        await self.get_snapshot(snapshot_id)
+        users = self.store.snapshot_users(snapshot_id)
+        if users:
+            raise Conflict(
+                f"snapshot {snapshot_id} is still used by {', '.join(users)}; delete those first",
+                users=users,
+            )
+        await asyncio.to_thread(self.snapshots.remove, snapshot_id)
 
 
-def _sandbox_id_from_args(args: list[str], marker: str) -> str | None:
+def _kill(pid: int | None) -> builtins.list[int]:
+    """SIGKILL a VM an earlier run left (not our child); the pids to wait for."""
+    if pid is None:
+        return []
+    process.kill_and_forget(pid)
+    return [pid]
+
+
+async def _gone(pid: int) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(process.wait_exit(pid), 5.0)
+
+
+def _sandbox_id_from_args(args: builtins.list[str], marker: str) -> str | None:
     for arg in args:
         at = arg.find(marker)
         if at >= 0:

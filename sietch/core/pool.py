@@ -14,15 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
 
+from sietch.core.host import SandboxHost
 from sietch.core.models import SandboxInfo, SandboxSpec
-from sietch.core.snapshots import entropy
+from sietch.core.provision import fixup
 from sietch.errors import SietchError
-
-if TYPE_CHECKING:
-    from sietch.core.manager import Manager
 
 log = logging.getLogger(__name__)
 
@@ -37,31 +34,33 @@ def is_pooled(info: SandboxInfo) -> bool:
 class WarmPool:
     """Keeps up to ``size`` ready sandboxes per template."""
 
-    def __init__(self, manager: Manager, size: int) -> None:
-        self.m = manager
+    def __init__(self, host: SandboxHost, size: int) -> None:
+        self.host = host
         self.size = size
         self._ready: dict[str, list[str]] = defaultdict(list)
         self._filling: dict[str, int] = defaultdict(int)
 
+    def ready(self) -> set[str]:
+        """Ids of the pooled sandboxes ready to be handed out."""
+        return {i for ids in self._ready.values() for i in ids}
+
     async def take(self, key: str, spec: SandboxSpec) -> SandboxInfo | None:
         """A pooled sandbox made the caller's, or None when none is ready."""
         while self._ready[key]:
-            sandbox = self.m._live.get(self._ready[key].pop(0))
+            sandbox = self.host.live(self._ready[key].pop(0))
             if sandbox is None:
                 continue
             try:
-                await sandbox.agent.call("hello", time=time.time(), entropy=entropy())
+                await sandbox.agent.call("hello", time=time.time(), **fixup())
             except SietchError:
                 sandbox.log.warning("pooled sandbox did not answer; discarding it")
-                await self.m._destroy(sandbox.id)
+                await self.host.destroy(sandbox.id)
                 continue
             info = sandbox.info
-            now = datetime.now(UTC)
-            info.metadata, info.env, info.created_at = dict(spec.metadata), dict(spec.env), now
-            info.expires_at = now + timedelta(seconds=spec.timeout_s) if spec.timeout_s else None
-            self.m.store.put(info)
-            if spec.timeout_s:
-                self.m._spawn(self.m._expire(info.id, spec.timeout_s))
+            info.metadata, info.env = dict(spec.metadata), dict(spec.env)
+            info.created_at = datetime.now(UTC)
+            self.host.schedule_expiry(info, spec.timeout_s)
+            self.host.store.put(info)
             return info.model_copy()
         return None
 
@@ -70,13 +69,19 @@ class WarmPool:
         missing = self.size - len(self._ready[key]) - self._filling[key]
         for _ in range(max(missing, 0)):
             self._filling[key] += 1
-            self.m._spawn(self._add(key, template_id))
+            self.host.spawn(self._add(key, template_id))
 
     async def _add(self, key: str, template_id: str) -> None:
         try:
-            info = await self.m.snapshots.restore(template_id, metadata={POOL_LABEL: key})
-            await self.m.sandbox(info.id).exec(["true"])  # pay the first, slow answer now
-            self._ready[key].append(info.id)
+            info = await self.host.restore(template_id, metadata={POOL_LABEL: key})
+            sandbox = self.host.live(info.id)
+            try:
+                if sandbox is not None:
+                    await sandbox.exec(["true"])  # pay the first, slow answer now
+                    self._ready[key].append(info.id)
+            except SietchError:
+                await self.host.destroy(info.id)
+                raise
         except SietchError as exc:
             log.warning("could not add a sandbox to the warm pool: %s", exc)
         finally:

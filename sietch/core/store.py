@@ -85,6 +85,12 @@ class Store:
         rows = self._db.execute("SELECT info FROM snapshots ORDER BY created_at").fetchall()
         return [SnapshotInfo.model_validate_json(r[0]) for r in rows]
 
+    def snapshot_users(self, snapshot_id: str) -> list[str]:
+        """Sandboxes and snapshots whose disk (or RAM) still depends on ``snapshot_id``."""
+        found = [s.id for s in self.all_snapshots() if s.parent_id == snapshot_id]
+        found += [i.id for i in self.all() if i.snapshot_id == snapshot_id]
+        return found
+
     def delete_snapshot(self, snapshot_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))

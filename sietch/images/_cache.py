@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import shutil
 import stat
 import tempfile
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+
+from sietch.storage.publish import publish
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +77,12 @@ def make_dir(path: Path) -> Path:
 
 
 def _publishable(path: Path) -> None:
-    """Readable by everyone (QEMU runs unprivileged), and on disk before it gets its name."""
+    """Readable by everyone: QEMU runs unprivileged."""
     mode = path.lstat().st_mode
     if stat.S_ISDIR(mode):
         path.chmod(0o755)
-        os.sync()  # thousands of files (kernel modules): one sync beats an fsync each
     else:
         path.chmod(0o755 if mode & stat.S_IXUSR else 0o644)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Cache:
@@ -149,8 +136,7 @@ class Cache:
                 result = build(work)
                 _publishable(result)
                 make_dir(final.parent)
-                os.replace(result, final)
-                _fsync_dir(final.parent)
+                publish(result, final, many_files=result.is_dir())
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         log.info("built %s", final)

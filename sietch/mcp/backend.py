@@ -102,13 +102,13 @@ class ManagerBackend:
     async def run(
         self, sandbox_id: str, command: str, timeout_s: float, cwd: str | None
     ) -> CommandOut:
-        sandbox = self._manager().sandbox(sandbox_id)
         out, err = _Capped(), _Capped()
-        execution = await sandbox.start(command, cwd=cwd, timeout=timeout_s)
-        try:
-            result = await execution.result(on_stdout=out, on_stderr=err, capture=False)
-        finally:
-            await execution.close()
+        async with self._manager().use(sandbox_id) as sandbox:
+            execution = await sandbox.start(command, cwd=cwd, timeout=timeout_s)
+            try:
+                result = await execution.result(on_stdout=out, on_stderr=err, capture=False)
+            finally:
+                await execution.close()
         stdout, cut_out = capped(bytes(out.data))
         stderr, cut_err = capped(bytes(err.data))
         return CommandOut(
@@ -120,19 +120,22 @@ class ManagerBackend:
         )
 
     async def write_file(self, sandbox_id: str, path: str, content: bytes) -> FileWritten:
-        size = await self._manager().sandbox(sandbox_id).write_file(path, content)
+        async with self._manager().use(sandbox_id) as sandbox:
+            size = await sandbox.write_file(path, content)
         return FileWritten(path=path, size=size)
 
     async def read_file(self, sandbox_id: str, path: str) -> bytes:
         data = bytearray()
-        async for chunk in self._manager().sandbox(sandbox_id).read_file(path):
-            data += chunk
-            if len(data) > READ_LIMIT:
-                raise _too_large(path)
+        async with self._manager().use(sandbox_id) as sandbox:
+            async for chunk in sandbox.read_file(path):
+                data += chunk
+                if len(data) > READ_LIMIT:
+                    raise _too_large(path)
         return bytes(data)
 
     async def list_dir(self, sandbox_id: str, path: str, depth: int) -> list[DirEntry]:
-        entries = await self._manager().sandbox(sandbox_id).list_dir(path, depth)
+        async with self._manager().use(sandbox_id) as sandbox:
+            entries = await sandbox.list_dir(path, depth)
         return [DirEntry(name=e.name, path=e.path, type=e.type, size=e.size) for e in entries]
 
     async def snapshot(self, sandbox_id: str, name: str | None) -> SnapshotOut:

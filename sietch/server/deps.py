@@ -6,6 +6,7 @@ dependencies in a thread pool, a hop that cost more than the request's own work.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 from urllib.parse import unquote_to_bytes
 
@@ -77,9 +78,14 @@ def authenticate(conn: HTTPConnection) -> None:
 require_api_key = BearerAuth(auto_error=False, description="An API key from `sietch serve`.")
 
 
-async def get_sandbox(sandbox_id: str, manager: ManagerDep) -> LiveSandbox:
-    """The live sandbox of the path's id (404 unknown, 409 not running)."""
-    return manager.sandbox(sandbox_id)
+async def get_sandbox(sandbox_id: str, manager: ManagerDep) -> AsyncIterator[LiveSandbox]:
+    """The live sandbox of the path's id (404 unknown, 409 not running), its lock held shared.
+
+    FastAPI leaves a yield dependency after the response is sent, so a streamed
+    file download holds the lock until its last byte.
+    """
+    async with manager.use(sandbox_id) as sandbox:
+        yield sandbox
 
 
 SandboxDep = Annotated[LiveSandbox, Depends(get_sandbox)]

@@ -38,7 +38,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from sietch.core.live import Execution, LiveSandbox
+from sietch.core.live import Execution
+from sietch.core.manager import Manager
 from sietch.errors import InvalidArgument, SietchError, ValidationFailed
 from sietch.server.deps import authenticate, require_manager
 from sietch.server.handlers import error_body, error_response
@@ -93,7 +94,8 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     state: ServerState = ws.app.state.sietch
     try:
         authenticate(ws)
-        sandbox = require_manager(state).sandbox(sandbox_id)
+        manager = require_manager(state)
+        manager.sandbox(sandbox_id)  # refuse an unknown or stopped sandbox before accepting
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await refuse(ws, exc)
@@ -101,7 +103,7 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     await ws.accept()
     started = time.perf_counter()
     try:
-        execution, encoding = await _begin(ws, sandbox, state)
+        execution, encoding = await _begin(ws, manager, sandbox_id, state)
         await _Session(ws, execution, encoding).run()
     except WebSocketDisconnect:
         return
@@ -116,32 +118,37 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
         state.metrics.exec_seconds.labels("stream").observe(time.perf_counter() - started)
 
 
-async def _begin(ws: WebSocket, sandbox: LiveSandbox, state: ServerState) -> tuple[Execution, str]:
+async def _begin(
+    ws: WebSocket, manager: Manager, sandbox_id: str, state: ServerState
+) -> tuple[Execution, str]:
     try:
         raw = await asyncio.wait_for(ws.receive_json(), START_TIMEOUT_S)
     except TimeoutError as exc:
         raise InvalidArgument(f"no start message within {START_TIMEOUT_S:g}s") from exc
     except ValueError as exc:  # not JSON
         raise InvalidArgument("the first message must be a JSON start or attach message") from exc
+    # The sandbox's lock only while the command starts: a session may last for hours.
     try:
         if isinstance(raw, dict) and raw.get("type") == "attach":
             attach = AttachMessage.model_validate(raw)
-            execution = await sandbox.attach(attach.pid)
+            async with manager.use(sandbox_id) as sandbox:
+                execution = await sandbox.attach(attach.pid)
             encoding: str = attach.encoding
         else:
             start = StartMessage.model_validate(raw)
             encoding = start.encoding
-            execution = await sandbox.start(
-                start.cmd,
-                stdin=start.stdin,
-                pty=start.pty,
-                cols=start.cols,
-                rows=start.rows,
-                env=start.env or None,
-                cwd=start.cwd,
-                user=start.user,
-                timeout=start.timeout or state.settings.exec_timeout_s,
-            )
+            async with manager.use(sandbox_id) as sandbox:
+                execution = await sandbox.start(
+                    start.cmd,
+                    stdin=start.stdin,
+                    pty=start.pty,
+                    cols=start.cols,
+                    rows=start.rows,
+                    env=start.env or None,
+                    cwd=start.cwd,
+                    user=start.user,
+                    timeout=start.timeout or state.settings.exec_timeout_s,
+                )
     except ValidationError as exc:
         raise ValidationFailed(f"bad start message: {exc.errors()[0]['msg']}") from exc
     await ws.send_json({"type": "started", "pid": execution.pid})

@@ -74,15 +74,6 @@ def can_reflink(directory: Path) -> bool:
         copy.unlink(missing_ok=True)
 
 
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory (a rename is durable once its directory is synced)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def disk_usage(path: Path) -> int:
     """Bytes allocated under ``path`` (shared reflinked extents are counted in each file)."""
     total = 0

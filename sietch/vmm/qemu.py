@@ -153,10 +153,14 @@ class QemuMachine:
 
     @classmethod
     async def adopt(cls, config: MachineConfig, pid: int) -> QemuMachine:
-        """Take over a QEMU that an earlier Sietch process started."""
+        """Take over a QEMU that an earlier Sietch process started; killed if QMP fails."""
         machine = cls(config)
         machine.pid = pid
-        await machine._connect_qmp(timeout=5.0)
+        try:
+            await machine._connect_qmp(timeout=5.0)
+        except BaseException:
+            await machine.kill()
+            raise
         return machine
 
     @property
@@ -263,12 +267,17 @@ class QemuMachine:
         finally:
             await self._post_shutdown()
 
-    async def _post_shutdown(self) -> None:
+    async def detach(self) -> None:
+        """Close QMP and leave the process running, its sockets in place (a persistent VM
+        that the next Sietch process adopts)."""
         qmp, self.qmp = self.qmp, None
         if qmp is not None:
-            # After "quit" the peer is gone and disconnect() re-raises its EOF.
             with contextlib.suppress(QMPError, OSError, EOFError):
                 await qmp.disconnect()
+
+    async def _post_shutdown(self) -> None:
+        # After "quit" the peer is gone and disconnect() re-raises its EOF.
+        await self.detach()
         for path in (self.config.qmp_socket, self.config.agent_socket, self.config.pidfile):
             path.unlink(missing_ok=True)
 

@@ -11,7 +11,7 @@ from tests.conftest import SandboxFactory
 async def _pooled(manager: Manager, image: str = "default") -> set[str]:
     """Wait until the pool holds a ready sandbox of ``image``; return those pooled ids."""
     for _ in range(1200):
-        ready = {i for ids in manager.pool._ready.values() for i in ids}
+        ready = manager.pool.ready()
         ready = {i for i in ready if (await manager.get(i)).image == image}
         if ready:
             return ready

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import posixpath
 import signal
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -62,6 +63,17 @@ public_router = APIRouter(prefix="/v1", tags=["arrakis"])
 router = APIRouter(prefix="/v1", tags=["arrakis"], dependencies=[Depends(require_key)])
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+
+
+async def vm_sandbox(
+    name: str, manager: ManagerDep, registry: RegistryDep
+) -> AsyncIterator[LiveSandbox]:
+    """The named VM's live sandbox, its lock held shared for the request."""
+    async with manager.use((await registry.get_vm(manager, name)).id) as sandbox:
+        yield sandbox
+
+
+VmSandboxDep = Annotated[LiveSandbox, Depends(vm_sandbox)]
 
 WORKDIR = "/tmp/server_files"
 """Where Arrakis runs commands and puts relative file paths; kept for compatibility."""
@@ -129,10 +141,6 @@ async def image_for(manager: Manager, body: StartVMRequest) -> str | None:
     )
 
 
-def live(manager: Manager, info: SandboxInfo) -> LiveSandbox:
-    return manager.sandbox(info.id)
-
-
 # -- health -----------------------------------------------------------------------
 
 
@@ -157,10 +165,10 @@ async def start_vm(body: StartVMRequest, manager: ManagerDep, registry: Registry
             image = await image_for(manager, body)
             info = await manager.create(image=image, metadata=labels)
         try:
-            sandbox = live(manager, info)
-            await sandbox.mkdir(WORKDIR)
-            if body.entryPoint:
-                await sandbox.start_background(body.entryPoint, cwd=WORKDIR, tag="entryPoint")
+            async with manager.use(info.id) as sandbox:
+                await sandbox.mkdir(WORKDIR)
+                if body.entryPoint:
+                    await sandbox.start_background(body.entryPoint, cwd=WORKDIR, tag="entryPoint")
         except BaseException:
             await asyncio.shield(manager.delete(info.id))
             raise
@@ -251,14 +259,12 @@ def _exit_error(exit_code: int | None, sig: int | None, timed_out: bool) -> str:
 async def run_cmd(
     name: str,
     body: VmCommandRequest,
-    manager: ManagerDep,
-    registry: RegistryDep,
+    sandbox: VmSandboxDep,
     settings: SettingsDep,
 ) -> VmCommandResponse:
     """Run a shell command in :data:`WORKDIR`; ``output`` is stdout and stderr interleaved."""
     if not body.cmd.strip():
         raise InvalidArgument("Command cannot be empty")
-    sandbox = live(manager, await registry.get_vm(manager, name))
     if not body.blocking:
         await sandbox.start_background(body.cmd, cwd=WORKDIR)
         return VmCommandResponse()
@@ -281,10 +287,9 @@ async def run_cmd(
 
 @router.post("/vms/{name}/files", name="upload", response_model=VmFileUploadResponse)
 async def upload_files(
-    name: str, body: VmFileUploadRequest, manager: ManagerDep, registry: RegistryDep
+    name: str, body: VmFileUploadRequest, sandbox: VmSandboxDep
 ) -> VmFileUploadResponse:
     """Write text files (parent directories are made); relative paths go under /tmp/server_files."""
-    sandbox = live(manager, await registry.get_vm(manager, name))
     for file in body.files:
         await sandbox.write_file(guest_path(file.path), file.content.encode())
     return VmFileUploadResponse()
@@ -304,13 +309,11 @@ async def _read_capped(sandbox: LiveSandbox, path: str, limit: int) -> bytes:
 @router.get("/vms/{name}/files", name="download", response_model=VmFileDownloadResponse)
 async def download_files(
     name: str,
-    manager: ManagerDep,
-    registry: RegistryDep,
+    sandbox: VmSandboxDep,
     settings: SettingsDep,
     paths: Annotated[str, Query(min_length=1, description="Comma-separated file paths.")],
 ) -> VmFileDownloadResponse:
     """Read text files; a file that cannot be read gets an ``error`` instead of content."""
-    sandbox = live(manager, await registry.get_vm(manager, name))
     files = []
     for path in paths.split(","):
         entry = DownloadedFile(path=path)

@@ -1,0 +1,256 @@
+"""The one way a sandbox comes to life: cold boot, template or snapshot restore, fork, pool.
+
+Every new sandbox goes through :meth:`Provisioner.provision`, in this order:
+a record (state ``creating``), its work dir (a disk overlay over the image or
+the snapshot's frozen disk), boot or restore, the fix-up that makes it its
+own (clock, entropy, MAC, hostname), the disk grown to the asked size, then
+the record ``running``. A failure anywhere stops what was started and
+removes the work dir and the record; registration and expiry are the
+manager's (:meth:`sietch.core.manager.Manager.provision`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sietch.config import Settings
+from sietch.core.live import LiveSandbox
+from sietch.core.models import SandboxInfo, SandboxState
+from sietch.core.store import Store
+from sietch.errors import AgentUnavailable, BootError, SietchError
+from sietch.storage import disks
+from sietch.vmm import snapshot as vmsnap
+from sietch.vmm.qemu import MachineConfig, read_tail
+
+log = logging.getLogger(__name__)
+
+Booted = Callable[[LiveSandbox], Awaitable[None]]
+"""Called once a cold-booted sandbox answers, before anything changes it (templates)."""
+
+
+def new_id() -> str:
+    return "sb-" + secrets.token_hex(6)
+
+
+def new_mac() -> str:
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in os.urandom(3))
+
+
+def fixup(*, mac: str | None = None, hostname: str | None = None) -> dict[str, Any]:
+    """``hello`` parameters that make a guest its own: fresh entropy, and after a restore its
+    new MAC and hostname (every hello also sets the guest's clock)."""
+    params: dict[str, Any] = {"entropy": base64.b64encode(os.urandom(64)).decode()}
+    if mac is not None:
+        params["mac"] = mac
+    if hostname:
+        params["hostname"] = hostname
+    return params
+
+
+def record(accel: str, **fields: Any) -> SandboxInfo:
+    """A new sandbox's record (a fresh id, state ``creating``), not yet stored."""
+    return SandboxInfo(
+        id=new_id(),
+        state=SandboxState.CREATING,
+        created_at=datetime.now(UTC),
+        accel=accel,
+        **fields,
+    )
+
+
+@dataclass
+class Restore:
+    """A snapshot to restore instead of booting."""
+
+    state: Path
+    """The device state (``migrate-incoming``)."""
+    ram_in_stream: bool
+    memory: Path | None
+    """The snapshot's RAM file, mapped privately; None when the RAM is in the stream."""
+    console: Path
+    ports: Sequence[int] = ()
+    """Guest ports the snapshot had exposed: this copy gets host ports of its own."""
+
+
+@dataclass
+class Plan:
+    """What a new sandbox is made of; built by create, restore (fork, pool) alike."""
+
+    info: SandboxInfo
+    paths: dict[str, Path]
+    """kernel, initramfs, tools, and rootfs: the base under the sandbox's disk overlay."""
+    base_mib: int
+    """The base disk's size: a bigger ``info.disk_mib`` is grown once the guest runs."""
+    base_format: str = "raw"
+    restore: Restore | None = None
+    """None: a cold boot."""
+    hostname: str | None = None
+    timeout_s: float | None = None
+    booted: Booted | None = field(default=None, repr=False)
+
+
+class Provisioner:
+    """Builds sandboxes for one manager; owns their work dirs and ``creating`` records."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sandboxes_dir: Path,
+        *,
+        accel: str,
+        run_as: tuple[int, int] | None,
+        persistent: bool,
+        upstreams: list[str] | None,
+    ) -> None:
+        self.settings = settings
+        self.sandboxes_dir = sandboxes_dir
+        self.accel = accel
+        self.run_as = run_as
+        self.persistent = persistent
+        self.upstreams = upstreams
+        """Resolvers for sandbox DNS; None: no network namespaces (not root)."""
+
+    def machine_config(
+        self, info: SandboxInfo, paths: dict[str, Path] | None = None
+    ) -> MachineConfig:
+        paths = paths or {"kernel": Path(), "initramfs": Path(), "tools": Path(), "rootfs": Path()}
+        workdir = self.sandboxes_dir / info.id
+        return MachineConfig(
+            name=info.id,
+            workdir=workdir,
+            kernel=paths["kernel"],
+            initramfs=paths["initramfs"],
+            root_disk=workdir / "disk.qcow2",
+            tools_disk=paths["tools"],
+            accel=self.accel,  # type: ignore[arg-type]
+            vcpus=info.vcpus,
+            memory_mib=info.memory_mib,
+            qemu_binary=self.settings.qemu_binary,
+            run_as=self.run_as,
+            persistent=self.persistent,
+            mac=new_mac(),
+        )
+
+    async def provision(self, plan: Plan, store: Store) -> LiveSandbox:
+        """Make the planned sandbox and return it running, recorded as such."""
+        info = plan.info
+        config = self.machine_config(info, plan.paths)
+        if plan.restore is not None:
+            config.incoming = True
+            if plan.restore.memory is not None:
+                config.memory_path, config.memory_shared = plan.restore.memory, False
+        store.put(info)
+        try:
+            await asyncio.to_thread(self._prepare_workdir, config, plan)
+            sandbox = LiveSandbox(info, config)
+            await self._start(sandbox, plan)
+        except BaseException:
+            await asyncio.shield(self.discard(info.id, store))
+            raise
+        info.state, info.pid = SandboxState.RUNNING, sandbox.machine.pid
+        store.put(info)
+        return sandbox
+
+    def _prepare_workdir(self, config: MachineConfig, plan: Plan) -> None:
+        config.workdir.mkdir(mode=0o750)
+        disks.create_overlay(
+            plan.paths["rootfs"], config.root_disk, plan.info.disk_mib, plan.base_format
+        )
+        if plan.restore is not None:
+            with contextlib.suppress(OSError):  # the boot messages of the snapshot's VM
+                shutil.copyfile(plan.restore.console, config.console_log)
+        if self.run_as is not None:
+            for path in (config.workdir, config.root_disk, config.console_log):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(path, *self.run_as)
+
+    async def _start(self, sandbox: LiveSandbox, plan: Plan) -> None:
+        """Launch, boot or restore, fix up, grow the disk; on failure stop what started."""
+        await sandbox.launch(self.upstreams)
+        try:
+            if plan.restore is None:
+                await self._boot(sandbox)
+                if plan.booted is not None:
+                    await plan.booted(sandbox)
+            else:
+                await self._restore(sandbox, plan.restore, plan.hostname)
+            if plan.info.disk_mib > plan.base_mib:
+                with contextlib.suppress(SietchError):
+                    await sandbox.agent.call("resize_fs")
+        except BaseException:
+            await sandbox.stop()
+            raise
+
+    async def _boot(self, sandbox: LiveSandbox) -> None:
+        """Wait for the agent of a cold-booted VM, or for the VM's death, whichever is first."""
+        machine, console = sandbox.machine, sandbox.machine.config.console_log
+        connect = asyncio.ensure_future(
+            sandbox.agent.connect(self.settings.boot_timeout_s, **fixup())
+        )
+        died = asyncio.ensure_future(machine.wait())
+        try:
+            done, _ = await asyncio.wait({connect, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            died.cancel()
+            if not connect.done():
+                connect.cancel()
+                with contextlib.suppress(asyncio.CancelledError, SietchError):
+                    await connect
+        if connect not in done:
+            raise BootError(
+                f"the VM exited during boot (code {machine.exitcode})",
+                console=read_tail(console, 4000),
+            )
+        try:
+            connect.result()
+        except AgentUnavailable as exc:
+            raise BootError(
+                f"sandbox {sandbox.id} did not boot: {exc.message}",
+                console=read_tail(console, 4000),
+            ) from exc
+
+    async def _restore(self, sandbox: LiveSandbox, source: Restore, hostname: str | None) -> None:
+        machine, info = sandbox.machine, sandbox.info
+        try:
+            t1 = time.monotonic()
+            await vmsnap.load_state(machine, source.state, ram_in_stream=source.ram_in_stream)
+            t2 = time.monotonic()
+            await vmsnap.resume(machine)
+            t3 = time.monotonic()
+            hello = fixup(mac=machine.config.mac, hostname=hostname)
+            await sandbox.agent.connect(self.settings.boot_timeout_s, **hello)
+            t4 = time.monotonic()
+            # A fresh QEMU has none of the original's forwards: the snapshot's
+            # exposed guest ports get new host ports of this copy's own.
+            for port in source.ports:
+                info.ports.append(await sandbox.forward(port))
+        except SietchError as exc:
+            if isinstance(exc, BootError):
+                raise
+            raise BootError(
+                f"restore of {info.snapshot_id} failed: {exc.message}",
+                console=read_tail(machine.config.qemu_log, 2000),
+            ) from exc
+        log.debug(
+            "restore %s: load %.0f ms, cont %.0f ms, agent %.0f ms",
+            info.id,
+            *(1000 * d for d in (t2 - t1, t3 - t2, t4 - t3)),
+        )
+
+    async def discard(self, sandbox_id: str, store: Store | None) -> None:
+        """Remove a sandbox's work dir and record (its VM must be stopped already)."""
+        await asyncio.to_thread(shutil.rmtree, self.sandboxes_dir / sandbox_id, True)
+        if store is not None:
+            store.delete(sandbox_id)
