@@ -25,6 +25,7 @@ from qemu.qmp.error import QMPError
 from sietch.errors import BootError, VMError
 from sietch.vmm import process
 from sietch.vmm.accel import Accel, cpu_model, host_tsc_khz
+from sietch.vmm.version import readonly_private_ram
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,16 @@ class MachineConfig:
         tsc_khz = host_tsc_khz() if self.accel == "tcg" else None
         return f"{self.cmdline} tsc_early_khz={tsc_khz}" if tsc_khz else self.cmdline
 
+    def memory_backend(self) -> str:
+        backend = f"memory-backend-file,id=ram,size={self.memory_mib}M,mem-path={self.ram_path}"
+        if self.memory_shared:
+            return backend + ",share=on"
+        if readonly_private_ram(self.qemu_binary):
+            # The file is opened O_RDONLY and mapped MAP_PRIVATE: guest writes
+            # stay in this process, and the file need not be writable by it.
+            return backend + ",share=off,readonly=on,rom=off"
+        return backend + ",share=off"
+
     def argv(self) -> list[str]:
         mem = f"{self.memory_mib}M"
         accel = ["-accel", self.accel, "-cpu", cpu_model(self.accel)]
@@ -112,9 +123,7 @@ class MachineConfig:
             *accel,
             "-smp", str(self.vcpus),
             "-m", mem,
-            "-object",
-            f"memory-backend-file,id=ram,size={mem},mem-path={self.ram_path},"
-            f"share={'on' if self.memory_shared else 'off'}",
+            "-object", self.memory_backend(),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(self.kernel),
             "-initrd", str(self.initramfs),
