@@ -13,6 +13,11 @@ Sietch runs on QEMU 10 (Debian bookworm-backports, installed by
 - Measured on this machine kind (TCG, 2 cores): ``exec true`` 17.2 ms on
   QEMU 10.0.2 against 37.6 ms on 7.2 (QEMU CPU per exec 14.4 vs 34.8 ms),
   because 10's TCG reuses translations of ld.so and libc across processes.
+  With the tickless guest (:mod:`sietch.vmm.qemu`) it was 16-20 ms against
+  45-75 ms for the old CPU model and command line, in alternating runs on a
+  busy host: the 250 Hz tick and the PIT no longer interrupt every exec.
+- Debian's 10 no longer links microvm's default firmware to qboot: Sietch
+  names ``qboot.rom`` itself (see :data:`sietch.vmm.qemu.FIRMWARE`).
 """
 
 from __future__ import annotations
