@@ -10,9 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 APT_PACKAGES=(
-    python3 python3-venv qemu-system-x86 qemu-utils mmdebstrap busybox-static
+    python3 python3-venv mmdebstrap busybox-static
     e2fsprogs xfsprogs cpio kmod util-linux iproute2 nftables slirp4netns ca-certificates
 )
+# QEMU 10 (bookworm-backports on bookworm): it maps snapshot memory from files
+# it opens read-only (readonly=on,rom=off), and runs TCG guests ~2x faster than 7.2.
+QEMU_PACKAGES=(qemu-system-x86 qemu-utils)
+QEMU_MIN_VERSION=1:10
+BACKPORTS_LIST=/etc/apt/sources.list.d/sietch-backports.sources
 VM_USER=sietch-vm
 VENV=.venv
 
@@ -35,6 +40,65 @@ install_packages() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
+}
+
+debian_mirror() {
+    # The mirror the machine's own apt sources name for suite $1: deb822
+    # stanzas first, then one-line sources.list entries. Never a built-in host.
+    local suite=$1 file
+    for file in /etc/apt/sources.list.d/*.sources; do
+        [ -e "$file" ] || continue
+        awk -v want="$suite" '
+            function flush() {
+                if (uris != "" && (" " suites " ") ~ (" " want " ")) { print uris; uris = ""; exit }
+                uris = ""; suites = ""
+            }
+            /^[ \t]*$/ { flush(); next }
+            tolower($1) == "uris:" { uris = $2 }
+            tolower($1) == "suites:" { $1 = ""; suites = $0 }
+            END { flush() }
+        ' "$file"
+    done
+    for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -e "$file" ] || continue
+        sed -E 's/\[[^]]*\]//' "$file" | awk -v want="$suite" '$1 == "deb" && $3 == want { print $2 }'
+    done
+}
+
+qemu_candidate() {
+    apt-cache policy qemu-system-x86 2>/dev/null | awk '$1 == "Candidate:" { print $2 }'
+}
+
+add_backports() {
+    local codename=$1 mirror
+    mirror=$(debian_mirror "$codename" | head -n1)
+    if [ -z "$mirror" ]; then
+        echo "no apt source names a mirror for $codename: add $codename-backports by hand" >&2
+        exit 1
+    fi
+    say "adding $codename-backports from $mirror (for QEMU 10)"
+    printf '%s\n' "# Added by Sietch's bootstrap.sh, for QEMU 10." "Types: deb" "URIs: $mirror" \
+        "Suites: $codename-backports" "Components: main" \
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" >"$BACKPORTS_LIST"
+    apt-get update -qq
+}
+
+install_qemu() {
+    local installed codename target=()
+    installed=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+    if dpkg --compare-versions "${installed:-0}" ge "$QEMU_MIN_VERSION" \
+        && dpkg-query -W -f='${Status}' qemu-utils 2>/dev/null | grep -q "ok installed"; then
+        return
+    fi
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    apt-get update -qq
+    if ! dpkg --compare-versions "$(qemu_candidate)" ge "$QEMU_MIN_VERSION"; then
+        [ -e "$BACKPORTS_LIST" ] || add_backports "$codename"
+        target=(-t "$codename-backports")
+    fi
+    say "installing QEMU 10 (${QEMU_PACKAGES[*]})"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${target[@]}" "${QEMU_PACKAGES[@]}" >/dev/null
 }
 
 create_vm_user() {
@@ -73,6 +137,7 @@ main() {
     shift || true
     need_root "$cmd"
     install_packages
+    install_qemu
     create_vm_user
     install_python
     case "$cmd" in

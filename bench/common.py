@@ -101,6 +101,17 @@ def api_server() -> Iterator[tuple[str, str]]:
         shutil.rmtree(state, ignore_errors=True)
 
 
+def task_cpu_ns(pid: int) -> dict[int, int]:
+    """CPU time (ns) of each live thread of ``pid``, from its schedstat."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            times[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return times
+
+
 def report(figures: dict[str, Any]) -> None:
     """Print a human line, then the figures as JSON on the last line."""
     figures.setdefault("machine", f"{platform.node()} {platform.machine()}")

@@ -59,10 +59,14 @@ def detect() -> Accel:
     return "kvm" if _cpu_flags() & {"vmx", "svm"} and _kvm_usable() else "tcg"
 
 
-TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"
+TCG_CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+arat"
 """x86-64-v2 (what current wheels such as numpy's expect) and no more: with
 ``-cpu max`` glibc picks AVX string routines, which TCG emulates slowly
-(measured: `exec true` 78 ms median with max, 48 ms with qemu64)."""
+(measured: `exec true` 78 ms median with max, 48 ms with qemu64).
+
+``+arat`` (the local APIC timer keeps running in deep idle) lets the guest
+stop its tick when idle: without it the kernel keeps a periodic 250 Hz tick
+(see :mod:`sietch.vmm.qemu` for the rest of what makes an idle guest quiet)."""
 
 
 def cpu_model(accel: Accel) -> str:

@@ -22,6 +22,57 @@ def _controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+class _Stdio:
+    """The descriptors of one spawn, recorded as they are made so a failure closes them all."""
+
+    def __init__(self) -> None:
+        self.mine: list[int] = []
+        """Our ends (non-blocking), closed if the spawn fails."""
+        self.theirs: list[int] = []
+        """The child's ends, closed once it has them (or failed to start)."""
+        self.child: tuple[int | None, int | None, int | None] = (None, None, None)
+        """The child's stdin, stdout and stderr; None is /dev/null."""
+        self.out: dict[int, int] = {}
+        """Our read ends, by the output channel each carries."""
+        self.stdin_fd: int | None = None
+        self.master: int | None = None
+
+    def _pair(self, ours: int, theirs: int) -> None:
+        self.mine.append(ours)
+        self.theirs.append(theirs)
+        os.set_blocking(ours, False)
+
+    def terminal(self, spec: Spec) -> None:
+        """A pty: its slave end is all three of the child's, its master our input and output."""
+        master, slave = os.openpty()
+        self._pair(master, slave)
+        set_winsize(master, spec.cols, spec.rows)
+        if spec.uid is not None:
+            os.fchown(slave, spec.uid, -1)
+        self.child = (slave, slave, slave)
+        self.out[master] = P.CHANNEL_STDOUT
+        self.stdin_fd = self.master = master
+
+    def pipes(self, stdin: bool) -> None:
+        """A pipe per output channel, and one for input if the caller will send any."""
+        child_in = None
+        if stdin:
+            child_in, self.stdin_fd = os.pipe()
+            self._pair(self.stdin_fd, child_in)
+        ends = []
+        for channel in (P.CHANNEL_STDOUT, P.CHANNEL_STDERR):
+            r, w = os.pipe()
+            self._pair(r, w)
+            self.out[r] = channel
+            ends.append(w)
+        self.child = (child_in, ends[0], ends[1])
+
+    @staticmethod
+    def close(fds: list[int]) -> None:
+        for fd in fds:
+            os.close(fd)
+
+
 class ProcessTable:
     """Agent-started processes, by pid."""
 
@@ -32,44 +83,13 @@ class ProcessTable:
     def spawn(self, spec: Spec) -> Process:
         import subprocess
 
-        mine: list[int] = []  # parent-side descriptors, closed if the spawn fails
-        theirs: list[int] = []  # child-side descriptors, closed in any case
-        out: dict[int, int] = {}
-        stdin_fd: int | None = None
-        master: int | None = None
-        preexec = None
+        stdio = _Stdio()
         try:
             if spec.pty:
-                master, slave = os.openpty()
-                mine.append(master)
-                theirs.append(slave)
-                os.set_blocking(master, False)
-                set_winsize(master, spec.cols, spec.rows)
-                if spec.uid is not None:
-                    os.fchown(slave, spec.uid, -1)
-                stdin: int = slave
-                stdout, stderr = slave, slave
-                out[master] = P.CHANNEL_STDOUT
-                stdin_fd = master
-                preexec = _controlling_tty
+                stdio.terminal(spec)
             else:
-                if spec.stdin:
-                    r, stdin_fd = os.pipe()
-                    mine.append(stdin_fd)
-                    theirs.append(r)
-                    os.set_blocking(stdin_fd, False)
-                    stdin = r
-                else:
-                    stdin = subprocess.DEVNULL
-                ends = []
-                for channel in (P.CHANNEL_STDOUT, P.CHANNEL_STDERR):
-                    r, w = os.pipe()
-                    mine.append(r)
-                    theirs.append(w)
-                    os.set_blocking(r, False)
-                    out[r] = channel
-                    ends.append(w)
-                stdout, stderr = ends
+                stdio.pipes(spec.stdin)
+            stdin, stdout, stderr = (subprocess.DEVNULL if fd is None else fd for fd in stdio.child)
             popen = subprocess.Popen(
                 spec.argv,
                 stdin=stdin,
@@ -84,23 +104,21 @@ class ProcessTable:
                 # Only for a pty, and it only calls ioctl: no locks that another
                 # thread could hold at fork. There is no other way to give the
                 # child a controlling terminal.
-                preexec_fn=preexec,  # noqa: PLW1509
+                preexec_fn=_controlling_tty if spec.pty else None,  # noqa: PLW1509
             )
         except Exception as exc:
-            for fd in mine:
-                os.close(fd)
+            stdio.close(stdio.mine)
             raise _spawn_error(exc, spec) from exc
         finally:
-            for fd in theirs:
-                os.close(fd)
+            stdio.close(stdio.theirs)
         proc = Process(
             table=self,
             spec=spec,
             pid=popen.pid,
             popen=popen,
-            out=out,
-            stdin_fd=stdin_fd,
-            master=master,
+            out=stdio.out,
+            stdin_fd=stdio.stdin_fd,
+            master=stdio.master,
         )
         self._reaper.watch(popen.pid, proc.on_exit)
         if spec.listed:
