@@ -47,7 +47,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import secrets
 import shutil
 from datetime import UTC, datetime
@@ -65,6 +64,7 @@ from sietch.storage.publish import publish
 from sietch.vmm import snapshot as vmsnap
 from sietch.vmm.accel import cpu_model
 from sietch.vmm.qemu import MachineConfig
+from sietch.vmm.version import seal_memory_file
 
 log = logging.getLogger(__name__)
 
@@ -195,11 +195,8 @@ class Snapshots:
             shutil.copyfile(config.console_log, tmp / "console.log")
 
     def _commit(self, snap: SnapshotInfo, tmp: Path, final: Path) -> None:
-        run_as = self.host.run_as
-        if run_as is not None and not snap.ram_in_stream:
-            # QEMU 7.2 opens a share=off memory file read-write even though
-            # MAP_PRIVATE never writes it (readonly=on would map it read-only).
-            os.chown(tmp / "memory", *run_as)
+        if not snap.ram_in_stream:
+            seal_memory_file(tmp / "memory", self.host.run_as, self.host.settings.qemu_binary)
         (tmp / "snapshot.json").write_text(snap.model_dump_json(indent=2))
         snap.size_bytes = cow.disk_usage(tmp)
         publish(tmp, final)
