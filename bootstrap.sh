@@ -122,7 +122,7 @@ install_python() {
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         say "installing Python packages"
         "$VENV/bin/pip" install -q --upgrade pip
-        "$VENV/bin/pip" install -q -e '.[dev]'
+        "$VENV/bin/pip" install -q -e '.[server,dev]'
         echo "$want" >"$stamp"
     fi
 }

@@ -31,6 +31,7 @@ Every layer raises these; the server maps them to JSON with their ``code`` and
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 
@@ -192,3 +193,20 @@ def error_for_agent_code(code: str, message: str) -> SietchError:
     """
     cls = _AGENT_CODES.get(code)
     return cls(message) if cls is not None else error_for_code(code, message)
+
+
+def describe_validation(errors: Iterable[Mapping[str, Any]], limit: int = 5) -> str:
+    """One line for a person from pydantic's ``ValidationError.errors()``.
+
+    ``field.sub: message`` per error (FastAPI's leading ``body`` dropped, pydantic's
+    ``Value error, `` prefix too), the first ``limit`` of them. It takes the plain
+    error dicts, so this module stays free of pydantic (the guest agent imports it).
+    """
+    errors = list(errors)
+    parts = []
+    for error in errors[:limit]:
+        where = ".".join(str(x) for x in error.get("loc", ()) if x != "body")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from sietch.errors import SietchError
@@ -23,6 +24,7 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False)
 """Progress, warnings and errors go to stderr, so stdout stays parseable."""
 
+SERVER_EXTRA = "pip install 'sietch[server]'"
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 LabelOption = Annotated[
     list[str] | None, typer.Option("--label", "-l", help="key=value; repeatable.")
@@ -41,6 +43,18 @@ def api_errors() -> Iterator[None]:
         yield
     except SietchError as exc:
         fail(f"{exc.message} [dim]({exc.code})[/]")
+
+
+@contextmanager
+def server_side(command: str) -> Iterator[None]:
+    """Around the imports of a command that runs the server's own code (``serve``, image
+    builds): without the ``server`` extra installed, one line says what to install."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "sietch").startswith("sietch"):
+            raise
+        fail(f"{command} needs the server extra ({exc.name} is missing): {escape(SERVER_EXTRA)}")
 
 
 def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:

@@ -2,12 +2,13 @@
 
 These run on the host, not through the server: images are built before the
 server starts (``bootstrap.sh``), into the cache directory the server reads.
+So they need the server extra, and import the image code only when they run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -20,9 +21,20 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sietch.cli._common import JsonOption, age, api_errors, err, fail, out, print_json
-from sietch.config import get_settings
-from sietch.images import ImageInfo, ImageStore
+from sietch.cli._common import (
+    JsonOption,
+    age,
+    api_errors,
+    err,
+    fail,
+    out,
+    print_json,
+    server_side,
+)
+
+if TYPE_CHECKING:
+    from sietch.config import Settings
+    from sietch.images import ImageInfo, ImageStore
 
 image_app = typer.Typer(
     help="Build and list guest images (kernel, initramfs, tools disk, root filesystems).",
@@ -30,8 +42,16 @@ image_app = typer.Typer(
 )
 
 
+def _settings() -> Settings:
+    with server_side("sietch image"):
+        from sietch.config import get_settings
+    return get_settings()
+
+
 def _store() -> ImageStore:
-    return ImageStore(get_settings().cache_dir)
+    with server_side("sietch image"):
+        from sietch.images import ImageStore
+    return ImageStore(_settings().cache_dir)
 
 
 def _as_json(info: ImageInfo) -> dict[str, Any]:
@@ -63,7 +83,7 @@ def build(
     store = _store()
     if all_ and names:
         fail("give image names or --all, not both", 2)
-    wanted = store.names() if all_ else names or [get_settings().default_image]
+    wanted = store.names() if all_ else names or [_settings().default_image]
     built = []
     columns = (
         SpinnerColumn(),

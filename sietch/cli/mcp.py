@@ -1,7 +1,7 @@
 """``sietch mcp``: serve Sietch's tools to an agent over MCP on stdin/stdout.
 
 The process talks to a running ``sietch serve`` through the public SDK (see
-:mod:`sietch.mcp.backend` for why); stdout carries only MCP messages.
+:mod:`sietch.mcp.sdk`); stdout carries only MCP messages.
 """
 
 from __future__ import annotations
@@ -27,19 +27,9 @@ def mcp(
     ] = None,
 ) -> None:
     """Serve Sietch as an MCP server over stdio (for Claude Desktop, Cursor, agents...)."""
-    asyncio.run(_serve_stdio(url, api_key))
+    # The MCP SDK's server side is heavy (it loads uvicorn): only this command needs it.
+    from sietch.mcp.sdk import serve_stdio
 
-
-async def _serve_stdio(url: str | None, api_key: str | None) -> None:
-    from sietch.client import AsyncClient
-    from sietch.errors import SietchError
-    from sietch.mcp import ClientBackend, build_server
-
-    # No client-side timeout: run_command bounds each command by its own timeout_s.
-    async with AsyncClient(url, api_key, timeout=None) as client:
-        try:
-            await client.health()
-        except SietchError as exc:
-            # Still serve: the agent's host shows tool errors, and the server may come up later.
-            err.print(f"[yellow]warning:[/] {client.config.url}: {exc.message}")
-        await build_server(ClientBackend(client)).run_stdio_async()
+    asyncio.run(
+        serve_stdio(url, api_key, warn=lambda line: err.print(f"[yellow]warning:[/] {line}"))
+    )

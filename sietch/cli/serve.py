@@ -1,16 +1,25 @@
-"""``sietch serve``: run the API server."""
+"""``sietch serve``: run the API server.
+
+The server's modules (and ``sietch.config``, with pydantic-settings) are
+imported when the command runs: the rest of the CLI is a client and loads none
+of them, so it works where only the SDK is installed.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.panel import Panel
 
-from sietch.cli._common import err, fail
-from sietch.config import Settings
+from sietch.cli._common import err, fail, server_side
+from sietch.errors import describe_validation
+
+if TYPE_CHECKING:
+    from sietch.config import Settings
+    from sietch.server.auth import ApiKeys
 
 serve_app = typer.Typer()
 
@@ -38,39 +47,16 @@ def serve(  # noqa: PLR0917 - typer passes options by name
     ] = None,
 ) -> None:
     """Start the Sietch API server (sandboxes keep running across restarts)."""
-    from sietch.server.auth import ApiKeys
-    from sietch.server.run import serve as run_server
+    with server_side("sietch serve"):
+        from sietch.server.run import serve as run_server
 
-    overrides: dict[str, object] = {}
-    if host is not None:
-        overrides["host"] = host
-    if port is not None:
-        overrides["port"] = port
+    options = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
+    overrides: dict[str, object] = {k: v for k, v in options.items() if v is not None}
     if no_auth:
         overrides["auth"] = False
-    if tls_cert is not None:
-        overrides["tls_cert"] = tls_cert
-    if tls_key is not None:
-        overrides["tls_key"] = tls_key
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        fail("; ".join(_describe(e) for e in exc.errors()), 2)
-    keys = None
-    if settings.auth:
-        keys = ApiKeys(settings.api_keys_path)
-        new = keys.add() if new_api_key else keys.ensure()
-        if new:
-            err.print(
-                Panel(
-                    f"[bold]{new}[/]\n\nIt is shown only now (its hash is in "
-                    f"{settings.api_keys_path}). Clients read it from SIETCH_API_KEY:\n"
-                    f"  export SIETCH_API_KEY={new}",
-                    title="New API key",
-                    border_style="green",
-                )
-            )
-    else:
+    settings = _settings(overrides)
+    keys = _api_keys(settings, new_api_key) if settings.auth else None
+    if keys is None:
         err.print(
             Panel(
                 f"Authentication is OFF: any process that can reach {settings.host}:"
@@ -84,7 +70,30 @@ def serve(  # noqa: PLR0917 - typer passes options by name
     run_server(settings, api_keys=keys, log_format=log_format)
 
 
-def _describe(error: Any) -> str:
-    message = str(error["msg"]).removeprefix("Value error, ")
-    field = ".".join(str(part) for part in error["loc"])
-    return f"{field}: {message}" if field else message
+def _settings(overrides: dict[str, object]) -> Settings:
+    """The environment's settings with the command line's on top; a bad value exits 2."""
+    from sietch.config import Settings
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        fail(describe_validation(exc.errors()), 2)
+
+
+def _api_keys(settings: Settings, new_api_key: bool) -> ApiKeys:
+    """The accepted keys; a key made now (the first, or ``--new-api-key``) is shown once."""
+    from sietch.server.auth import ApiKeys
+
+    keys = ApiKeys(settings.api_keys_path)
+    new = keys.add() if new_api_key else keys.ensure()
+    if new:
+        err.print(
+            Panel(
+                f"[bold]{new}[/]\n\nIt is shown only now (its hash is in "
+                f"{settings.api_keys_path}). Clients read it from SIETCH_API_KEY:\n"
+                f"  export SIETCH_API_KEY={new}",
+                title="New API key",
+                border_style="green",
+            )
+        )
+    return keys

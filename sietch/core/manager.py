@@ -43,6 +43,7 @@ from sietch.errors import (
     SandboxNotRunning,
     SietchError,
     SnapshotNotFound,
+    describe_validation,
 )
 from sietch.images.store import ImageStore
 from sietch.network import ports as netports
@@ -218,7 +219,7 @@ class Manager:
             try:
                 spec = SandboxSpec(**fields)
             except ValidationError as exc:
-                raise InvalidArgument(_describe(exc)) from None
+                raise InvalidArgument(describe_validation(exc.errors())) from None
         image, vcpus, memory, disk = self._resolve(spec)
         network = spec.network or self.default_network()
         self.check_capacity()
@@ -566,9 +567,3 @@ def _sandbox_id_from_args(args: builtins.list[str], marker: str) -> str | None:
             rest = arg[at + len(marker) :]
             return rest.split(os.sep, 1)[0] or None
     return None
-
-
-def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'request'}: {e['msg']}" for e in exc.errors()
-    )

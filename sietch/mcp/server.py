@@ -1,7 +1,8 @@
 """The MCP server: Sietch's sandboxes as tools for an agent.
 
-:func:`build_server` writes every tool once, over a :class:`~sietch.mcp.backend.Backend`;
-``sietch mcp`` serves it over stdio, ``sietch serve`` at ``/mcp`` (streamable HTTP).
+:class:`Tools` writes every tool once, over a :class:`~sietch.mcp.backend.Backend`;
+:func:`build_server` registers them. ``sietch mcp`` serves it over stdio
+(:mod:`sietch.mcp.sdk`), ``sietch serve`` at ``/mcp`` (:mod:`sietch.server.mcp`).
 A failure the agent can act on (unknown sandbox, bad path, a limit) comes back
 as a tool error whose text says what to do, never as a protocol error.
 """
@@ -17,7 +18,7 @@ from typing import Annotated, Literal
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from sietch import __version__
 from sietch.errors import SietchError
@@ -31,7 +32,6 @@ from sietch.mcp.models import (
     SandboxOut,
     SnapshotOut,
 )
-from sietch.network.policy import NetworkPolicy
 
 INSTRUCTIONS = """\
 Sietch runs Linux sandboxes (Debian microVMs) for you. Typical flow: create_sandbox,
@@ -68,23 +68,25 @@ def tool_errors() -> Iterator[None]:
         raise ToolError(f"{exc.message} [{exc.code}]") from exc
 
 
-def network_policy(internet: bool, allow: tuple[str, ...]) -> NetworkPolicy:
-    """The policy, its entries normalised; a bad entry is a tool error naming it."""
+def decode_content(content: str, encoding: str) -> bytes:
+    """``write_file``'s content as bytes; bad base64 is a tool error."""
+    if encoding != "base64":
+        return content.encode()
     try:
-        return NetworkPolicy(internet=internet, allow=list(allow))
-    except ValidationError as exc:
-        reasons = "; ".join(str(e["ctx"]["error"]) for e in exc.errors() if "ctx" in e)
-        raise ToolError(f"invalid allow entry: {reasons or exc} [invalid_argument]") from exc
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ToolError("content is not valid base64") from exc
 
 
-def build_server(backend: Backend) -> MCPServer:
-    """An MCP server whose tools act through ``backend``."""
-    mcp: MCPServer = MCPServer(
-        "sietch", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
-    )
+class Tools:
+    """Every tool, as a method over one backend: name, docstring and parameters are
+    what the agent sees. :data:`ANNOTATIONS` says which methods are tools."""
 
-    @mcp.tool(annotations=_CHANGES)
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
     async def create_sandbox(
+        self,
         image: Annotated[
             str | None, Field(description="Image name; omit for the default Debian image.")
         ] = None,
@@ -102,20 +104,16 @@ def build_server(backend: Backend) -> MCPServer:
 
         Call destroy_sandbox when done, or pass timeout_s to have it removed automatically.
         """
-        network = None
-        if internet is not None or allow:
-            network = network_policy(True if internet is None else internet, allow)
         with tool_errors():
-            return await backend.create(image, timeout_s, network)
+            return await self.backend.create(image, timeout_s, internet, list(allow))
 
-    @mcp.tool(annotations=_READ_ONLY)
-    async def list_sandboxes() -> list[SandboxOut]:
+    async def list_sandboxes(self) -> list[SandboxOut]:
         """List every sandbox on this Sietch server, with its state (running, paused, dead)."""
         with tool_errors():
-            return await backend.sandboxes()
+            return await self.backend.sandboxes()
 
-    @mcp.tool(annotations=_DESTROYS)
     async def run_command(
+        self,
         sandbox_id: SandboxId,
         command: Annotated[str, Field(min_length=1, description="A shell command (sh -c).")],
         timeout_s: Annotated[
@@ -130,10 +128,10 @@ def build_server(backend: Backend) -> MCPServer:
         to a file and read a part of it.
         """
         with tool_errors():
-            return await backend.run(sandbox_id, command, timeout_s, cwd)
+            return await self.backend.run(sandbox_id, command, timeout_s, cwd)
 
-    @mcp.tool(annotations=_DESTROYS)
     async def write_file(
+        self,
         sandbox_id: SandboxId,
         path: GuestPath,
         content: Annotated[str, Field(description="The whole new content of the file.")],
@@ -143,25 +141,17 @@ def build_server(backend: Backend) -> MCPServer:
         ] = "utf-8",
     ) -> FileWritten:
         """Create or replace a file in a sandbox (parent directories are created)."""
-        try:
-            data = (
-                base64.b64decode(content, validate=True)
-                if encoding == "base64"
-                else content.encode()
-            )
-        except (binascii.Error, ValueError) as exc:
-            raise ToolError("content is not valid base64") from exc
+        data = decode_content(content, encoding)
         with tool_errors():
-            return await backend.write_file(sandbox_id, path, data)
+            return await self.backend.write_file(sandbox_id, path, data)
 
-    @mcp.tool(annotations=_READ_ONLY)
-    async def read_file(sandbox_id: SandboxId, path: GuestPath) -> str:
+    async def read_file(self, sandbox_id: SandboxId, path: GuestPath) -> str:
         """Read a text file from a sandbox (at most 1 MiB).
 
         For a binary file, run_command "base64 <path>" instead.
         """
         with tool_errors():
-            data = await backend.read_file(sandbox_id, path)
+            data = await self.backend.read_file(sandbox_id, path)
         try:
             return data.decode()
         except UnicodeDecodeError as exc:
@@ -169,18 +159,18 @@ def build_server(backend: Backend) -> MCPServer:
                 f"{path} is not UTF-8 text: use run_command with 'base64 {path}'"
             ) from exc
 
-    @mcp.tool(annotations=_READ_ONLY)
     async def list_directory(
+        self,
         sandbox_id: SandboxId,
         path: GuestPath = "/root",
         depth: Annotated[int, Field(ge=1, le=5, description="1 lists only the directory.")] = 1,
     ) -> list[DirEntry]:
         """List a directory in a sandbox: name, path, type (file, dir, symlink) and size."""
         with tool_errors():
-            return await backend.list_dir(sandbox_id, path, depth)
+            return await self.backend.list_dir(sandbox_id, path, depth)
 
-    @mcp.tool(annotations=_CHANGES)
     async def snapshot(
+        self,
         sandbox_id: SandboxId,
         name: Annotated[str | None, Field(description="A name to recognise it by.")] = None,
     ) -> SnapshotOut:
@@ -190,10 +180,10 @@ def build_server(backend: Backend) -> MCPServer:
         sandbox is destroyed.
         """
         with tool_errors():
-            return await backend.snapshot(sandbox_id, name)
+            return await self.backend.snapshot(sandbox_id, name)
 
-    @mcp.tool(annotations=_CHANGES)
     async def restore(
+        self,
         snapshot_id: Annotated[str, Field(description="A snapshot_id from snapshot.")],
     ) -> SandboxOut:
         """Start a NEW sandbox from a snapshot, exactly as it was then; returns its sandbox_id.
@@ -201,25 +191,24 @@ def build_server(backend: Backend) -> MCPServer:
         The snapshot's original sandbox is left as it is (destroy it if you no longer need it).
         """
         with tool_errors():
-            return await backend.restore(snapshot_id)
+            return await self.backend.restore(snapshot_id)
 
-    @mcp.tool(annotations=_CHANGES)
     async def fork(
+        self,
         sandbox_id: SandboxId,
         count: Annotated[int, Field(ge=1, le=16, description="How many copies.")] = 1,
     ) -> list[SandboxOut]:
         """Make running copies of a sandbox (memory, processes, files) to try things in parallel."""
         with tool_errors():
-            return await backend.fork(sandbox_id, count)
+            return await self.backend.fork(sandbox_id, count)
 
-    @mcp.tool(annotations=_READ_ONLY)
-    async def list_snapshots() -> list[SnapshotOut]:
+    async def list_snapshots(self) -> list[SnapshotOut]:
         """List every snapshot; parent_id links a snapshot of a restored sandbox to its source."""
         with tool_errors():
-            return await backend.snapshots()
+            return await self.backend.snapshots()
 
-    @mcp.tool(annotations=_CHANGES)
     async def expose_port(
+        self,
         sandbox_id: SandboxId,
         port: Annotated[int, Field(ge=1, le=65535, description="TCP port in the sandbox.")],
     ) -> PortOut:
@@ -232,10 +221,10 @@ def build_server(backend: Backend) -> MCPServer:
         8000 >/dev/null 2>&1 &").
         """
         with tool_errors():
-            return await backend.expose(sandbox_id, port)
+            return await self.backend.expose(sandbox_id, port)
 
-    @mcp.tool(annotations=_CHANGES)
     async def set_network(
+        self,
         sandbox_id: SandboxId,
         internet: Annotated[bool, Field(description="Reach public internet addresses.")] = True,
         allow: Allow = (),
@@ -246,15 +235,40 @@ def build_server(backend: Backend) -> MCPServer:
         lets it reach only those. The Sietch host is never reachable; private networks
         only when a CIDR in allow names them. Returns the policy now in force.
         """
-        policy = network_policy(internet, allow)
         with tool_errors():
-            return await backend.set_network(sandbox_id, policy)
+            return await self.backend.set_network(sandbox_id, internet, list(allow))
 
-    @mcp.tool(annotations=_DESTROYS)
-    async def destroy_sandbox(sandbox_id: SandboxId) -> str:
+    async def destroy_sandbox(self, sandbox_id: SandboxId) -> str:
         """Delete a sandbox: its VM stops and its disk is removed (its snapshots stay)."""
         with tool_errors():
-            await backend.destroy(sandbox_id)
+            await self.backend.destroy(sandbox_id)
         return f"destroyed {sandbox_id}"
 
+
+ANNOTATIONS: dict[str, ToolAnnotations] = {
+    "create_sandbox": _CHANGES,
+    "list_sandboxes": _READ_ONLY,
+    "run_command": _DESTROYS,
+    "write_file": _DESTROYS,
+    "read_file": _READ_ONLY,
+    "list_directory": _READ_ONLY,
+    "snapshot": _CHANGES,
+    "restore": _CHANGES,
+    "fork": _CHANGES,
+    "list_snapshots": _READ_ONLY,
+    "expose_port": _CHANGES,
+    "set_network": _CHANGES,
+    "destroy_sandbox": _DESTROYS,
+}
+"""The tools, in the order an agent sees them, and what each may do."""
+
+
+def build_server(backend: Backend) -> MCPServer:
+    """An MCP server whose tools act through ``backend``."""
+    mcp: MCPServer = MCPServer(
+        "sietch", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
+    )
+    tools = Tools(backend)
+    for name, hints in ANNOTATIONS.items():
+        mcp.add_tool(getattr(tools, name), annotations=hints)
     return mcp

@@ -12,10 +12,10 @@ from fastapi.routing import APIRoute
 from sietch import __version__
 from sietch.config import Settings, get_settings
 from sietch.core.manager import Manager
-from sietch.mcp.http import McpEndpoint
 from sietch.server import arrakis, handlers
 from sietch.server.auth import ApiKeys
 from sietch.server.deps import require_api_key, require_manager
+from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
 from sietch.server.routes import api_router, metrics_router
 from sietch.server.routes.proxy.host_routes import HostRoutes
@@ -78,6 +78,6 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
     app.include_router(arrakis.public_router)
     app.include_router(arrakis.router)
-    # MCP over streamable HTTP; the tools call this process's manager (see sietch.mcp.backend).
+    # MCP over streamable HTTP; the tools call this process's manager (see sietch.server.mcp).
     app.router.routes.append(mcp.route())
     return app

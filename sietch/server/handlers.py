@@ -21,6 +21,7 @@ from sietch.errors import (
     PayloadTooLarge,
     SietchError,
     ValidationFailed,
+    describe_validation,
 )
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,6 @@ async def _sietch_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc, request)
 
 
-def _describe(errors: list[dict[str, Any]]) -> str:
-    parts = []
-    for err in errors[:5]:
-        where = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    return "; ".join(parts) + more
-
-
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
@@ -79,7 +71,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         err: SietchError = InvalidArgument("the request body is not valid JSON")
     else:
         fields = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in errors[:20]]
-        err = ValidationFailed(_describe(errors), errors=fields)
+        err = ValidationFailed(describe_validation(errors), errors=fields)
     return error_response(err, request)
 
 

@@ -70,6 +70,10 @@ async def run_flow(client: Client) -> None:
         assert "app.py" in names
         ran = await call(client, "run_command", sandbox_id=sb, command="python3 /root/app.py")
         assert (ran["exit_code"], ran["stdout"]) == (0, "hello from sietch\n")
+        big = await call(
+            client, "run_command", sandbox_id=sb, command="head -c 70000 /dev/zero | tr '\\0' x"
+        )
+        assert big["truncated"] and big["stdout"] == "x" * (64 * 1024)
         port = await call(client, "expose_port", sandbox_id=sb, port=8000)
         assert (port["guest_port"], port["host"]) == (8000, "127.0.0.1") and port["host_port"]
         assert port["proxy_path"] == f"/api/v1/sandboxes/{sb}/ports/8000/proxy/"

@@ -7,6 +7,7 @@ import time
 
 from fastapi import APIRouter, WebSocket
 
+from sietch._util import Capped
 from sietch.errors import InvalidArgument
 from sietch.server.deps import MetricsDep, SandboxDep, SettingsDep
 from sietch.server.exec_ws import serve_exec_socket
@@ -14,22 +15,6 @@ from sietch.server.schemas import ExecCreate, ExecPublic
 
 router = APIRouter(prefix="/sandboxes/{sandbox_id}", tags=["exec"])
 ws_router = APIRouter(prefix="/sandboxes/{sandbox_id}", tags=["exec"])
-
-
-class _Capped:
-    """Keeps at most ``limit`` bytes of a stream and remembers whether it dropped any."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
-        self.truncated = False
-
-    def __call__(self, chunk: bytes) -> None:
-        room = self.limit - len(self.data)
-        if len(chunk) > room:
-            self.truncated = True
-            chunk = chunk[: max(room, 0)]
-        self.data += chunk
 
 
 def decode_stdin(stdin: str | None, encoding: str) -> bytes | None:
@@ -65,8 +50,8 @@ async def run_command(
         user=body.user,
         timeout=timeout,
     )
-    out = _Capped(settings.max_exec_output_bytes)
-    err = _Capped(settings.max_exec_output_bytes)
+    out = Capped(settings.max_exec_output_bytes)
+    err = Capped(settings.max_exec_output_bytes)
     try:
         if stdin is not None:
             await execution.send_stdin(stdin)

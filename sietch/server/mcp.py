@@ -1,0 +1,179 @@
+"""MCP over streamable HTTP at ``/mcp`` on the main server, with the server's API key.
+
+The tools are :mod:`sietch.mcp`'s; here they act through this process's own
+manager (:class:`ManagerBackend`). The SDK's session manager must run for the
+app's whole life: :meth:`McpEndpoint.run` is entered from the app's lifespan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import HTTPConnection
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sietch._util import Capped
+from sietch.core.manager import Manager
+from sietch.errors import InvalidArgument, SietchError, describe_validation
+from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
+from sietch.mcp.models import (
+    OUTPUT_LIMIT,
+    READ_LIMIT,
+    CommandOut,
+    DirEntry,
+    FileWritten,
+    NetworkOut,
+    PortOut,
+    SandboxOut,
+    SnapshotOut,
+    capped,
+    port_out,
+)
+from sietch.mcp.server import build_server
+from sietch.network.policy import NetworkPolicy
+from sietch.server.deps import authenticate
+from sietch.server.handlers import error_response
+
+PATH = "/mcp"
+
+
+def _policy(internet: bool, allow: list[str]) -> NetworkPolicy:
+    """The policy, its entries normalised; a bad entry is an error naming it."""
+    try:
+        return NetworkPolicy(internet=internet, allow=allow)
+    except ValidationError as exc:
+        raise InvalidArgument(describe_validation(exc.errors())) from None
+
+
+class ManagerBackend:
+    """In the server process: the manager itself (fetched per call: it lives in the lifespan)."""
+
+    def __init__(self, manager: Callable[[], Manager]) -> None:
+        self._manager = manager
+
+    async def create(
+        self, image: str | None, timeout_s: float | None, internet: bool | None, allow: list[str]
+    ) -> SandboxOut:
+        network: dict[str, Any] | None = None
+        if internet is not None or allow:
+            network = {"internet": True if internet is None else internet, "allow": allow}
+        info = await self._manager().create(
+            image=image, timeout_s=timeout_s, metadata=MCP_LABEL, network=network
+        )
+        return SandboxOut(sandbox_id=info.id, state=info.state.value, image=info.image)
+
+    async def sandboxes(self) -> list[SandboxOut]:
+        return [
+            SandboxOut(
+                sandbox_id=i.id, state=i.state.value, image=i.image, restored_from=i.snapshot_id
+            )
+            for i in await self._manager().list()
+        ]
+
+    async def run(
+        self, sandbox_id: str, command: str, timeout_s: float, cwd: str | None
+    ) -> CommandOut:
+        # One byte over the limit, so capped() sees the cut.
+        out, err = Capped(OUTPUT_LIMIT + 1), Capped(OUTPUT_LIMIT + 1)
+        async with self._manager().use(sandbox_id) as sandbox:
+            execution = await sandbox.start(command, cwd=cwd, timeout=timeout_s)
+            try:
+                result = await execution.result(on_stdout=out, on_stderr=err, capture=False)
+            finally:
+                await execution.close()
+        stdout, cut_out = capped(bytes(out.data))
+        stderr, cut_err = capped(bytes(err.data))
+        return CommandOut(
+            exit_code=result.exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            timed_out=result.timed_out,
+            truncated=cut_out or cut_err or out.truncated or err.truncated,
+        )
+
+    async def write_file(self, sandbox_id: str, path: str, content: bytes) -> FileWritten:
+        async with self._manager().use(sandbox_id) as sandbox:
+            size = await sandbox.write_file(path, content)
+        return FileWritten(path=path, size=size)
+
+    async def read_file(self, sandbox_id: str, path: str) -> bytes:
+        data = bytearray()
+        async with self._manager().use(sandbox_id) as sandbox:
+            async for chunk in sandbox.read_file(path):
+                data += chunk
+                if len(data) > READ_LIMIT:
+                    raise too_large(path)
+        return bytes(data)
+
+    async def list_dir(self, sandbox_id: str, path: str, depth: int) -> list[DirEntry]:
+        async with self._manager().use(sandbox_id) as sandbox:
+            entries = await sandbox.list_dir(path, depth)
+        return [DirEntry(name=e.name, path=e.path, type=e.type, size=e.size) for e in entries]
+
+    async def snapshot(self, sandbox_id: str, name: str | None) -> SnapshotOut:
+        snap = await self._manager().snapshot(sandbox_id, name, {**MCP_LABEL})
+        return snapshot_out(snap.id, snap.name, snap.sandbox_id, snap.parent_id, snap.created_at)
+
+    async def restore(self, snapshot_id: str) -> SandboxOut:
+        info = await self._manager().restore(snapshot_id, metadata=MCP_LABEL)
+        return SandboxOut(
+            sandbox_id=info.id, state=info.state.value, image=info.image, restored_from=snapshot_id
+        )
+
+    async def fork(self, sandbox_id: str, count: int) -> list[SandboxOut]:
+        infos = await self._manager().fork(sandbox_id, count, MCP_LABEL)
+        return [
+            SandboxOut(
+                sandbox_id=i.id, state=i.state.value, image=i.image, restored_from=i.snapshot_id
+            )
+            for i in infos
+        ]
+
+    async def snapshots(self) -> list[SnapshotOut]:
+        return [
+            snapshot_out(s.id, s.name, s.sandbox_id, s.parent_id, s.created_at)
+            for s in await self._manager().list_snapshots()
+        ]
+
+    async def destroy(self, sandbox_id: str) -> None:
+        await self._manager().delete(sandbox_id)
+
+    async def expose(self, sandbox_id: str, port: int) -> PortOut:
+        m = await self._manager().expose(sandbox_id, port)
+        return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
+
+    async def set_network(self, sandbox_id: str, internet: bool, allow: list[str]) -> NetworkOut:
+        info = await self._manager().set_network(sandbox_id, _policy(internet, allow))
+        return NetworkOut(
+            sandbox_id=sandbox_id, internet=info.network.internet, allow=info.network.allow
+        )
+
+
+class McpEndpoint:
+    """The ASGI endpoint: checks the API key, then hands the request to the MCP SDK."""
+
+    def __init__(self, manager: Callable[[], Manager], host: str) -> None:
+        self.server = build_server(ManagerBackend(manager))
+        # The SDK guards a loopback server against DNS rebinding (Host/Origin checks).
+        self._app: ASGIApp = self.server.streamable_http_app(streamable_http_path=PATH, host=host)
+
+    @contextlib.asynccontextmanager
+    async def run(self) -> AsyncIterator[None]:
+        async with self.server.session_manager.run():
+            yield
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            authenticate(HTTPConnection(scope))
+        except SietchError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
+
+    def route(self) -> Route:
+        """A route taking every method at exactly ``/mcp`` (a Mount would redirect to /mcp/)."""
+        return Route(PATH, endpoint=self, include_in_schema=False)
