@@ -22,6 +22,7 @@ import pytest
 
 from sietch.agent import protocol as P
 from sietch.agent.protocol import Kind
+from sietch.vmm.qemu import FIRMWARE
 
 from .hostside import HostConnection, eventually
 
@@ -63,6 +64,7 @@ class VM:
         cmdline = "console=ttyS0 reboot=t panic=-1 quiet" + (f" tsc_early_khz={tsc}" if tsc else "")
         self.qemu = await asyncio.create_subprocess_exec(
             *("qemu-system-x86_64", "-M", "microvm,rtc=on,acpi=on", "-accel", "tcg"),
+            *("-bios", FIRMWARE),
             *("-cpu", "max", "-smp", "2", "-m", "512M", "-nodefaults", "-no-user-config"),
             *("-display", "none", "-no-reboot", "-kernel", str(kernel)),
             *("-initrd", str(initramfs), "-append", cmdline),
