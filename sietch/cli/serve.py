@@ -47,14 +47,15 @@ def serve(  # noqa: PLR0917 - typer passes options by name
     ] = None,
 ) -> None:
     """Start the Sietch API server (sandboxes keep running across restarts)."""
-    with server_side("sietch serve"):
-        from sietch.server.run import serve as run_server
-
     options = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
     overrides: dict[str, object] = {k: v for k, v in options.items() if v is not None}
     if no_auth:
         overrides["auth"] = False
+    # Settings first: a refused value is reported before the server's modules load.
     settings = _settings(overrides)
+    with server_side("sietch serve"):
+        from sietch.server.run import serve as run_server
+
     keys = _api_keys(settings, new_api_key) if settings.auth else None
     if keys is None:
         err.print(
@@ -72,7 +73,8 @@ def serve(  # noqa: PLR0917 - typer passes options by name
 
 def _settings(overrides: dict[str, object]) -> Settings:
     """The environment's settings with the command line's on top; a bad value exits 2."""
-    from sietch.config import Settings
+    with server_side("sietch serve"):
+        from sietch.config import Settings
 
     try:
         return Settings(**overrides)  # type: ignore[arg-type]

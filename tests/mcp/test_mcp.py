@@ -189,3 +189,14 @@ async def test_stdio_flow(api_server: ApiServer) -> None:
     async with stdio_mcp(api_server) as client:
         assert {t.name for t in (await client.list_tools()).tools} == TOOLS
         await run_flow(client)
+
+
+async def test_stdio_errors_are_tool_errors(api_server: ApiServer) -> None:
+    """Over stdio (no VM needed) the SDK's errors come back as tool errors, with their code."""
+    async with stdio_mcp(api_server) as client:
+        text = await call_error(client, "run_command", sandbox_id="sb-nope", command="true")
+        assert "sandbox_not_found" in text
+        text = await call_error(client, "expose_port", sandbox_id="sb-nope", port=8080)
+        assert "sandbox_not_found" in text
+        # A successful call through the SDK (other tests' snapshots may be listed).
+        assert isinstance(await call(client, "list_snapshots"), list)
