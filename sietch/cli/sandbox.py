@@ -96,7 +96,7 @@ def _table(infos: list[SandboxInfo]) -> Table:
     table = listing_table("ID", "STATE", "IMAGE", "VCPUS", "MEMORY", "AGE", "LABELS")
     for i in infos:
         state = f"[{_STATE_STYLE.get(i.state, 'white')}]{i.state}[/]"
-        labels = ",".join(f"{k}={v}" for k, v in i.metadata.items())
+        labels = ",".join(f"{k}={v}" for k, v in i.labels.items())
         table.add_row(
             i.id, state, i.image, str(i.vcpus), f"{i.memory_mib}M", age(i.created_at), labels
         )

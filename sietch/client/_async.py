@@ -434,7 +434,7 @@ class AsyncSandbox(SandboxBase):
             memory_mib=memory_mib,
             disk_mib=disk_mib,
             env=env,
-            metadata=labels,
+            labels=labels,
             timeout_s=timeout_s,
             request_timeout=request_timeout,
             template=template,
@@ -564,7 +564,7 @@ class AsyncSandbox(SandboxBase):
         client = client or AsyncClient(url, api_key)
         call = Ops.restore(
             snapshot_id,
-            metadata=labels,
+            labels=labels,
             env=env,
             hostname=hostname,
             timeout_s=timeout_s,

@@ -247,7 +247,7 @@ class Ops:
         memory_mib: int | None,
         disk_mib: int | None,
         env: Mapping[str, str] | None,
-        metadata: Mapping[str, str] | None,
+        labels: Mapping[str, str] | None,
         timeout_s: float | None,
         request_timeout: Timeout,
         template: str | None = "auto",
@@ -259,7 +259,7 @@ class Ops:
             memory_mib=memory_mib,
             disk_mib=disk_mib,
             env=dict(env) if env else None,
-            metadata=dict(metadata) if metadata else None,
+            labels=dict(labels) if labels else None,
             timeout_s=timeout_s,
             network=network.model_dump() if network else None,
         )
@@ -304,9 +304,9 @@ class Ops:
 
     @staticmethod
     def fork(
-        sandbox_id: str, count: int, metadata: Mapping[str, str] | None
+        sandbox_id: str, count: int, labels: Mapping[str, str] | None
     ) -> Call[builtins.list[SandboxInfo]]:
-        body = _drop_none(count=count, metadata=dict(metadata) if metadata else None)
+        body = _drop_none(count=count, labels=dict(labels) if labels else None)
         return Call(
             "POST", f"/sandboxes/{sandbox_id}/fork", _models(SandboxInfo), json=body,
             timeout=CREATE_TIMEOUT_S,
@@ -316,14 +316,14 @@ class Ops:
     def restore(
         snapshot_id: str,
         *,
-        metadata: Mapping[str, str] | None,
+        labels: Mapping[str, str] | None,
         env: Mapping[str, str] | None,
         hostname: str | None,
         timeout_s: float | None,
         network: NetworkPolicy | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
-            metadata=dict(metadata) if metadata else None,
+            labels=dict(labels) if labels else None,
             env=dict(env) if env else None,
             hostname=hostname,
             timeout_s=timeout_s,

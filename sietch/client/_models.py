@@ -43,7 +43,7 @@ class SandboxInfo(_Record):
     memory_mib: int
     disk_mib: int
     env: dict[str, str] = {}
-    metadata: dict[str, str] = {}
+    labels: dict[str, str] = {}
     created_at: datetime
     expires_at: datetime | None = None
     accel: str

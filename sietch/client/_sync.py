@@ -424,7 +424,7 @@ class Sandbox(SandboxBase):
             memory_mib=memory_mib,
             disk_mib=disk_mib,
             env=env,
-            metadata=labels,
+            labels=labels,
             timeout_s=timeout_s,
             request_timeout=request_timeout,
             template=template,
@@ -554,7 +554,7 @@ class Sandbox(SandboxBase):
         client = client or Client(url, api_key)
         call = Ops.restore(
             snapshot_id,
-            metadata=labels,
+            labels=labels,
             env=env,
             hostname=hostname,
             timeout_s=timeout_s,

@@ -13,7 +13,7 @@ from typing import Any
 from sietch.agent import protocol
 from sietch.agent.connection import AgentConnection, AgentStream, Output
 from sietch.core.models import (
-    ExecResult,
+    CommandResult,
     FileInfo,
     PortMapping,
     ProcessInfo,
@@ -99,7 +99,7 @@ class Execution:
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
         capture: bool = True,
-    ) -> ExecResult:
+    ) -> CommandResult:
         """Wait for the end, collecting (and/or handing out) the output."""
         out, err = bytearray(), bytearray()
         async for chunk in self:
@@ -110,7 +110,7 @@ class Execution:
             if callback is not None and inspect.isawaitable(ret := callback(chunk.data)):
                 await ret  # an async callback (a WebSocket send) paces the output
         final = self._stream.check()
-        return ExecResult(
+        return CommandResult(
             exit_code=final.get("exit_code"),
             signal=final.get("signal"),
             timed_out=bool(final.get("timed_out")),
@@ -308,7 +308,7 @@ class LiveSandbox:
         on_stdout: OutputCallback | None = None,
         on_stderr: OutputCallback | None = None,
         **options: Any,
-    ) -> ExecResult:
+    ) -> CommandResult:
         """Run a command to completion and return its output and exit status."""
         execution = await self.start(cmd, stdin=stdin is not None, **options)
         try:
@@ -335,9 +335,11 @@ class LiveSandbox:
     async def signal(self, pid: int, sig: int | str = "SIGTERM") -> None:
         await self.agent.call("signal", pid=pid, signal=sig)
 
-    async def wait(self, pid: int, timeout: float | None = None) -> ExecResult:
+    async def wait(self, pid: int, timeout: float | None = None) -> CommandResult:
         result = await self.agent.call("wait", pid=pid, timeout=timeout)
-        return ExecResult(exit_code=result.get("exit_code"), signal=result.get("signal"), pid=pid)
+        return CommandResult(
+            exit_code=result.get("exit_code"), signal=result.get("signal"), pid=pid
+        )
 
     async def attach(self, pid: int) -> Execution:
         stream = await self.agent.open("attach", pid=pid, follow=True)

@@ -240,7 +240,7 @@ class Manager:
             memory_mib=memory,
             disk_mib=disk,
             env=spec.env,
-            metadata=spec.metadata,
+            labels=spec.labels,
             network=network,
         )
         plan = Plan(info, paths, base_mib, timeout_s=spec.timeout_s, booted=booted)
@@ -261,7 +261,7 @@ class Manager:
             return taken
         return await self.restore(
             template.id,
-            metadata=spec.metadata,
+            labels=spec.labels,
             env=spec.env,
             timeout_s=spec.timeout_s,
             network=network,
@@ -496,13 +496,13 @@ class Manager:
     async def restore(self, snapshot_id: str, **options: Any) -> SandboxInfo:
         """A new running sandbox from a snapshot (as often as wanted, concurrently).
 
-        ``options``: metadata, hostname, disk_mib, env, timeout_s, network.
+        ``options``: labels, hostname, disk_mib, env, timeout_s, network.
         """
         snap = await self.get_snapshot(snapshot_id)
         return await self._provision(self.snapshots.plan(snap, **options))
 
     async def fork(
-        self, sandbox_id: str, count: int, metadata: dict[str, str] | None = None
+        self, sandbox_id: str, count: int, labels: dict[str, str] | None = None
     ) -> builtins.list[SandboxInfo]:
         """``count`` running copies of a sandbox, all restored from one new snapshot of it."""
         limit = self.settings.max_sandboxes
@@ -514,7 +514,7 @@ class Manager:
             )
         snap = await self.snapshot(sandbox_id, name=f"fork of {sandbox_id}")
         results = await asyncio.gather(
-            *(self.restore(snap.id, metadata=metadata) for _ in range(count)),
+            *(self.restore(snap.id, labels=labels) for _ in range(count)),
             return_exceptions=True,
         )
         made = [r for r in results if isinstance(r, SandboxInfo)]

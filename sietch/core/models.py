@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from sietch.network.policy import NetworkPolicy
 
@@ -29,8 +29,10 @@ class SandboxSpec(BaseModel):
     memory_mib: int | None = Field(default=None, ge=1)
     disk_mib: int | None = Field(default=None, ge=1)
     env: dict[str, str] = Field(default_factory=dict)
-    metadata: dict[str, str] = Field(default_factory=dict)
-    """Labels: free-form key/values, filterable in listings."""
+    labels: dict[str, str] = Field(
+        default_factory=dict, validation_alias=AliasChoices("labels", "metadata")
+    )
+    """Free-form key/values, filterable in listings (``metadata`` is the old name)."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Delete the sandbox this long after creation."""
     network: NetworkPolicy | None = None
@@ -56,7 +58,10 @@ class SandboxInfo(BaseModel):
     memory_mib: int
     disk_mib: int
     env: dict[str, str] = Field(default_factory=dict)
-    metadata: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict, validation_alias=AliasChoices("labels", "metadata")
+    )
+    """Records written before the rename say ``metadata``."""
     created_at: datetime
     expires_at: datetime | None = None
     accel: str
@@ -101,7 +106,7 @@ class SnapshotInfo(BaseModel):
     """kernel, initramfs, tools disk it must be restored with (the guest already runs them)."""
 
 
-class ExecResult(BaseModel):
+class CommandResult(BaseModel):
     exit_code: int | None
     """None when the process was killed by a signal."""
     signal: int | None = None

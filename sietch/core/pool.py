@@ -28,7 +28,7 @@ POOL_LABEL = "sietch.pool"
 
 
 def is_pooled(info: SandboxInfo) -> bool:
-    return POOL_LABEL in info.metadata
+    return POOL_LABEL in info.labels
 
 
 class WarmPool:
@@ -57,7 +57,7 @@ class WarmPool:
                 await self.host.destroy(sandbox.id)
                 continue
             info = sandbox.info
-            info.metadata, info.env = dict(spec.metadata), dict(spec.env)
+            info.labels, info.env = dict(spec.labels), dict(spec.env)
             info.created_at = datetime.now(UTC)
             self.host.schedule_expiry(info, spec.timeout_s)
             self.host.store.put(info)
@@ -73,7 +73,7 @@ class WarmPool:
 
     async def _add(self, key: str, template_id: str) -> None:
         try:
-            info = await self.host.restore(template_id, metadata={POOL_LABEL: key})
+            info = await self.host.restore(template_id, labels={POOL_LABEL: key})
             sandbox = self.host.live(info.id)
             try:
                 if sandbox is not None:

@@ -207,7 +207,7 @@ class Snapshots:
         self,
         snap: SnapshotInfo,
         *,
-        metadata: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
         hostname: str | None = None,
         disk_mib: int | None = None,
         env: dict[str, str] | None = None,
@@ -229,7 +229,7 @@ class Snapshots:
             memory_mib=snap.memory_mib,
             disk_mib=disk,
             env={**snap.env, **(env or {})},
-            metadata=metadata or {},
+            labels=labels or {},
             snapshot_id=snap.id,
             network=network or snap.network or self.host.default_network(),
         )

@@ -100,4 +100,4 @@ class Store:
 
 
 def labels_match(info: SandboxInfo, labels: dict[str, str] | None) -> bool:
-    return not labels or all(info.metadata.get(k) == v for k, v in labels.items())
+    return not labels or all(info.labels.get(k) == v for k, v in labels.items())

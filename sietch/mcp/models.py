@@ -23,7 +23,7 @@ class SandboxOut(BaseModel):
     )
 
 
-class CommandOut(BaseModel):
+class CommandResult(BaseModel):
     exit_code: int | None = Field(description="None when a signal or the timeout ended it.")
     stdout: str
     stderr: str

@@ -13,7 +13,7 @@ from sietch.errors import SietchError
 from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
 from sietch.mcp.models import (
     READ_LIMIT,
-    CommandOut,
+    CommandResult,
     DirEntry,
     FileWritten,
     NetworkOut,
@@ -68,12 +68,12 @@ class ClientBackend:
 
     async def run(
         self, sandbox_id: str, command: str, timeout_s: float, cwd: str | None
-    ) -> CommandOut:
+    ) -> CommandResult:
         sandbox = await self._sandbox(sandbox_id)
         result = await sandbox.exec(command, timeout=timeout_s, cwd=cwd)
         stdout, cut_out = capped(result.stdout_bytes)
         stderr, cut_err = capped(result.stderr_bytes)
-        return CommandOut(
+        return CommandResult(
             exit_code=result.exit_code,
             stdout=stdout,
             stderr=stderr,

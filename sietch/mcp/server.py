@@ -24,7 +24,7 @@ from sietch import __version__
 from sietch.errors import SietchError
 from sietch.mcp.backend import Backend
 from sietch.mcp.models import (
-    CommandOut,
+    CommandResult,
     DirEntry,
     FileWritten,
     NetworkOut,
@@ -120,7 +120,7 @@ class Tools:
             float, Field(gt=0, le=3600, description="Kill the command after this many seconds.")
         ] = 60,
         cwd: Annotated[str | None, Field(description="Working directory; default /root.")] = None,
-    ) -> CommandOut:
+    ) -> CommandResult:
         """Run a shell command in a sandbox and wait for it; returns exit_code, stdout, stderr.
 
         A command still running after timeout_s is killed (timed_out is true). Each

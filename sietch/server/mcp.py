@@ -23,7 +23,7 @@ from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
 from sietch.mcp.models import (
     OUTPUT_LIMIT,
     READ_LIMIT,
-    CommandOut,
+    CommandResult,
     DirEntry,
     FileWritten,
     NetworkOut,
@@ -62,7 +62,7 @@ class ManagerBackend:
         if internet is not None or allow:
             network = {"internet": True if internet is None else internet, "allow": allow}
         info = await self._manager().create(
-            image=image, timeout_s=timeout_s, metadata=MCP_LABEL, network=network
+            image=image, timeout_s=timeout_s, labels=MCP_LABEL, network=network
         )
         return SandboxOut(sandbox_id=info.id, state=info.state.value, image=info.image)
 
@@ -76,7 +76,7 @@ class ManagerBackend:
 
     async def run(
         self, sandbox_id: str, command: str, timeout_s: float, cwd: str | None
-    ) -> CommandOut:
+    ) -> CommandResult:
         # One byte over the limit, so capped() sees the cut.
         out, err = Capped(OUTPUT_LIMIT + 1), Capped(OUTPUT_LIMIT + 1)
         async with self._manager().use(sandbox_id) as sandbox:
@@ -87,7 +87,7 @@ class ManagerBackend:
                 await execution.close()
         stdout, cut_out = capped(bytes(out.data))
         stderr, cut_err = capped(bytes(err.data))
-        return CommandOut(
+        return CommandResult(
             exit_code=result.exit_code,
             stdout=stdout,
             stderr=stderr,
@@ -119,7 +119,7 @@ class ManagerBackend:
         return snapshot_out(snap.id, snap.name, snap.sandbox_id, snap.parent_id, snap.created_at)
 
     async def restore(self, snapshot_id: str) -> SandboxOut:
-        info = await self._manager().restore(snapshot_id, metadata=MCP_LABEL)
+        info = await self._manager().restore(snapshot_id, labels=MCP_LABEL)
         return SandboxOut(
             sandbox_id=info.id, state=info.state.value, image=info.image, restored_from=snapshot_id
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 
 from sietch.core.models import ProcessInfo, SandboxState
 from sietch.errors import InvalidArgument
@@ -53,6 +53,10 @@ User = Annotated[
 ]
 
 
+LABELS_ALIAS = AliasChoices("labels", "metadata")
+"""Sandboxes' labels were called ``metadata`` on the wire before; old clients still send it."""
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -90,8 +94,11 @@ class SandboxCreate(_Request):
     memory_mib: Annotated[int, Field(ge=1, le=1 << 24)] | None = None
     disk_mib: Annotated[int, Field(ge=1, le=1 << 24)] | None = None
     env: dict[SafeStr, SafeStr] = Field(default_factory=dict, max_length=1024)
-    metadata: dict[SafeStr, SafeStr] = Field(
-        default_factory=dict, max_length=64, description="Labels, filterable in listings."
+    labels: dict[SafeStr, SafeStr] = Field(
+        default_factory=dict,
+        max_length=64,
+        validation_alias=LABELS_ALIAS,
+        description="Free-form key/values, filterable in listings (`metadata` is accepted too).",
     )
     timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = Field(
         default=None, description="Delete the sandbox this long after creation."
@@ -129,7 +136,7 @@ class SandboxPublic(BaseModel):
     memory_mib: int
     disk_mib: int
     env: dict[str, str]
-    metadata: dict[str, str]
+    labels: dict[str, str]
     created_at: datetime
     expires_at: datetime | None
     accel: str
@@ -158,7 +165,11 @@ class SnapshotCreate(_Request):
 
 
 class RestoreCreate(_Request):
-    metadata: Labels = Field(default_factory=dict, description="Labels of the new sandbox.")
+    labels: Labels = Field(
+        default_factory=dict,
+        validation_alias=LABELS_ALIAS,
+        description="Labels of the new sandbox.",
+    )
     env: dict[SafeStr, SafeStr] = Field(default_factory=dict, max_length=1024)
     hostname: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
     timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = None
@@ -169,7 +180,9 @@ class RestoreCreate(_Request):
 
 class ForkCreate(_Request):
     count: Annotated[int, Field(ge=1, le=1024)] = 1
-    metadata: Labels = Field(default_factory=dict, description="Labels of every fork.")
+    labels: Labels = Field(
+        default_factory=dict, validation_alias=LABELS_ALIAS, description="Labels of every fork."
+    )
 
 
 class SnapshotPublic(BaseModel):
@@ -211,7 +224,7 @@ class ExecCreate(_Request):
     )
 
 
-class ExecPublic(BaseModel):
+class CommandResult(BaseModel):
     exit_code: int | None = Field(description="None when a signal ended the command.")
     signal: int | None = None
     stdout: str

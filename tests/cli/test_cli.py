@@ -28,7 +28,7 @@ def test_ls_and_info(sietch_cli: Run, sandbox_id: str) -> None:
     listed = json.loads(sietch_cli("ls", "--json").stdout)
     assert any(s["id"] == sandbox_id and s["state"] == "running" for s in listed)
     info = json.loads(sietch_cli("info", sandbox_id, "--json").stdout)
-    assert info["metadata"] == {"suite": "cli"}
+    assert info["labels"] == {"suite": "cli"}
     server = json.loads(sietch_cli("info", "--json").stdout)
     assert server["accel"] in ("kvm", "tcg")
 

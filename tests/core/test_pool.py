@@ -25,7 +25,7 @@ async def test_create_hands_out_a_warm_sandbox(manager: Manager, sandboxes: Sand
     await sandboxes()  # makes the template, which starts filling the pool
     pooled = await _pooled(manager)
     assert not pooled & {i.id for i in await manager.list()}
-    a = await sandboxes(env={"GREETING": "hi"}, metadata={"who": "pool-a"})
+    a = await sandboxes(env={"GREETING": "hi"}, labels={"who": "pool-a"})
     assert a.id in pooled
     assert (await a.exec('echo "$GREETING"')).stdout == b"hi\n"
     assert [i.id for i in await manager.list(labels={"who": "pool-a"})] == [a.id]

@@ -16,7 +16,7 @@ import pytest
 
 from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
-from sietch.core.models import ExecResult
+from sietch.core.models import CommandResult
 from sietch.network.policy import NetworkPolicy, host_addresses
 from tests.conftest import SandboxFactory
 from tests.core.test_ports import fetch, serve
@@ -58,7 +58,7 @@ async def udp_echo(sb: LiveSandbox, address: str) -> bytes | None:
     return result.stdout if result.exit_code == 0 else None
 
 
-async def ping(sb: LiveSandbox, address: str) -> ExecResult:
+async def ping(sb: LiveSandbox, address: str) -> CommandResult:
     return await sb.exec([BUSYBOX, "ping", "-c", "1", "-W", "2", address], timeout=30)
 
 

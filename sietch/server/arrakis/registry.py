@@ -32,7 +32,7 @@ class Registry:
 
     async def vms(self, manager: Manager) -> list[SandboxInfo]:
         """Every sandbox made through /v1 (sandboxes of Sietch's own API stay out of reach)."""
-        return [i for i in await manager.list() if VM_LABEL in i.metadata]
+        return [i for i in await manager.list() if VM_LABEL in i.labels]
 
     async def find_vm(self, manager: Manager, name: str) -> SandboxInfo | None:
         found = await manager.list({VM_LABEL: name})

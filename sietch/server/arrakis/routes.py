@@ -91,7 +91,7 @@ _STATUS = {
 def vm_info(info: SandboxInfo) -> VMInfo:
     alive = info.state is not SandboxState.DEAD
     return VMInfo(
-        vmName=info.metadata.get(VM_LABEL, info.id),
+        vmName=info.labels.get(VM_LABEL, info.id),
         status=_STATUS[info.state],
         ip=GUEST_IP if alive else "",
         portForwards=[port_forward(p) for p in info.ports] if alive else [],
@@ -160,10 +160,10 @@ async def start_vm(body: StartVMRequest, manager: ManagerDep, registry: Registry
     async with registry.reserve_vm(manager, body.vmName):
         if body.snapshotId:
             snap = await registry.get_snapshot(manager, body.snapshotId)
-            info = await manager.restore(snap.id, metadata=labels)
+            info = await manager.restore(snap.id, labels=labels)
         else:
             image = await image_for(manager, body)
-            info = await manager.create(image=image, metadata=labels)
+            info = await manager.create(image=image, labels=labels)
         try:
             async with manager.use(info.id) as sandbox:
                 await sandbox.mkdir(WORKDIR)
@@ -190,7 +190,7 @@ async def destroy_all_vms(manager: ManagerDep, registry: RegistryDep) -> Destroy
     if failed:
         raise SietchError(
             "failed to destroy all VMs: "
-            + "; ".join(f"{i.metadata[VM_LABEL]}: {r}" for i, r in failed)
+            + "; ".join(f"{i.labels[VM_LABEL]}: {r}" for i, r in failed)
         )
     return DestroyAllVMsResponse()
 

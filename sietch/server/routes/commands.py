@@ -11,7 +11,7 @@ from sietch._util import Capped
 from sietch.errors import InvalidArgument
 from sietch.server.deps import MetricsDep, SandboxDep, SettingsDep
 from sietch.server.exec_ws import serve_exec_socket
-from sietch.server.schemas import ExecCreate, ExecPublic
+from sietch.server.schemas import CommandResult, ExecCreate
 
 router = APIRouter(prefix="/sandboxes/{sandbox_id}", tags=["exec"])
 ws_router = APIRouter(prefix="/sandboxes/{sandbox_id}", tags=["exec"])
@@ -34,10 +34,10 @@ def encode_output(data: bytes, encoding: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-@router.post("/exec", name="run", response_model=ExecPublic)
+@router.post("/exec", name="run", response_model=CommandResult)
 async def run_command(
     body: ExecCreate, sandbox: SandboxDep, settings: SettingsDep, metrics: MetricsDep
-) -> ExecPublic:
+) -> CommandResult:
     """Run a command to completion; returns its output and exit status."""
     stdin = decode_stdin(body.stdin, body.encoding)
     timeout = body.timeout or settings.exec_timeout_s
@@ -60,7 +60,7 @@ async def run_command(
     finally:
         await execution.close()
     metrics.exec_seconds.labels("blocking").observe(time.perf_counter() - started)
-    return ExecPublic(
+    return CommandResult(
         exit_code=result.exit_code,
         signal=result.signal,
         stdout=encode_output(bytes(out.data), body.encoding),

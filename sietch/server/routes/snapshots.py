@@ -61,7 +61,7 @@ async def snapshot_sandbox(
 )
 async def fork_sandbox(sandbox_id: str, body: ForkCreate, manager: ManagerDep) -> SandboxesPublic:
     """``count`` running copies of the sandbox, restored from one new snapshot of it."""
-    infos = await manager.fork(sandbox_id, body.count, body.metadata)
+    infos = await manager.fork(sandbox_id, body.count, body.labels)
     return SandboxesPublic(data=[to_public(i) for i in infos], count=len(infos))
 
 
@@ -100,7 +100,7 @@ async def restore_snapshot(
     body = body or RestoreCreate()
     info = await manager.restore(
         snapshot_id,
-        metadata=body.metadata,
+        labels=body.labels,
         env=body.env,
         hostname=body.hostname,
         timeout_s=body.timeout_s,
