@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +27,62 @@ from sietch.core.manager import Manager
 from sietch.server.auth import ApiKeys
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def p95(values: list[float]) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def p95(values: Sequence[float]) -> float:
+    return percentile(values, 0.95)
+
+
+def qemu_version() -> str:
+    """The version of the QEMU the sandboxes run (``SIETCH_QEMU_BINARY`` when set)."""
+    binary = Settings().qemu_binary
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({binary}: {exc})"
+    words = out.split()
+    return words[words.index("version") + 1] if "version" in words[:-1] else out.strip()
+
+
+def new_state_dir() -> Path:
+    """A fresh state dir with a short path (it holds unix sockets); the caller removes it."""
+    return Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
+
+
+def cow_root(state: Path) -> Path:
+    """Where a state dir's sandbox and snapshot files live: its XFS ``cow`` mount if any."""
+    cow = state / "cow"
+    return cow if os.path.ismount(cow) else state
+
+
+def fs_used(path: Path) -> int:
+    """Bytes in use on the filesystem holding ``path`` (shared extents counted once)."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def mem_available() -> int:
+    """The host's MemAvailable, in bytes."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 @asynccontextmanager
 async def bench_manager(**settings: Any) -> AsyncIterator[Manager]:
-    """A manager on a fresh state dir (short path: it holds unix sockets), removed after."""
-    state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
+    """A manager on a fresh state dir, removed after."""
+    state = new_state_dir()
     try:
         async with Manager(Settings(state_dir=state, **settings)) as manager:
             yield manager
@@ -53,9 +97,12 @@ def free_port() -> int:
         return port
 
 
-def start_server(state: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    state: Path, port: int, settings: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **(settings or {}),
         "SIETCH_STATE_DIR": str(state),
         "SIETCH_HOST": "127.0.0.1",
         "SIETCH_PORT": str(port),
@@ -85,24 +132,65 @@ async def reap(state: Path) -> None:
 
 
 @contextmanager
-def api_server() -> Iterator[tuple[str, str]]:
-    """A real ``sietch.server`` process on a throwaway state dir: (its URL, an API key)."""
-    state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
-    state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
-    port = free_port()
-    key = ApiKeys(state / "api_keys").add()
-    proc = start_server(state, port)
+def api_server(
+    state: Path | None = None, settings: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """A real ``sietch.server`` process: (its URL, an API key).
+
+    ``state``: a dir from :func:`new_state_dir` the caller wants to look into
+    (default: a new one); removed after either way. ``settings``: extra
+    ``SIETCH_*`` environment variables for the server.
+    """
+    state = state or new_state_dir()
     try:
-        yield f"http://127.0.0.1:{port}", key
+        state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
+        port = free_port()
+        key = ApiKeys(state / "api_keys").add()
+        proc = start_server(state, port, settings or {})
+        try:
+            yield f"http://127.0.0.1:{port}", key
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            asyncio.run(reap(state))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        asyncio.run(reap(state))
         shutil.rmtree(state, ignore_errors=True)
 
 
-def report(figures: dict[str, Any]) -> None:
-    """Print a human line, then the figures as JSON on the last line."""
+@dataclass(frozen=True)
+class Target:
+    """The issue's goal for one figure: at most (or at least) ``limit``."""
+
+    limit: float
+    at_least: bool = False
+
+    def __str__(self) -> str:
+        return f"{'>=' if self.at_least else '<='} {self.limit:g}"
+
+    def met(self, value: float) -> bool:
+        return value >= self.limit if self.at_least else value <= self.limit
+
+
+def report(figures: dict[str, Any], targets: Mapping[str, Target] | None = None) -> None:
+    """Print a human line (each target beside its figure), then the figures as JSON.
+
+    The JSON gains ``qemu_version``, ``machine``, ``load_avg`` (the host was
+    this busy at the end) and, with targets, ``targets`` and the ``missed`` ones.
+    """
+    targets = targets or {}
+    figures.setdefault("qemu_version", qemu_version())
     figures.setdefault("machine", f"{platform.node()} {platform.machine()}")
-    print(", ".join(f"{k}={v}" for k, v in figures.items()))
+    figures.setdefault("load_avg", [round(x, 2) for x in os.getloadavg()])
+    if targets:
+        figures["targets"] = {k: t.limit for k, t in targets.items()}
+        figures["missed"] = [k for k, t in targets.items() if not t.met(figures[k])]
+
+    def human(key: str, value: Any) -> str:
+        return f"{key}={value}" + (f" (target {targets[key]})" if key in targets else "")
+
+    print(", ".join(human(k, v) for k, v in figures.items() if k != "targets"))
     print(json.dumps(figures))
