@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -77,6 +78,28 @@ def mem_available() -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def leftovers(state: Path) -> dict[str, int]:
+    """What is left of a state dir that should be gone: QEMUs, mounts, loop devices.
+
+    Exact counts, unlike memory and disk deltas, which other work on the host blurs.
+    """
+    marker = str(state).encode()
+    vms = 0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                vms += marker in (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+    with open("/proc/self/mounts", "rb") as f:
+        mounts = sum(marker in line for line in f)
+    loops = 0
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            loops += marker in backing.read_bytes()
+    return {"leftover_processes": vms, "leftover_mounts": mounts, "leftover_loops": loops}
 
 
 @asynccontextmanager

@@ -10,16 +10,20 @@ the one the fork took) is deleted.
 
 The server has its defaults except the limits a trainer raises for its own
 concurrency: the create rate (16 creates at once) and ``max_sandboxes`` (the
-forks of 16 episodes); one create before the clock starts makes the template, as
-on a server that has run before. Figures: steps_per_s (all steps over the wall time from
-the first create to the last episode's forks answering), the step latency
-median, p95 and step_p99_ms, failed_steps (counted, never aborting) and
-failed_ops (snapshots, backtracks and forks that failed), and leftover_mib:
-MemAvailable drop plus growth of the state dir's filesystem, against a
-baseline taken before the server started, once the server is stopped and its
-state dir removed. cow_after_delete_mib is the copy-on-write filesystem's
-growth since the server started, after the episodes deleted everything (the
-template and the warm pool are part of it).
+forks of 16 episodes); one create before the clock starts makes the template,
+as on a server that has run before.
+
+Figures: steps_per_s (all steps over the wall time from the first create to
+the last episode's forks answering), the step latency median, p95 and
+step_p99_ms, failed_steps (counted, never aborting), failed_ops (snapshots,
+backtracks and forks that failed), and leftover_mib: MemAvailable drop plus
+growth of the state dir's filesystem against a baseline taken before the
+server started, once the server is stopped and its state dir removed. Others'
+work on a shared host moves both; the exact checks are leftover_processes,
+leftover_mounts and leftover_loops (what still refers to the state dir).
+cow_after_delete_mib: growth of the copy-on-write filesystem since the server
+started, once the episodes deleted everything (the template and the warm pool
+are part of it).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from common import (
     api_server,
     cow_root,
     fs_used,
+    leftovers,
     median,
     mem_available,
     new_state_dir,
@@ -191,6 +196,7 @@ def main(plan: Plan) -> None:
     mem_drop = (mem_before - mem_available()) / MiB
     disk_growth = (fs_used(state.parent) - disk_before) / MiB
     figures.update(
+        **leftovers(state),
         leftover_mib=round(mem_drop + disk_growth, 1),
         leftover_mem_mib=round(mem_drop, 1),
         leftover_disk_mib=round(disk_growth, 1),
