@@ -131,8 +131,14 @@ def start_server(
         "SIETCH_PORT": str(port),
     }
     log = open(state / "server.log", "ab")  # noqa: SIM115 - the child keeps writing to it
+    # Its own session: a Ctrl-C reaches only the bench, which then deletes what it made
+    # through the server before stopping it.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sietch.server"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "sietch.server"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
