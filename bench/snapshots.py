@@ -124,7 +124,7 @@ async def timed_restore(manager: Manager, snapshot_id: str) -> tuple[float, str]
 
 async def user_path(m: Manager, runs: int, write_mib: int) -> dict[str, float]:
     """The user's path: create from the template, write, then snapshot and restore."""
-    made: list[str] = []  # sandboxes, then snapshots: deleted in reverse order
+    made: list[str] = []  # sandboxes and snapshots still to delete, oldest first
     snaps: list[str] = []
     try:
         user = (await m.create()).id
