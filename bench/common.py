@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -14,8 +15,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +25,84 @@ import httpx
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
+from sietch.errors import VMError
 from sietch.server.auth import ApiKeys
+from sietch.vmm.version import version_text
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def p95(values: list[float]) -> float:
+def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def p95(values: Sequence[float]) -> float:
+    return percentile(values, 0.95)
+
+
+def qemu_version() -> str:
+    """The version of the QEMU the sandboxes run (``SIETCH_QEMU_BINARY`` when set)."""
+    try:
+        return version_text(Settings().qemu_binary)
+    except VMError as exc:
+        return f"unknown ({exc.message})"
+
+
+def new_state_dir() -> Path:
+    """A fresh state dir with a short path (it holds unix sockets); the caller removes it."""
+    return Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
+
+
+def cow_root(state: Path) -> Path:
+    """Where a state dir's sandbox and snapshot files live: its XFS ``cow`` mount if any."""
+    cow = state / "cow"
+    return cow if os.path.ismount(cow) else state
+
+
+def fs_used(path: Path) -> int:
+    """Bytes in use on the filesystem holding ``path`` (shared extents counted once)."""
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def mem_available() -> int:
+    """The host's MemAvailable, in bytes."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def leftovers(state: Path) -> dict[str, int]:
+    """What is left of a state dir that should be gone: QEMUs, mounts, loop devices.
+
+    Exact counts, unlike memory and disk deltas, which other work on the host blurs.
+    """
+    marker = str(state).encode()
+    vms = 0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                vms += marker in (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+    with open("/proc/self/mounts", "rb") as f:
+        mounts = sum(marker in line for line in f)
+    loops = 0
+    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
+        with contextlib.suppress(OSError):
+            loops += marker in backing.read_bytes()
+    return {"leftover_processes": vms, "leftover_mounts": mounts, "leftover_loops": loops}
 
 
 @asynccontextmanager
 async def bench_manager(**settings: Any) -> AsyncIterator[Manager]:
-    """A manager on a fresh state dir (short path: it holds unix sockets), removed after."""
-    state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
+    """A manager on a fresh state dir, removed after."""
+    state = new_state_dir()
     try:
         async with Manager(Settings(state_dir=state, **settings)) as manager:
             yield manager
@@ -53,16 +117,25 @@ def free_port() -> int:
         return port
 
 
-def start_server(state: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    state: Path, port: int, settings: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        **(settings or {}),
         "SIETCH_STATE_DIR": str(state),
         "SIETCH_HOST": "127.0.0.1",
         "SIETCH_PORT": str(port),
     }
     log = open(state / "server.log", "ab")  # noqa: SIM115 - the child keeps writing to it
+    # Its own session: a Ctrl-C reaches only the bench, which then deletes what it made
+    # through the server before stopping it.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sietch.server"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "sietch.server"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -85,19 +158,32 @@ async def reap(state: Path) -> None:
 
 
 @contextmanager
-def api_server() -> Iterator[tuple[str, str]]:
-    """A real ``sietch.server`` process on a throwaway state dir: (its URL, an API key)."""
-    state = Path(tempfile.mkdtemp(prefix="stb", dir="/tmp"))
-    state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
-    port = free_port()
-    key = ApiKeys(state / "api_keys").add()
-    proc = start_server(state, port)
+def api_server(
+    state: Path | None = None, settings: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, str]]:
+    """A real ``sietch.server`` process: (its URL, an API key).
+
+    ``state``: a dir from :func:`new_state_dir` the caller wants to look into
+    (default: a new one); removed after either way. ``settings``: extra
+    ``SIETCH_*`` environment variables for the server.
+    """
+    state = state or new_state_dir()
     try:
-        yield f"http://127.0.0.1:{port}", key
+        state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
+        port = free_port()
+        key = ApiKeys(state / "api_keys").add()
+        proc = start_server(state, port, settings or {})
+        try:
+            yield f"http://127.0.0.1:{port}", key
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            asyncio.run(reap(state))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        asyncio.run(reap(state))
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -112,8 +198,36 @@ def task_cpu_ns(pid: int) -> dict[int, int]:
     return times
 
 
-def report(figures: dict[str, Any]) -> None:
-    """Print a human line, then the figures as JSON on the last line."""
+@dataclass(frozen=True)
+class Target:
+    """The issue's goal for one figure: at most (or at least) ``limit``."""
+
+    limit: float
+    at_least: bool = False
+
+    def __str__(self) -> str:
+        return f"{'>=' if self.at_least else '<='} {self.limit:g}"
+
+    def met(self, value: float) -> bool:
+        return value >= self.limit if self.at_least else value <= self.limit
+
+
+def report(figures: dict[str, Any], targets: Mapping[str, Target] | None = None) -> None:
+    """Print a human line (each target beside its figure), then the figures as JSON.
+
+    The JSON gains ``qemu_version``, ``machine``, ``load_avg`` (the host was
+    this busy at the end) and, with targets, ``targets`` and the ``missed`` ones.
+    """
+    targets = targets or {}
+    figures.setdefault("qemu_version", qemu_version())
     figures.setdefault("machine", f"{platform.node()} {platform.machine()}")
-    print(", ".join(f"{k}={v}" for k, v in figures.items()))
+    figures.setdefault("load_avg", [round(x, 2) for x in os.getloadavg()])
+    if targets:
+        figures["targets"] = {k: t.limit for k, t in targets.items()}
+        figures["missed"] = [k for k, t in targets.items() if not t.met(figures[k])]
+
+    def human(key: str, value: Any) -> str:
+        return f"{key}={value}" + (f" (target {targets[key]})" if key in targets else "")
+
+    print(", ".join(human(k, v) for k, v in figures.items() if k != "targets"))
     print(json.dumps(figures))

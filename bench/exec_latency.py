@@ -12,8 +12,6 @@ import time
 
 from common import bench_manager, median, p95, report, task_cpu_ns
 
-from sietch.vmm.version import version_text
-
 
 async def main(runs: int) -> None:
     times = []
@@ -30,7 +28,6 @@ async def main(runs: int) -> None:
             times.append((time.perf_counter() - started) * 1000)
         after = task_cpu_ns(pid)
         accel = manager.accel
-        qemu = version_text(manager.settings.qemu_binary)
     guest_ns = sum(t - before.get(tid, 0) for tid, t in after.items())
     report(
         {
@@ -39,7 +36,6 @@ async def main(runs: int) -> None:
             "p95_ms": round(p95(times), 2),
             "guest_cpu_ms": round(guest_ns / 1e6 / runs, 2),
             "accel": accel,
-            "qemu_version": qemu,
         }
     )
 

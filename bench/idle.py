@@ -19,7 +19,6 @@ from common import bench_manager, median, report, task_cpu_ns
 
 from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
-from sietch.vmm.version import version_text
 
 
 def served_by(sb: LiveSandbox) -> dict[str, int]:
@@ -75,7 +74,6 @@ async def main(idle: int, loaded: int, seconds: float, settle: float, runs: int)
         await grow(manager, sandboxes, loaded)
         await asyncio.sleep(settle)
         under_load = await exec_median(probe, runs)
-        qemu = version_text(manager.settings.qemu_binary)
         accel = manager.accel
     report(
         {
@@ -89,7 +87,6 @@ async def main(idle: int, loaded: int, seconds: float, settle: float, runs: int)
             "load_ratio": round(under_load / unloaded, 2),
             "host_load_1m": round(os.getloadavg()[0], 2),
             "accel": accel,
-            "qemu_version": qemu,
         }
     )
 
