@@ -300,7 +300,10 @@ class AgentConnection:
             stream._finish(AgentUnavailable(f"agent connection dropped: {reason}"))
         self._streams.clear()
         if writer is not None:
-            writer.close()
+            # Nothing still buffered matters once we drop the connection, and a guest
+            # that never reads (one that failed to boot) would make a graceful close
+            # wait for it forever.
+            writer.transport.abort()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
 

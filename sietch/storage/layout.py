@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-from sietch.errors import SietchError
+from sietch.errors import SietchError, VMError
 from sietch.storage import cow, xfs
 
 log = logging.getLogger(__name__)
@@ -61,8 +61,16 @@ class StateLayout:
                 (cow_dir / link.name).mkdir(mode=0o711, exist_ok=True)
                 if not link.is_symlink():
                     link.symlink_to(cow_dir / link.name)
-        self.sandboxes.mkdir(parents=True, exist_ok=True)
-        self.snapshots.mkdir(parents=True, exist_ok=True)
+        for path in (self.sandboxes, self.snapshots):
+            if path.is_symlink() and not path.exists():
+                # Its sandboxes and snapshots are inside the image: making new empty
+                # directories here would hide them and lose track of their VMs.
+                raise VMError(
+                    f"{path} points into the XFS image {state / 'cow.xfs'}, which is not "
+                    "mounted and could not be mounted (see the warning above); mount it "
+                    f"on {cow_dir} or free a loop device, then start again"
+                )
+            path.mkdir(parents=True, exist_ok=True)
         if run_as is not None:
             # QEMU runs as another user: it must be able to reach its work dir.
             for path in (state, self.sandboxes):

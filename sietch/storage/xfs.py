@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from sietch.errors import VMError
@@ -46,6 +47,9 @@ def _run(*argv: str) -> str:
     return result.stdout.strip()
 
 
+_MOUNT_ATTEMPTS = 3
+
+
 def mount_image(image: Path, mountpoint: Path, size_gib: int) -> None:
     """Create (once) and mount an XFS reflink image; reuses a mount left by a crash."""
     mountpoint.mkdir(mode=0o711, exist_ok=True)
@@ -56,12 +60,18 @@ def mount_image(image: Path, mountpoint: Path, size_gib: int) -> None:
             f.truncate(size_gib * 1024**3)
         os.chmod(image, 0o600)
         _run("mkfs.xfs", "-q", "-m", "reflink=1", str(image))
-    loop = _run("losetup", "--find", "--show", "--direct-io=on", str(image))
-    try:
-        _run("mount", "-t", "xfs", "-o", "nodev,nosuid", loop, str(mountpoint))
-    except VMError:
-        subprocess.run(["losetup", "-d", loop], check=False, capture_output=True)
-        raise
+    for attempt in range(_MOUNT_ATTEMPTS):
+        loop = _run("losetup", "--find", "--show", "--direct-io=on", str(image))
+        try:
+            _run("mount", "-t", "xfs", "-o", "nodev,nosuid", loop, str(mountpoint))
+            break
+        except VMError:
+            subprocess.run(["losetup", "-d", loop], check=False, capture_output=True)
+            if attempt == _MOUNT_ATTEMPTS - 1:
+                raise
+            # Another process took or is still releasing that loop device (a lazy
+            # unmount frees it later): the next --find picks another one.
+            time.sleep(0.2 * (attempt + 1))
     mountpoint.chmod(0o711)
 
 
