@@ -170,7 +170,7 @@ class Manager:
 
     async def _adopt(self, info: SandboxInfo, pid: int) -> bool:
         """Take over a persistent VM; one that can't be driven is ended and its files go."""
-        sandbox = LiveSandbox(info, self._provisioner.machine_config(info))
+        sandbox = LiveSandbox(info, self._provisioner.machine_config(info).adopted())
         try:
             await sandbox.adopt(pid, self._provisioner.upstreams)
         except SietchError as exc:

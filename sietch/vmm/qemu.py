@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -69,6 +71,13 @@ takes SeaBIOS's ``bios-microvm.bin``, with which our kernel hangs at boot (check
 garbage ACPI table) once a VM has more than three virtio-mmio devices."""
 
 
+_RECORDED = (
+    "kernel", "initramfs", "root_disk", "tools_disk", "memory_path", "memory_shared",
+    "mac", "vcpus", "memory_mib", "cmdline", "qemu_binary",
+)  # fmt: skip
+"""What a running machine was started with that an adopter must know (see write_record)."""
+
+
 @dataclass
 class MachineConfig:
     """Everything needed to start one sandbox's QEMU."""
@@ -105,6 +114,32 @@ class MachineConfig:
     pass_fds: tuple[int, ...] = ()
     """Fds QEMU inherits (the namespace, the uplink's exit pipe)."""
     extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def record_path(self) -> Path:
+        return self.workdir / "machine.json"
+
+    def write_record(self) -> None:
+        """Note what this machine runs, for whoever adopts it after a restart: its image
+        files, RAM mapping and MAC are not in the sandbox's record and can't be guessed."""
+        fields = {name: getattr(self, name) for name in _RECORDED}
+        record = {k: str(v) if isinstance(v, Path) else v for k, v in fields.items()}
+        tmp = self.record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, self.record_path)
+
+    def adopted(self) -> MachineConfig:
+        """This config with what :meth:`write_record` noted when the running QEMU started
+        (unchanged where no record exists: a VM started by an older Sietch)."""
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            return self
+        changes = {k: v for k, v in record.items() if k in _RECORDED}
+        for name in ("kernel", "initramfs", "root_disk", "tools_disk", "memory_path"):
+            if changes.get(name) is not None:
+                changes[name] = Path(changes[name])
+        return dataclasses.replace(self, **changes)
 
     @property
     def qmp_socket(self) -> Path:
@@ -245,6 +280,8 @@ class QemuMachine:
             )
         self.pid = self._popen.pid
         try:
+            if cfg.persistent:
+                cfg.write_record()
             await self._connect_qmp(timeout)
         except BaseException:
             await self.kill()

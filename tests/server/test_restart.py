@@ -14,7 +14,8 @@ from tests.server.harness import ApiServer
 
 
 def test_restart_keeps_running_sandboxes_and_marks_dead_ones(outside: Outside) -> None:
-    """Restart the server while sandboxes run: both still listed and usable; a killed VM is dead."""
+    """Restart the server while sandboxes run: both still listed and usable (snapshots too); a
+    killed VM is dead."""
     server = ApiServer()
     server.start()
     out = f"http://{outside.web}/hello"
@@ -65,5 +66,15 @@ def test_restart_keeps_running_sandboxes_and_marks_dead_ones(outside: Outside) -
             response = c.post(f"/sandboxes/{victim}/exec", json={"cmd": "true"})
             assert response.status_code == 409
             assert response.json()["error"]["code"] == "sandbox_not_running"
+            # An adopted sandbox snapshots and restores like any other: the snapshot
+            # records the image files its QEMU really runs.
+            snap = c.post(f"/sandboxes/{ids[1]}/snapshots", json={})
+            assert snap.status_code == 201, snap.text
+            restored = c.post(f"/snapshots/{snap.json()['id']}/restore", json={})
+            assert restored.status_code == 201, restored.text
+            run = c.post(
+                f"/sandboxes/{restored.json()['id']}/exec", json={"cmd": "cat /root/before"}
+            )
+            assert run.json()["stdout"] == ids[1], run.text
     finally:
         server.cleanup()
