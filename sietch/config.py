@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     """Create sandboxes by restoring a snapshot of a booted VM (made on first use)."""
     pool_size: int = Field(default=1, ge=0)
     """Sandboxes per template kept restored and warm, so a create only hands one out."""
+    restore_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    """Restores a fork, or the warm pool refilling after a burst of creates, runs at once.
+    Under TCG each is CPU-bound while its guest translates its code afresh: more than the
+    cores only slows every one of them."""
     boot_timeout_s: float = 60.0
     """Cold boot under TCG takes seconds; a loaded CI machine can take far longer."""
     exec_timeout_s: float | None = None

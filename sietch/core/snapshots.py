@@ -46,8 +46,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import shutil
+import time
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -209,13 +211,22 @@ class Snapshots:
         """Save the stopped VM's device state, memory and disk; True if RAM went in the stream."""
         machine = sb.machine
         config = machine.config
+        t0 = time.monotonic()
         if config.memory_shared or await asyncio.to_thread(self._copy_memory, machine, tmp):
+            t1 = time.monotonic()
             await vmsnap.save_devices(machine, tmp / "state")
             ram_in_stream = False
         else:
+            t1 = time.monotonic()
             await vmsnap.save_state(machine, tmp / "state")
             ram_in_stream = True
+        t2 = time.monotonic()
         await asyncio.to_thread(self._freeze_files, config, tmp, sid)
+        sb.log.debug(
+            "snapshot %s: memory %.0f ms, state %.0f ms, files %.0f ms",
+            sid,
+            *(1000 * d for d in (t1 - t0, t2 - t1, time.monotonic() - t2)),
+        )
         return ram_in_stream
 
     @staticmethod
@@ -224,15 +235,26 @@ class Snapshots:
         pages written since; False (and why, logged once) when they can't be read."""
         config, memory = machine.config, tmp / "memory"
         cow.clone(config.ram_path, memory, mode=0o600)
+        fd = os.open(memory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            cow.unshare_exactly(fd)
+        finally:
+            os.close(fd)
         try:
             if machine.pid is None:
                 raise ProcessLookupError(f"machine {config.name} has no process")
+            started = time.monotonic()
             copied = dirty.copy_written(machine.pid, config.ram_path, memory)
         except OSError as exc:
             memory.unlink()
             _warn_unreadable(str(exc.strerror or exc))
             return False
-        log.debug("snapshot of %s: %d MiB of written pages", config.name, copied >> 20)
+        log.debug(
+            "%s: %d MiB of written pages copied in %.0f ms",
+            config.name,
+            copied >> 20,
+            1000 * (time.monotonic() - started),
+        )
         return True
 
     @staticmethod
