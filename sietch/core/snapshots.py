@@ -24,11 +24,14 @@ RAM into a share=on file of its own. Snapshots recorded before the device
 format restore the way they were made; so do their disks (``disk.qcow2``,
 chained on the parent's, which is then kept while they exist).
 
-Measured on this machine (2 cores, TCG, QEMU 10, loaded), for a sandbox created
-from the template with 64 MiB written in its guest: see :mod:`sietch.vmm.dirty`
-and the figures in this branch's report. Before, the same snapshot took 167 ms,
-100-176 MB and restored to a first exec in 712 ms median; every other
-generation paid that.
+Measured on this machine (QEMU 10.0.2, TCG, 2 cores, load 2.7), a sandbox
+created from the template with 64 MiB written to a file in its guest, five
+snapshots: vCPUs stopped 60-324 ms (median 125; copying the written pages is
+most of it, see :mod:`sietch.vmm.dirty`), wall 152-444 ms (median 225), 75 MiB
+more used on the XFS image (statvfs), restore to a first exec 645-876 ms
+(median 802) against 717-991 ms for the template in the same run. Before,
+such a snapshot put its RAM in the stream: 167 ms, 100-176 MB, and its
+restore 712 ms median; every other generation paid that.
 
 Snapshots are directories ``<state>/snapshots/<id>/`` (``state``, ``memory``
 unless RAM is in the stream, ``layers/``, ``console.log``), written under

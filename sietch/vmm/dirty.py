@@ -12,14 +12,18 @@ Reading either file needs ptrace access to QEMU (root, or our own child under
 a permissive ptrace scope): :func:`copy_written` raises :class:`OSError`
 otherwise and the caller falls back to putting the RAM in the migration stream.
 
-Measured here (TCG, 2 cores shared with other test runs, load 5-8), a sandbox
-created from the template with 64 MiB written in its guest:
+Measured here (QEMU 10.0.2, TCG, 2 cores shared with other test runs), a
+sandbox created from the template with 64 MiB written in its guest:
 
-==========================================================  ==============
+==========================================================  ==================
 scan the pagemap of 512 MiB (131072 entries)                  ~13 ms
-pages written since the restore                               ~75 MiB, ~780 runs
-copy them: reflink of the parent + pread/pwrite of each run   250-880 ms
-==========================================================  ==============
+pages written since the restore                               73-76 MiB, ~780 runs
+copy them (reflink of the parent, pread/pwrite per run),      68-263 ms
+load 2.7; the first snapshot of a sandbox is the slowest
+the same at load 8-13                                          197-734 ms
+statvfs delta of the memory file: XFS default cowextsize      100 MiB
+(128 KiB) / one block (:func:`sietch.storage.cow.unshare_exactly`)  75 MiB
+==========================================================  ==================
 """
 
 from __future__ import annotations

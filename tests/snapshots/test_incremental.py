@@ -9,6 +9,7 @@ import pytest
 
 from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
+from sietch.vmm import dirty
 from tests.snapshots.conftest import Tracker
 from tests.snapshots.test_snapshots import COUNTER, count, counting
 
@@ -88,3 +89,25 @@ async def test_third_generation_outlives_its_parent_and_grandparent(
         await manager.delete_snapshot(old.id)
         assert not (manager.snapshots.dir / old.id).exists()
     await intact(await track.restore(snaps[2]), sums, 3)
+
+
+async def test_unreadable_memory_falls_back_to_ram_in_the_stream(
+    track: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where QEMU's memory can't be read (as under a strict ptrace scope) a restored
+    sandbox's snapshot carries its RAM in the migration stream and still restores intact."""
+
+    def refused(pid: int, ram: object, dest: object) -> int:
+        raise PermissionError(1, "Operation not permitted", f"/proc/{pid}/mem")
+
+    sb = await track.create()
+    sb = await track.restore(await track.snapshot(sb))  # certainly a private mapping
+    await sb.write_file("/root/gen0", b"0")
+    await sb.start_background(["sh", "-c", COUNTER])
+    sums = [await write_memory(sb, 0, 8)]
+    monkeypatch.setattr(dirty, "copy_written", refused)
+    snap = await track.snapshot(sb)
+    monkeypatch.undo()
+    assert snap.ram_in_stream and snap.state_format == "migration"
+    assert not (track.m.snapshots.dir / snap.id / "memory").exists()
+    await intact(await track.restore(snap), sums, 1)
