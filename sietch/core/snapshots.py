@@ -18,11 +18,14 @@ taken the same way while its vCPUs are stopped:
 
 Every restore is then the same as a template's: map ``memory`` privately,
 load ``state``, ``cont``. Where QEMU's memory can't be read (not root and not
-our child) a restored sandbox's RAM goes into a migration stream instead
-(``ram_in_stream``, ~0.5 s and ~100 MB; logged once); its restore loads the
-RAM into a share=on file of its own. Snapshots recorded before the device
-format restore the way they were made; so do their disks (``disk.qcow2``,
-chained on the parent's, which is then kept while they exist).
+our child: an adopted VM under a strict ptrace scope) QEMU writes the whole
+RAM into ``memory`` instead (``pmemsave``: slower, and the RAM's full size on
+disk; logged once). Not a migration stream with the RAM in it, as before: QEMU
+10 aborts an outgoing migration of a VM started for a device-only state.
+Snapshots recorded before the device format restore the way they were made
+(``ram_in_stream`` ones load their RAM into a share=on file of their own); so
+do their disks (``disk.qcow2``, chained on the parent's, which is then kept
+while they exist).
 
 Measured on this machine (QEMU 10.0.2, TCG, 2 cores, load 2.7), a sandbox
 created from the template with 64 MiB written to a file in its guest, five
@@ -78,8 +81,8 @@ log = logging.getLogger(__name__)
 @cache
 def _warn_unreadable(reason: str) -> None:
     log.warning(
-        "cannot read a restored sandbox's memory (%s): its snapshots put the RAM in the "
-        "migration stream (slower, bigger); run Sietch as root for incremental snapshots",
+        "cannot read a restored sandbox's memory (%s): its snapshots have QEMU write the "
+        "whole RAM (slower, bigger); run Sietch as root for incremental snapshots",
         reason,
     )
 
@@ -154,14 +157,13 @@ class Snapshots:
                 was_running = sb.info.state is not SandboxState.PAUSED
                 try:
                     await vmsnap.pause(sb.machine)
-                    ram_in_stream = await self._freeze(sb, tmp, sid)
+                    await self._freeze(sb, tmp, sid)
                 finally:
                     if was_running and sb.machine.running:
                         await vmsnap.resume(sb.machine)
             standalone = sb.info.snapshot_id is None or (parent is not None and parent.standalone)
             snap = self._describe(sb, sid, name, labels, template_key)
-            snap.state_format = "migration" if ram_in_stream else "devices"
-            snap.ram_in_stream, snap.standalone = ram_in_stream, standalone
+            snap.state_format, snap.standalone = "devices", standalone
             snap.disk = f"layers/{sid}.qcow2"
             if standalone and parent is not None:
                 await asyncio.to_thread(self._copy_layers, parent, tmp / "layers")
@@ -210,19 +212,19 @@ class Snapshots:
             },
         )
 
-    async def _freeze(self, sb: LiveSandbox, tmp: Path, sid: str) -> bool:
-        """Save the stopped VM's device state, memory and disk; True if RAM went in the stream."""
+    async def _freeze(self, sb: LiveSandbox, tmp: Path, sid: str) -> None:
+        """Save the stopped VM's device state, memory and disk."""
         machine = sb.machine
         config = machine.config
         t0 = time.monotonic()
-        if config.memory_shared or await asyncio.to_thread(self._copy_memory, machine, tmp):
-            t1 = time.monotonic()
-            await vmsnap.save_devices(machine, tmp / "state")
-            ram_in_stream = False
-        else:
-            t1 = time.monotonic()
-            await vmsnap.save_state(machine, tmp / "state")
-            ram_in_stream = True
+        if not config.memory_shared and not await asyncio.to_thread(
+            self._copy_memory, machine, tmp
+        ):
+            # Not a migration stream: QEMU 10 aborts an outgoing migration of a VM that
+            # was started with migration.send-configuration=off (every restore).
+            await vmsnap.save_ram(machine, tmp / "memory")
+        t1 = time.monotonic()
+        await vmsnap.save_devices(machine, tmp / "state")
         t2 = time.monotonic()
         await asyncio.to_thread(self._freeze_files, config, tmp, sid)
         sb.log.debug(
@@ -230,7 +232,6 @@ class Snapshots:
             sid,
             *(1000 * d for d in (t1 - t0, t2 - t1, time.monotonic() - t2)),
         )
-        return ram_in_stream
 
     @staticmethod
     def _copy_memory(machine: QemuMachine, tmp: Path) -> bool:
@@ -275,7 +276,7 @@ class Snapshots:
             cow.clone(layer, layers / layer.name, mode=0o644)
 
     def _commit(self, snap: SnapshotInfo, tmp: Path, final: Path) -> None:
-        if not snap.ram_in_stream:
+        if (tmp / "memory").exists():
             seal_memory_file(tmp / "memory", self.host.run_as, self.host.settings.qemu_binary)
         (tmp / "snapshot.json").write_text(snap.model_dump_json(indent=2))
         snap.size_bytes = cow.disk_usage(tmp)

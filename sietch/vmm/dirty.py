@@ -10,7 +10,7 @@ it: it costs what changed, not what the guest has.
 
 Reading either file needs ptrace access to QEMU (root, or our own child under
 a permissive ptrace scope): :func:`copy_written` raises :class:`OSError`
-otherwise and the caller falls back to putting the RAM in the migration stream.
+otherwise and the caller falls back to having QEMU write the whole RAM.
 
 Measured here (QEMU 10.0.2, TCG, 2 cores shared with other test runs), a
 sandbox created from the template with 64 MiB written in its guest:

@@ -1,16 +1,18 @@
-"""Save and load a running QEMU's device state.
+"""Save a stopped QEMU's device state and, where the host can't read it, its RAM; load them.
 
-Two formats. :func:`save_devices` (QMP ``xen-save-devices-state``: despite
-its name generic) writes the device sections only, never RAM, whatever the
-memory backend: ~3 ms and ~26 KB here. The caller makes the memory file
-(:mod:`sietch.vmm.dirty` for a private mapping). Such a stream has no
-configuration section, so the QEMU that loads it runs with
-``migration.send-configuration=off`` (:attr:`MachineConfig.devices_only`).
+:func:`save_devices` (QMP ``xen-save-devices-state``: despite its name
+generic) writes the device sections only, never RAM, whatever the memory
+backend: ~3 ms and ~26 KB here. The caller makes the memory file
+(:mod:`sietch.vmm.dirty` for a private mapping, else :func:`save_ram`). Such
+a stream has no configuration section, so the QEMU that loads it runs with
+``migration.send-configuration=off`` (:attr:`MachineConfig.devices_only`),
+and QEMU 10 aborts any outgoing migration of a VM started so (an assertion
+in its JSON writer): snapshots no longer use ``migrate``.
 
-:func:`save_state` is a migration stream: with ``x-ignore-shared`` the RAM of
-a ``share=on`` file is left out of it, but a ``share=off`` mapping's RAM goes
-in (``ram_in_stream``, ~0.5 s, ~100 MB): now only the fallback where QEMU's
-memory can't be read, and what snapshots recorded before the device format hold.
+:func:`load_state` feeds a state to a QEMU started with ``-incoming defer``:
+device-only states, and the migration streams of snapshots recorded before
+(with ``x-ignore-shared`` the RAM of a ``share=on`` file was left out; a
+``share=off`` mapping's RAM went in, ``ram_in_stream``).
 
 QEMU 7.2 has no ``file:`` migration URI and ``-sandbox spawn=deny`` forbids
 ``exec:``, so every stream goes through a file descriptor we open and hand to
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import struct
 import time
@@ -101,25 +104,6 @@ async def resume(machine: QemuMachine) -> None:
     await machine.execute("cont")
 
 
-async def save_state(machine: QemuMachine, dest: Path, timeout: float = 120.0) -> int:
-    """Stop the VM and write its device state to ``dest``; returns the stream's size.
-
-    The VM stays stopped (``postmigrate``, disks flushed and inactivated) so the
-    caller can freeze its memory file and disk before :func:`resume`.
-    """
-    await pause(machine)
-    await _prepare(machine, ignore_shared=machine.config.memory_shared)
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    try:
-        await _send_fd(machine, fd)  # QEMU gets its own copy of the descriptor
-        await machine.execute("migrate", {"uri": f"fd:{_FD_NAME}"})
-        await _wait_migration(machine, timeout)
-        os.fsync(fd)
-        return os.fstat(fd).st_size
-    finally:
-        os.close(fd)
-
-
 async def save_devices(machine: QemuMachine, dest: Path) -> int:
     """Write the stopped VM's device state (no RAM) to ``dest``; returns its size.
 
@@ -139,6 +123,59 @@ async def save_devices(machine: QemuMachine, dest: Path) -> int:
                 await machine.execute("remove-fd", {"fdset-id": fdset})
         os.fsync(fd)
         return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
+_RAM_ALIAS = re.compile(
+    r"([0-9a-f]+)-[0-9a-f]+ \(prio -?\d+, ram\): alias ram-(?:below|above)-4g "
+    r"@ram ([0-9a-f]+)-([0-9a-f]+)"
+)
+"""A line of ``info mtree``: where in guest physical memory a slice of the RAM backend is."""
+
+
+async def save_ram(machine: QemuMachine, dest: Path) -> None:
+    """Write the stopped VM's RAM to ``dest`` as its memory backend holds it (QMP ``pmemsave``
+    of each slice of guest physical memory the backend is mapped at).
+
+    Slow (the whole RAM, a KiB per write inside QEMU): only for where the
+    written pages can't be read from the host (:mod:`sietch.vmm.dirty`).
+    ``pmemsave`` takes a path, not an fd set: QEMU writes each slice into a
+    file made for it, owned by the QEMU user, which is then copied into place.
+    """
+    mtree = await machine.execute("human-monitor-command", {"command-line": "info mtree"})
+    slices = sorted({(int(a, 16), int(b, 16), int(c, 16)) for a, b, c in _RAM_ALIAS.findall(mtree)})
+    if not slices:
+        raise VMError(f"machine {machine.config.name}: no RAM found in its memory tree")
+    run_as = machine.config.run_as
+    out = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.ftruncate(out, machine.config.memory_mib << 20)
+        for n, (guest, start, end) in enumerate(slices):
+            part = dest.with_name(f"{dest.name}.{n}")
+            part.touch(0o600)
+            try:
+                if run_as is not None:
+                    os.chown(part, *run_as)
+                args = {"val": guest, "size": end - start + 1, "filename": str(part)}
+                await machine.execute("pmemsave", args)
+                await asyncio.to_thread(_copy_into, part, out, start, end - start + 1)
+            finally:
+                part.unlink(missing_ok=True)
+        os.fsync(out)
+    finally:
+        os.close(out)
+
+
+def _copy_into(part: Path, out: int, offset: int, size: int) -> None:
+    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pos = 0
+        while pos < size:
+            copied = os.copy_file_range(fd, out, size - pos, pos, offset + pos)
+            if copied == 0:
+                raise VMError(f"{part} holds {pos} bytes, not {size}")
+            pos += copied
     finally:
         os.close(fd)
 
