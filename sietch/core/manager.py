@@ -95,7 +95,8 @@ class Manager:
             upstreams=upstreams if self._isolate else None,
         )
         self.snapshots = Snapshots(self, self.layout)
-        self.pool = WarmPool(self, self.settings.pool_size, self.settings.restore_concurrency)
+        parallel = min(self.settings.restore_concurrency, os.cpu_count() or 1)
+        self.pool = WarmPool(self, self.settings.pool_size, parallel)
 
     # -- start and stop ---------------------------------------------------------
 

@@ -10,9 +10,10 @@ restart (the next start reaps them).
 
 When creates come faster than the pool refills, a create that finds it empty
 waits for the next sandbox the pool makes, and the pool restores one more for
-every waiting create, ``restore_concurrency`` at a time: a burst of creates is
-served by parallel restores, bounded so that they do not all slow each other
-down, and never by one restore after another.
+every waiting create, in parallel: at most one per core (and
+``restore_concurrency``), because each fill includes the guest's first,
+CPU-bound answers. A burst of creates is served by parallel restores that do
+not all slow each other down, and never by one restore after another.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class WarmPool:
         self._filling: dict[str, int] = defaultdict(int)
         self._waiting: dict[str, deque[asyncio.Future[str]]] = defaultdict(deque)
         self._slots = asyncio.Semaphore(parallel)
-        """Restores of the pool at once (``restore_concurrency``)."""
+        """Restores of the pool at once."""
 
     def ready(self) -> set[str]:
         """Ids of the pooled sandboxes ready to be handed out."""
