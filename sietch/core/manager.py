@@ -96,7 +96,8 @@ class Manager:
             upstreams=upstreams if self._isolate else None,
         )
         self.snapshots = Snapshots(self, self.layout)
-        self.pool = WarmPool(self, self.settings.pool_size)
+        parallel = min(self.settings.restore_concurrency, os.cpu_count() or 1)
+        self.pool = WarmPool(self, self.settings.pool_size, parallel)
 
     # -- start and stop ---------------------------------------------------------
 
@@ -253,8 +254,7 @@ class Manager:
         template = self.snapshots.find_template(key)
         if template is None:
             return None
-        taken = await self.pool.take(key, spec)
-        self.pool.refill(key, template.id)
+        taken = await self.pool.take(key, spec, template.id)
         if taken is not None:
             if taken.network != network:
                 return await self.set_network(taken.id, network)
@@ -504,7 +504,8 @@ class Manager:
     async def fork(
         self, sandbox_id: str, count: int, labels: dict[str, str] | None = None
     ) -> builtins.list[SandboxInfo]:
-        """``count`` running copies of a sandbox, all restored from one new snapshot of it."""
+        """``count`` running copies of a sandbox, all restored from one new snapshot of it;
+        returns once all answer. ``restore_concurrency`` restores run at once."""
         limit = self.settings.max_sandboxes
         if not 1 <= count <= limit:
             raise InvalidArgument(f"count must be between 1 and {limit}")
@@ -513,10 +514,13 @@ class Manager:
                 f"forking {count} would exceed {limit} sandboxes (SIETCH_MAX_SANDBOXES)"
             )
         snap = await self.snapshot(sandbox_id, name=f"fork of {sandbox_id}")
-        results = await asyncio.gather(
-            *(self.restore(snap.id, labels=labels) for _ in range(count)),
-            return_exceptions=True,
-        )
+        slots = asyncio.Semaphore(self.settings.restore_concurrency)
+
+        async def copy() -> SandboxInfo:
+            async with slots:
+                return await self.restore(snap.id, labels=labels)
+
+        results = await asyncio.gather(*(copy() for _ in range(count)), return_exceptions=True)
         made = [r for r in results if isinstance(r, SandboxInfo)]
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:

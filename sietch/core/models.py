@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -94,8 +94,17 @@ class SnapshotInfo(BaseModel):
     accel: str
     size_bytes: int = 0
     """Bytes allocated on the host (a reflinked copy shares most of them)."""
+    state_format: Literal["migration", "devices"] = "migration"
+    """``devices``: ``state`` holds device sections only and ``memory`` is the RAM (every
+    snapshot taken now); ``migration``: a migration stream (snapshots recorded before,
+    and the fallback where QEMU's memory can't be read)."""
     ram_in_stream: bool = False
-    """RAM is inside the device-state stream (a snapshot of a copy-on-write restore)."""
+    """RAM is inside the migration stream (the fallback for a copy-on-write restore)."""
+    disk: str = "disk.qcow2"
+    """Its disk's top layer, relative to its directory."""
+    standalone: bool = False
+    """Its whole disk chain down to the image is in its own directory (``layers/``), so
+    deleting its ancestors never breaks it; older snapshots chain on their parent's disk."""
     ports: list[int] = Field(default_factory=list)
     """Guest ports its sandbox had exposed; every restore exposes them again."""
     network: NetworkPolicy | None = None

@@ -7,13 +7,21 @@ out is one ``hello`` (fresh clock and entropy, so two sandboxes never share
 random state) and a database write. Pooled sandboxes are hidden from
 listings, counted against ``max_sandboxes``, and never adopted after a
 restart (the next start reaps them).
+
+When creates come faster than the pool refills, a create that finds it empty
+waits for the next sandbox the pool makes, and the pool restores one more for
+every waiting create, in parallel: at most one per core (and
+``restore_concurrency``), because each fill includes the guest's first,
+CPU-bound answers. A burst of creates is served by parallel restores that do
+not all slow each other down, and never by one restore after another.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import UTC, datetime
 
 from sietch.core.host import SandboxHost
@@ -32,22 +40,31 @@ def is_pooled(info: SandboxInfo) -> bool:
 
 
 class WarmPool:
-    """Keeps up to ``size`` ready sandboxes per template."""
+    """Keeps up to ``size`` ready sandboxes per template, and one more per waiting create."""
 
-    def __init__(self, host: SandboxHost, size: int) -> None:
+    def __init__(self, host: SandboxHost, size: int, parallel: int) -> None:
         self.host = host
         self.size = size
         self._ready: dict[str, list[str]] = defaultdict(list)
         self._filling: dict[str, int] = defaultdict(int)
+        self._waiting: dict[str, deque[asyncio.Future[str]]] = defaultdict(deque)
+        self._slots = asyncio.Semaphore(parallel)
+        """Restores of the pool at once."""
 
     def ready(self) -> set[str]:
         """Ids of the pooled sandboxes ready to be handed out."""
         return {i for ids in self._ready.values() for i in ids}
 
-    async def take(self, key: str, spec: SandboxSpec) -> SandboxInfo | None:
-        """A pooled sandbox made the caller's, or None when none is ready."""
-        while self._ready[key]:
-            sandbox = self.host.live(self._ready[key].pop(0))
+    async def take(self, key: str, spec: SandboxSpec, template_id: str) -> SandboxInfo | None:
+        """A pooled sandbox made the caller's, waiting for the next one when none is ready;
+        None when the pool is off (size 0). Refills the pool either way."""
+        taken = await self._take(key, spec, template_id)
+        self.refill(key, template_id)
+        return taken
+
+    async def _take(self, key: str, spec: SandboxSpec, template_id: str) -> SandboxInfo | None:
+        while self.size > 0:
+            sandbox = self.host.live(await self._next(key, template_id))
             if sandbox is None:
                 continue
             try:
@@ -64,25 +81,61 @@ class WarmPool:
             return info.model_copy()
         return None
 
+    async def _next(self, key: str, template_id: str) -> str:
+        """The id of a ready sandbox: one in the pool, else the next one a refill makes."""
+        if self._ready[key]:
+            return self._ready[key].pop(0)
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[key].append(waiter)
+        try:
+            self.refill(key, template_id)
+            return await waiter
+        finally:
+            if waiter in self._waiting[key]:
+                self._waiting[key].remove(waiter)
+
     def refill(self, key: str, template_id: str) -> None:
-        """Start restores in the background until the pool for ``key`` is full."""
-        missing = self.size - len(self._ready[key]) - self._filling[key]
-        for _ in range(max(missing, 0)):
+        """Start restores in the background until the pool for ``key`` is full and every
+        waiting create has one coming."""
+        if self.size <= 0:
+            return
+        wanted = self.size + len(self._waiting[key])
+        for _ in range(max(wanted - len(self._ready[key]) - self._filling[key], 0)):
             self._filling[key] += 1
             self.host.spawn(self._add(key, template_id))
 
     async def _add(self, key: str, template_id: str) -> None:
         try:
-            info = await self.host.restore(template_id, labels={POOL_LABEL: key})
-            sandbox = self.host.live(info.id)
-            try:
-                if sandbox is not None:
-                    await sandbox.exec(["true"])  # pay the first, slow answer now
-                    self._ready[key].append(info.id)
-            except SietchError:
-                await self.host.destroy(info.id)
-                raise
+            async with self._slots:
+                sandbox_id = await self._restore(key, template_id)
         except SietchError as exc:
             log.warning("could not add a sandbox to the warm pool: %s", exc)
+            if waiter := self._first_waiter(key):
+                waiter.set_exception(exc)  # that create fails as its own restore would have
+            return
         finally:
             self._filling[key] -= 1
+        if waiter := self._first_waiter(key):
+            waiter.set_result(sandbox_id)
+        else:
+            self._ready[key].append(sandbox_id)
+
+    async def _restore(self, key: str, template_id: str) -> str:
+        info = await self.host.restore(template_id, labels={POOL_LABEL: key})
+        sandbox = self.host.live(info.id)
+        if sandbox is None:
+            raise SietchError(f"pooled sandbox {info.id} ended before it was ready")
+        try:
+            await sandbox.exec(["true"])  # pay the first, slow answer now
+        except SietchError:
+            await self.host.destroy(info.id)
+            raise
+        return info.id
+
+    def _first_waiter(self, key: str) -> asyncio.Future[str] | None:
+        waiting = self._waiting[key]
+        while waiting:
+            waiter = waiting.popleft()
+            if not waiter.done():
+                return waiter
+        return None

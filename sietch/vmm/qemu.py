@@ -106,6 +106,9 @@ class MachineConfig:
     share=off maps it privately, copy-on-write (a restore of an immutable memory file)."""
     incoming: bool = False
     """Start paused with ``-incoming defer``, waiting for a device state to restore."""
+    devices_only: bool = False
+    """The state to restore has device sections only (no configuration section, no RAM):
+    see :func:`sietch.vmm.snapshot.save_devices`."""
     restrict_net: bool = True
     """slirp's ``restrict=on`` (no way out of the VM); off when the network namespace QEMU
     runs in is what confines it (see :mod:`sietch.network.sandbox`)."""
@@ -224,6 +227,7 @@ class MachineConfig:
             "-pidfile", str(self.pidfile),
             "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
             *(["-incoming", "defer"] if self.incoming else []),
+            *(["-global", "migration.send-configuration=off"] if self.devices_only else []),
             *self.extra_args,
         ]  # fmt: skip
 

@@ -1,0 +1,106 @@
+"""Copy the pages a VM wrote into its private (copy-on-write) RAM mapping, and only those.
+
+A restored sandbox maps its parent snapshot's frozen memory file MAP_PRIVATE
+(``share=off``): a page the guest has written since is an anonymous page of
+QEMU, every other page is still the file's. ``/proc/PID/pagemap`` tells them
+apart (a written page is present or swapped, bits 63/62, and not file-backed,
+bit 61); ``/proc/PID/mem`` reads them while the VM is stopped. A snapshot's
+memory file is then a reflink of the parent's with those pages written over
+it: it costs what changed, not what the guest has.
+
+Reading either file needs ptrace access to QEMU (root, or our own child under
+a permissive ptrace scope): :func:`copy_written` raises :class:`OSError`
+otherwise and the caller falls back to having QEMU write the whole RAM.
+
+Measured here (QEMU 10.0.2, TCG, 2 cores shared with other test runs), a
+sandbox created from the template with 64 MiB written in its guest:
+
+==========================================================  ==================
+scan the pagemap of 512 MiB (131072 entries)                  ~13 ms
+pages written since the restore                               73-76 MiB, ~780 runs
+copy them (reflink of the parent, pread/pwrite per run),      68-263 ms
+load 2.7; the first snapshot of a sandbox is the slowest
+the same at load 8-13                                          197-734 ms
+statvfs delta of the memory file: XFS default cowextsize      100 MiB
+(128 KiB) / one block (:func:`sietch.storage.cow.unshare_exactly`)  75 MiB
+==========================================================  ==================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+_ENTRY = 8
+"""Bytes per pagemap entry (a little-endian u64: its last byte holds the flag bits)."""
+_WRITTEN = bytes(1 if (b & 0xC0) and not (b & 0x20) else 0 for b in range(256))
+"""Top byte of an entry -> 1 for a private (anonymous) page: present or swapped, not file."""
+_CHUNK = 8 * 1024 * 1024
+"""Largest single read and write: big enough to amortise the syscalls, small to buffer."""
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """One mapping (VMA) of a file in a process: addresses and the file offset it starts at."""
+
+    start: int
+    end: int
+    offset: int
+
+
+def mappings(pid: int, path: Path) -> list[Mapping]:
+    """The mappings of ``path`` (resolved) in ``pid``; FileNotFoundError if there are none."""
+    target = os.path.realpath(path)
+    found = []
+    with open(f"/proc/{pid}/maps") as maps:
+        for line in maps:
+            fields = line.rstrip("\n").split(maxsplit=5)
+            if len(fields) == 6 and fields[5] == target:
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                found.append(Mapping(start, end, int(fields[2], 16)))
+    if not found:
+        raise FileNotFoundError(f"process {pid} maps no {target}")
+    return found
+
+
+def written_runs(pagemap: int, mapping: Mapping) -> Iterator[tuple[int, int]]:
+    """(first page, page count) of each run of written pages of ``mapping``."""
+    pages = (mapping.end - mapping.start) // PAGE
+    raw = os.pread(pagemap, pages * _ENTRY, mapping.start // PAGE * _ENTRY)
+    flags = raw[_ENTRY - 1 :: _ENTRY].translate(_WRITTEN)
+    for run in re.finditer(b"\x01+", flags):
+        yield run.start(), run.end() - run.start()
+
+
+def copy_written(pid: int, ram: Path, dest: Path) -> int:
+    """Write the pages ``pid`` wrote into its private mapping of ``ram`` over ``dest``
+    (a copy of ``ram``) at their file offsets; returns the bytes copied.
+
+    The VM must be stopped. OSError when QEMU's pagemap or memory can't be read.
+    """
+    spans = mappings(pid, ram)
+    copied = 0
+    buf = memoryview(bytearray(_CHUNK))
+    with contextlib.ExitStack() as files:
+        pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+        files.callback(os.close, pagemap)
+        mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        files.callback(os.close, mem)
+        out = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
+        files.callback(os.close, out)
+        for span in spans:
+            for first, count in written_runs(pagemap, span):
+                pos, end = first * PAGE, (first + count) * PAGE
+                while pos < end:
+                    n = os.preadv(mem, [buf[: min(_CHUNK, end - pos)]], span.start + pos)
+                    if n <= 0:
+                        raise OSError(f"short read of process {pid}'s memory")
+                    os.pwrite(out, buf[:n], span.offset + pos)
+                    pos += n
+                copied += count * PAGE
+    return copied

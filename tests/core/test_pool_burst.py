@@ -1,0 +1,94 @@
+"""The warm pool's bookkeeping under a burst (pure logic: a fake host instead of VMs)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from sietch.core.models import SandboxInfo, SandboxSpec, SandboxState
+from sietch.core.pool import WarmPool
+
+
+class FakeSandbox:
+    def __init__(self, info: SandboxInfo) -> None:
+        self.info = info
+        self.id = info.id
+        self.agent = self
+        self.log = logging.getLogger("fake")
+
+    async def call(self, *_: Any, **__: Any) -> dict[str, Any]:
+        return {}
+
+    async def exec(self, *_: Any) -> None:
+        return None
+
+
+class FakeHost:
+    """Restores that take until :attr:`release` is set, counting how many run at once."""
+
+    def __init__(self) -> None:
+        self.sandboxes: dict[str, FakeSandbox] = {}
+        self.running = self.most = 0
+        self.release = asyncio.Event()
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.store = self
+
+    def put(self, info: SandboxInfo) -> None:
+        pass
+
+    async def restore(self, template_id: str, **options: Any) -> SandboxInfo:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        n = len(self.sandboxes)
+        info = SandboxInfo(
+            id=f"sb-{n}",
+            state=SandboxState.RUNNING,
+            image="default",
+            vcpus=1,
+            memory_mib=512,
+            disk_mib=2048,
+            created_at=datetime.now(UTC),
+            accel="tcg",
+            labels=options["labels"],
+        )
+        self.sandboxes[info.id] = FakeSandbox(info)
+        return info
+
+    def live(self, sandbox_id: str) -> FakeSandbox | None:
+        return self.sandboxes.get(sandbox_id)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        self.sandboxes.pop(sandbox_id, None)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.tasks.append(asyncio.ensure_future(coro))
+
+    def schedule_expiry(self, info: SandboxInfo, timeout_s: float | None) -> None:
+        pass
+
+
+async def test_a_burst_waits_for_parallel_refills_bounded_by_concurrency() -> None:
+    """Five creates on an empty pool of one are each served by a refill of their own, at
+    most two restoring at once, and the pool is full again afterwards."""
+    host = FakeHost()
+    pool = WarmPool(host, size=1, parallel=2)  # type: ignore[arg-type]
+    spec = SandboxSpec()
+    takes = [asyncio.ensure_future(pool.take("k", spec, "tpl")) for _ in range(5)]
+    for _ in range(50):  # let every take queue up and the refills start
+        await asyncio.sleep(0)
+    assert host.most == 2, "the refills did not run in parallel, or ran unbounded"
+    assert not any(t.done() for t in takes)
+    host.release.set()
+    served = await asyncio.wait_for(asyncio.gather(*takes), 10)
+    assert all(info is not None for info in served)
+    assert len({info.id for info in served if info is not None}) == 5
+    await asyncio.wait_for(asyncio.gather(*host.tasks), 10)
+    assert host.most == 2
+    assert len(pool.ready()) == 1, "the pool did not refill to its size"
