@@ -230,7 +230,10 @@ class Manager:
             raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
         booted = None
         if spec.template == "auto" and self.settings.templates:
-            key = template_key(paths, vcpus, memory, self.accel) + f"-{disk}"
+            key = (
+                template_key(paths, vcpus, memory, self.accel, self.settings.qemu_binary)
+                + f"-{disk}"
+            )
             if (made := await self._from_template(key, spec, network)) is not None:
                 return made
             booted = self._templating(key)

@@ -71,8 +71,8 @@ from sietch.storage.layout import StateLayout
 from sietch.storage.publish import publish
 from sietch.vmm import dirty
 from sietch.vmm import snapshot as vmsnap
-from sietch.vmm.accel import cpu_model
-from sietch.vmm.qemu import MachineConfig, QemuMachine
+from sietch.vmm.accel import Accel
+from sietch.vmm.qemu import MachineConfig, QemuMachine, guest_abi
 from sietch.vmm.version import seal_memory_file
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,13 @@ def snapshot_id() -> str:
     return "snap-" + secrets.token_hex(6)
 
 
-def template_key(paths: dict[str, Path], vcpus: int, memory_mib: int, accel: str) -> str:
-    """Templates are keyed by what the guest runs: the image files' content-hashed paths."""
+def template_key(
+    paths: dict[str, Path], vcpus: int, memory_mib: int, accel: Accel, qemu_binary: str
+) -> str:
+    """Templates are keyed by what the guest runs: the image files' content-hashed paths,
+    the machine's size, and the QEMU, machine type, CPU and kernel arguments it runs under."""
     parts = [f"{k}={paths[k]}" for k in sorted(paths)]
-    parts += [f"{vcpus}", f"{memory_mib}", accel, cpu_model(accel)]  # type: ignore[arg-type]
+    parts += [f"{vcpus}", f"{memory_mib}", accel, guest_abi(accel, qemu_binary)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -48,7 +48,7 @@ from qemu.qmp.error import QMPError
 from sietch.errors import BootError, VMError
 from sietch.vmm import process
 from sietch.vmm.accel import Accel, cpu_model, host_tsc_khz
-from sietch.vmm.version import readonly_private_ram
+from sietch.vmm.version import readonly_private_ram, version_text
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,17 @@ class MachineConfig:
             *(["-global", "migration.send-configuration=off"] if self.devices_only else []),
             *self.extra_args,
         ]  # fmt: skip
+
+
+def guest_abi(accel: Accel, binary: str) -> str:
+    """What a saved device state depends on besides the image files and the machine's size:
+    it restores only into the same QEMU version, machine type, CPU model and kernel arguments
+    (a template made under QEMU 7.2, or with a PIT, does not restore into this QEMU 10)."""
+    probe = MachineConfig(
+        name="", workdir=Path(), kernel=Path(), initramfs=Path(), root_disk=Path(),
+        tools_disk=Path(), accel=accel, qemu_binary=binary,
+    )  # fmt: skip
+    return "\n".join([version_text(binary), probe.machine(), cpu_model(accel), probe.cmdline])
 
 
 class QemuMachine:
