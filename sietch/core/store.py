@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,19 +32,28 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        """One connection, used from the event loop and from worker threads (snapshot
+        clean-up): without it their transactions interleave ("cannot start a transaction
+        within a transaction")."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, query: str, args: tuple[str, ...] = ()) -> list[tuple[str]]:
+        with self._lock:
+            return self._db.execute(query, args).fetchall()
 
     def put(self, info: SandboxInfo) -> None:
         with self._tx() as db:
@@ -54,15 +64,15 @@ class Store:
             )
 
     def get(self, sandbox_id: str) -> SandboxInfo | None:
-        row = self._db.execute("SELECT info FROM sandboxes WHERE id = ?", (sandbox_id,)).fetchone()
-        return SandboxInfo.model_validate_json(row[0]) if row else None
+        rows = self._rows("SELECT info FROM sandboxes WHERE id = ?", (sandbox_id,))
+        return SandboxInfo.model_validate_json(rows[0][0]) if rows else None
 
     def all(self, state: SandboxState | None = None) -> list[SandboxInfo]:
         query = "SELECT info FROM sandboxes"
         args: tuple[str, ...] = ()
         if state is not None:
             query, args = query + " WHERE state = ?", (state.value,)
-        rows = self._db.execute(query + " ORDER BY created_at", args).fetchall()
+        rows = self._rows(query + " ORDER BY created_at", args)
         return [SandboxInfo.model_validate_json(r[0]) for r in rows]
 
     def delete(self, sandbox_id: str) -> None:
@@ -78,11 +88,11 @@ class Store:
             )
 
     def get_snapshot(self, snapshot_id: str) -> SnapshotInfo | None:
-        row = self._db.execute("SELECT info FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
-        return SnapshotInfo.model_validate_json(row[0]) if row else None
+        rows = self._rows("SELECT info FROM snapshots WHERE id = ?", (snapshot_id,))
+        return SnapshotInfo.model_validate_json(rows[0][0]) if rows else None
 
     def all_snapshots(self) -> list[SnapshotInfo]:
-        rows = self._db.execute("SELECT info FROM snapshots ORDER BY created_at").fetchall()
+        rows = self._rows("SELECT info FROM snapshots ORDER BY created_at")
         return [SnapshotInfo.model_validate_json(r[0]) for r in rows]
 
     def snapshot_users(self, snapshot_id: str) -> list[str]:
