@@ -60,6 +60,13 @@ def mount_image(image: Path, mountpoint: Path, size_gib: int) -> None:
             f.truncate(size_gib * 1024**3)
         os.chmod(image, 0o600)
         _run("mkfs.xfs", "-q", "-m", "reflink=1", str(image))
+    # A lazily unmounted image whose files a VM still holds open keeps its loop device;
+    # mount that one again: a second loop device of the same XFS is refused (same UUID).
+    attached = _run("losetup", "--associated", str(image), "--noheadings", "--output", "NAME")
+    if attached:
+        _run("mount", "-t", "xfs", "-o", "nodev,nosuid", attached.split()[0], str(mountpoint))
+        mountpoint.chmod(0o711)
+        return
     for attempt in range(_MOUNT_ATTEMPTS):
         loop = _run("losetup", "--find", "--show", "--direct-io=on", str(image))
         try:
