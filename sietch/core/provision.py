@@ -157,15 +157,18 @@ class Provisioner:
             if plan.restore.memory is not None:
                 config.memory_path, config.memory_shared = plan.restore.memory, False
         store.put(info)
+        sandbox = LiveSandbox(info, config)
         try:
             await asyncio.to_thread(self._prepare_workdir, config, plan)
-            sandbox = LiveSandbox(info, config)
             await self._start(sandbox, plan)
+            info.state, info.pid = SandboxState.RUNNING, sandbox.machine.pid
+            store.put(info)
         except BaseException:
+            # Even a sandbox that came up is ended if it can't be recorded as running:
+            # nobody would own its QEMU otherwise. stop() is a no-op for one never launched.
+            await asyncio.shield(sandbox.stop())
             await asyncio.shield(self.discard(info.id, store))
             raise
-        info.state, info.pid = SandboxState.RUNNING, sandbox.machine.pid
-        store.put(info)
         return sandbox
 
     def _prepare_workdir(self, config: MachineConfig, plan: Plan) -> None:
