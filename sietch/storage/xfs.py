@@ -64,14 +64,13 @@ def mount_image(image: Path, mountpoint: Path, size_gib: int) -> None:
     # mount that one again: a second loop device of the same XFS is refused (same UUID).
     attached = _run("losetup", "--associated", str(image), "--noheadings", "--output", "NAME")
     if attached:
-        _run("mount", "-t", "xfs", "-o", "nodev,nosuid", attached.split()[0], str(mountpoint))
-        mountpoint.chmod(0o711)
+        _mount(attached.split()[0], mountpoint)
         return
     for attempt in range(_MOUNT_ATTEMPTS):
         loop = _run("losetup", "--find", "--show", "--direct-io=on", str(image))
         try:
-            _run("mount", "-t", "xfs", "-o", "nodev,nosuid", loop, str(mountpoint))
-            break
+            _mount(loop, mountpoint)
+            return
         except VMError:
             subprocess.run(["losetup", "-d", loop], check=False, capture_output=True)
             if attempt == _MOUNT_ATTEMPTS - 1:
@@ -79,6 +78,10 @@ def mount_image(image: Path, mountpoint: Path, size_gib: int) -> None:
             # Another process took or is still releasing that loop device (a lazy
             # unmount frees it later): the next --find picks another one.
             time.sleep(0.2 * (attempt + 1))
+
+
+def _mount(device: str, mountpoint: Path) -> None:
+    _run("mount", "-t", "xfs", "-o", "nodev,nosuid", device, str(mountpoint))
     mountpoint.chmod(0o711)
 
 
