@@ -277,7 +277,11 @@ class Manager:
         except BaseException:
             await asyncio.shield(self._discard(info.id, config))
             raise
-        # Booted from scratch once: save it, pristine, so later creates restore it.
+        # Booted from scratch once: save it, pristine, so later creates restore it;
+        # once the agent is ready, which includes the image's services (a desktop).
+        if key is not None:
+            with contextlib.suppress(SietchError):
+                await sandbox.agent.call("ready")
         if key is not None and (template := await self.snapshots.make_template(sandbox, key)):
             self.pool.refill(key, template.id)
         if disk > base_mib:
