@@ -72,8 +72,9 @@ def build_codeserver(work: Path, progress: Progress) -> Path:
     out = work / "code-server"
     progress(f"code-server: npm install {CODE_SERVER} (compiles native modules, minutes)", None)
     env = {
-        # code-server's postinstall checks `node` on PATH is the version it wants.
-        "PATH": f"{node.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        # code-server's postinstall checks that `node` on PATH is the version it
+        # wants, and runs `npm` from PATH: both must be ours, not the host's.
+        "PATH": f"{node.parent}:{npm_pkg / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "npm_config_nodedir": str(node_pkg),
         "npm_config_update_notifier": "false",
     }

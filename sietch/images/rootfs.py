@@ -13,6 +13,7 @@ from typing import Literal
 from sietch.errors import ImageBuildError, ImageNotFound
 from sietch.images import desktop
 from sietch.images._cache import digest, file_digest
+from sietch.images._run import run
 from sietch.images.busybox import busybox, install_applets
 from sietch.images.codeserver import GUEST_DIR as CODE_SERVER_DIR
 from sietch.images.codeserver import codeserver_key
@@ -145,18 +146,38 @@ def _busybox_tree(tree: Path) -> None:
     os.chown(home, UID, UID)
 
 
+def tree_key(r: Recipe) -> str:
+    """Hash of the Debian tree of ``r``: what mmdebstrap makes, before files and mkfs."""
+    return digest("rootfs-tree", _FORMAT, r.packages, r.hooks, SUITE, SOURCES, NO_DOCS)
+
+
+def build_tree(r: Recipe, work: Path, progress: Progress) -> Path:
+    """The Debian tree of ``r`` (the slow part, cached on its own: editing a file of the
+    recipe then only re-runs mkfs)."""
+    progress(f"rootfs {r.name}: mmdebstrap", None)
+    return mmdebstrap(work / "tree", r.packages, hooks=r.hooks)
+
+
 def build_rootfs(
-    r: Recipe, work: Path, progress: Progress, code_server: Path | None = None
+    r: Recipe,
+    work: Path,
+    progress: Progress,
+    base: Path | None = None,
+    code_server: Path | None = None,
 ) -> Path:
     """Build the image for ``r`` inside ``work``; returns the image file.
 
-    ``code_server`` is the built code-server (the store's), needed when
-    ``r.code_server`` is set.
+    ``base`` is the store's :func:`build_tree` for a Debian recipe;
+    ``code_server`` the built code-server, when ``r.code_server`` is set.
     """
     tree = work / "tree"
     if r.base == "debian":
-        progress(f"rootfs {r.name}: mmdebstrap", None)
-        mmdebstrap(tree, r.packages, hooks=r.hooks)
+        if base is None:
+            raise ImageBuildError(f"the {r.name!r} image needs its Debian tree")
+        progress(f"rootfs {r.name}: linking the Debian tree", None)
+        # Hard links, owners kept: every file written below is unlinked first,
+        # so the cached tree never changes.
+        run(["cp", "-a", "--link", base, tree], what="link the Debian tree")
     else:
         if os.geteuid() != 0:
             raise ImageBuildError(f"building the {r.name!r} image needs root (file ownership)")
@@ -170,6 +191,7 @@ def build_rootfs(
     for rel, mode, data in r.files:
         path = tree / rel
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
         path.write_bytes(data)
         path.chmod(mode)
     if r.code_server:
