@@ -93,7 +93,7 @@ def build_codeserver(work: Path, progress: Progress) -> Path:
         what="run code-server",
         env={"HOME": str(work), "XDG_CONFIG_HOME": str(work / "config")},
     )
-    log.info("code-server: %s", version.split()[0] if version else "?")
+    log.info("code-server: %s", version.strip().splitlines()[-1] if version.strip() else "?")
     shutil.rmtree(work / "node")
     shutil.rmtree(work / "npm")
     return out
