@@ -36,6 +36,8 @@ LOG = "/var/log/sietch/start.log"
 READY_TIMEOUT = 300.0
 """Seconds the services get to come up: an Xfce desktop takes tens of them under emulation."""
 READY_INTERVAL = 0.5
+PROBE_TIMEOUT = 30.0
+"""A READY run that hangs this long is killed and counts as not ready."""
 SHELL = "/run/sietch/bin/busybox"
 """The tools disk's shell does the redirection: the image may have none."""
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -91,7 +93,7 @@ async def start(agent: Agent) -> None:
     exited = proc.when_exited()
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        probe = agent.processes.spawn(_spec([READY], timeout=max(READY_INTERVAL, 30.0)))
+        probe = agent.processes.spawn(_spec([READY], timeout=PROBE_TIMEOUT))
         await probe.when_exited()
         if probe.exit_code == 0:
             services.state = "up"
