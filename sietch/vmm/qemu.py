@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 AGENT_PORT = "org.sietch.agent"
 ROOT_SERIAL = "sietch-root"
 TOOLS_SERIAL = "sietch-tools"
+FIRMWARE = "qboot.rom"
+"""Named, not left to QEMU: Debian's 7.2 linked microvm's default firmware to qboot, 10
+takes SeaBIOS's ``bios-microvm.bin``, with which our kernel hangs at boot (checksumming a
+garbage ACPI table) once a VM has more than three virtio-mmio devices."""
 
 
 @dataclass
@@ -109,6 +113,7 @@ class MachineConfig:
             self.qemu_binary,
             "-name", f"sietch-{self.name}",
             "-M", "microvm,rtc=on,acpi=on,memory-backend=ram",
+            "-bios", FIRMWARE,
             *accel,
             "-smp", str(self.vcpus),
             "-m", mem,
