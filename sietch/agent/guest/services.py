@@ -36,6 +36,7 @@ LOG = "/var/log/sietch/start.log"
 READY_TIMEOUT = 300.0
 """Seconds the services get to come up: an Xfce desktop takes tens of them under emulation."""
 READY_INTERVAL = 0.5
+NICE = 10
 PROBE_TIMEOUT = 30.0
 """A READY run that hangs this long is killed and counts as not ready."""
 SHELL = "/run/sietch/bin/busybox"
@@ -79,7 +80,9 @@ async def start(agent: Agent) -> None:
     services.attempted = True
     try:
         os.makedirs(os.path.dirname(LOG), exist_ok=True)
-        script = 'exec "$0" >>"$1" 2>&1 </dev/null'
+        # Niced: on one emulated vCPU a desktop's start-up would otherwise
+        # starve the agent, and the host's hello would time out.
+        script = f'exec {SHELL} nice -n {NICE} "$0" >>"$1" 2>&1 </dev/null'
         proc = agent.processes.spawn(_spec([SHELL, "sh", "-c", script, START, LOG], timeout=None))
     except Exception as exc:
         services.state, services.detail = "failed", f"cannot start {START}: {exc}"
