@@ -80,10 +80,12 @@ async def start(agent: Agent) -> None:
     services.attempted = True
     try:
         os.makedirs(os.path.dirname(LOG), exist_ok=True)
-        # Niced: on one emulated vCPU a desktop's start-up would otherwise
-        # starve the agent, and the host's hello would time out.
-        script = f'exec {SHELL} nice -n {NICE} "$0" >>"$1" 2>&1 </dev/null'
+        script = 'exec "$0" >>"$1" 2>&1 </dev/null'
         proc = agent.processes.spawn(_spec([SHELL, "sh", "-c", script, START, LOG], timeout=None))
+        # Niced, its whole process group (it has just started: nothing forked
+        # yet escapes): on one emulated vCPU a desktop's start-up would
+        # otherwise starve the agent itself.
+        os.setpriority(os.PRIO_PGRP, proc.pid, NICE)
     except Exception as exc:
         services.state, services.detail = "failed", f"cannot start {START}: {exc}"
         log.warning("%s", services.detail)
