@@ -12,12 +12,16 @@ cd "$(dirname "$0")"
 APT_PACKAGES=(
     python3 python3-venv mmdebstrap busybox-static
     e2fsprogs xfsprogs cpio kmod util-linux iproute2 nftables slirp4netns ca-certificates
+    g++ make libkrb5-dev
 )
 # QEMU 10 (bookworm-backports on bookworm): it maps snapshot memory from files
 # it opens read-only (readonly=on,rom=off), and runs TCG guests ~2x faster than 7.2.
 QEMU_PACKAGES=(qemu-system-x86 qemu-utils)
 QEMU_MIN_VERSION=1:10
 BACKPORTS_LIST=/etc/apt/sources.list.d/sietch-backports.sources
+# Needed as commands, from whichever package has them: a machine may have another
+# vendor's nodejs, which bundles npm and conflicts with Debian's npm package.
+APT_COMMANDS=(npm)
 VM_USER=sietch-vm
 VENV=.venv
 
@@ -34,6 +38,10 @@ install_packages() {
     local missing=()
     for pkg in "${APT_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    local tool
+    for tool in "${APT_COMMANDS[@]}"; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing ${missing[*]}"
@@ -147,7 +155,7 @@ main() {
             exec "$VENV/bin/sietch" serve "$@"
             ;;
         test)
-            build_images default minimal
+            build_images default minimal desktop
             exec "$VENV/bin/python" -m pytest "$@"
             ;;
         *)

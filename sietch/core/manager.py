@@ -274,6 +274,9 @@ class Manager:
         """Booted from scratch once: save it, pristine, so later creates restore it."""
 
         async def booted(sandbox: LiveSandbox) -> None:
+            # Once the agent is ready, which includes the image's services (a desktop).
+            with contextlib.suppress(SietchError):
+                await sandbox.agent.call("ready")
             if (template := await self.snapshots.make_template(sandbox, key)) is not None:
                 self.pool.refill(key, template.id)
 

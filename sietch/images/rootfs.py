@@ -11,8 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 from sietch.errors import ImageBuildError, ImageNotFound
+from sietch.images import desktop
 from sietch.images._cache import digest, file_digest
+from sietch.images._run import run
 from sietch.images.busybox import busybox, install_applets
+from sietch.images.codeserver import GUEST_DIR as CODE_SERVER_DIR
+from sietch.images.codeserver import codeserver_key
 from sietch.images.debootstrap import NO_DOCS, SOURCES, SUITE, mmdebstrap
 from sietch.images.ext4 import MKFS_OPTIONS, MiB, mkfs
 from sietch.images.progress import Progress
@@ -37,6 +41,10 @@ class Recipe:
     packages: tuple[str, ...] = ()
     hooks: tuple[str, ...] = ()
     """Shell run by mmdebstrap after install, the tree as ``$1``."""
+    files: tuple[tuple[str, int, bytes], ...] = ()
+    """(path in the tree, mode, content) written after the hooks."""
+    code_server: bool = False
+    """Copy the host-built code-server (see codeserver.py) into the tree."""
 
 
 _DEFAULT_PACKAGES = (
@@ -64,6 +72,17 @@ RECIPES: dict[str, Recipe] = {
         size_mib=256,
         base="busybox",
     ),
+    "desktop": Recipe(
+        name="desktop",
+        description=(
+            "default plus an Xfce desktop on TigerVNC (running at boot), code-server and Chromium"
+        ),
+        size_mib=4096,
+        packages=_DEFAULT_PACKAGES + desktop.PACKAGES,
+        hooks=_ADD_USER + desktop.hooks(USER, UID),
+        files=desktop.files(USER, UID),
+        code_server=True,
+    ),
 }
 
 
@@ -81,6 +100,8 @@ def rootfs_key(r: Recipe) -> str:
     extra: tuple[object, ...] = (
         (SOURCES, NO_DOCS) if r.base == "debian" else (file_digest(busybox()),)
     )
+    if r.code_server:
+        extra += (codeserver_key(),)
     content = dataclasses.replace(r, description="")  # rewording it needs no rebuild
     return digest("rootfs", _FORMAT, content, SUITE, _etc_files(), MKFS_OPTIONS, *extra)
 
@@ -125,12 +146,38 @@ def _busybox_tree(tree: Path) -> None:
     os.chown(home, UID, UID)
 
 
-def build_rootfs(r: Recipe, work: Path, progress: Progress) -> Path:
-    """Build the image for ``r`` inside ``work``; returns the image file."""
+def tree_key(r: Recipe) -> str:
+    """Hash of the Debian tree of ``r``: what mmdebstrap makes, before files and mkfs."""
+    return digest("rootfs-tree", _FORMAT, r.packages, r.hooks, SUITE, SOURCES, NO_DOCS)
+
+
+def build_tree(r: Recipe, work: Path, progress: Progress) -> Path:
+    """The Debian tree of ``r`` (the slow part, cached on its own: editing a file of the
+    recipe then only re-runs mkfs)."""
+    progress(f"rootfs {r.name}: mmdebstrap", None)
+    return mmdebstrap(work / "tree", r.packages, hooks=r.hooks)
+
+
+def build_rootfs(
+    r: Recipe,
+    work: Path,
+    progress: Progress,
+    base: Path | None = None,
+    code_server: Path | None = None,
+) -> Path:
+    """Build the image for ``r`` inside ``work``; returns the image file.
+
+    ``base`` is the store's :func:`build_tree` for a Debian recipe;
+    ``code_server`` the built code-server, when ``r.code_server`` is set.
+    """
     tree = work / "tree"
     if r.base == "debian":
-        progress(f"rootfs {r.name}: mmdebstrap", None)
-        mmdebstrap(tree, r.packages, hooks=r.hooks)
+        if base is None:
+            raise ImageBuildError(f"the {r.name!r} image needs its Debian tree")
+        progress(f"rootfs {r.name}: linking the Debian tree", None)
+        # Hard links, owners kept: every file written below is unlinked first,
+        # so the cached tree never changes.
+        run(["cp", "-a", "--link", base, tree], what="link the Debian tree")
     else:
         if os.geteuid() != 0:
             raise ImageBuildError(f"building the {r.name!r} image needs root (file ownership)")
@@ -141,6 +188,20 @@ def build_rootfs(r: Recipe, work: Path, progress: Progress) -> Path:
         path.unlink(missing_ok=True)  # resolv.conf may be a dangling symlink
         path.write_text(text)
         path.chmod(0o644)
+    for rel, mode, data in r.files:
+        path = tree / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        path.write_bytes(data)
+        path.chmod(mode)
+    if r.code_server:
+        if code_server is None:
+            raise ImageBuildError(f"the {r.name!r} image needs the built code-server")
+        progress(f"rootfs {r.name}: adding code-server", None)
+        # Hard links: hundreds of MB on the cache's own filesystem, only read by mkfs.
+        shutil.copytree(
+            code_server, tree / CODE_SERVER_DIR.lstrip("/"), symlinks=True, copy_function=os.link
+        )
     progress(f"rootfs {r.name}: mkfs.ext4", None)
     image = mkfs(tree, work / "rootfs.ext4", r.size_mib * MiB, label=LABEL)
     shutil.rmtree(tree)

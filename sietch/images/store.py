@@ -5,6 +5,8 @@ Cache layout (under ``<cache_dir>/images``; every name carries the hash of its r
     kernel/<hash>/vmlinux, vmlinuz, config, info.json, modules/<release>/
     initramfs/<hash>.cpio
     runtime/<hash>/            tools disk's python runtime (the slow mmdebstrap part)
+    codeserver/<hash>/         code-server and its node, for the images that have it
+    rootfs-tree/<hash>/        a Debian rootfs' mmdebstrap tree, before its files and mkfs
     tools/<hash>.ext4
     rootfs/<name>-<hash>.ext4
     locks/, tmp/               per-artefact build locks; builds in progress
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sietch.images import codeserver as _codeserver
 from sietch.images import initramfs as _initramfs
 from sietch.images import kernel as _kernel
 from sietch.images import rootfs as _rootfs
@@ -119,7 +122,8 @@ class ImageStore:
         """
         wanted = {Path(p).resolve() for p in keep} | self._current()
         removed = []
-        for kind in ("kernel", "initramfs", "runtime", "tools", "rootfs"):
+        kinds = ("kernel", "initramfs", "runtime", "codeserver", "tools", "rootfs-tree", "rootfs")
+        for kind in kinds:
             for path in sorted(self._cache.path(kind).glob("*")):
                 real = path.resolve()
                 if any(w == real or w.is_relative_to(real) for w in wanted):
@@ -157,10 +161,23 @@ class ImageStore:
             final, lambda work: _tools.build_tools(runtime, sources, work, progress)
         )
 
+    def _codeserver(self, progress: Progress) -> Path:
+        final = self._cache.path("codeserver", _codeserver.codeserver_key())
+        return self._cache.ensure(final, lambda work: _codeserver.build_codeserver(work, progress))
+
     def _rootfs(self, name: str, progress: Progress) -> Path:
         recipe = _rootfs.recipe(name)
         final = self._cache.path("rootfs", f"{name}-{_rootfs.rootfs_key(recipe)}.ext4")
-        return self._cache.ensure(final, lambda work: _rootfs.build_rootfs(recipe, work, progress))
+        if final.exists():  # its tree and code-server are needed only to build
+            return final
+        base = None
+        if recipe.base == "debian":
+            tree = self._cache.path("rootfs-tree", _rootfs.tree_key(recipe))
+            base = self._cache.ensure(tree, lambda work: _rootfs.build_tree(recipe, work, progress))
+        code_server = self._codeserver(progress) if recipe.code_server else None
+        return self._cache.ensure(
+            final, lambda work: _rootfs.build_rootfs(recipe, work, progress, base, code_server)
+        )
 
     def _current(self) -> set[Path]:
         """Where today's recipes put their artefacts (built or not)."""
@@ -170,12 +187,12 @@ class ImageStore:
         paths = {
             kernel_dir,
             self._cache.path("runtime", runtime_key),
+            self._cache.path("codeserver", _codeserver.codeserver_key()),
             self._cache.path("tools", f"{tools_key}.ext4"),
         }
-        paths |= {
-            self._cache.path("rootfs", f"{name}-{_rootfs.rootfs_key(r)}.ext4")
-            for name, r in _rootfs.RECIPES.items()
-        }
+        for name, r in _rootfs.RECIPES.items():
+            paths.add(self._cache.path("rootfs", f"{name}-{_rootfs.rootfs_key(r)}.ext4"))
+            paths.add(self._cache.path("rootfs-tree", _rootfs.tree_key(r)))
         if kernel_dir.exists():
             key = _initramfs.initramfs_key(_kernel.Kernel.load(kernel_dir))
             paths.add(self._cache.path("initramfs", f"{key}.cpio"))

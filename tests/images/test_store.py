@@ -13,10 +13,11 @@ import pytest
 import sietch.images
 from sietch.config import get_settings
 from sietch.errors import ImageNotFound
-from sietch.images import ImageStore
+from sietch.images import ImageStore, desktop, rootfs
+from sietch.images.codeserver import GUEST_DIR
 from sietch.images.initramfs import MODULES, init_script, initramfs_key
 from sietch.images.kernel import Kernel
-from sietch.images.rootfs import RECIPES, rootfs_key
+from sietch.images.rootfs import RECIPES, rootfs_key, tree_key
 from sietch.images.runtime import runtime_key
 from sietch.images.tools import LAUNCHER, agent_sources, tools_key
 from sietch.images.vmlinux import has_pvh_entry
@@ -89,12 +90,12 @@ def test_kernel_change_changes_initramfs_hash() -> None:
 
 def test_unknown_name_is_image_not_found(store: ImageStore) -> None:
     """An unknown image name says which names exist, before building anything."""
-    msg = "no image named 'x'; known: default, minimal"
+    msg = "no image named 'x'; known: default, minimal, desktop"
     with pytest.raises(ImageNotFound, match=msg):
         store.rootfs("x")
     with pytest.raises(ImageNotFound, match=msg):
         store.build("x")
-    assert store.names() == ["default", "minimal"]
+    assert store.names() == ["default", "minimal", "desktop"]
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)
@@ -167,6 +168,39 @@ def test_default_has_python_and_user(store: ImageStore) -> None:
     assert "user:x:1000:1000::/home/user:/bin/bash" in debugfs(root, "cat /etc/passwd")
     assert "python3" in debugfs(root, "ls -p /usr/bin")
     assert debugfs(root, "cat /etc/hostname") == "sietch\n"
+
+
+def test_files_change_only_the_image_not_its_tree() -> None:
+    """Editing a recipe's files rebuilds its image from the cached Debian tree (mkfs only)."""
+    r = RECIPES["desktop"]
+    edited = dataclasses.replace(r, files=(*r.files, ("etc/x", 0o644, b"x")))
+    assert rootfs_key(edited) != rootfs_key(r)
+    assert tree_key(edited) == tree_key(r)
+    assert tree_key(dataclasses.replace(r, packages=(*r.packages, "vim"))) != tree_key(r)
+
+
+def test_code_server_pin_changes_the_desktop_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The desktop image is rebuilt when the code-server build changes; the default is not."""
+    desktop_key, default_key = rootfs_key(RECIPES["desktop"]), rootfs_key(RECIPES["default"])
+    monkeypatch.setattr(rootfs, "codeserver_key", lambda: "another-build")
+    assert rootfs_key(RECIPES["desktop"]) != desktop_key
+    assert rootfs_key(RECIPES["default"]) == default_key
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_desktop_layout(store: ImageStore) -> None:
+    """The desktop image has its start/ready hooks, code-server with its node, and a private
+    VNC password directory of the user's."""
+    root = store.rootfs("desktop")
+    assert debugfs(root, "cat /etc/sietch/start") == f"#!/bin/sh\nexec {desktop.COMMAND} start\n"
+    assert "Mode:  0755" in debugfs(root, "stat /etc/sietch/ready")
+    assert "Type: regular" in debugfs(root, f"stat {GUEST_DIR}/bin/node")
+    assert "entry.js" in debugfs(root, "cat /usr/local/bin/code-server")
+    vnc_dir = debugfs(root, f"stat {desktop.VNC_PASSWORD_FILE.rsplit('/', 1)[0]}")
+    assert "User:  1000" in vnc_dir and "Mode:  0700" in vnc_dir
+    assert "User:  1000" in debugfs(root, "stat /home/user")
+    for program in ("Xvnc", "xfwm4", "xfdesktop", "chromium", "xdotool", "xrandr", "x11vnc"):
+        assert f"\n{program}\n" in debugfs(root, "ls -p /usr/bin").replace("/", "\n")
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)

@@ -166,6 +166,12 @@ async def setup(agent: Agent) -> None:
         await network_up(agent)
     except Exception:
         log.exception("network setup failed")
+    from sietch.agent.guest import services
+
+    try:
+        await services.start(agent)  # the image's own (a desktop): up before we report ready
+    except Exception:
+        log.exception("starting the image's services failed")
     agent.ready.set()
     log.info("ready")
 

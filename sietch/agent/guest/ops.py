@@ -33,6 +33,7 @@ OPS: dict[str, str] = {
     "hello": "ops",
     "shutdown": "ops",
     "resize_fs": "ops",
+    "ready": "services",
     "exec": "execops",
     "attach": "execops",
     "processes": "execops",

