@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sietch.agent import protocol
@@ -23,6 +24,7 @@ from sietch.core.models import (
 from sietch.core.rwlock import RWLock
 from sietch.errors import AgentUnavailable, Conflict, InvalidArgument, NetworkError
 from sietch.network import ports as netports
+from sietch.network import relay
 from sietch.network.policy import NetworkPolicy
 from sietch.network.relay import HOST
 from sietch.network.sandbox import SandboxNetwork
@@ -149,6 +151,9 @@ class LiveSandbox:
         """None when Sietch can't isolate (not root): slirp ``restrict=on``, no egress."""
         self.lock = RWLock()
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
+        self._services: dict[int, relay.UnixRelay] = {}
+        self._forwarding = asyncio.Lock()
+        """Held while a QEMU forward is looked up or added: it is one per guest port."""
 
     @property
     def id(self) -> str:
@@ -213,7 +218,8 @@ class LiveSandbox:
 
     async def forward(self, guest_port: int) -> PortMapping:
         """QEMU forwards the guest port to its namespace's loopback; a relay brings it out."""
-        port = await netports.forward(self.machine, guest_port)
+        async with self._forwarding:
+            port = await netports.forward(self.machine, guest_port)
         if self.network is not None:
             try:
                 port = await self.network.open_relay(port)
@@ -221,6 +227,33 @@ class LiveSandbox:
                 await netports.unforward(self.machine, port)
                 raise
         return PortMapping(guest_port=guest_port, host=HOST, host_port=port)
+
+    async def service_socket(self, guest_port: int) -> Path:
+        """A unix socket in the sandbox's directory that reaches ``guest_port``, for the
+        server's own proxies (desktop viewer, IDE): no host port, and no entry in ``ports``.
+
+        Each connection looks the QEMU forward up again (and makes it if missing),
+        so an ``unexpose`` of the same port, or a restore into a new QEMU, breaks nothing.
+        """
+        async with self._forwarding:
+            found = self._services.get(guest_port)
+            if found is None:
+                found = relay.UnixRelay(
+                    self.workdir / f"service-{guest_port}.sock", lambda: self._connect(guest_port)
+                )
+                await found.start()
+                self._services[guest_port] = found
+        return found.path
+
+    async def _connect(self, guest_port: int) -> relay.Streams:
+        async with self._forwarding:
+            inner = await netports.forward(self.machine, guest_port)
+        return await relay.connect(self.network.namespace if self.network else None, inner)
+
+    async def _close_services(self) -> None:
+        services, self._services = self._services, {}
+        for service in services.values():
+            await service.close()
 
     async def unforward(self, mapping: PortMapping) -> None:
         inner = (await netports.forwards(self.machine)).get(mapping.guest_port)
@@ -232,6 +265,7 @@ class LiveSandbox:
     async def stop(self) -> None:
         """Kill the VM and release what it holds on the host: agent connection, network."""
         try:
+            await self._close_services()
             await self.agent.close()
         finally:
             try:
@@ -244,6 +278,7 @@ class LiveSandbox:
         """Let a persistent VM run on without us: close the agent, the network's relays and
         resolver, and QMP; the next Sietch process adopts it."""
         try:
+            await self._close_services()
             await self.agent.close()
             if self.network is not None:
                 await self.network.detach()

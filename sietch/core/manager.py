@@ -451,6 +451,12 @@ class Manager:
         netports.check_port(guest_port)
         return self._mapping(self.sandbox(sandbox_id).info, guest_port).model_copy()
 
+    async def service_socket(self, sandbox_id: str, guest_port: int) -> Path:
+        """A unix socket that reaches a guest port of a running sandbox without exposing it
+        (for the server's desktop viewer and IDE; see ``LiveSandbox.service_socket``)."""
+        netports.check_port(guest_port)
+        return await self.sandbox(sandbox_id).service_socket(guest_port)
+
     @staticmethod
     def _mapping(info: SandboxInfo, guest_port: int) -> PortMapping:
         for mapping in info.ports:

@@ -2,14 +2,18 @@
 
 An exposed guest port is forwarded by QEMU (``hostfwd``) to a port on the
 namespace's loopback, where only Sietch can reach it; a relay listening on
-the host's 127.0.0.1 carries each connection the rest of the way.
+the host's 127.0.0.1 carries each connection the rest of the way. A
+:class:`UnixRelay` does the same from a unix socket instead, for Sietch's own
+proxies (the desktop viewer, the IDE): no TCP port is opened on the host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from sietch.network import netns
@@ -18,8 +22,13 @@ HOST = "127.0.0.1"
 CHUNK = 256 * 1024
 
 
-async def connect(namespace: int, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A connection to ``127.0.0.1:port`` inside ``namespace``."""
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def connect(namespace: int | None, port: int) -> Streams:
+    """A connection to ``127.0.0.1:port`` inside ``namespace`` (None: the host's own)."""
+    if namespace is None:
+        return await asyncio.open_connection(HOST, port, limit=CHUNK)
     sock = netns.socket_in(namespace)
     try:
         await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
@@ -41,10 +50,7 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.transport.abort()
 
 
-async def splice(
-    a: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    b: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-) -> None:
+async def splice(a: Streams, b: Streams) -> None:
     try:
         await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
     finally:
@@ -90,21 +96,57 @@ class Relay:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with held(self._connections):
-            inner = None
-            try:
-                with contextlib.suppress(OSError):
-                    inner = await connect(self.namespace, self.port)
-            finally:
-                if inner is None:
-                    writer.transport.abort()
-                    writer.close()
-            if inner is not None:
-                await splice((reader, writer), inner)
+        inner = functools.partial(connect, self.namespace, self.port)
+        await bridge((reader, writer), inner, self._connections)
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await _close(self.server, self._connections)
+
+
+async def bridge(
+    outer: Streams, inner: Callable[[], Awaitable[Streams]], tasks: set[asyncio.Task[Any]]
+) -> None:
+    """Splice an accepted connection to a new ``inner()`` one; abort it if that fails."""
+    writer = outer[1]
+    with held(tasks):
+        target = None
+        try:
+            with contextlib.suppress(OSError):
+                target = await inner()
+        finally:
+            if target is None:
+                writer.transport.abort()
+                writer.close()
+        if target is not None:
+            await splice(outer, target)
+
+
+async def _close(server: asyncio.Server | None, tasks: set[asyncio.Task[Any]]) -> None:
+    if server is not None:
+        server.close()
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class UnixRelay:
+    """A unix socket (mode 0600: root's server only) relaying each connection to what
+    ``inner()`` opens then, so the target may move (a forward made again) between two."""
+
+    def __init__(self, path: Path, inner: Callable[[], Awaitable[Streams]]) -> None:
+        self.path = path
+        self._inner = inner
+        self.server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.server = await asyncio.start_unix_server(self._handle, self.path, limit=CHUNK)
+        self.path.chmod(0o600)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await bridge((reader, writer), self._inner, self._connections)
+
+    async def close(self) -> None:
+        await _close(self.server, self._connections)
+        self.path.unlink(missing_ok=True)
