@@ -37,7 +37,7 @@ GUEST_DIR = "/opt/code-server"
 ENTRY = "lib/node_modules/code-server/out/node/entry.js"
 """The package's ``bin``, relative to the artefact: run as ``bin/node ENTRY``."""
 _FORMAT = 1
-_NPM_FLAGS = ("--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=error")
+NPM_FLAGS = ("--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=error")
 
 
 def codeserver_key() -> str:
@@ -45,28 +45,28 @@ def codeserver_key() -> str:
     return digest("code-server", _FORMAT, CODE_SERVER, NODE, NPM, SUITE, GUEST_DIR, ENTRY)
 
 
-def _host_npm() -> str:
+def host_npm() -> str:
     npm = shutil.which("npm")
     if npm is None:
         raise ImageBuildError(
-            "building code-server needs npm on the host (run ./bootstrap.sh install)"
+            "building code-server and noVNC needs npm on the host (run ./bootstrap.sh install)"
         )
     return npm
 
 
 def _fetch(npm: list[str], package: str, prefix: Path, what: str) -> Path:
     """``npm install`` one package under ``prefix``; returns its directory."""
-    run([*npm, "install", "--prefix", prefix, *_NPM_FLAGS, package], what=what, timeout=900)
+    run([*npm, "install", "--prefix", prefix, *NPM_FLAGS, package], what=what, timeout=900)
     return prefix / "node_modules" / package.rpartition("@")[0]
 
 
 def build_codeserver(work: Path, progress: Progress) -> Path:
     """Install code-server with node 24 into ``work``; returns the artefact directory."""
-    host_npm = [_host_npm()]
+    npm_host = [host_npm()]
     progress(f"code-server: fetching {NODE} and {NPM}", None)
-    node_pkg = _fetch(host_npm, NODE, work / "node", f"fetch {NODE} with npm")
+    node_pkg = _fetch(npm_host, NODE, work / "node", f"fetch {NODE} with npm")
     node = node_pkg / "bin/node"
-    npm_pkg = _fetch(host_npm, NPM, work / "npm", f"fetch {NPM} with npm")
+    npm_pkg = _fetch(npm_host, NPM, work / "npm", f"fetch {NPM} with npm")
     npm = [str(node), str(npm_pkg / "bin/npm-cli.js")]
 
     out = work / "code-server"
@@ -79,7 +79,7 @@ def build_codeserver(work: Path, progress: Progress) -> Path:
         "npm_config_update_notifier": "false",
     }
     run(
-        [*npm, "install", "--global", "--prefix", out, *_NPM_FLAGS, CODE_SERVER],
+        [*npm, "install", "--global", "--prefix", out, *NPM_FLAGS, CODE_SERVER],
         what=f"install {CODE_SERVER} with npm",
         env=env,
         timeout=1800,

@@ -6,6 +6,7 @@ Cache layout (under ``<cache_dir>/images``; every name carries the hash of its r
     initramfs/<hash>.cpio
     runtime/<hash>/            tools disk's python runtime (the slow mmdebstrap part)
     codeserver/<hash>/         code-server and its node, for the images that have it
+    novnc/<hash>/              noVNC, which the server's desktop viewer serves (desktop images)
     rootfs-tree/<hash>/        a Debian rootfs' mmdebstrap tree, before its files and mkfs
     tools/<hash>.ext4
     rootfs/<name>-<hash>.ext4
@@ -24,6 +25,7 @@ from pathlib import Path
 from sietch.images import codeserver as _codeserver
 from sietch.images import initramfs as _initramfs
 from sietch.images import kernel as _kernel
+from sietch.images import novnc as _novnc
 from sietch.images import rootfs as _rootfs
 from sietch.images import runtime as _runtime
 from sietch.images import tools as _tools
@@ -94,10 +96,16 @@ class ImageStore:
             self._tools,
             lambda p: self._rootfs(name, p),
         ]
+        if recipe.code_server:  # a desktop image: the server's viewer for it too
+            steps.append(self._novnc)
         for done, step in enumerate(steps):
             step(_at_fraction(report, done / len(steps)))
         report(f"image {name}: ready", 1.0)
         return self._info(self._rootfs(name, no_progress), recipe.description)
+
+    def novnc(self) -> Path:
+        """Where the noVNC library is (built with the desktop image; may not exist)."""
+        return self._cache.path("novnc", _novnc.novnc_key())
 
     def list(self) -> list[ImageInfo]:
         """Every built root image in the cache, current builds first within each name."""
@@ -122,7 +130,10 @@ class ImageStore:
         """
         wanted = {Path(p).resolve() for p in keep} | self._current()
         removed = []
-        kinds = ("kernel", "initramfs", "runtime", "codeserver", "tools", "rootfs-tree", "rootfs")
+        kinds = (
+            *("kernel", "initramfs", "runtime", "codeserver", "novnc", "tools"),
+            *("rootfs-tree", "rootfs"),
+        )
         for kind in kinds:
             for path in sorted(self._cache.path(kind).glob("*")):
                 real = path.resolve()
@@ -165,6 +176,9 @@ class ImageStore:
         final = self._cache.path("codeserver", _codeserver.codeserver_key())
         return self._cache.ensure(final, lambda work: _codeserver.build_codeserver(work, progress))
 
+    def _novnc(self, progress: Progress) -> Path:
+        return self._cache.ensure(self.novnc(), lambda work: _novnc.build_novnc(work, progress))
+
     def _rootfs(self, name: str, progress: Progress) -> Path:
         recipe = _rootfs.recipe(name)
         final = self._cache.path("rootfs", f"{name}-{_rootfs.rootfs_key(recipe)}.ext4")
@@ -188,6 +202,7 @@ class ImageStore:
             kernel_dir,
             self._cache.path("runtime", runtime_key),
             self._cache.path("codeserver", _codeserver.codeserver_key()),
+            self.novnc(),
             self._cache.path("tools", f"{tools_key}.ext4"),
         }
         for name, r in _rootfs.RECIPES.items():
