@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 from sietch.errors import BadGateway
 from sietch.server.deps import ManagerDep, StateDep
 from sietch.server.routes.ports import GuestPort
-from sietch.server.routes.proxy.upstream import HOP_BY_HOP, upstream
+from sietch.server.routes.proxy.upstream import HOP_BY_HOP, origin, upstream
 
 router = APIRouter(prefix="/sandboxes", tags=["ports"])
 ROUTE = "proxy"
@@ -38,9 +38,29 @@ async def proxy(
 ) -> StreamingResponse:
     """Forward an HTTP request to an exposed port of the sandbox and stream its answer back."""
     del path  # the raw (still percent-encoded) path is forwarded instead
-    url, headers = upstream(request, manager.port(sandbox_id, port), "http")
+    url, headers = upstream(request, origin(manager.port(sandbox_id, port), "http"))
+    return await forward(
+        request,
+        state.proxy_client(),
+        url,
+        headers,
+        what=f"port {port} of sandbox {sandbox_id}",
+        port=port,
+    )
+
+
+async def forward(
+    request: Request,
+    client: httpx.AsyncClient,
+    url: str,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    what: str,
+    port: int,
+) -> StreamingResponse:
+    """Send the request (its body streamed) to ``url``, and stream the answer back
+    (502 naming ``what`` when nothing answers)."""
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
-    client = state.proxy_client()
     outgoing = client.build_request(
         request.method, url, headers=headers, content=request.stream() if has_body else None
     )
@@ -48,9 +68,7 @@ async def proxy(
         response = await client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
         raise BadGateway(
-            f"nothing answered HTTP on port {port} of sandbox {sandbox_id}: "
-            f"{type(exc).__name__}: {exc}",
-            port=port,
+            f"nothing answered HTTP on {what}: {type(exc).__name__}: {exc}", port=port
         ) from None
     return _streamed(response)
 

@@ -1,4 +1,4 @@
-"""Where a proxied request goes: the exposed port's URL and the headers sent along."""
+"""Where a proxied request goes: the guest service's URL and the headers sent along."""
 
 from __future__ import annotations
 
@@ -25,23 +25,29 @@ HOST_ROUTED = "sietch.host_routed"
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization"}
 
 
+def origin(mapping: PortMapping, scheme: str) -> str:
+    """``scheme://host:port`` of an exposed port."""
+    return f"{scheme}://{mapping.host}:{mapping.host_port}"
+
+
 def upstream(
     conn: HTTPConnection,
-    mapping: PortMapping,
-    scheme: str,
+    base: str,
     *,
+    marker: bytes = b"/proxy/",
     dropped: frozenset[bytes] = frozenset(),
 ) -> tuple[str, list[tuple[bytes, bytes]]]:
-    """The exposed port's URL for this request's raw path and query, and the headers to send.
+    """The URL under ``base`` for this request's raw path after ``marker`` (and its query),
+    and the headers to send.
 
     The client's headers go along but for the hop-by-hop ones, its Host, its API
     key and ``dropped``; ``X-Forwarded-*`` say where the request came from.
     """
     raw_path: bytes = conn.scope.get("raw_path") or conn.url.path.encode()
-    cut = raw_path.index(b"/proxy/") + len(b"/proxy/")
+    cut = raw_path.index(marker) + len(marker)
     tail = raw_path[cut:].decode("ascii", "replace")
     query = conn.scope.get("query_string", b"").decode("ascii", "replace")
-    url = f"{scheme}://{mapping.host}:{mapping.host_port}/{tail}" + (f"?{query}" if query else "")
+    url = f"{base}/{tail}" + (f"?{query}" if query else "")
     dropped = _NOT_FORWARDED | dropped
     headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in dropped]
     headers += [

@@ -1,19 +1,27 @@
-"""Relay a WebSocket to an exposed guest port, message by message."""
+"""Relay a WebSocket to an exposed guest port, message by message.
+
+:func:`connect` and :func:`relay` serve the desktop viewer and the IDE too
+(``sietch.server.routes.viewer``): any peer that sends, iterates and closes
+like a WebSocket client can be the guest's end.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol
 
 import websockets
 from fastapi import APIRouter, WebSocket
-from websockets.asyncio.client import ClientConnection
+from starlette.requests import HTTPConnection
+from websockets.asyncio.client import ClientConnection, unix_connect
 
-from sietch.core.models import PortMapping
 from sietch.errors import BadGateway, SietchError
 from sietch.server.deps import authenticate, require_manager
 from sietch.server.exec_ws import refuse
-from sietch.server.routes.proxy.upstream import upstream
+from sietch.server.routes.proxy.upstream import origin, upstream
 from sietch.server.state import ServerState
 
 router = APIRouter(prefix="/sandboxes", tags=["ports"])
@@ -43,40 +51,63 @@ async def proxy_socket(websocket: WebSocket, sandbox_id: str, port: int, path: s
     try:
         authenticate(websocket)
         mapping = require_manager(state).port(sandbox_id, port)
-        guest = await _connect(websocket, mapping, sandbox_id)
+        url, headers = upstream(websocket, origin(mapping, "ws"))
+        guest = await connect(websocket, url, headers, f"port {port} of sandbox {sandbox_id}", port)
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await refuse(websocket, exc)
         return
     try:
         await websocket.accept(subprotocol=guest.subprotocol)
-        await _relay(websocket, guest)
+        await relay(websocket, guest)
     finally:
         await guest.close()
 
 
-async def _connect(websocket: WebSocket, mapping: PortMapping, sandbox_id: str) -> ClientConnection:
-    """A WebSocket to the exposed port, offered the client's subprotocols (502 if none answers)."""
-    url, headers = upstream(websocket, mapping, "ws", dropped=_NOT_FORWARDED)
+class Peer(Protocol):
+    """The guest's end of a relayed WebSocket: a websockets client, or an adapter."""
+
+    @property
+    def close_code(self) -> int | None: ...
+    @property
+    def close_reason(self) -> str | None: ...
+    async def send(self, message: bytes | str) -> None: ...
+    def __aiter__(self) -> AsyncIterator[bytes | str]: ...
+    async def close(self, code: int = 1000) -> None: ...
+
+
+async def connect(
+    conn: HTTPConnection,
+    url: str,
+    headers: list[tuple[bytes, bytes]],
+    what: str,
+    port: int,
+    *,
+    unix_socket: Path | None = None,
+) -> ClientConnection:
+    """A WebSocket to ``url`` (through ``unix_socket`` if given), offered the client's
+    subprotocols; 502 naming ``what`` if none answers."""
+    options: dict[str, Any] = {
+        "additional_headers": [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in headers
+            if k.lower() not in _NOT_FORWARDED
+        ],
+        "subprotocols": conn.scope.get("subprotocols") or None,
+        "max_size": None,
+        "open_timeout": 10,
+        "ping_interval": None,
+        "compression": None,
+    }
     try:
-        return await websockets.connect(
-            url,
-            additional_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
-            subprotocols=websocket.scope.get("subprotocols") or None,
-            max_size=None,
-            open_timeout=10,
-            ping_interval=None,
-            compression=None,
-            proxy=None,
-        )
+        if unix_socket is not None:
+            return await unix_connect(str(unix_socket), url, **options)
+        return await websockets.connect(url, proxy=None, **options)
     except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-        raise BadGateway(
-            f"no WebSocket answered on port {mapping.guest_port} of sandbox {sandbox_id}: {exc}",
-            port=mapping.guest_port,
-        ) from None
+        raise BadGateway(f"no WebSocket answered on {what}: {exc}", port=port) from None
 
 
-async def _relay(websocket: WebSocket, guest: ClientConnection) -> None:
+async def relay(websocket: WebSocket, guest: Peer) -> None:
     """Copy messages both ways until one side closes, then close the other alike."""
     tasks = [
         asyncio.ensure_future(_inbound(websocket, guest)),
@@ -92,7 +123,7 @@ async def _relay(websocket: WebSocket, guest: ClientConnection) -> None:
                 await task
 
 
-async def _inbound(websocket: WebSocket, guest: ClientConnection) -> None:
+async def _inbound(websocket: WebSocket, guest: Peer) -> None:
     """Client to guest; the client's close is passed on with its code."""
     while True:
         message = await websocket.receive()
@@ -105,7 +136,7 @@ async def _inbound(websocket: WebSocket, guest: ClientConnection) -> None:
             await guest.send(message["text"])
 
 
-async def _outbound(guest: ClientConnection, websocket: WebSocket) -> None:
+async def _outbound(guest: Peer, websocket: WebSocket) -> None:
     """Guest to client; the guest's close is passed on with its code and reason."""
     with contextlib.suppress(websockets.exceptions.ConnectionClosed):
         async for message in guest:
