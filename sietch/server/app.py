@@ -17,7 +17,7 @@ from sietch.server.auth import ApiKeys
 from sietch.server.deps import require_api_key, require_manager
 from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
-from sietch.server.routes import api_router, metrics_router
+from sietch.server.routes import api_router, metrics_router, static_router
 from sietch.server.routes.proxy.host_routes import HostRoutes
 from sietch.server.state import ServerState
 
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
         api_keys = None
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s may run code", settings.host)
     state = ServerState(settings=settings, api_keys=api_keys)
-    mcp = McpEndpoint(lambda: require_manager(state), host=settings.host)
+    mcp = McpEndpoint(lambda: require_manager(state), state)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
         app.add_middleware(HostRoutes, domain=settings.proxy_domain)
     app.include_router(api_router)
     app.include_router(metrics_router, dependencies=[Depends(require_api_key)])
+    app.include_router(static_router)  # noVNC and the desktop viewer's script: public files
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
     app.include_router(arrakis.public_router)
     app.include_router(arrakis.router)

@@ -155,7 +155,7 @@ class BrowserGate:
 
     def link(
         self,
-        conn: HTTPConnection,
+        base: str,
         sandbox_id: str,
         *,
         ttl_s: float,
@@ -163,11 +163,11 @@ class BrowserGate:
         path: str = "",
         query: dict[str, str] | None = None,
     ) -> tuple[str, Grant]:
-        """An absolute URL (to ``prefix + path``) carrying a new token, and its grant."""
+        """A URL under ``base`` (the server's, e.g. ``http://127.0.0.1:7000``) to
+        ``prefix + path``, carrying a new token; and its grant."""
         token, grant = self.tokens.issue(sandbox_id, self.purpose, ttl_s=ttl_s, view_only=view_only)
-        base = str(conn.base_url).rstrip("/")
         params = urlencode({**(query or {}), TOKEN_PARAM: token})
-        return f"{base}{self.prefix(sandbox_id)}{path}?{params}", grant
+        return f"{base.rstrip('/')}{self.prefix(sandbox_id)}{path}?{params}", grant
 
     def enter(self, conn: HTTPConnection, sandbox_id: str) -> RedirectResponse | None:
         """On a visit with a token in its URL: check it, and answer with a redirect to the

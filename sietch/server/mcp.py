@@ -17,6 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sietch._util import Capped
+from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.errors import InvalidArgument, SietchError, describe_validation
 from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
@@ -24,6 +25,7 @@ from sietch.mcp.models import (
     OUTPUT_LIMIT,
     READ_LIMIT,
     CommandResult,
+    DesktopOut,
     DirEntry,
     FileWritten,
     NetworkOut,
@@ -37,8 +39,19 @@ from sietch.mcp.server import build_server
 from sietch.network.policy import NetworkPolicy
 from sietch.server.deps import authenticate
 from sietch.server.handlers import error_response
+from sietch.server.routes.viewer import desktop_link
+from sietch.server.state import ServerState
 
 PATH = "/mcp"
+
+
+def own_url(settings: Settings) -> str:
+    """This server's URL, for the links a tool hands out (the MCP request's own URL does
+    not reach the tools); a wildcard address becomes loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if settings.tls_cert else "http"
+    return f"{scheme}://{host}:{settings.port}"
 
 
 def _policy(internet: bool, allow: list[str]) -> NetworkPolicy:
@@ -52,8 +65,9 @@ def _policy(internet: bool, allow: list[str]) -> NetworkPolicy:
 class ManagerBackend:
     """In the server process: the manager itself (fetched per call: it lives in the lifespan)."""
 
-    def __init__(self, manager: Callable[[], Manager]) -> None:
+    def __init__(self, manager: Callable[[], Manager], state: ServerState) -> None:
         self._manager = manager
+        self._state = state
 
     async def create(
         self, image: str | None, timeout_s: float | None, internet: bool | None, allow: list[str]
@@ -146,6 +160,15 @@ class ManagerBackend:
         m = await self._manager().expose(sandbox_id, port)
         return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
 
+    async def desktop_url(
+        self, sandbox_id: str, view_only: bool, ttl_s: float | None
+    ) -> DesktopOut:
+        state = self._state
+        view = await desktop_link(
+            state, self._manager(), own_url(state.settings), sandbox_id, view_only, ttl_s
+        )
+        return DesktopOut(sandbox_id=sandbox_id, **view.model_dump(exclude={"vnc_password"}))
+
     async def set_network(self, sandbox_id: str, internet: bool, allow: list[str]) -> NetworkOut:
         info = await self._manager().set_network(sandbox_id, _policy(internet, allow))
         return NetworkOut(
@@ -156,8 +179,9 @@ class ManagerBackend:
 class McpEndpoint:
     """The ASGI endpoint: checks the API key, then hands the request to the MCP SDK."""
 
-    def __init__(self, manager: Callable[[], Manager], host: str) -> None:
-        self.server = build_server(ManagerBackend(manager))
+    def __init__(self, manager: Callable[[], Manager], state: ServerState) -> None:
+        self.server = build_server(ManagerBackend(manager, state))
+        host = state.settings.host
         # The SDK guards a loopback server against DNS rebinding (Host/Origin checks).
         self._app: ASGIApp = self.server.streamable_http_app(streamable_http_path=PATH, host=host)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -11,7 +13,12 @@ from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.errors import LimitExceeded
 from sietch.server.auth import ApiKeys
+from sietch.server.browser_auth import BrowserTokens
+from sietch.server.desktop_guest import DesktopGuest
 from sietch.server.metrics import Metrics
+
+_SERVICE_CLIENTS = 64
+"""HTTP clients kept for guest services' unix sockets (one per sandbox service in use)."""
 
 
 class TokenBucket:
@@ -42,7 +49,11 @@ class ServerState:
     metrics: Metrics = field(default_factory=Metrics)
     manager: Manager | None = None
     create_bucket: TokenBucket = field(init=False)
+    browser_tokens: BrowserTokens = field(default_factory=BrowserTokens)
+    """Browser links and their cookies (desktop viewer, IDE): see sietch.server.browser_auth."""
+    desktop: DesktopGuest = field(default_factory=DesktopGuest)
     _proxy: httpx.AsyncClient | None = field(default=None, init=False)
+    _services: OrderedDict[Path, httpx.AsyncClient] = field(default_factory=OrderedDict, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -59,10 +70,29 @@ class ServerState:
             )
         return self._proxy
 
+    async def service_client(self, socket: Path) -> httpx.AsyncClient:
+        """The HTTP client for a guest service behind a unix socket (the IDE): pooled per
+        socket, the least recently used closed beyond a few dozen."""
+        client = self._services.pop(socket, None)
+        if client is None:
+            client = httpx.AsyncClient(
+                transport=httpx.AsyncHTTPTransport(uds=str(socket)),
+                timeout=httpx.Timeout(10.0, read=None, write=None),
+                follow_redirects=False,
+                trust_env=False,
+            )
+        self._services[socket] = client
+        while len(self._services) > _SERVICE_CLIENTS:
+            await self._services.popitem(last=False)[1].aclose()
+        return client
+
     async def close_proxy(self) -> None:
         proxy, self._proxy = self._proxy, None
         if proxy is not None:
             await proxy.aclose()
+        services, self._services = self._services, OrderedDict()
+        for client in services.values():
+            await client.aclose()
 
     def admit_create(self) -> None:
         wait = self.create_bucket.take()

@@ -108,7 +108,7 @@ def test_ttl_bounds() -> None:
 def test_first_visit_trades_the_token_for_a_scoped_cookie(gate: BrowserGate, clock: Clock) -> None:
     """The link's URL answers a redirect to itself without the token, setting an httpOnly,
     SameSite=Lax cookie for the sandbox's prefix that lasts as long as the token."""
-    url, grant = gate.link(request("/x"), "sb-1", ttl_s=120, query={"folder": "/home/user"})
+    url, grant = gate.link("http://testserver/", "sb-1", ttl_s=120, query={"folder": "/home/user"})
     assert url.startswith(
         "http://testserver/api/v1/sandboxes/sb-1/ide/?folder=%2Fhome%2Fuser&token="
     )
@@ -129,7 +129,7 @@ def test_first_visit_trades_the_token_for_a_scoped_cookie(gate: BrowserGate, clo
 
 def test_a_bad_token_in_the_url_is_refused_before_any_cookie(gate: BrowserGate) -> None:
     """An expired or foreign token in the URL is refused (no redirect, no cookie)."""
-    url, _ = gate.link(request("/x"), "sb-1", ttl_s=60)
+    url, _ = gate.link("http://testserver/", "sb-1", ttl_s=60)
     token = url.rpartition("token=")[2]
     with pytest.raises(PermissionDenied):
         gate.enter(request(prefix("sb-2"), f"token={token}"), "sb-2")
@@ -139,7 +139,7 @@ def test_a_bad_token_in_the_url_is_refused_before_any_cookie(gate: BrowserGate) 
 
 def test_https_cookies_are_secure(gate: BrowserGate) -> None:
     """Over HTTPS the cookie is marked Secure."""
-    url, _ = gate.link(request("/x"), "sb-1", ttl_s=60)
+    url, _ = gate.link("http://testserver/", "sb-1", ttl_s=60)
     visit = request(prefix("sb-1"), url.partition("?")[2])
     visit.scope["scheme"] = "https"
     answer = gate.enter(visit, "sb-1")

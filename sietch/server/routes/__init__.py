@@ -8,11 +8,14 @@ from sietch.server.deps import require_api_key
 from sietch.server.routes import (
     commands,
     files,
+    ide,
+    links,
     ports,
     processes,
     sandboxes,
     snapshots,
     system,
+    viewer,
 )
 from sietch.server.routes.proxy import http_proxy, ws_relay
 
@@ -21,11 +24,16 @@ api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
 for module in (system, sandboxes, commands, processes, files, snapshots, ports, http_proxy):
     api_router.include_router(module.router, dependencies=_protected)
+for module in (viewer, ide):  # desktop viewer and IDE: links for the browser (browser_auth)
+    api_router.include_router(module.router, dependencies=_protected)
+    api_router.include_router(module.browser_router)
+api_router.include_router(links.router, dependencies=_protected)
 api_router.include_router(snapshots.sandbox_router, dependencies=_protected)
 # WebSockets authenticate inside the handler, so a refusal can carry a JSON body.
 api_router.include_router(commands.ws_router)
 api_router.include_router(ws_relay.router)
 
 metrics_router = system.metrics_router
+static_router = viewer.static_router
 
-__all__ = ["api_router", "metrics_router"]
+__all__ = ["api_router", "metrics_router", "static_router"]
