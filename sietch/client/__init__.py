@@ -5,7 +5,9 @@ Reads ``SIETCH_URL`` and ``SIETCH_API_KEY`` from the environment unless given.
 
 from sietch.client._async import (
     AsyncClient,
+    AsyncDesktopViewer,
     AsyncFiles,
+    AsyncIde,
     AsyncProcesses,
     AsyncProcessHandle,
     AsyncPty,
@@ -14,6 +16,7 @@ from sietch.client._async import (
 from sietch.client._core import NOT_GIVEN
 from sietch.client._models import (
     CommandResult,
+    DesktopView,
     FileInfo,
     NetworkPolicy,
     PortInfo,
@@ -24,20 +27,34 @@ from sietch.client._models import (
     SnapshotInfo,
     WriteInfo,
 )
-from sietch.client._sync import Client, Files, Processes, ProcessHandle, Pty, Sandbox
+from sietch.client._sync import (
+    Client,
+    DesktopViewer,
+    Files,
+    Ide,
+    Processes,
+    ProcessHandle,
+    Pty,
+    Sandbox,
+)
 
 __all__ = [
     "NOT_GIVEN",
     "AsyncClient",
+    "AsyncDesktopViewer",
     "AsyncFiles",
+    "AsyncIde",
     "AsyncProcessHandle",
     "AsyncProcesses",
     "AsyncPty",
     "AsyncSandbox",
     "Client",
     "CommandResult",
+    "DesktopView",
+    "DesktopViewer",
     "FileInfo",
     "Files",
+    "Ide",
     "NetworkPolicy",
     "PortInfo",
     "ProcessExit",

@@ -49,6 +49,7 @@ from sietch.client._io_async import (
 )
 from sietch.client._models import (
     CommandResult,
+    DesktopView,
     FileInfo,
     NetworkPolicy,
     PortInfo,
@@ -383,6 +384,37 @@ class AsyncFiles:
         return await self._sb.client.call(Ops.rename(self._sb.id, src, dst, overwrite))
 
 
+class AsyncDesktopViewer:
+    """``sb.desktop``: the desktop, shown live to a person in a browser (noVNC)."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sb = sandbox
+
+    async def url(self, *, view_only: bool = False, ttl: float | None = None) -> DesktopView:
+        """A viewer link, valid ``ttl`` seconds (server default: an hour); ``view_only``
+        lets the person watch but not type or click. Also the VNC password and screen size."""
+        return await self._sb.client.call(Ops.desktop_view(self._sb.id, view_only, ttl))
+
+    async def revoke(self) -> int:
+        """End every viewer link of the sandbox and the browser sessions they opened."""
+        return await self._sb.client.call(Ops.revoke_links(self._sb.id, "desktop"))
+
+
+class AsyncIde:
+    """``sb.ide``: code-server (VS Code) in the sandbox, in a browser through the server."""
+
+    def __init__(self, sandbox: AsyncSandbox) -> None:
+        self._sb = sandbox
+
+    async def url(self, *, folder: str | None = None, ttl: float | None = None) -> str:
+        """A link that opens ``folder`` (default ``/home/user``), valid ``ttl`` seconds."""
+        return await self._sb.client.call(Ops.ide_url(self._sb.id, folder, ttl))
+
+    async def revoke(self) -> int:
+        """End every IDE link of the sandbox and the browser sessions they opened."""
+        return await self._sb.client.call(Ops.revoke_links(self._sb.id, "ide"))
+
+
 class AsyncSandbox(SandboxBase):
     """A microVM sandbox. Make one with :meth:`create`; ``async with`` deletes it on exit."""
 
@@ -399,6 +431,8 @@ class AsyncSandbox(SandboxBase):
         self._owns_client = owns_client
         self.files = AsyncFiles(self)
         self.process = AsyncProcesses(self)
+        self.desktop = AsyncDesktopViewer(self)
+        self.ide = AsyncIde(self)
 
     @classmethod
     async def create(

@@ -22,6 +22,7 @@ import httpx
 from sietch import errors
 from sietch.client._models import (
     CommandResult,
+    DesktopView,
     FileInfo,
     NetworkPolicy,
     PortInfo,
@@ -364,6 +365,26 @@ class Ops:
     @staticmethod
     def ports(sandbox_id: str) -> Call[builtins.list[PortInfo]]:
         return Call("GET", f"/sandboxes/{sandbox_id}/ports", _models(PortInfo))
+
+    @staticmethod
+    def desktop_view(sandbox_id: str, view_only: bool, ttl: float | None) -> Call[DesktopView]:
+        params: Params = [("view_only", view_only), *([("ttl", ttl)] if ttl is not None else [])]
+        path = f"/sandboxes/{sandbox_id}/desktop"
+        return Call("GET", path, _model(DesktopView), params, timeout=90.0)
+
+    @staticmethod
+    def ide_url(sandbox_id: str, folder: str | None, ttl: float | None) -> Call[str]:
+        params: Params = [
+            *([("folder", folder)] if folder else []),
+            *([("ttl", ttl)] if ttl else []),
+        ]
+        return Call("GET", f"/sandboxes/{sandbox_id}/ide", lambda r: str(r.json()["url"]), params)
+
+    @staticmethod
+    def revoke_links(sandbox_id: str, purpose: str | None) -> Call[int]:
+        params: Params = [("purpose", purpose)] if purpose else []
+        path = f"/sandboxes/{sandbox_id}/links"
+        return Call("DELETE", path, lambda r: int(r.json()["revoked"]), params)
 
     @staticmethod
     def logs(sandbox_id: str, limit: int) -> Call[str]:

@@ -27,6 +27,20 @@ class PortInfo(_Record):
         return f"http://{self.host}:{self.host_port}"
 
 
+class DesktopView(_Record):
+    """A live view of a desktop sandbox for a person: open ``viewer_url`` in a browser."""
+
+    viewer_url: str
+    """noVNC through the server; its token is traded for a cookie on the first visit."""
+    vnc_password: str
+    """For a VNC client of your own on ``expose(5900)``; the viewer supplies it itself."""
+    width: int
+    height: int
+    view_only: bool = False
+    expires_at: float
+    """When the link and the browser session it opens end (seconds since the epoch)."""
+
+
 class NetworkPolicy(_Record):
     """What a sandbox may reach: public internet addresses if ``internet``, and ``allow``
     (CIDRs, domain names with their subdomains) either way. Never the host itself."""

@@ -43,6 +43,7 @@ from sietch.client._io_sync import (
 )
 from sietch.client._models import (
     CommandResult,
+    DesktopView,
     FileInfo,
     NetworkPolicy,
     PortInfo,
@@ -373,6 +374,37 @@ class Files:
         return self._sb.client.call(Ops.rename(self._sb.id, src, dst, overwrite))
 
 
+class DesktopViewer:
+    """``sb.desktop``: the desktop, shown live to a person in a browser (noVNC)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sb = sandbox
+
+    def url(self, *, view_only: bool = False, ttl: float | None = None) -> DesktopView:
+        """A viewer link, valid ``ttl`` seconds (server default: an hour); ``view_only``
+        lets the person watch but not type or click. Also the VNC password and screen size."""
+        return self._sb.client.call(Ops.desktop_view(self._sb.id, view_only, ttl))
+
+    def revoke(self) -> int:
+        """End every viewer link of the sandbox and the browser sessions they opened."""
+        return self._sb.client.call(Ops.revoke_links(self._sb.id, "desktop"))
+
+
+class Ide:
+    """``sb.ide``: code-server (VS Code) in the sandbox, in a browser through the server."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sb = sandbox
+
+    def url(self, *, folder: str | None = None, ttl: float | None = None) -> str:
+        """A link that opens ``folder`` (default ``/home/user``), valid ``ttl`` seconds."""
+        return self._sb.client.call(Ops.ide_url(self._sb.id, folder, ttl))
+
+    def revoke(self) -> int:
+        """End every IDE link of the sandbox and the browser sessions they opened."""
+        return self._sb.client.call(Ops.revoke_links(self._sb.id, "ide"))
+
+
 class Sandbox(SandboxBase):
     """A microVM sandbox. Make one with :meth:`create`; ``with`` deletes it on exit."""
 
@@ -389,6 +421,8 @@ class Sandbox(SandboxBase):
         self._owns_client = owns_client
         self.files = Files(self)
         self.process = Processes(self)
+        self.desktop = DesktopViewer(self)
+        self.ide = Ide(self)
 
     @classmethod
     def create(

@@ -17,6 +17,7 @@ from sietch.errors import PayloadTooLarge
 from sietch.mcp.models import (
     READ_LIMIT,
     CommandResult,
+    DesktopOut,
     DirEntry,
     FileWritten,
     NetworkOut,
@@ -52,6 +53,9 @@ class Backend(Protocol):
     async def snapshots(self) -> list[SnapshotOut]: ...
     async def destroy(self, sandbox_id: str) -> None: ...
     async def expose(self, sandbox_id: str, port: int) -> PortOut: ...
+    async def desktop_url(
+        self, sandbox_id: str, view_only: bool, ttl_s: float | None
+    ) -> DesktopOut: ...
     async def set_network(
         self, sandbox_id: str, internet: bool, allow: list[str]
     ) -> NetworkOut: ...

@@ -65,6 +65,17 @@ def port_out(sandbox_id: str, guest_port: int, host: str, host_port: int) -> Por
     )
 
 
+class DesktopOut(BaseModel):
+    sandbox_id: str
+    viewer_url: str = Field(
+        description="Open in a browser to see the desktop live (noVNC); give it to the person."
+    )
+    width: int
+    height: int
+    view_only: bool
+    expires_at: float = Field(description="When the link ends (seconds since the epoch).")
+
+
 class NetworkOut(BaseModel):
     sandbox_id: str
     internet: bool = Field(description="Public internet addresses are reachable.")

@@ -14,6 +14,7 @@ from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
 from sietch.mcp.models import (
     READ_LIMIT,
     CommandResult,
+    DesktopOut,
     DirEntry,
     FileWritten,
     NetworkOut,
@@ -125,6 +126,12 @@ class ClientBackend:
     async def expose(self, sandbox_id: str, port: int) -> PortOut:
         m = await (await self._sandbox(sandbox_id)).expose(port)
         return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
+
+    async def desktop_url(
+        self, sandbox_id: str, view_only: bool, ttl_s: float | None
+    ) -> DesktopOut:
+        view = await (await self._sandbox(sandbox_id)).desktop.url(view_only=view_only, ttl=ttl_s)
+        return DesktopOut(sandbox_id=sandbox_id, **view.model_dump(exclude={"vnc_password"}))
 
     async def set_network(self, sandbox_id: str, internet: bool, allow: list[str]) -> NetworkOut:
         sandbox = await self._sandbox(sandbox_id)

@@ -25,6 +25,7 @@ from sietch.errors import SietchError
 from sietch.mcp.backend import Backend
 from sietch.mcp.models import (
     CommandResult,
+    DesktopOut,
     DirEntry,
     FileWritten,
     NetworkOut,
@@ -223,6 +224,25 @@ class Tools:
         with tool_errors():
             return await self.backend.expose(sandbox_id, port)
 
+    async def desktop_url(
+        self,
+        sandbox_id: SandboxId,
+        view_only: Annotated[
+            bool, Field(description="The person may watch but not use mouse or keyboard.")
+        ] = False,
+        ttl_s: Annotated[
+            float | None,
+            Field(ge=10, le=7 * 24 * 3600, description="Seconds the link lasts (default 3600)."),
+        ] = None,
+    ) -> DesktopOut:
+        """A link that shows a desktop sandbox's screen live in a person's browser.
+
+        For sandboxes made with image "desktop". Hand viewer_url to the person who
+        should watch or take over; view_only=true lets them watch only.
+        """
+        with tool_errors():
+            return await self.backend.desktop_url(sandbox_id, view_only, ttl_s)
+
     async def set_network(
         self,
         sandbox_id: SandboxId,
@@ -257,6 +277,7 @@ ANNOTATIONS: dict[str, ToolAnnotations] = {
     "fork": _CHANGES,
     "list_snapshots": _READ_ONLY,
     "expose_port": _CHANGES,
+    "desktop_url": _CHANGES,
     "set_network": _CHANGES,
     "destroy_sandbox": _DESTROYS,
 }

@@ -33,6 +33,7 @@ TOOLS = {
     "fork",
     "list_snapshots",
     "expose_port",
+    "desktop_url",
     "set_network",
     "destroy_sandbox",
 }
@@ -169,6 +170,8 @@ async def test_errors_are_tool_errors(api_server: ApiServer) -> None:
         assert "sandbox_not_found" in text
         text = await call_error(client, "expose_port", sandbox_id="sb-nope", port=8080)
         assert "sandbox_not_found" in text
+        text = await call_error(client, "desktop_url", sandbox_id="sb-nope")
+        assert "sandbox_not_found" in text
         text = await call_error(client, "set_network", sandbox_id="sb-nope", allow=["bad name!"])
         assert "bad name!" in text and "invalid_argument" in text
 
@@ -197,6 +200,8 @@ async def test_stdio_errors_are_tool_errors(api_server: ApiServer) -> None:
         text = await call_error(client, "run_command", sandbox_id="sb-nope", command="true")
         assert "sandbox_not_found" in text
         text = await call_error(client, "expose_port", sandbox_id="sb-nope", port=8080)
+        assert "sandbox_not_found" in text
+        text = await call_error(client, "desktop_url", sandbox_id="sb-nope")
         assert "sandbox_not_found" in text
         # A successful call through the SDK (other tests' snapshots may be listed).
         assert isinstance(await call(client, "list_snapshots"), list)
