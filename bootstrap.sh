@@ -19,6 +19,9 @@ APT_PACKAGES=(
 QEMU_PACKAGES=(qemu-system-x86 qemu-utils)
 QEMU_MIN_VERSION=1:10
 BACKPORTS_LIST=/etc/apt/sources.list.d/sietch-backports.sources
+# For the browser tests only (tests/desktop/test_viewer.py: Playwright drives it; its
+# own browser downloads are not reachable).
+TEST_APT_PACKAGES=(chromium)
 # Needed as commands, from whichever package has them: a machine may have another
 # vendor's nodejs, which bundles npm and conflicts with Debian's npm package.
 APT_COMMANDS=(npm)
@@ -36,7 +39,7 @@ need_root() {
 
 install_packages() {
     local missing=()
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "${APT_PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
     done
     local tool
@@ -144,7 +147,7 @@ main() {
     local cmd=${1:-serve}
     shift || true
     need_root "$cmd"
-    install_packages
+    if [ "$cmd" = test ]; then install_packages "${TEST_APT_PACKAGES[@]}"; else install_packages; fi
     install_qemu
     create_vm_user
     install_python
