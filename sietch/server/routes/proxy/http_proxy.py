@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from sietch.core.lifecycle import Lease
 from sietch.errors import BadGateway
 from sietch.server.deps import ManagerDep, StateDep
 from sietch.server.routes.ports import GuestPort
@@ -36,9 +37,24 @@ async def proxy(
     manager: ManagerDep,
     state: StateDep,
 ) -> StreamingResponse:
-    """Forward an HTTP request to an exposed port of the sandbox and stream its answer back."""
+    """Forward an HTTP request to an exposed port of the sandbox and stream its answer back.
+
+    A paused or hibernated sandbox is woken first (``auto_resume``); it counts as busy
+    until the answer has been sent."""
     del path  # the raw (still percent-encoded) path is forwarded instead
+    await manager.awake(sandbox_id)
     url, headers = upstream(request, manager.port(sandbox_id, port), "http")
+    lease = manager.activity.lease(sandbox_id)
+    try:
+        return await _forward(request, url, headers, state, lease)
+    except BaseException:
+        lease.release()
+        raise
+
+
+async def _forward(
+    request: Request, url: str, headers: list[tuple[bytes, bytes]], state: StateDep, lease: Lease
+) -> StreamingResponse:
     has_body = "content-length" in request.headers or "transfer-encoding" in request.headers
     client = state.proxy_client()
     outgoing = client.build_request(
@@ -47,15 +63,16 @@ async def proxy(
     try:
         response = await client.send(outgoing, stream=True)
     except httpx.HTTPError as exc:
+        port, sandbox_id = request.path_params["port"], request.path_params["sandbox_id"]
         raise BadGateway(
             f"nothing answered HTTP on port {port} of sandbox {sandbox_id}: "
             f"{type(exc).__name__}: {exc}",
-            port=port,
+            port=int(port),
         ) from None
-    return _streamed(response)
+    return _streamed(response, lease)
 
 
-def _streamed(response: httpx.Response) -> StreamingResponse:
+def _streamed(response: httpx.Response, lease: Lease) -> StreamingResponse:
     """The guest's answer as it comes, with its own status and end-to-end headers."""
 
     async def body() -> AsyncIterator[bytes]:
@@ -64,9 +81,14 @@ def _streamed(response: httpx.Response) -> StreamingResponse:
                 yield chunk
         finally:  # also when the client went away mid-answer: free the pooled connection
             await response.aclose()
+            lease.release()
+
+    async def done() -> None:
+        await response.aclose()
+        lease.release()
 
     answer = StreamingResponse(
-        body(), status_code=response.status_code, background=BackgroundTask(response.aclose)
+        body(), status_code=response.status_code, background=BackgroundTask(done)
     )
     answer.raw_headers = [
         (k.lower(), v) for k, v in response.headers.raw if k.lower() not in HOP_BY_HOP

@@ -37,20 +37,25 @@ _NEVER_SENT = {1005, 1006, 1015}
 
 @router.websocket("/{sandbox_id}/ports/{port}/proxy/{path:path}", name=ROUTE)
 async def proxy_socket(websocket: WebSocket, sandbox_id: str, port: int, path: str) -> None:
-    """Relay a WebSocket to an exposed port of the sandbox, message by message."""
+    """Relay a WebSocket to an exposed port of the sandbox, message by message; the sandbox
+    is woken first (``auto_resume``) and counts as busy while the relay is open."""
     del path
     state: ServerState = websocket.app.state.sietch
     try:
         authenticate(websocket)
-        mapping = require_manager(state).port(sandbox_id, port)
-        guest = await _connect(websocket, mapping, sandbox_id)
+        manager = require_manager(state)
+        await manager.awake(sandbox_id)
+        mapping = manager.port(sandbox_id, port)
+        with manager.activity.busy(sandbox_id):
+            guest = await _connect(websocket, mapping, sandbox_id)
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await refuse(websocket, exc)
         return
     try:
-        await websocket.accept(subprotocol=guest.subprotocol)
-        await _relay(websocket, guest)
+        with manager.activity.busy(sandbox_id):
+            await websocket.accept(subprotocol=guest.subprotocol)
+            await _relay(websocket, guest)
     finally:
         await guest.close()
 
