@@ -7,6 +7,7 @@ import typer
 from sietch.cli.commands import commands_app
 from sietch.cli.files import files_app
 from sietch.cli.image import image_app
+from sietch.cli.lifecycle import lifecycle_app
 from sietch.cli.mcp import mcp_app
 from sietch.cli.sandbox import sandbox_app
 from sietch.cli.serve import serve_app
@@ -19,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Verbs at the top level (sietch create, sietch exec ...), as with docker.
-for verbs in (serve_app, sandbox_app, commands_app, files_app, snapshots_app, mcp_app):
+for verbs in (
+    serve_app, sandbox_app, commands_app, files_app, snapshots_app, lifecycle_app, mcp_app
+):  # fmt: skip
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")

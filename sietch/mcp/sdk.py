@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sietch.client import AsyncClient, AsyncSandbox
 from sietch.errors import SietchError
-from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
+from sietch.mcp.backend import MCP_LABEL, TimeoutAction, snapshot_out, too_large
 from sietch.mcp.models import (
     READ_LIMIT,
     CommandResult,
@@ -43,7 +43,11 @@ class ClientBackend:
         self._handles[sandbox.id] = sandbox
         info = sandbox.info
         return SandboxOut(
-            sandbox_id=info.id, state=info.state, image=info.image, restored_from=info.snapshot_id
+            sandbox_id=info.id,
+            state=info.state,
+            image=info.image,
+            restored_from=info.snapshot_id,
+            expires_at=str(info.expires_at) if info.expires_at else None,
         )
 
     async def create(
@@ -125,6 +129,18 @@ class ClientBackend:
     async def expose(self, sandbox_id: str, port: int) -> PortOut:
         m = await (await self._sandbox(sandbox_id)).expose(port)
         return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
+
+    async def hibernate(self, sandbox_id: str) -> SandboxOut:
+        sandbox = await self._sandbox(sandbox_id)
+        await sandbox.hibernate()
+        return self._keep(sandbox)
+
+    async def set_timeout(
+        self, sandbox_id: str, timeout_s: float | None, on_timeout: TimeoutAction
+    ) -> SandboxOut:
+        sandbox = await self._sandbox(sandbox_id)
+        await sandbox.set_timeout(timeout_s, on_timeout=on_timeout)
+        return self._keep(sandbox)
 
     async def set_network(self, sandbox_id: str, internet: bool, allow: list[str]) -> NetworkOut:
         sandbox = await self._sandbox(sandbox_id)

@@ -34,6 +34,8 @@ TOOLS = {
     "list_snapshots",
     "expose_port",
     "set_network",
+    "hibernate_sandbox",
+    "set_timeout",
     "destroy_sandbox",
 }
 
