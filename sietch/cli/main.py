@@ -8,6 +8,7 @@ from sietch.cli.browser import browser_app
 from sietch.cli.commands import commands_app
 from sietch.cli.files import files_app
 from sietch.cli.image import image_app
+from sietch.cli.lifecycle import lifecycle_app
 from sietch.cli.mcp import mcp_app
 from sietch.cli.sandbox import sandbox_app
 from sietch.cli.serve import serve_app
@@ -21,7 +22,7 @@ app = typer.Typer(
 )
 # Verbs at the top level (sietch create, sietch exec ...), as with docker.
 for verbs in (
-    *(serve_app, sandbox_app, commands_app, files_app, snapshots_app, mcp_app),
+    *(serve_app, sandbox_app, commands_app, files_app, snapshots_app, lifecycle_app, mcp_app),
     browser_app,
 ):
     app.add_typer(verbs)

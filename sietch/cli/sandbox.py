@@ -21,6 +21,12 @@ from sietch.cli._common import (
     print_json,
     print_listing,
 )
+from sietch.cli.lifecycle import (
+    AutoResumeOption,
+    IdleTimeoutOption,
+    OnIdleOption,
+    OnTimeoutOption,
+)
 from sietch.client import Client, Sandbox, SandboxInfo
 from sietch.errors import SietchError
 
@@ -37,7 +43,8 @@ AllowOption = Annotated[
     typer.Option("--allow", help="A CIDR or domain reachable either way; repeat for more."),
 ]
 
-_STATE_STYLE = {"running": "green", "creating": "yellow", "paused": "blue", "dead": "red"}
+_STATE_STYLE = {"running": "green", "creating": "yellow", "paused": "blue", "dead": "red",
+                "hibernated": "cyan"}  # fmt: skip
 
 
 @sandbox_app.command()
@@ -49,8 +56,12 @@ def create(  # noqa: PLR0917 - typer passes options by name
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE.")] = None,
     label: LabelOption = None,
     timeout: Annotated[
-        float | None, typer.Option(help="Delete the sandbox after this many seconds.")
+        float | None, typer.Option(help="Seconds until --on-timeout (delete by default).")
     ] = None,
+    on_timeout: OnTimeoutOption = None,
+    idle_timeout: IdleTimeoutOption = None,
+    on_idle: OnIdleOption = None,
+    auto_resume: AutoResumeOption = None,
     template: Annotated[
         bool, typer.Option(help="Restore the image's warm template; --no-template cold-boots.")
     ] = True,
@@ -68,6 +79,10 @@ def create(  # noqa: PLR0917 - typer passes options by name
             env=parse_pairs(env, "--env"),
             labels=parse_pairs(label, "--label"),
             timeout_s=timeout,
+            on_timeout=on_timeout,
+            idle_timeout_s=idle_timeout,
+            on_idle=on_idle,
+            auto_resume=auto_resume,
             template="auto" if template else None,
             internet=internet,
             allow=allow,

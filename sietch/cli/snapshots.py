@@ -34,7 +34,7 @@ def pause(sandbox_id: str) -> None:
 
 @snapshots_app.command()
 def resume(sandbox_id: str) -> None:
-    """Let a paused sandbox run on."""
+    """Let a paused sandbox run on, or bring a hibernated one back."""
     with api_errors(), Client() as client:
         Sandbox.connect(sandbox_id, client=client).resume()
     out.print(sandbox_id)
@@ -45,12 +45,15 @@ def snapshot(
     sandbox_id: str,
     name: Annotated[str | None, typer.Option(help="A name to find it by.")] = None,
     label: LabelOption = None,
+    ttl: Annotated[
+        float | None, typer.Option(help="Delete it after this many seconds, once unused.")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Save a sandbox's memory, processes and disk; print the snapshot's id."""
     with api_errors(), Client() as client, err.status("Snapshotting…"):
         snap = Sandbox.connect(sandbox_id, client=client).snapshot(
-            name, labels=parse_pairs(label, "--label")
+            name, labels=parse_pairs(label, "--label"), ttl_s=ttl
         )
     if as_json:
         print_json(snap)
@@ -121,9 +124,14 @@ def _table(snaps: list[SnapshotInfo]) -> Table:
 
 
 @snapshots_app.command("snapshot-rm")
-def remove(snapshot_ids: list[str]) -> None:
+def remove(
+    snapshot_ids: list[str],
+    subtree: Annotated[
+        bool, typer.Option(help="Also every snapshot descended from each one.")
+    ] = False,
+) -> None:
     """Delete snapshots (refused while a sandbox or child snapshot builds on one)."""
     with api_errors(), Client() as client:
         for snapshot_id in snapshot_ids:
-            Sandbox.delete_snapshot(snapshot_id, client=client)
+            Sandbox.delete_snapshot(snapshot_id, subtree=subtree, client=client)
             out.print(snapshot_id)

@@ -58,6 +58,7 @@ from sietch.client._models import (
     SandboxInfo,
     ServerInfo,
     SnapshotInfo,
+    TimeoutAction,
     WriteInfo,
 )
 from sietch.errors import FileNotFound, SandboxNotFound, SietchError, Unavailable
@@ -445,6 +446,10 @@ class AsyncSandbox(SandboxBase):
         env: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        on_timeout: TimeoutAction | None = None,
+        idle_timeout_s: float | None = None,
+        on_idle: TimeoutAction | None = None,
+        auto_resume: bool | None = None,
         template: str | None = "auto",
         internet: bool | None = None,
         allow: Sequence[str] | None = None,
@@ -456,9 +461,13 @@ class AsyncSandbox(SandboxBase):
     ) -> AsyncSandbox:
         """Boot a new sandbox (``None`` = the server's default for that setting).
 
-        ``timeout_s`` deletes it that long after creation; ``keep=True`` keeps it
-        when the ``async with`` block ends. ``internet`` and ``allow`` set its egress
-        policy (see :meth:`set_network`).
+        ``timeout_s`` after creation ``on_timeout`` happens: ``"kill"`` (the default)
+        deletes it, ``"pause"`` stops its CPUs, ``"hibernate"`` saves it to disk and ends
+        its VM; ``idle_timeout_s`` does ``on_idle`` (default ``"hibernate"``) once
+        nothing has used it that long. With ``auto_resume`` (the default) any call to a
+        paused or hibernated sandbox wakes it. ``keep=True`` keeps it when the
+        ``async with`` block ends. ``internet`` and ``allow`` set its egress policy (see
+        :meth:`set_network`).
         """
         owned = client is None
         client = client or AsyncClient(url, api_key)
@@ -473,6 +482,12 @@ class AsyncSandbox(SandboxBase):
             request_timeout=request_timeout,
             template=template,
             network=network_policy(internet, allow),
+            timeouts={
+                "on_timeout": on_timeout,
+                "idle_timeout_s": idle_timeout_s,
+                "on_idle": on_idle,
+                "auto_resume": auto_resume,
+            },
         )
         try:
             info = await client.call(call)
@@ -559,14 +574,51 @@ class AsyncSandbox(SandboxBase):
         return self._info
 
     async def resume(self) -> SandboxInfo:
+        """Let a paused sandbox run on, or bring a hibernated one back (same id, files,
+        processes, ports)."""
         self._info = await self.client.call(Ops.resume(self.id))
         return self._info
 
+    async def hibernate(self) -> SandboxInfo:
+        """Save the sandbox to disk (memory, processes, disk) and end its VM, freeing its
+        RAM and CPU; :meth:`resume`, or any call with ``auto_resume``, brings it back."""
+        self._info = await self.client.call(Ops.hibernate(self.id))
+        return self._info
+
+    async def set_timeout(
+        self,
+        timeout_s: Timeout = NOT_GIVEN,
+        *,
+        on_timeout: TimeoutAction | None = None,
+        idle_timeout_s: Timeout = NOT_GIVEN,
+        on_idle: TimeoutAction | None = None,
+        auto_resume: bool | None = None,
+    ) -> SandboxInfo:
+        """Change the timeouts: ``timeout_s`` counts from now (None: no timeout), as does
+        ``idle_timeout_s``; what is not given stays as it was."""
+        changes: dict[str, Any] = {
+            k: v
+            for k, v in (("timeout_s", timeout_s), ("idle_timeout_s", idle_timeout_s))
+            if v is not NOT_GIVEN
+        }
+        for key, value in (
+            ("on_timeout", on_timeout), ("on_idle", on_idle), ("auto_resume", auto_resume)
+        ):  # fmt: skip
+            if value is not None:
+                changes[key] = value
+        self._info = await self.client.call(Ops.set_timeout(self.id, changes))
+        return self._info
+
     async def snapshot(
-        self, name: str | None = None, *, labels: Mapping[str, str] | None = None
+        self,
+        name: str | None = None,
+        *,
+        labels: Mapping[str, str] | None = None,
+        ttl_s: float | None = None,
     ) -> SnapshotInfo:
-        """Save memory, processes and disk; the sandbox keeps running."""
-        return await self.client.call(Ops.snapshot(self.id, name, labels))
+        """Save memory, processes and disk; the sandbox keeps running. ``ttl_s``: the
+        snapshot is deleted that long from now, once no sandbox or snapshot uses it."""
+        return await self.client.call(Ops.snapshot(self.id, name, labels, ttl_s))
 
     async def fork(
         self, count: int = 1, *, labels: Mapping[str, str] | None = None
@@ -584,6 +636,10 @@ class AsyncSandbox(SandboxBase):
         env: Mapping[str, str] | None = None,
         hostname: str | None = None,
         timeout_s: float | None = None,
+        on_timeout: TimeoutAction | None = None,
+        idle_timeout_s: float | None = None,
+        on_idle: TimeoutAction | None = None,
+        auto_resume: bool | None = None,
         internet: bool | None = None,
         allow: Sequence[str] | None = None,
         keep: bool = False,
@@ -593,7 +649,8 @@ class AsyncSandbox(SandboxBase):
     ) -> AsyncSandbox:
         """A new running sandbox from a snapshot; the original needn't exist any more.
 
-        Its egress policy is the snapshotted sandbox's unless ``internet``/``allow`` say."""
+        Its egress policy is the snapshotted sandbox's unless ``internet``/``allow`` say;
+        the timeouts are as for :meth:`create`."""
         owned = client is None
         client = client or AsyncClient(url, api_key)
         call = Ops.restore(
@@ -603,6 +660,12 @@ class AsyncSandbox(SandboxBase):
             hostname=hostname,
             timeout_s=timeout_s,
             network=network_policy(internet, allow),
+            timeouts={
+                "on_timeout": on_timeout,
+                "idle_timeout_s": idle_timeout_s,
+                "on_idle": on_idle,
+                "auto_resume": auto_resume,
+            },
         )
         try:
             info = await client.call(call)
@@ -630,15 +693,17 @@ class AsyncSandbox(SandboxBase):
     async def delete_snapshot(
         snapshot_id: str,
         *,
+        subtree: bool = False,
         client: AsyncClient | None = None,
         url: str | None = None,
         api_key: str | None = None,
     ) -> None:
-        """Delete a snapshot (refused while a sandbox or child snapshot builds on it)."""
+        """Delete a snapshot, with ``subtree`` every snapshot descended from it too (refused,
+        nothing deleted, while a sandbox or another snapshot builds on one of them)."""
         if client is not None:
-            return await client.call(Ops.delete_snapshot(snapshot_id))
+            return await client.call(Ops.delete_snapshot(snapshot_id, subtree))
         async with AsyncClient(url, api_key) as own:
-            return await own.call(Ops.delete_snapshot(snapshot_id))
+            return await own.call(Ops.delete_snapshot(snapshot_id, subtree))
 
     @overload
     async def exec(

@@ -253,8 +253,10 @@ class Ops:
         request_timeout: Timeout,
         template: str | None = "auto",
         network: NetworkPolicy | None = None,
+        timeouts: Mapping[str, Any] | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
+            **(timeouts or {}),
             image=image,
             vcpus=vcpus,
             memory_mib=memory_mib,
@@ -291,10 +293,24 @@ class Ops:
         return Call("POST", f"/sandboxes/{sandbox_id}/resume", _model(SandboxInfo))
 
     @staticmethod
+    def hibernate(sandbox_id: str) -> Call[SandboxInfo]:
+        return Call(
+            "POST", f"/sandboxes/{sandbox_id}/hibernate", _model(SandboxInfo), timeout=120.0
+        )
+
+    @staticmethod
+    def set_timeout(sandbox_id: str, changes: Mapping[str, Any]) -> Call[SandboxInfo]:
+        path = f"/sandboxes/{sandbox_id}/timeout"
+        return Call("POST", path, _model(SandboxInfo), json=dict(changes))
+
+    @staticmethod
     def snapshot(
-        sandbox_id: str, name: str | None, labels: Mapping[str, str] | None
+        sandbox_id: str,
+        name: str | None,
+        labels: Mapping[str, str] | None,
+        ttl_s: float | None = None,
     ) -> Call[SnapshotInfo]:
-        body = _drop_none(name=name, labels=dict(labels) if labels else None)
+        body = _drop_none(name=name, labels=dict(labels) if labels else None, ttl_s=ttl_s)
         return Call(
             "POST",
             f"/sandboxes/{sandbox_id}/snapshots",
@@ -322,8 +338,10 @@ class Ops:
         hostname: str | None,
         timeout_s: float | None,
         network: NetworkPolicy | None = None,
+        timeouts: Mapping[str, Any] | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
+            **(timeouts or {}),
             labels=dict(labels) if labels else None,
             env=dict(env) if env else None,
             hostname=hostname,
@@ -345,8 +363,9 @@ class Ops:
         return Call("GET", f"/snapshots/{snapshot_id}", _model(SnapshotInfo))
 
     @staticmethod
-    def delete_snapshot(snapshot_id: str) -> Call[None]:
-        return Call("DELETE", f"/snapshots/{snapshot_id}", _none, timeout=60.0)
+    def delete_snapshot(snapshot_id: str, subtree: bool = False) -> Call[None]:
+        params = [("subtree", "true")] if subtree else []
+        return Call("DELETE", f"/snapshots/{snapshot_id}", _none, params, timeout=60.0)
 
     @staticmethod
     def expose(sandbox_id: str, port: int) -> Call[PortInfo]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -49,6 +49,10 @@ class NetworkPolicy(_Record):
     allow: list[str] = []
 
 
+TimeoutAction = Literal["kill", "pause", "hibernate"]
+"""What a timeout does: delete the sandbox, stop its CPUs, or hibernate it to disk."""
+
+
 class SandboxInfo(_Record):
     id: str
     state: str
@@ -60,6 +64,13 @@ class SandboxInfo(_Record):
     labels: dict[str, str] = {}
     created_at: datetime
     expires_at: datetime | None = None
+    """When ``on_timeout`` happens; None: no timeout pending."""
+    timeout_s: float | None = None
+    on_timeout: TimeoutAction = "kill"
+    idle_timeout_s: float | None = None
+    on_idle: TimeoutAction = "hibernate"
+    auto_resume: bool = True
+    """A request to it when paused or hibernated wakes it."""
     accel: str
     error: str | None = None
     snapshot_id: str | None = None
@@ -84,6 +95,9 @@ class SnapshotInfo(_Record):
     disk_mib: int
     size_bytes: int = 0
     template: bool = False
+    hibernation: bool = False
+    expires_at: datetime | None = None
+    """Deleted after this once unused (``ttl_s``)."""
 
 
 class ProcessInfo(_Record):

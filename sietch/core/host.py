@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from sietch.config import Settings
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxInfo
+from sietch.core.models import SandboxInfo, Timeouts
 from sietch.core.store import Store
 from sietch.network.policy import NetworkPolicy
 
@@ -41,5 +41,5 @@ class SandboxHost(Protocol):
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background until it ends or the manager closes."""
 
-    def schedule_expiry(self, info: SandboxInfo, timeout_s: float | None) -> None:
-        """Delete the sandbox ``timeout_s`` from now (None: never); sets ``expires_at``."""
+    def set_timeouts(self, info: SandboxInfo, timeouts: Timeouts) -> None:
+        """Give a sandbox handed out now these timeouts (``timeout_s`` counts from now)."""

@@ -210,19 +210,16 @@ class LiveSandbox:
             if mapping.guest_port not in inner:
                 self.info.ports.remove(mapping)
                 continue
-            port = inner[mapping.guest_port]
-            try:
-                mapping.host_port = await self.network.open_relay(port, mapping.host_port)
-            except OSError:
-                mapping.host_port = await self.network.open_relay(port)
+            mapping.host_port = await self._relay(inner[mapping.guest_port], mapping.host_port)
 
-    async def forward(self, guest_port: int) -> PortMapping:
-        """QEMU forwards the guest port to its namespace's loopback; a relay brings it out."""
+    async def forward(self, guest_port: int, host_port: int = 0) -> PortMapping:
+        """QEMU forwards the guest port to its namespace's loopback; a relay brings it out
+        (on ``host_port`` if that is free, else on any free port)."""
         async with self._forwarding:
             port = await netports.forward(self.machine, guest_port)
         if self.network is not None:
             try:
-                port = await self.network.open_relay(port)
+                port = await self._relay(port, host_port)
             except BaseException:
                 await netports.unforward(self.machine, port)
                 raise
@@ -254,6 +251,15 @@ class LiveSandbox:
         services, self._services = self._services, {}
         for service in services.values():
             await service.close()
+
+    async def _relay(self, inner_port: int, host_port: int) -> int:
+        assert self.network is not None
+        if host_port:
+            try:
+                return await self.network.open_relay(inner_port, host_port)
+            except OSError:
+                pass  # taken meanwhile: any free one
+        return await self.network.open_relay(inner_port)
 
     async def unforward(self, mapping: PortMapping) -> None:
         inner = (await netports.forwards(self.machine)).get(mapping.guest_port)

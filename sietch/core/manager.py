@@ -15,13 +15,13 @@ import logging
 import os
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
+from sietch.core.lifecycle import Lifecycle, arm
 from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
     PortMapping,
@@ -29,6 +29,8 @@ from sietch.core.models import (
     SandboxSpec,
     SandboxState,
     SnapshotInfo,
+    TimeoutAction,
+    Timeouts,
 )
 from sietch.core.pool import WarmPool, is_pooled
 from sietch.core.provision import Booted, Plan, Provisioner, record
@@ -98,6 +100,9 @@ class Manager:
         self.snapshots = Snapshots(self, self.layout)
         parallel = min(self.settings.restore_concurrency, os.cpu_count() or 1)
         self.pool = WarmPool(self, self.settings.pool_size, parallel)
+        self.lifecycle = Lifecycle(self)
+        self.activity = self.lifecycle.activity
+        """Front ends that keep a sandbox busy (relays, viewers) hold its leases here."""
 
     # -- start and stop ---------------------------------------------------------
 
@@ -107,6 +112,7 @@ class Manager:
         self._store = Store(self.settings.state_dir / "sietch.db")
         await asyncio.to_thread(self.snapshots.sweep)
         await self._recover()
+        self.spawn(self.lifecycle.run())
 
     async def close(self) -> None:
         """Stop every sandbox we own (persistent ones keep running)."""
@@ -154,6 +160,9 @@ class Manager:
         killed: builtins.list[int] = []
         for info in self.store.all():
             pid = found.pop(info.id, None)
+            if self._sleeping(info):  # nothing runs: the record and its snapshot wait
+                killed += _kill(pid)
+                continue
             if is_pooled(info):  # never handed out: not worth adopting
                 killed += _kill(pid)
                 await self._provisioner.discard(info.id, self.store)
@@ -183,6 +192,17 @@ class Manager:
         self._register(sandbox)
         log.info("adopted running sandbox %s (pid %d)", info.id, pid)
         return True
+
+    def _sleeping(self, info: SandboxInfo) -> bool:
+        """Hibernated; or caught mid-wake by a crash, so hibernated again."""
+        if info.state is SandboxState.HIBERNATED:
+            return True
+        snap = self.store.get_snapshot(info.snapshot_id) if info.snapshot_id else None
+        if info.state is SandboxState.CREATING and snap is not None and snap.hibernation:
+            info.state, info.pid = SandboxState.HIBERNATED, None
+            self.store.put(info)
+            return True
+        return False
 
     def _mark_dead(self, info: SandboxInfo, reason: str) -> None:
         info.state, info.pid, info.ports = SandboxState.DEAD, None, []
@@ -246,8 +266,9 @@ class Manager:
             env=spec.env,
             labels=spec.labels,
             network=network,
+            **_timeouts(spec).model_dump(),
         )
-        plan = Plan(info, paths, base_mib, timeout_s=spec.timeout_s, booted=booted)
+        plan = Plan(info, paths, base_mib, booted=booted)
         return await self._provision(plan)
 
     async def _from_template(
@@ -266,8 +287,8 @@ class Manager:
             template.id,
             labels=spec.labels,
             env=spec.env,
-            timeout_s=spec.timeout_s,
             network=network,
+            **_timeouts(spec).model_dump(),
         )
 
     def _templating(self, key: str) -> Booted:
@@ -285,7 +306,7 @@ class Manager:
     async def _provision(self, plan: Plan) -> SandboxInfo:
         self.check_capacity()
         sandbox = await self._provisioner.provision(plan, self.store)
-        self._register(sandbox, plan.timeout_s)
+        self._register(sandbox, fresh=True)
         return sandbox.info.model_copy()
 
     def check_capacity(self) -> None:
@@ -306,12 +327,14 @@ class Manager:
     def default_network(self) -> NetworkPolicy:
         return NetworkPolicy(internet=self.settings.internet and self._isolate)
 
-    def _register(self, sandbox: LiveSandbox, timeout_s: float | None = None) -> None:
+    def _register(self, sandbox: LiveSandbox, *, fresh: bool = False) -> None:
+        """Track a live sandbox; a ``fresh`` one (made or woken now) starts its timeout."""
         self._live[sandbox.id] = sandbox
         self.spawn(self._watch(sandbox))
-        if timeout_s:
-            self.schedule_expiry(sandbox.info, timeout_s)
+        if fresh and sandbox.info.timeout_s:
+            arm(sandbox.info)
             self.store.put(sandbox.info)
+        self.lifecycle.changed()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` in the background until it ends or the manager closes."""
@@ -319,11 +342,12 @@ class Manager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def schedule_expiry(self, info: SandboxInfo, timeout_s: float | None) -> None:
-        """Delete the sandbox ``timeout_s`` from now (None: never); sets ``expires_at``."""
-        info.expires_at = datetime.now(UTC) + timedelta(seconds=timeout_s) if timeout_s else None
-        if timeout_s:
-            self.spawn(self._expire(info.id, timeout_s))
+    def set_timeouts(self, info: SandboxInfo, timeouts: Timeouts) -> None:
+        """Give a sandbox handed out now these timeouts (``timeout_s`` counts from now)."""
+        for name in Timeouts.model_fields:
+            setattr(info, name, getattr(timeouts, name))
+        arm(info)
+        self.lifecycle.changed()
 
     async def _watch(self, sandbox: LiveSandbox) -> None:
         """Mark a sandbox dead when its QEMU exits on its own."""
@@ -335,11 +359,6 @@ class Manager:
         if info is not None:
             self._mark_dead(info, f"the VM exited unexpectedly (code {sandbox.machine.exitcode})")
             log.warning("sandbox %s died: %s", sandbox.id, info.error)
-
-    async def _expire(self, sandbox_id: str, after: float) -> None:
-        await asyncio.sleep(after)
-        with contextlib.suppress(SandboxNotFound):
-            await self.delete(sandbox_id)
 
     # -- query and delete -------------------------------------------------------
 
@@ -373,12 +392,31 @@ class Manager:
 
         For one command, one file transfer, one process call: not for a whole
         streaming session, which would hold off snapshots for as long as it lasts.
+        A paused or hibernated sandbox is woken first (``auto_resume``); the call
+        counts as activity for the idle timeout while it lasts.
         """
-        sandbox = self.sandbox(sandbox_id)
-        async with sandbox.lock.shared():
-            if self.sandbox(sandbox_id) is not sandbox:  # ended or paused while we waited
-                raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
-            yield sandbox
+        sandbox = await self.awake(sandbox_id)
+        with self.activity.busy(sandbox_id):
+            async with sandbox.lock.shared():
+                if self.sandbox(sandbox_id) is not sandbox:  # ended or paused while we waited
+                    raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+                yield sandbox
+
+    async def awake(self, sandbox_id: str) -> LiveSandbox:
+        """The running sandbox, resumed first if it is paused, hibernated or waking and its
+        ``auto_resume`` is on (else :class:`SandboxNotRunning`, as :meth:`sandbox`)."""
+        sandbox = self._live.get(sandbox_id)
+        if sandbox is None or sandbox.info.state is not SandboxState.RUNNING:
+            info = self.store.get(sandbox_id)
+            if info is not None and info.auto_resume:
+                asleep = info.state in (SandboxState.PAUSED, SandboxState.HIBERNATED)
+                if asleep or self.lifecycle.transition(sandbox_id).locked():
+                    await self.resume(sandbox_id)
+        return self.sandbox(sandbox_id)
+
+    def live_sandboxes(self) -> builtins.list[LiveSandbox]:
+        """The live sandboxes handed out (not the warm pool's)."""
+        return [sb for sb in self._live.values() if not is_pooled(sb.info)]
 
     def live(self, sandbox_id: str) -> LiveSandbox | None:
         """The live sandbox (running or paused), without taking its lock."""
@@ -411,11 +449,22 @@ class Manager:
         Stopping first ends every agent call in flight (a long command included),
         so the files go once those have let go of the lock, without a long wait.
         """
+        info = self._store.get(sandbox_id) if self._store is not None else None
         sandbox = self._live.pop(sandbox_id, None)
         if sandbox is not None:
             await sandbox.stop()
             await sandbox.lock.idle(self.settings.lock_wait_s)
         await self._provisioner.discard(sandbox_id, self._store)
+        self.lifecycle.forget(sandbox_id)
+        if info is not None and info.snapshot_id is not None:
+            await self._drop_hibernation(info.snapshot_id)
+        self.lifecycle.changed()  # an expired snapshot it used may go now
+
+    async def _drop_hibernation(self, snapshot_id: str) -> None:
+        """Delete a hibernation snapshot once no sandbox runs from it or sleeps in it."""
+        snap = self.store.get_snapshot(snapshot_id)
+        if snap is not None and snap.hibernation and not self.store.snapshot_users(snap.id):
+            await asyncio.to_thread(self.snapshots.remove, snap.id)
 
     # -- ports (see sietch.network.ports) ----------------------------------------
 
@@ -453,9 +502,10 @@ class Manager:
 
     async def service_socket(self, sandbox_id: str, guest_port: int) -> Path:
         """A unix socket that reaches a guest port of a running sandbox without exposing it
-        (for the server's desktop viewer and IDE; see ``LiveSandbox.service_socket``)."""
+        (for the server's desktop viewer and IDE; see ``LiveSandbox.service_socket``); a
+        paused or hibernated one is woken first (``auto_resume``)."""
         netports.check_port(guest_port)
-        return await self.sandbox(sandbox_id).service_socket(guest_port)
+        return await (await self.awake(sandbox_id)).service_socket(guest_port)
 
     @staticmethod
     def _mapping(info: SandboxInfo, guest_port: int) -> PortMapping:
@@ -486,7 +536,13 @@ class Manager:
         return await self._set_paused(sandbox_id, True)
 
     async def resume(self, sandbox_id: str) -> SandboxInfo:
-        return await self._set_paused(sandbox_id, False)
+        """Let a paused sandbox run on, or restore a hibernated one into its own id; either
+        way its ``timeout_s`` starts again."""
+        async with self.lifecycle.transition(sandbox_id):
+            info = await self.get(sandbox_id)
+            if info.state is SandboxState.HIBERNATED:
+                return await self._wake(info)
+            return await self._set_paused(sandbox_id, False)
 
     async def _set_paused(self, sandbox_id: str, paused: bool) -> SandboxInfo:
         sb = self._live_sandbox(sandbox_id)
@@ -496,21 +552,120 @@ class Manager:
                 self.store.put(sb.info)
             elif not paused and sb.info.state is SandboxState.PAUSED:
                 await sb.resume()
+                arm(sb.info)
                 self.store.put(sb.info)
+                self.lifecycle.changed()
         return sb.info.model_copy()
 
+    # -- hibernation and timeouts (see sietch.core.lifecycle) ----------------------
+
+    async def hibernate(self, sandbox_id: str) -> SandboxInfo:
+        """Save the sandbox (memory, processes, disk) and end its QEMU: it holds no RAM or
+        CPU until :meth:`resume` (or a request, with ``auto_resume``) restores it."""
+        async with self.lifecycle.transition(sandbox_id):
+            if (await self.get(sandbox_id)).state is SandboxState.HIBERNATED:
+                return await self.get(sandbox_id)
+            sb = self._live_sandbox(sandbox_id)
+            was_running = sb.info.state is SandboxState.RUNNING
+            async with sb.exclusive(self.settings.lock_wait_s):
+                if was_running:  # stopped from here on: nothing it does after the save is lost
+                    await sb.pause()
+            try:
+                snap = await self.snapshots.take(sb, f"hibernation of {sb.id}", hibernation=True)
+            except BaseException:
+                if was_running and sb.machine.running:
+                    await self._set_paused(sandbox_id, False)
+                raise
+            before = sb.info.snapshot_id
+            self._live.pop(sandbox_id, None)
+            await sb.stop()
+            await sb.lock.idle(self.settings.lock_wait_s)
+            info = sb.info
+            info.state, info.pid, info.snapshot_id = SandboxState.HIBERNATED, None, snap.id
+            info.expires_at = None
+            self.store.put(info)
+            await self._provisioner.discard(sandbox_id, None)  # the snapshot has its disk
+            if before is not None:
+                await self._drop_hibernation(before)
+            sb.log.info("hibernated into %s", snap.id)
+            return info.model_copy()
+
+    async def _wake(self, info: SandboxInfo) -> SandboxInfo:
+        assert info.snapshot_id is not None
+        snap = await self.get_snapshot(info.snapshot_id)
+        woken = await self._provision(self.snapshots.wake_plan(snap, info))
+        log.info("sandbox %s woke from %s", info.id, snap.id)
+        return woken
+
+    async def set_timeout(self, sandbox_id: str, **changes: Any) -> SandboxInfo:
+        """Change a sandbox's :class:`Timeouts` fields; a ``timeout_s`` given counts from now
+        (None: no timeout)."""
+        unknown = set(changes) - set(Timeouts.model_fields)
+        if unknown:
+            raise InvalidArgument(f"not a timeout setting: {', '.join(sorted(unknown))}")
+        live = self._live.get(sandbox_id)
+        info = live.info if live is not None else await self.get(sandbox_id)
+        try:
+            merged = Timeouts(**{**_timeouts(info).model_dump(), **changes})
+        except ValidationError as exc:
+            raise InvalidArgument(describe_validation(exc.errors())) from None
+        for name in changes:
+            setattr(info, name, getattr(merged, name))
+        if "timeout_s" in changes and info.state is not SandboxState.HIBERNATED:
+            arm(info)
+        self.store.put(info)
+        self.lifecycle.changed()
+        return info.model_copy()
+
+    async def timed_out(self, sandbox_id: str, action: TimeoutAction, why: str) -> None:
+        """What the lifecycle does when a timeout is due: kill, pause or hibernate."""
+        log.info("sandbox %s: %s reached: %s", sandbox_id, why, action)
+        if action == "kill":
+            with contextlib.suppress(SandboxNotFound):
+                await self.delete(sandbox_id)
+            return
+        if action == "pause":
+            await self.pause(sandbox_id)
+        else:
+            await self.hibernate(sandbox_id)
+        info = self.store.get(sandbox_id)
+        live = self._live.get(sandbox_id)
+        if live is not None:
+            live.info.expires_at = None
+            info = live.info
+        if info is not None:
+            info.expires_at = None
+            self.store.put(info)
+
     async def snapshot(
-        self, sandbox_id: str, name: str | None = None, labels: dict[str, str] | None = None
+        self,
+        sandbox_id: str,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        ttl_s: float | None = None,
     ) -> SnapshotInfo:
-        """Save memory, processes and disk; the sandbox keeps running."""
-        return await self.snapshots.take(self._live_sandbox(sandbox_id), name, labels)
+        """Save memory, processes and disk; the sandbox keeps running. ``ttl_s``: delete the
+        snapshot that long from now, once no sandbox or child snapshot uses it."""
+        if ttl_s is not None and ttl_s <= 0:
+            raise InvalidArgument("ttl_s must be positive")
+        sb = self._live_sandbox(sandbox_id)
+        with self.activity.busy(sandbox_id):
+            snap = await self.snapshots.take(sb, name, labels, ttl_s=ttl_s)
+        if ttl_s is not None:
+            self.lifecycle.changed()
+        return snap
 
     async def restore(self, snapshot_id: str, **options: Any) -> SandboxInfo:
         """A new running sandbox from a snapshot (as often as wanted, concurrently).
 
-        ``options``: labels, hostname, disk_mib, env, timeout_s, network.
+        ``options``: labels, hostname, disk_mib, env, network, and the :class:`Timeouts`
+        fields (timeout_s, on_timeout, idle_timeout_s, on_idle, auto_resume).
         """
         snap = await self.get_snapshot(snapshot_id)
+        if snap.hibernation:
+            raise InvalidArgument(
+                f"snapshot {snapshot_id} is a hibernated sandbox's: resume {snap.sandbox_id}"
+            )
         return await self._provision(self.snapshots.plan(snap, **options))
 
     async def fork(
@@ -543,7 +698,9 @@ class Manager:
         return made
 
     async def list_snapshots(self, templates: bool = False) -> builtins.list[SnapshotInfo]:
-        return [s for s in self.store.all_snapshots() if templates or not s.template]
+        """The user's snapshots (and templates); hibernation snapshots are internal."""
+        snaps = self.store.all_snapshots()
+        return [s for s in snaps if (templates or not s.template) and not s.hibernation]
 
     async def get_snapshot(self, snapshot_id: str) -> SnapshotInfo:
         snap = self.store.get_snapshot(snapshot_id)
@@ -551,16 +708,42 @@ class Manager:
             raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
         return snap
 
-    async def delete_snapshot(self, snapshot_id: str) -> None:
-        """Refused (Conflict) while a sandbox or child snapshot still builds on it."""
+    async def delete_snapshot(self, snapshot_id: str, subtree: bool = False) -> builtins.list[str]:
+        """Delete a snapshot, or with ``subtree`` it and every snapshot descended from it;
+        the ids deleted. Refused (Conflict, nothing deleted) while a sandbox or a snapshot
+        outside them still builds on one of them."""
         await self.get_snapshot(snapshot_id)
-        users = self.store.snapshot_users(snapshot_id)
+        doomed = self._subtree(snapshot_id) if subtree else [snapshot_id]
+        users = [u for s in doomed for u in self.store.snapshot_users(s) if u not in doomed]
         if users:
             raise Conflict(
                 f"snapshot {snapshot_id} is still used by {', '.join(users)}; delete those first",
                 users=users,
             )
-        await asyncio.to_thread(self.snapshots.remove, snapshot_id)
+        for snap_id in reversed(doomed):  # children first
+            await asyncio.to_thread(self.snapshots.remove, snap_id)
+        return doomed
+
+    def _subtree(self, snapshot_id: str) -> builtins.list[str]:
+        """``snapshot_id`` and its descendants, parents before children."""
+        children: dict[str | None, builtins.list[str]] = {}
+        for snap in self.store.all_snapshots():
+            children.setdefault(snap.parent_id, []).append(snap.id)
+        found = [snapshot_id]
+        for snap_id in found:
+            found += children.get(snap_id, [])
+        return found
+
+    async def expire_snapshot(self, snapshot_id: str) -> None:
+        """A snapshot's ``ttl_s`` has passed: delete it unless a sandbox or child uses it."""
+        if not self.store.snapshot_users(snapshot_id):
+            log.info("snapshot %s expired (ttl_s)", snapshot_id)
+            await asyncio.to_thread(self.snapshots.remove, snapshot_id)
+
+
+def _timeouts(source: Timeouts) -> Timeouts:
+    """Only the :class:`Timeouts` fields of a spec or record."""
+    return Timeouts.model_validate(source.model_dump(include=set(Timeouts.model_fields)))
 
 
 def _kill(pid: int | None) -> builtins.list[int]:

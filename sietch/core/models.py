@@ -17,9 +17,30 @@ class SandboxState(enum.StrEnum):
     PAUSED = "paused"
     DEAD = "dead"
     """QEMU exited without being asked to (crash, OOM kill, host restart)."""
+    HIBERNATED = "hibernated"
+    """Saved to disk (memory, processes, disk) and its QEMU ended: it holds no RAM or CPU;
+    ``resume`` (or any request, with ``auto_resume``) restores it under the same id."""
 
 
-class SandboxSpec(BaseModel):
+TimeoutAction = Literal["kill", "pause", "hibernate"]
+"""What a timeout does: delete the sandbox, stop its vCPUs, or hibernate it to disk."""
+
+
+class Timeouts(BaseModel):
+    """When a sandbox times out and what then happens; shared by the spec and the record."""
+
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Act this long after creation (and again after every resume); None: never."""
+    on_timeout: TimeoutAction = "kill"
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    """Act once the sandbox has been idle this long: no API call on it, no command or process
+    started through the API still running, no proxy, relay, terminal or desktop open."""
+    on_idle: TimeoutAction = "hibernate"
+    auto_resume: bool = True
+    """A request to a paused or hibernated sandbox (exec, files, port proxy) wakes it."""
+
+
+class SandboxSpec(Timeouts):
     """What a caller may choose for a new sandbox; ``None`` means the configured default."""
 
     model_config = ConfigDict(extra="forbid")
@@ -33,8 +54,6 @@ class SandboxSpec(BaseModel):
         default_factory=dict, validation_alias=AliasChoices("labels", "metadata")
     )
     """Free-form key/values, filterable in listings (``metadata`` is the old name)."""
-    timeout_s: float | None = Field(default=None, gt=0)
-    """Delete the sandbox this long after creation."""
     network: NetworkPolicy | None = None
     """Egress policy; None: the internet as configured (``SIETCH_INTERNET``), nothing else."""
     template: str | None = "auto"
@@ -50,7 +69,7 @@ class PortMapping(BaseModel):
     host_port: int
 
 
-class SandboxInfo(BaseModel):
+class SandboxInfo(Timeouts):
     id: str
     state: SandboxState
     image: str
@@ -64,11 +83,13 @@ class SandboxInfo(BaseModel):
     """Records written before the rename say ``metadata``."""
     created_at: datetime
     expires_at: datetime | None = None
+    """When ``on_timeout`` happens; None: no timeout pending."""
     accel: str
     pid: int | None = None
     error: str | None = None
     snapshot_id: str | None = None
-    """The snapshot (or template) this sandbox was restored from; None if cold-booted."""
+    """The snapshot (or template) this sandbox was restored from; None if cold-booted. A
+    hibernated sandbox: the hibernation snapshot it sleeps in (and is resumed from)."""
     ports: list[PortMapping] = Field(default_factory=list)
     """Exposed guest ports; a restored or forked copy exposes the same ones on new host ports."""
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
@@ -111,6 +132,11 @@ class SnapshotInfo(BaseModel):
     """Its sandbox's egress policy, which restores keep unless told otherwise."""
     template: bool = False
     template_key: str | None = None
+    hibernation: bool = False
+    """Internal: a hibernated sandbox's saved machine, not listed; it goes when the sandbox
+    is deleted or hibernates again."""
+    expires_at: datetime | None = None
+    """Deleted after this once nothing uses it (``ttl_s``); None: kept."""
     paths: dict[str, str] = Field(default_factory=dict)
     """kernel, initramfs, tools disk it must be restored with (the guest already runs them)."""
 

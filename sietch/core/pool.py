@@ -76,7 +76,7 @@ class WarmPool:
             info = sandbox.info
             info.labels, info.env = dict(spec.labels), dict(spec.env)
             info.created_at = datetime.now(UTC)
-            self.host.schedule_expiry(info, spec.timeout_s)
+            self.host.set_timeouts(info, spec)
             self.host.store.put(info)
             return info.model_copy()
         return None

@@ -6,7 +6,8 @@ the snapshot's frozen disk), boot or restore, the fix-up that makes it its
 own (clock, entropy, MAC, hostname), the disk grown to the asked size, then
 the record ``running``. A failure anywhere stops what was started and
 removes the work dir and the record; registration and expiry are the
-manager's (:meth:`sietch.core.manager.Manager.provision`).
+manager's (:meth:`sietch.core.manager.Manager.provision`). A hibernated
+sandbox wakes the same way, into its own record (:attr:`Plan.previous`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class Restore:
     console: Path
     ports: Sequence[int] = ()
     """Guest ports the snapshot had exposed: this copy gets host ports of its own."""
+    host_ports: dict[int, int] = field(default_factory=dict)
+    """Host ports to take again where still free (a hibernated sandbox's), by guest port."""
 
 
 @dataclass
@@ -102,8 +105,9 @@ class Plan:
     restore: Restore | None = None
     """None: a cold boot."""
     hostname: str | None = None
-    timeout_s: float | None = None
     booted: Booted | None = field(default=None, repr=False)
+    previous: SandboxInfo | None = None
+    """A hibernated sandbox's record, put back if its resume fails (else it is dropped)."""
 
 
 class Provisioner:
@@ -167,7 +171,9 @@ class Provisioner:
             # Even a sandbox that came up is ended if it can't be recorded as running:
             # nobody would own its QEMU otherwise. stop() is a no-op for one never launched.
             await asyncio.shield(sandbox.stop())
-            await asyncio.shield(self.discard(info.id, store))
+            await asyncio.shield(self.discard(info.id, None if plan.previous else store))
+            if plan.previous is not None:
+                store.put(plan.previous)
             raise
         return sandbox
 
@@ -246,7 +252,7 @@ class Provisioner:
             # A fresh QEMU has none of the original's forwards: the snapshot's
             # exposed guest ports get new host ports of this copy's own.
             for port in source.ports:
-                info.ports.append(await sandbox.forward(port))
+                info.ports.append(await sandbox.forward(port, source.host_ports.get(port, 0)))
         except SietchError as exc:
             if isinstance(exc, BootError):
                 raise

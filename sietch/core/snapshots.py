@@ -56,15 +56,18 @@ import os
 import secrets
 import shutil
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from sietch.core.host import SandboxHost
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxState, SnapshotInfo
+from sietch.core.models import SandboxInfo, SandboxState, SnapshotInfo, Timeouts
 from sietch.core.provision import Plan, Restore, record
-from sietch.errors import InvalidArgument
+from sietch.errors import InvalidArgument, describe_validation
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow
 from sietch.storage.layout import StateLayout
@@ -143,8 +146,14 @@ class Snapshots:
         name: str | None = None,
         labels: dict[str, str] | None = None,
         template_key: str | None = None,
+        *,
+        ttl_s: float | None = None,
+        hibernation: bool = False,
     ) -> SnapshotInfo:
         """Save the whole machine; it keeps running (or stays paused) afterwards.
+
+        ``ttl_s``: deleted that long from now once nothing uses it; ``hibernation``:
+        the saved machine of a sandbox going to sleep, internal to it.
 
         The sandbox's lock is held exclusively only while the VM is stopped
         (device state saved, files frozen); the copies of the lower disk
@@ -167,6 +176,9 @@ class Snapshots:
             standalone = sb.info.snapshot_id is None or (parent is not None and parent.standalone)
             snap = self._describe(sb, sid, name, labels, template_key)
             snap.state_format, snap.standalone = "devices", standalone
+            snap.hibernation = hibernation
+            if ttl_s is not None:
+                snap.expires_at = snap.created_at + timedelta(seconds=ttl_s)
             snap.disk = f"layers/{sid}.qcow2"
             if standalone and parent is not None:
                 await asyncio.to_thread(self._copy_layers, parent, tmp / "layers")
@@ -295,17 +307,22 @@ class Snapshots:
         hostname: str | None = None,
         disk_mib: int | None = None,
         env: dict[str, str] | None = None,
-        timeout_s: float | None = None,
         network: NetworkPolicy | None = None,
+        **timeouts: Any,
     ) -> Plan:
-        """How to make a new sandbox of ``snap``; the original (if any) is untouched."""
+        """How to make a new sandbox of ``snap``; the original (if any) is untouched.
+
+        ``timeouts``: the :class:`~sietch.core.models.Timeouts` fields of the new sandbox."""
         disk = disk_mib or snap.disk_mib
         if disk < snap.disk_mib:
             raise InvalidArgument(f"disk_mib must be at least {snap.disk_mib} for this snapshot")
         accel = self.host.accel
         if snap.accel != accel:
             raise InvalidArgument(f"snapshot {snap.id} was taken under {snap.accel}, not {accel}")
-        src = self.dir / snap.id
+        try:
+            chosen = Timeouts(**{k: v for k, v in timeouts.items() if v is not None})
+        except ValidationError as exc:
+            raise InvalidArgument(describe_validation(exc.errors())) from None
         info = record(
             accel,
             image=snap.image,
@@ -316,7 +333,25 @@ class Snapshots:
             labels=labels or {},
             snapshot_id=snap.id,
             network=network or snap.network or self.host.default_network(),
+            **chosen.model_dump(),
         )
+        return self._plan(snap, info, hostname)
+
+    def wake_plan(self, snap: SnapshotInfo, sleeping: SandboxInfo) -> Plan:
+        """How a hibernated sandbox comes back from its hibernation snapshot ``snap``: the
+        same record (id, labels, network, timeouts), its ports on the same host ports where
+        they are free."""
+        info = sleeping.model_copy(
+            update={"state": SandboxState.CREATING, "pid": None, "ports": [], "error": None}
+        )
+        plan = self._plan(snap, info, None)
+        assert plan.restore is not None
+        plan.restore.host_ports = {p.guest_port: p.host_port for p in sleeping.ports}
+        plan.previous = sleeping
+        return plan
+
+    def _plan(self, snap: SnapshotInfo, info: SandboxInfo, hostname: str | None) -> Plan:
+        src = self.dir / snap.id
         paths = {k: Path(v) for k, v in snap.paths.items()}
         paths["rootfs"] = src / snap.disk
         restore = Restore(
@@ -335,7 +370,6 @@ class Snapshots:
             layers=paths["rootfs"].parent if snap.standalone else None,
             restore=restore,
             hostname=hostname,
-            timeout_s=timeout_s,
         )
 
     # -- templates -----------------------------------------------------------------

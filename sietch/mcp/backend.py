@@ -11,7 +11,7 @@ hand to ourselves. Neither the tools nor this module import either side.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Literal, Protocol
 
 from sietch.errors import PayloadTooLarge
 from sietch.mcp.models import (
@@ -25,6 +25,8 @@ from sietch.mcp.models import (
     SandboxOut,
     SnapshotOut,
 )
+
+TimeoutAction = Literal["kill", "pause", "hibernate"]
 
 MCP_LABEL = {"created_by": "mcp"}
 """Marks sandboxes an agent made over MCP, so people can find (and reap) them."""
@@ -59,6 +61,10 @@ class Backend(Protocol):
     async def set_network(
         self, sandbox_id: str, internet: bool, allow: list[str]
     ) -> NetworkOut: ...
+    async def hibernate(self, sandbox_id: str) -> SandboxOut: ...
+    async def set_timeout(
+        self, sandbox_id: str, timeout_s: float | None, on_timeout: TimeoutAction
+    ) -> SandboxOut: ...
 
 
 def too_large(path: str) -> PayloadTooLarge:

@@ -21,6 +21,9 @@ class SandboxOut(BaseModel):
     restored_from: str | None = Field(
         default=None, description="The snapshot this sandbox was restored from, if any."
     )
+    expires_at: str | None = Field(
+        default=None, description="When its timeout acts (set_timeout changes it), if ever."
+    )
 
 
 class CommandResult(BaseModel):

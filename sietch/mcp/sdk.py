@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sietch.client import AsyncClient, AsyncSandbox
 from sietch.errors import SietchError
-from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
+from sietch.mcp.backend import MCP_LABEL, TimeoutAction, snapshot_out, too_large
 from sietch.mcp.models import (
     READ_LIMIT,
     CommandResult,
@@ -44,7 +44,11 @@ class ClientBackend:
         self._handles[sandbox.id] = sandbox
         info = sandbox.info
         return SandboxOut(
-            sandbox_id=info.id, state=info.state, image=info.image, restored_from=info.snapshot_id
+            sandbox_id=info.id,
+            state=info.state,
+            image=info.image,
+            restored_from=info.snapshot_id,
+            expires_at=str(info.expires_at) if info.expires_at else None,
         )
 
     async def create(
@@ -132,6 +136,18 @@ class ClientBackend:
     ) -> DesktopOut:
         view = await (await self._sandbox(sandbox_id)).desktop.url(view_only=view_only, ttl=ttl_s)
         return DesktopOut(sandbox_id=sandbox_id, **view.model_dump(exclude={"vnc_password"}))
+
+    async def hibernate(self, sandbox_id: str) -> SandboxOut:
+        sandbox = await self._sandbox(sandbox_id)
+        await sandbox.hibernate()
+        return self._keep(sandbox)
+
+    async def set_timeout(
+        self, sandbox_id: str, timeout_s: float | None, on_timeout: TimeoutAction
+    ) -> SandboxOut:
+        sandbox = await self._sandbox(sandbox_id)
+        await sandbox.set_timeout(timeout_s, on_timeout=on_timeout)
+        return self._keep(sandbox)
 
     async def set_network(self, sandbox_id: str, internet: bool, allow: list[str]) -> NetworkOut:
         sandbox = await self._sandbox(sandbox_id)

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from sietch import __version__
 from sietch.errors import SietchError
-from sietch.mcp.backend import Backend
+from sietch.mcp.backend import Backend, TimeoutAction
 from sietch.mcp.models import (
     CommandResult,
     DesktopOut,
@@ -258,6 +258,28 @@ class Tools:
         with tool_errors():
             return await self.backend.set_network(sandbox_id, internet, list(allow))
 
+    async def hibernate_sandbox(self, sandbox_id: SandboxId) -> SandboxOut:
+        """Put a sandbox to sleep on disk: memory, processes and files are kept, it uses no
+        RAM or CPU. Any later call to it (run_command, read_file, ...) wakes it again."""
+        with tool_errors():
+            return await self.backend.hibernate(sandbox_id)
+
+    async def set_timeout(
+        self,
+        sandbox_id: SandboxId,
+        timeout_s: Annotated[
+            float | None,
+            Field(gt=0, description="Seconds from now; omit for no timeout at all."),
+        ] = None,
+        on_timeout: Annotated[
+            TimeoutAction,
+            Field(description="kill deletes it; pause or hibernate keep it to wake later."),
+        ] = "kill",
+    ) -> SandboxOut:
+        """Give a sandbox more (or less) time: its timeout then counts from now."""
+        with tool_errors():
+            return await self.backend.set_timeout(sandbox_id, timeout_s, on_timeout)
+
     async def destroy_sandbox(self, sandbox_id: SandboxId) -> str:
         """Delete a sandbox: its VM stops and its disk is removed (its snapshots stay)."""
         with tool_errors():
@@ -279,6 +301,8 @@ ANNOTATIONS: dict[str, ToolAnnotations] = {
     "expose_port": _CHANGES,
     "desktop_url": _CHANGES,
     "set_network": _CHANGES,
+    "hibernate_sandbox": _CHANGES,
+    "set_timeout": _CHANGES,
     "destroy_sandbox": _DESTROYS,
 }
 """The tools, in the order an agent sees them, and what each may do."""

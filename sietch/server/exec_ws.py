@@ -95,7 +95,8 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     try:
         authenticate(ws)
         manager = require_manager(state)
-        manager.sandbox(sandbox_id)  # refuse an unknown or stopped sandbox before accepting
+        # Refuse an unknown or stopped sandbox before accepting; wake a sleeping one.
+        await manager.awake(sandbox_id)
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await refuse(ws, exc)
@@ -103,8 +104,9 @@ async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     await ws.accept()
     started = time.perf_counter()
     try:
-        execution, encoding = await _begin(ws, manager, sandbox_id, state)
-        await _Session(ws, execution, encoding).run()
+        with manager.activity.busy(sandbox_id):  # a terminal open keeps it from idling
+            execution, encoding = await _begin(ws, manager, sandbox_id, state)
+            await _Session(ws, execution, encoding).run()
     except WebSocketDisconnect:
         return
     except SietchError as exc:

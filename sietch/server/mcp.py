@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sietch._util import Capped
 from sietch.config import Settings
 from sietch.core.manager import Manager
+from sietch.core.models import SandboxInfo
 from sietch.errors import InvalidArgument, SietchError, describe_validation
-from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
+from sietch.mcp.backend import MCP_LABEL, TimeoutAction, snapshot_out, too_large
 from sietch.mcp.models import (
     OUTPUT_LIMIT,
     READ_LIMIT,
@@ -60,6 +61,16 @@ def _policy(internet: bool, allow: list[str]) -> NetworkPolicy:
         return NetworkPolicy(internet=internet, allow=allow)
     except ValidationError as exc:
         raise InvalidArgument(describe_validation(exc.errors())) from None
+
+
+def _out(info: SandboxInfo) -> SandboxOut:
+    return SandboxOut(
+        sandbox_id=info.id,
+        state=info.state.value,
+        image=info.image,
+        restored_from=info.snapshot_id,
+        expires_at=str(info.expires_at) if info.expires_at else None,
+    )
 
 
 class ManagerBackend:
@@ -131,6 +142,17 @@ class ManagerBackend:
     async def snapshot(self, sandbox_id: str, name: str | None) -> SnapshotOut:
         snap = await self._manager().snapshot(sandbox_id, name, {**MCP_LABEL})
         return snapshot_out(snap.id, snap.name, snap.sandbox_id, snap.parent_id, snap.created_at)
+
+    async def hibernate(self, sandbox_id: str) -> SandboxOut:
+        return _out(await self._manager().hibernate(sandbox_id))
+
+    async def set_timeout(
+        self, sandbox_id: str, timeout_s: float | None, on_timeout: TimeoutAction
+    ) -> SandboxOut:
+        info = await self._manager().set_timeout(
+            sandbox_id, timeout_s=timeout_s, on_timeout=on_timeout
+        )
+        return _out(info)
 
     async def restore(self, snapshot_id: str) -> SandboxOut:
         info = await self._manager().restore(snapshot_id, labels=MCP_LABEL)

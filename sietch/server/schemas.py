@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 
-from sietch.core.models import ProcessInfo, SandboxState
+from sietch.core.models import ProcessInfo, SandboxState, TimeoutAction
 from sietch.errors import InvalidArgument
 from sietch.network.policy import NetworkPolicy, normalise_entry
 
@@ -87,8 +87,53 @@ class NetworkSet(_Request):
 
 # -- sandboxes ------------------------------------------------------------------
 
+Seconds = Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)]
 
-class SandboxCreate(_Request):
+
+class TimeoutsCreate(_Request):
+    """When a new sandbox times out and what then happens (see ``POST .../timeout``)."""
+
+    timeout_s: Seconds | None = Field(
+        default=None,
+        description="Do `on_timeout` this long after creation (and after every resume).",
+    )
+    on_timeout: TimeoutAction = Field(
+        default="kill",
+        description="kill: delete it; pause: stop its CPUs; hibernate: save it to disk.",
+    )
+    idle_timeout_s: Seconds | None = Field(
+        default=None,
+        description="Do `on_idle` once no API call, command, process started through the API, "
+        "proxy, relay or terminal has been active for this long.",
+    )
+    on_idle: TimeoutAction = "hibernate"
+    auto_resume: bool = Field(
+        default=True,
+        description="A request to it when paused or hibernated (exec, files, proxy) wakes it.",
+    )
+
+
+class TimeoutSet(_Request):
+    """New timeouts of a sandbox (running, paused or hibernated); fields left out stay."""
+
+    timeout_s: Seconds | None = Field(
+        default=None, description="Counted from now; null: no timeout."
+    )
+    on_timeout: TimeoutAction | None = None
+    idle_timeout_s: Seconds | None = Field(default=None, description="null: no idle timeout.")
+    on_idle: TimeoutAction | None = None
+    auto_resume: bool | None = None
+
+    def changes(self) -> dict[str, object]:
+        """The fields sent; a null clears a timeout and leaves anything else as it was."""
+        return {
+            k: getattr(self, k)
+            for k in self.model_fields_set
+            if getattr(self, k) is not None or k.endswith("_s")
+        }
+
+
+class SandboxCreate(TimeoutsCreate):
     image: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     vcpus: Annotated[int, Field(ge=1, le=1024)] | None = None
     memory_mib: Annotated[int, Field(ge=1, le=1 << 24)] | None = None
@@ -99,9 +144,6 @@ class SandboxCreate(_Request):
         max_length=64,
         validation_alias=LABELS_ALIAS,
         description="Free-form key/values, filterable in listings (`metadata` is accepted too).",
-    )
-    timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = Field(
-        default=None, description="Delete the sandbox this long after creation."
     )
     template: Literal["auto"] | None = Field(
         default="auto",
@@ -139,6 +181,12 @@ class SandboxPublic(BaseModel):
     labels: dict[str, str]
     created_at: datetime
     expires_at: datetime | None
+    """When `on_timeout` happens; null: no timeout pending."""
+    timeout_s: float | None = None
+    on_timeout: TimeoutAction = "kill"
+    idle_timeout_s: float | None = None
+    on_idle: TimeoutAction = "hibernate"
+    auto_resume: bool = True
     accel: str
     error: str | None = None
     snapshot_id: str | None = None
@@ -162,9 +210,14 @@ Labels = Annotated[dict[SafeStr, SafeStr], Field(max_length=64)]
 class SnapshotCreate(_Request):
     name: Annotated[SafeStr, Field(min_length=1, max_length=128)] | None = None
     labels: Labels = Field(default_factory=dict)
+    ttl_s: Seconds | None = Field(
+        default=None,
+        description="Delete the snapshot this long from now, once no sandbox restored from "
+        "it and no snapshot chained on it is left.",
+    )
 
 
-class RestoreCreate(_Request):
+class RestoreCreate(TimeoutsCreate):
     labels: Labels = Field(
         default_factory=dict,
         validation_alias=LABELS_ALIAS,
@@ -172,7 +225,6 @@ class RestoreCreate(_Request):
     )
     env: dict[SafeStr, SafeStr] = Field(default_factory=dict, max_length=1024)
     hostname: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
-    timeout_s: Annotated[float, Field(gt=0, le=365 * 86400, allow_inf_nan=False)] | None = None
     network: NetworkSet | None = Field(
         default=None, description="Egress policy; default: the snapshot's sandbox's."
     )
@@ -199,6 +251,10 @@ class SnapshotPublic(BaseModel):
     disk_mib: int
     size_bytes: int
     template: bool
+    hibernation: bool = False
+    """A hibernated sandbox's saved machine (internal: not listed)."""
+    expires_at: datetime | None = None
+    """Deleted after this once unused (`ttl_s`)."""
 
 
 class SnapshotsPublic(BaseModel):

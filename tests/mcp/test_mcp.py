@@ -35,6 +35,8 @@ TOOLS = {
     "expose_port",
     "desktop_url",
     "set_network",
+    "hibernate_sandbox",
+    "set_timeout",
     "destroy_sandbox",
 }
 

@@ -85,6 +85,7 @@ _STATUS = {
     SandboxState.RUNNING: "RUNNING",
     SandboxState.PAUSED: "PAUSED",
     SandboxState.DEAD: "STOPPED",
+    SandboxState.HIBERNATED: "STOPPED",
 }
 
 
@@ -212,17 +213,16 @@ async def destroy_vm(name: str, manager: ManagerDep, registry: RegistryDep) -> V
 async def update_vm_state(
     name: str, body: UpdateVMStateRequest, manager: ManagerDep, registry: RegistryDep
 ) -> VMResponse:
-    """``paused`` stops the VM's CPUs (memory and processes kept); ``resume`` lets it run on."""
+    """``paused`` stops the VM's CPUs (memory and processes kept); ``stopped`` hibernates it
+    (saved to disk, its QEMU ended: no RAM or CPU used); ``resume`` or ``started`` brings
+    either back (a command or file call to it does too)."""
     info = await registry.get_vm(manager, name)
     if body.status == "paused":
         await manager.pause(info.id)
-    elif body.status == "resume":
-        await manager.resume(info.id)
+    elif body.status == "stopped":
+        await manager.hibernate(info.id)
     else:
-        raise InvalidArgument(
-            "status 'stopped' is not supported: use 'paused' to keep the VM without it "
-            "using CPU, or snapshot it and DELETE it (POST /v1/vms with snapshotId brings it back)"
-        )
+        await manager.resume(info.id)
     return VMResponse(message=f"VM {name} is {body.status}")
 
 

@@ -68,7 +68,8 @@ class DestroyAllVMsResponse(_Wire):
 
 
 class UpdateVMStateRequest(_Wire):
-    status: Literal["stopped", "paused", "resume"]
+    status: Literal["stopped", "started", "paused", "resume"]
+    """``stopped`` hibernates the VM (Sietch's own addition: ``started`` brings it back)."""
 
 
 class SnapshotRequest(_Wire):

@@ -10,6 +10,7 @@ from sietch.server.routes import (
     files,
     ide,
     links,
+    lifecycle,
     ports,
     processes,
     sandboxes,
@@ -22,7 +23,9 @@ from sietch.server.routes.proxy import http_proxy, ws_relay
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
-for module in (system, sandboxes, commands, processes, files, snapshots, ports, http_proxy):
+for module in (
+    system, sandboxes, commands, processes, files, snapshots, ports, http_proxy, lifecycle
+):  # fmt: skip
     api_router.include_router(module.router, dependencies=_protected)
 for module in (viewer, ide):  # desktop viewer and IDE: links for the browser (browser_auth)
     api_router.include_router(module.router, dependencies=_protected)

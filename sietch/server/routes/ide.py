@@ -82,13 +82,15 @@ async def ide_proxy(sandbox_id: str, path: str, request: Request, state: StateDe
     if entered := ide.enter(request, sandbox_id):
         return entered
     ide.session(request, sandbox_id)
-    socket = await require_manager(state).service_socket(sandbox_id, desktop.IDE_PORT)
+    manager = require_manager(state)
+    socket = await manager.service_socket(sandbox_id, desktop.IDE_PORT)
     url, headers = upstream(request, "http:" + _BASE, marker=_MARKER)
     return await http_proxy.forward(
         request,
         await state.service_client(socket),
         url,
         ide.strip_cookie(headers),
+        lease=manager.activity.lease(sandbox_id),
         what=f"the IDE of sandbox {sandbox_id}",
         port=desktop.IDE_PORT,
     )
@@ -102,7 +104,8 @@ async def ide_socket(websocket: WebSocket, sandbox_id: str, path: str) -> None:
     ide = gate(state)
     try:
         ide.session(websocket, sandbox_id)
-        socket = await require_manager(state).service_socket(sandbox_id, desktop.IDE_PORT)
+        manager = require_manager(state)
+        socket = await manager.service_socket(sandbox_id, desktop.IDE_PORT)
         url, headers = upstream(websocket, "ws:" + _BASE, marker=_MARKER)
         guest = await ws_relay.connect(
             websocket,
@@ -117,7 +120,8 @@ async def ide_socket(websocket: WebSocket, sandbox_id: str, path: str) -> None:
         await refuse(websocket, exc)
         return
     try:
-        await websocket.accept(subprotocol=guest.subprotocol)
-        await ws_relay.relay(websocket, guest)
+        with manager.activity.busy(sandbox_id):  # an open IDE keeps the sandbox awake
+            await websocket.accept(subprotocol=guest.subprotocol)
+            await ws_relay.relay(websocket, guest)
     finally:
         await guest.close()

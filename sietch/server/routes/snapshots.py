@@ -17,6 +17,7 @@ from sietch.server.schemas import (
     SnapshotCreate,
     SnapshotPublic,
     SnapshotsPublic,
+    TimeoutsCreate,
 )
 
 sandbox_router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
@@ -35,7 +36,7 @@ async def pause_sandbox(sandbox_id: str, manager: ManagerDep) -> SandboxPublic:
 
 @sandbox_router.post("/{sandbox_id}/resume", name="resume", response_model=SandboxPublic)
 async def resume_sandbox(sandbox_id: str, manager: ManagerDep) -> SandboxPublic:
-    """Let a paused sandbox run on."""
+    """Let a paused sandbox run on, or restore a hibernated one into its own id."""
     return to_public(await manager.resume(sandbox_id))
 
 
@@ -50,7 +51,9 @@ async def snapshot_sandbox(
 ) -> SnapshotPublic:
     """Save the whole machine (memory, processes, disk); the sandbox keeps running."""
     body = body or SnapshotCreate()
-    return snapshot_public(await manager.snapshot(sandbox_id, body.name, body.labels))
+    return snapshot_public(
+        await manager.snapshot(sandbox_id, body.name, body.labels, ttl_s=body.ttl_s)
+    )
 
 
 @sandbox_router.post(
@@ -81,9 +84,16 @@ async def get_snapshot(snapshot_id: str, manager: ManagerDep) -> SnapshotPublic:
 
 
 @router.delete("/{snapshot_id}", name="delete", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_snapshot(snapshot_id: str, manager: ManagerDep) -> Response:
-    """Refused with 409 while a sandbox or a child snapshot still builds on it."""
-    await manager.delete_snapshot(snapshot_id)
+async def delete_snapshot(
+    snapshot_id: str,
+    manager: ManagerDep,
+    subtree: Annotated[
+        bool, Query(description="Also every snapshot descended from it (parent_id).")
+    ] = False,
+) -> Response:
+    """Refused with 409 (nothing deleted) while a sandbox or another snapshot still builds
+    on it (or, with ``subtree``, on one of those deleted)."""
+    await manager.delete_snapshot(snapshot_id, subtree=subtree)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -103,7 +113,7 @@ async def restore_snapshot(
         labels=body.labels,
         env=body.env,
         hostname=body.hostname,
-        timeout_s=body.timeout_s,
         network=body.network.policy() if body.network else None,
+        **body.model_dump(include=set(TimeoutsCreate.model_fields)),
     )
     return to_public(info)

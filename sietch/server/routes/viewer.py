@@ -149,7 +149,8 @@ async def viewer_socket(websocket: WebSocket, sandbox_id: str) -> None:
     state: ServerState = websocket.app.state.sietch
     try:
         grant = gate(state).session(websocket, sandbox_id)
-        socket = await require_manager(state).service_socket(sandbox_id, desktop.VNC_PORT)
+        manager = require_manager(state)
+        socket = await manager.service_socket(sandbox_id, desktop.VNC_PORT)
         reader, writer = await _open(socket, sandbox_id)
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
@@ -158,8 +159,9 @@ async def viewer_socket(websocket: WebSocket, sandbox_id: str) -> None:
     guest = VncPeer(reader, writer, ViewOnlyFilter() if grant.view_only else None)
     try:
         offered = websocket.scope.get("subprotocols") or []
-        await websocket.accept(subprotocol="binary" if "binary" in offered else None)
-        await ws_relay.relay(websocket, guest)
+        with manager.activity.busy(sandbox_id):  # an open viewer keeps the sandbox awake
+            await websocket.accept(subprotocol="binary" if "binary" in offered else None)
+            await ws_relay.relay(websocket, guest)
     finally:
         await guest.close()
 

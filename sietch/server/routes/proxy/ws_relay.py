@@ -45,21 +45,28 @@ _NEVER_SENT = {1005, 1006, 1015}
 
 @router.websocket("/{sandbox_id}/ports/{port}/proxy/{path:path}", name=ROUTE)
 async def proxy_socket(websocket: WebSocket, sandbox_id: str, port: int, path: str) -> None:
-    """Relay a WebSocket to an exposed port of the sandbox, message by message."""
+    """Relay a WebSocket to an exposed port of the sandbox, message by message; the sandbox
+    is woken first (``auto_resume``) and counts as busy while the relay is open."""
     del path
     state: ServerState = websocket.app.state.sietch
     try:
         authenticate(websocket)
-        mapping = require_manager(state).port(sandbox_id, port)
+        manager = require_manager(state)
+        await manager.awake(sandbox_id)
+        mapping = manager.port(sandbox_id, port)
         url, headers = upstream(websocket, origin(mapping, "ws"))
-        guest = await connect(websocket, url, headers, f"port {port} of sandbox {sandbox_id}", port)
+        with manager.activity.busy(sandbox_id):
+            guest = await connect(
+                websocket, url, headers, f"port {port} of sandbox {sandbox_id}", port
+            )
     except SietchError as exc:
         state.metrics.errors.labels(exc.code).inc()
         await refuse(websocket, exc)
         return
     try:
-        await websocket.accept(subprotocol=guest.subprotocol)
-        await relay(websocket, guest)
+        with manager.activity.busy(sandbox_id):
+            await websocket.accept(subprotocol=guest.subprotocol)
+            await relay(websocket, guest)
     finally:
         await guest.close()
 
