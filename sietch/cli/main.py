@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from sietch.cli.commands import commands_app
+from sietch.cli.desktop import desktop_app
 from sietch.cli.files import files_app
 from sietch.cli.image import image_app
 from sietch.cli.mcp import mcp_app
@@ -22,3 +23,4 @@ app = typer.Typer(
 for verbs in (serve_app, sandbox_app, commands_app, files_app, snapshots_app, mcp_app):
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")
+app.add_typer(desktop_app, name="desktop")

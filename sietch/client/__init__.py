@@ -5,6 +5,7 @@ Reads ``SIETCH_URL`` and ``SIETCH_API_KEY`` from the environment unless given.
 
 from sietch.client._async import (
     AsyncClient,
+    AsyncDesktop,
     AsyncFiles,
     AsyncProcesses,
     AsyncProcessHandle,
@@ -20,15 +21,17 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    Screen,
     ServerInfo,
     SnapshotInfo,
     WriteInfo,
 )
-from sietch.client._sync import Client, Files, Processes, ProcessHandle, Pty, Sandbox
+from sietch.client._sync import Client, Desktop, Files, Processes, ProcessHandle, Pty, Sandbox
 
 __all__ = [
     "NOT_GIVEN",
     "AsyncClient",
+    "AsyncDesktop",
     "AsyncFiles",
     "AsyncProcessHandle",
     "AsyncProcesses",
@@ -36,6 +39,7 @@ __all__ = [
     "AsyncSandbox",
     "Client",
     "CommandResult",
+    "Desktop",
     "FileInfo",
     "Files",
     "NetworkPolicy",
@@ -47,6 +51,7 @@ __all__ = [
     "Pty",
     "Sandbox",
     "SandboxInfo",
+    "Screen",
     "ServerInfo",
     "SnapshotInfo",
     "WriteInfo",

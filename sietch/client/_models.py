@@ -35,6 +35,12 @@ class NetworkPolicy(_Record):
     allow: list[str] = []
 
 
+class Screen(_Record):
+    width: int
+    height: int
+    dpi: int = 96
+
+
 class SandboxInfo(_Record):
     id: str
     state: str
@@ -54,6 +60,8 @@ class SandboxInfo(_Record):
     """Exposed guest ports (see :meth:`Sandbox.expose`)."""
     network: NetworkPolicy = NetworkPolicy()
     """Its egress policy (see :meth:`Sandbox.set_network`)."""
+    desktop: Screen | None = None
+    """Its desktop's screen, for a desktop image (see ``sb.desktop``)."""
 
 
 class SnapshotInfo(_Record):

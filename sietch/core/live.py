@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from sietch.core.models import (
 from sietch.core.rwlock import RWLock
 from sietch.errors import AgentUnavailable, Conflict, InvalidArgument, NetworkError
 from sietch.network import ports as netports
+from sietch.network import relay
 from sietch.network.policy import NetworkPolicy
 from sietch.network.relay import HOST
 from sietch.network.sandbox import SandboxNetwork
@@ -149,6 +150,9 @@ class LiveSandbox:
         """None when Sietch can't isolate (not root): slirp ``restrict=on``, no egress."""
         self.lock = RWLock()
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        """Closes what others keep open to this sandbox (a desktop's VNC connection): run
+        once, first, by :meth:`stop` and :meth:`detach`."""
 
     @property
     def id(self) -> str:
@@ -222,6 +226,14 @@ class LiveSandbox:
                 raise
         return PortMapping(guest_port=guest_port, host=HOST, host_port=port)
 
+    async def connect(self, guest_port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TCP connection from Sietch to a guest port, for Sietch's own use (the desktop's
+        VNC): QEMU forwards it inside the sandbox's namespace, and no host port opens."""
+        port = await netports.forward(self.machine, guest_port)
+        if self.network is not None:
+            return await relay.connect(self.network.namespace, port)
+        return await asyncio.open_connection(HOST, port)
+
     async def unforward(self, mapping: PortMapping) -> None:
         inner = (await netports.forwards(self.machine)).get(mapping.guest_port)
         if inner is not None:
@@ -229,9 +241,18 @@ class LiveSandbox:
         if self.network is not None:
             await self.network.close_relay(mapping.host_port)
 
+    async def _closing(self) -> None:
+        closers, self.on_stop = self.on_stop, []
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                self.log.exception("closing a connection to the sandbox failed")
+
     async def stop(self) -> None:
         """Kill the VM and release what it holds on the host: agent connection, network."""
         try:
+            await self._closing()
             await self.agent.close()
         finally:
             try:
@@ -244,6 +265,7 @@ class LiveSandbox:
         """Let a persistent VM run on without us: close the agent, the network's relays and
         resolver, and QMP; the next Sietch process adopts it."""
         try:
+            await self._closing()
             await self.agent.close()
             if self.network is not None:
                 await self.network.detach()

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from sietch.config import Settings
+from sietch.core import desktop
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxInfo, SandboxState
+from sietch.core.models import SandboxInfo, SandboxState, Screen
 from sietch.core.store import Store
 from sietch.errors import AgentUnavailable, BootError, SietchError
 from sietch.storage import disks
@@ -84,6 +85,8 @@ class Restore:
     console: Path
     ports: Sequence[int] = ()
     """Guest ports the snapshot had exposed: this copy gets host ports of its own."""
+    desktop: Screen | None = None
+    """The snapshot's desktop screen: this copy gets a VNC password of its own."""
 
 
 @dataclass
@@ -193,10 +196,14 @@ class Provisioner:
         try:
             if plan.restore is None:
                 await self._boot(sandbox)
+                if (screen := await desktop.detect(sandbox)) is not None:
+                    await desktop.personalize(sandbox, screen)
                 if plan.booted is not None:
                     await plan.booted(sandbox)
             else:
                 await self._restore(sandbox, plan.restore, plan.hostname)
+                if plan.restore.desktop is not None:
+                    await desktop.personalize(sandbox, plan.restore.desktop)
             if plan.info.disk_mib > plan.base_mib:
                 with contextlib.suppress(SietchError):
                     await sandbox.agent.call("resize_fs")

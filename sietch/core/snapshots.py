@@ -62,7 +62,7 @@ from pathlib import Path
 
 from sietch.core.host import SandboxHost
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxState, SnapshotInfo
+from sietch.core.models import SandboxState, Screen, SnapshotInfo
 from sietch.core.provision import Plan, Restore, record
 from sietch.errors import InvalidArgument
 from sietch.network.policy import NetworkPolicy
@@ -205,6 +205,7 @@ class Snapshots:
             env={} if template_key else info.env,
             ports=[] if template_key else [p.guest_port for p in info.ports],
             network=None if template_key else info.network,
+            desktop=None if info.desktop is None else Screen(**info.desktop.model_dump()),
             accel=info.accel,
             template=template_key is not None,
             template_key=template_key,
@@ -326,6 +327,7 @@ class Snapshots:
             memory=None if snap.ram_in_stream else src / "memory",
             console=src / "console.log",
             ports=snap.ports,
+            desktop=snap.desktop,
         )
         return Plan(
             info,

@@ -11,7 +11,7 @@ hand to ourselves. Neither the tools nor this module import either side.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from sietch.errors import PayloadTooLarge
 from sietch.mcp.models import (
@@ -55,6 +55,11 @@ class Backend(Protocol):
     async def set_network(
         self, sandbox_id: str, internet: bool, allow: list[str]
     ) -> NetworkOut: ...
+    async def screenshot(self, sandbox_id: str, scale: float | None) -> bytes:
+        """A desktop sandbox's screen as PNG."""
+
+    async def computer(self, sandbox_id: str, action: dict[str, Any]) -> dict[str, Any]:
+        """One of Sietch's computer-use actions (``{"action": "click", ...}``); its answer."""
 
 
 def too_large(path: str) -> PayloadTooLarge:

@@ -17,6 +17,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sietch._util import Capped
+from sietch.core.computer import parse_action
+from sietch.core.desktop import encode
 from sietch.core.manager import Manager
 from sietch.errors import InvalidArgument, SietchError, describe_validation
 from sietch.mcp.backend import MCP_LABEL, snapshot_out, too_large
@@ -151,6 +153,17 @@ class ManagerBackend:
         return NetworkOut(
             sandbox_id=sandbox_id, internet=info.network.internet, allow=info.network.allow
         )
+
+    async def screenshot(self, sandbox_id: str, scale: float | None) -> bytes:
+        manager = self._manager()
+        async with manager.use(sandbox_id) as sandbox:
+            return encode(await manager.desktops.screenshot(sandbox), scale=scale)
+
+    async def computer(self, sandbox_id: str, action: dict[str, Any]) -> dict[str, Any]:
+        parsed = parse_action(action)
+        manager = self._manager()
+        async with manager.use(sandbox_id) as sandbox:
+            return await manager.desktops.act(sandbox, parsed)
 
 
 class McpEndpoint:

@@ -34,6 +34,8 @@ TOOLS = {
     "list_snapshots",
     "expose_port",
     "set_network",
+    "screenshot",
+    "computer",
     "destroy_sandbox",
 }
 
