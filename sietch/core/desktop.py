@@ -220,6 +220,17 @@ class Desktops:
                 serve = "exec xclip -selection clipboard -i >/dev/null 2>&1"
                 await _run(sandbox, ["sh", "-c", serve], text.encode(), "xclip")
                 return {}
+        return await self._input(sandbox, action)
+
+    async def _input(self, sandbox: LiveSandbox, action: computer.Action) -> dict[str, Any]:
+        """Pointer and keyboard: through VNC where it can, else xdotool (see computer)."""
+        vnc = await self.vnc(sandbox)
+        if (planned := computer.pointer_events(action, vnc.buttons)) is not None:
+            batches, buttons = planned
+            for batch in batches:
+                await vnc.pointer(batch)
+            vnc.buttons = buttons
+            return {}
         out = ""
         for argv in computer.xdotool(action):
             result = await sandbox.exec(["xdotool", *argv], env=computer.DISPLAY_ENV)

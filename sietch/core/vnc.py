@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
@@ -66,6 +66,8 @@ class VncClient:
         self._waiting: list[asyncio.Future[bool]] = []
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.buttons = 0
+        """The mask of the buttons this connection holds down."""
 
     @classmethod
     async def connect(
@@ -135,6 +137,14 @@ class VncClient:
             while await self._request():  # the screen was resized: ask for all of it again
                 pass
             return self.screen.copy()
+
+    async def pointer(self, events: Sequence[tuple[int, int, int]], timeout: float = 30.0) -> None:
+        """Send pointer events (x, y, buttons mask); returns once the server has applied
+        them (it answers the request sent after them only once it has read them)."""
+        async with self._lock, self._deadline(timeout):
+            self._writer.write(b"".join(struct.pack(">BBHH", 5, m, x, y) for x, y, m in events))
+            while await self._request():
+                pass
 
     @contextlib.asynccontextmanager
     async def _deadline(self, timeout: float) -> AsyncIterator[None]:

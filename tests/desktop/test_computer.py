@@ -8,14 +8,20 @@ import asyncio
 import base64
 import io
 import json
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import httpx2
 import pytest
 import pytest_asyncio
 import uvicorn
+from mcp import Client as McpClient
+from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
 from tenacity import AsyncRetrying, RetryError, retry_if_result, stop_after_delay, wait_fixed
 
@@ -38,7 +44,7 @@ COLOUR = (0x33, 0x66, 0xCC)
 """The page's background (page.py's COLOUR)."""
 CENTRE = (640, 400)
 """In the page's coloured top part once Chromium shows it maximized on the 1280x800 screen."""
-TEXT_BOX = (640, 740)
+TEXT_BOX = (640, 680)
 """In the page's text box (its bottom 40 %)."""
 DEADLINE = 240.0
 """Chromium's first start in an emulated guest takes a minute or more."""
@@ -85,12 +91,15 @@ def free_port() -> int:
         return port
 
 
-async def _started(server: uvicorn.Server) -> bool | None:
-    return server.started or None
+@dataclass
+class Api:
+    url: str
+    key: str
+    sdk: AsyncClient
 
 
 @pytest_asyncio.fixture(scope="module")
-async def client(manager: Manager, settings: Settings) -> AsyncIterator[AsyncClient]:
+async def api(manager: Manager, settings: Settings) -> AsyncIterator[Api]:
     """The real API on a loopback port, serving the session's manager (one desktop template
     for every desktop test), and an SDK client with a real key."""
     keys = ApiKeys(settings.state_dir / "desktop_api_keys")
@@ -99,20 +108,23 @@ async def client(manager: Manager, settings: Settings) -> AsyncIterator[AsyncCli
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.ensure_future(server.serve())
-    await until(lambda: _started(server), "API server listening", 30)
-    async with AsyncClient(f"http://127.0.0.1:{port}", key) as sdk:
-        yield sdk
+
+    async def listening() -> bool | None:
+        return server.started or None
+
+    await until(listening, "the API server listening", 30)
+    url = f"http://127.0.0.1:{port}"
+    async with AsyncClient(url, key) as sdk:
+        yield Api(url, key, sdk)
     server.should_exit = True
     await task
 
 
 @pytest_asyncio.fixture(scope="module")
-async def desk(
-    manager: Manager, client: AsyncClient
-) -> AsyncIterator[tuple[AsyncSandbox, LiveSandbox]]:
+async def desk(manager: Manager, api: Api) -> AsyncIterator[tuple[AsyncSandbox, LiveSandbox]]:
     """One desktop sandbox (created through the API) showing the test page in Chromium."""
     sb = await AsyncSandbox.create(
-        "desktop", memory_mib=1024, disk_mib=4096, client=client, keep=True
+        "desktop", memory_mib=1024, disk_mib=4096, client=api.sdk, keep=True
     )
     live = manager.sandbox(sb.id)
     try:
@@ -169,7 +181,7 @@ async def test_typed_text_reaches_the_page(desk: tuple[AsyncSandbox, LiveSandbox
         text = (await live.exec(["cat", "/tmp/typed"])).stdout.decode()
         return text if text == "hello sietch 42" else None
 
-    assert await until(typed, "the typed text in /tmp/typed", 60) == "hello sietch 42"
+    assert await until(typed, "the typed text in /tmp/typed", 120) == "hello sietch 42"
 
 
 async def test_mouse_move_is_where_the_guest_says(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
@@ -191,7 +203,7 @@ async def clicked(live: LiveSandbox, before: int, x: int, button: int) -> dict[s
         new = (await clicks(live))[before:]
         return next((c for c in new if c["button"] == button and abs(c["x"] - x) <= 2), None)
 
-    return await until(found, f"a click (button {button}) at x={x} seen by the page", 60)
+    return await until(found, f"a click (button {button}) at x={x} seen by the page", 120)
 
 
 async def test_anthropic_click_and_screenshot(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
@@ -247,9 +259,7 @@ async def test_actions_answer_json(desk: tuple[AsyncSandbox, LiveSandbox]) -> No
     assert close_to(pixel(base64.b64decode(answer["screenshot"]), CENTRE), COLOUR)
 
 
-async def test_bad_input_is_a_clear_4xx(
-    desk: tuple[AsyncSandbox, LiveSandbox], client: AsyncClient
-) -> None:
+async def test_bad_input_is_a_clear_4xx(desk: tuple[AsyncSandbox, LiveSandbox], api: Api) -> None:
     """Off-screen points, unknown keys and buttons, huge texts and a sandbox without a
     desktop are refused with errors that name the problem."""
     sb, _ = desk
@@ -263,10 +273,52 @@ async def test_bad_input_is_a_clear_4xx(
         await sb.desktop.openai({"type": "click", "x": 1, "y": 1, "button": "back"})
     with pytest.raises(PayloadTooLarge):
         await sb.desktop.type("x" * 20_000)
-    plain = await AsyncSandbox.create(client=client)
+    plain = await AsyncSandbox.create(client=api.sdk)
     async with plain:
         with pytest.raises(NoDesktop, match="has no desktop"):
             await plain.desktop.screenshot()
+
+
+async def test_mcp_screenshot_and_computer_tools(
+    desk: tuple[AsyncSandbox, LiveSandbox], api: Api
+) -> None:
+    """Over /mcp, screenshot is MCP image content and computer moves the pointer and
+    answers cursor_position with JSON."""
+    sb, _ = desk
+    headers = {"Authorization": f"Bearer {api.key}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=120) as http,
+        McpClient(streamable_http_client(f"{api.url}/mcp", http_client=http)) as mcp,
+    ):
+        shot = await mcp.call_tool("screenshot", {"sandbox_id": sb.id, "scale": 0.25})
+        [image] = shot.content
+        assert image.type == "image" and image.mime_type == "image/png"
+        assert Image.open(io.BytesIO(base64.b64decode(image.data))).size == (320, 200)
+        moved = await mcp.call_tool(
+            "computer", {"sandbox_id": sb.id, "action": "move", "x": 50, "y": 60}
+        )
+        assert not moved.is_error, moved.content
+        where = await mcp.call_tool("computer", {"sandbox_id": sb.id, "action": "cursor_position"})
+        assert json.loads(where.content[0].text) == {"action": "cursor_position", "x": 50, "y": 60}
+        bad = await mcp.call_tool(
+            "computer", {"sandbox_id": sb.id, "action": "move", "x": 5000, "y": 1}
+        )
+        assert bad.is_error and "off the screen" in bad.content[0].text
+
+
+async def test_cli_saves_a_screenshot(
+    desk: tuple[AsyncSandbox, LiveSandbox], api: Api, tmp_path: Path
+) -> None:
+    """``sietch desktop screenshot ID -o shot.jpg`` writes a JPEG of the screen."""
+    sb, _ = desk
+    sietch = Path(sys.executable).parent / "sietch"
+    env = {**os.environ, "SIETCH_URL": api.url, "SIETCH_API_KEY": api.key}
+    out = tmp_path / "shot.jpg"
+    proc = await asyncio.create_subprocess_exec(
+        str(sietch), "desktop", "screenshot", sb.id, "-o", str(out), env=env
+    )
+    assert await proc.wait() == 0
+    assert Image.open(out).format == "JPEG"
 
 
 @pytest.mark.filterwarnings("ignore:TripleDES has been moved")  # vncdotool's own import
@@ -305,12 +357,12 @@ async def test_vnc_from_outside_needs_the_password(
 
 
 async def test_resolution_and_dpi_at_create(
-    client: AsyncClient, manager: Manager, desk: tuple[AsyncSandbox, LiveSandbox]
+    api: Api, manager: Manager, desk: tuple[AsyncSandbox, LiveSandbox]
 ) -> None:
     """resolution and dpi resize the restored desktop's running X server; the record and
     the screenshots follow, and the sandbox has a password of its own."""
     sb = await AsyncSandbox.create(
-        "desktop", memory_mib=1024, disk_mib=4096, resolution=(1024, 768), dpi=120, client=client
+        "desktop", memory_mib=1024, disk_mib=4096, resolution=(1024, 768), dpi=120, client=api.sdk
     )
     async with sb:
         assert sb.info.desktop is not None

@@ -166,3 +166,28 @@ def test_vnc_response_matches_vncdotool() -> None:
     expected = rfb.des_encrypt(rfb._vnc_des("secret12"), challenge)
     assert vnc_response("secret12", challenge) == expected
     assert vnc_response("other", challenge) != expected
+
+
+def test_pointer_actions_become_vnc_events() -> None:
+    """Clicks, drags and scrolls at coordinates are RFB pointer events with the right masks;
+    without coordinates, or with modifiers, they are left to xdotool (None)."""
+    double = computer.Click(action="click", x=5, y=6, button="right", count=2)
+    assert computer.pointer_events(double, 0) == (
+        [[(5, 6, 0), (5, 6, 4), (5, 6, 0), (5, 6, 4), (5, 6, 0)]],
+        0,
+    )
+    drag = computer.Drag(action="drag", path=[(1, 1), (5, 5), (9, 9)])
+    assert computer.pointer_events(drag, 0) == (
+        [[(1, 1, 0), (1, 1, 1)], [(5, 5, 1), (9, 9, 1)], [(9, 9, 0)]],
+        0,
+    )
+    down = computer.MouseDown(action="mouse_down", x=2, y=3)
+    assert computer.pointer_events(down, 0) == ([[(2, 3, 0), (2, 3, 1)]], 1)
+    wheel = computer.Scroll(action="scroll", x=1, y=2, direction="up", amount=2)
+    assert computer.pointer_events(wheel, 0) == (
+        [[(1, 2, 0), (1, 2, 8), (1, 2, 0), (1, 2, 8), (1, 2, 0)]],
+        0,
+    )
+    assert computer.pointer_events(computer.Click(action="click"), 0) is None
+    shifted = computer.Click(action="click", x=1, y=1, modifiers="shift")
+    assert computer.pointer_events(shifted, 0) is None
