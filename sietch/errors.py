@@ -16,7 +16,8 @@ Every layer raises these; the server maps them to JSON with their ``code`` and
     │   └── SnapshotNotFound         404 snapshot_not_found
     ├── Conflict                     409 conflict
     │   ├── SandboxNotRunning        409 sandbox_not_running
-    │   └── FileExists               409 file_exists
+    │   ├── FileExists               409 file_exists
+    │   └── NoDesktop                409 no_desktop
     ├── PayloadTooLarge              413 payload_too_large
     ├── LimitExceeded                429 limit_exceeded
     ├── BadGateway                   502 bad_gateway
@@ -105,6 +106,12 @@ class SandboxNotRunning(Conflict):
 
 class FileExists(Conflict):
     code = "file_exists"
+
+
+class NoDesktop(Conflict):
+    """A desktop operation on a sandbox whose image has no desktop."""
+
+    code = "no_desktop"
 
 
 class PayloadTooLarge(SietchError):

@@ -6,6 +6,7 @@ import typer
 
 from sietch.cli.browser import browser_app
 from sietch.cli.commands import commands_app
+from sietch.cli.desktop import desktop_app
 from sietch.cli.files import files_app
 from sietch.cli.image import image_app
 from sietch.cli.lifecycle import lifecycle_app
@@ -27,3 +28,4 @@ for verbs in (
 ):
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")
+app.add_typer(desktop_app, name="desktop")

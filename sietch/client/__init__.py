@@ -5,7 +5,7 @@ Reads ``SIETCH_URL`` and ``SIETCH_API_KEY`` from the environment unless given.
 
 from sietch.client._async import (
     AsyncClient,
-    AsyncDesktopViewer,
+    AsyncDesktop,
     AsyncFiles,
     AsyncIde,
     AsyncProcesses,
@@ -23,13 +23,14 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    Screen,
     ServerInfo,
     SnapshotInfo,
     WriteInfo,
 )
 from sietch.client._sync import (
     Client,
-    DesktopViewer,
+    Desktop,
     Files,
     Ide,
     Processes,
@@ -41,7 +42,7 @@ from sietch.client._sync import (
 __all__ = [
     "NOT_GIVEN",
     "AsyncClient",
-    "AsyncDesktopViewer",
+    "AsyncDesktop",
     "AsyncFiles",
     "AsyncIde",
     "AsyncProcessHandle",
@@ -50,8 +51,8 @@ __all__ = [
     "AsyncSandbox",
     "Client",
     "CommandResult",
+    "Desktop",
     "DesktopView",
-    "DesktopViewer",
     "FileInfo",
     "Files",
     "Ide",
@@ -64,6 +65,7 @@ __all__ = [
     "Pty",
     "Sandbox",
     "SandboxInfo",
+    "Screen",
     "ServerInfo",
     "SnapshotInfo",
     "WriteInfo",

@@ -38,6 +38,7 @@ from sietch.client._core import (
     start_message,
     transport_error,
 )
+from sietch.client._desktop import Button, DesktopOps
 from sietch.client._io_async import (
     AsyncData,
     AsyncOutputCallback,
@@ -385,11 +386,134 @@ class AsyncFiles:
         return await self._sb.client.call(Ops.rename(self._sb.id, src, dst, overwrite))
 
 
-class AsyncDesktopViewer:
-    """``sb.desktop``: the desktop, shown live to a person in a browser (noVNC)."""
+class AsyncDesktop:
+    """``sb.desktop``: the screen, mouse and keyboard of a sandbox made from a desktop
+    image: computer use (coordinates are the screen's pixels; every action returns the
+    server's JSON answer, with ``screenshot`` (base64 PNG) when asked for), and
+    :meth:`url`, a live view for a person in a browser (noVNC)."""
 
     def __init__(self, sandbox: AsyncSandbox) -> None:
         self._sb = sandbox
+
+    async def screenshot(
+        self,
+        *,
+        format: Literal["png", "jpeg", "webp"] = "png",
+        region: tuple[int, int, int, int] | None = None,
+        scale: float | None = None,
+        quality: int | None = None,
+    ) -> bytes:
+        """The screen now, as image bytes; ``region`` is (x, y, width, height)."""
+        call = DesktopOps.screenshot(self._sb.id, format, region, scale, quality)
+        return await self._sb.client.call(call)
+
+    async def act(self, action: str, **fields: Any) -> dict[str, Any]:
+        """Any action by name (``act("click", x=1, y=2)``); the methods below are shorthands."""
+        return await self._sb.client.call(DesktopOps.act(self._sb.id, action, fields))
+
+    async def move(self, x: int, y: int) -> dict[str, Any]:
+        return await self.act("move", x=x, y=y)
+
+    async def click(
+        self,
+        x: int | None = None,
+        y: int | None = None,
+        *,
+        button: Button = "left",
+        count: int = 1,
+        modifiers: str | None = None,
+        screenshot: bool = False,
+    ) -> dict[str, Any]:
+        """Click (``count`` 2 or 3: double, triple) where the pointer is, or at (x, y)."""
+        fields = {"button": button, "count": count, "modifiers": modifiers}
+        return await self.act("click", x=x, y=y, screenshot=screenshot, **fields)
+
+    async def double_click(self, x: int | None = None, y: int | None = None) -> dict[str, Any]:
+        return await self.click(x, y, count=2)
+
+    async def right_click(self, x: int | None = None, y: int | None = None) -> dict[str, Any]:
+        return await self.click(x, y, button="right")
+
+    async def mouse_down(self, button: Button = "left") -> dict[str, Any]:
+        return await self.act("mouse_down", button=button)
+
+    async def mouse_up(self, button: Button = "left") -> dict[str, Any]:
+        return await self.act("mouse_up", button=button)
+
+    async def drag(self, path: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        """Press at the first point, move through the others, release at the last."""
+        return await self.act("drag", path=[list(p) for p in path])
+
+    async def scroll(
+        self,
+        direction: Literal["up", "down", "left", "right"] = "down",
+        amount: int = 3,
+        x: int | None = None,
+        y: int | None = None,
+    ) -> dict[str, Any]:
+        return await self.act("scroll", direction=direction, amount=amount, x=x, y=y)
+
+    async def key(self, keys: str) -> dict[str, Any]:
+        """xdotool key names: ``"Return"``, ``"ctrl+l"``, several separated by spaces."""
+        return await self.act("key", keys=keys)
+
+    async def hold_key(self, keys: str, duration: float) -> dict[str, Any]:
+        return await self.act("hold_key", keys=keys, duration=duration)
+
+    async def type(self, text: str, *, delay_ms: int | None = None) -> dict[str, Any]:
+        return await self.act("type", text=text, delay_ms=delay_ms)
+
+    async def wait(self, duration: float) -> dict[str, Any]:
+        return await self.act("wait", duration=duration)
+
+    async def cursor_position(self) -> tuple[int, int]:
+        answer = await self.act("cursor_position")
+        return answer["x"], answer["y"]
+
+    async def screen_size(self) -> tuple[int, int]:
+        answer = await self.act("screen_size")
+        return answer["width"], answer["height"]
+
+    async def open_url(self, url: str) -> dict[str, Any]:
+        """Open ``url`` in the desktop's Chromium (a new tab once it runs)."""
+        return await self.act("open_url", url=url)
+
+    async def launch(self, *command: str) -> dict[str, Any]:
+        """Start an application as the desktop's user: ``launch("xfce4-terminal")``."""
+        return await self.act("launch", command=list(command))
+
+    async def windows(self) -> dict[str, Any]:
+        """``{"windows": [{id, title, pid, x, y, width, height, desktop}], "active": ...}``."""
+        return await self.act("windows")
+
+    async def clipboard_get(self) -> str:
+        return str((await self.act("clipboard_get"))["text"])
+
+    async def clipboard_set(self, text: str) -> dict[str, Any]:
+        return await self.act("clipboard_set", text=text)
+
+    async def anthropic(
+        self,
+        tool_input: dict[str, Any],
+        *,
+        display_width: int | None = None,
+        display_height: int | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Run an input of Anthropic's computer tool; the ``content`` of its tool_result."""
+        call = DesktopOps.tool(self._sb.id, "anthropic", tool_input, display_width, display_height)
+        return await self._sb.client.call(call)
+
+    async def openai(
+        self,
+        action: dict[str, Any],
+        *,
+        display_width: int | None = None,
+        display_height: int | None = None,
+    ) -> dict[str, Any]:
+        """Run an OpenAI computer_use_preview action (or computer_call); its
+        ``computer_call_output``."""
+        call = DesktopOps.tool(self._sb.id, "openai", action, display_width, display_height)
+        return await self._sb.client.call(call)
 
     async def url(self, *, view_only: bool = False, ttl: float | None = None) -> DesktopView:
         """A viewer link, valid ``ttl`` seconds (server default: an hour); ``view_only``
@@ -432,7 +556,7 @@ class AsyncSandbox(SandboxBase):
         self._owns_client = owns_client
         self.files = AsyncFiles(self)
         self.process = AsyncProcesses(self)
-        self.desktop = AsyncDesktopViewer(self)
+        self.desktop = AsyncDesktop(self)
         self.ide = AsyncIde(self)
 
     @classmethod
@@ -453,6 +577,8 @@ class AsyncSandbox(SandboxBase):
         template: str | None = "auto",
         internet: bool | None = None,
         allow: Sequence[str] | None = None,
+        resolution: tuple[int, int] | None = None,
+        dpi: int | None = None,
         keep: bool = False,
         client: AsyncClient | None = None,
         url: str | None = None,
@@ -467,7 +593,8 @@ class AsyncSandbox(SandboxBase):
         nothing has used it that long. With ``auto_resume`` (the default) any call to a
         paused or hibernated sandbox wakes it. ``keep=True`` keeps it when the
         ``async with`` block ends. ``internet`` and ``allow`` set its egress policy (see
-        :meth:`set_network`).
+        :meth:`set_network`). ``resolution`` (width, height) and ``dpi`` size a desktop
+        image's screen.
         """
         owned = client is None
         client = client or AsyncClient(url, api_key)
@@ -488,6 +615,8 @@ class AsyncSandbox(SandboxBase):
                 "on_idle": on_idle,
                 "auto_resume": auto_resume,
             },
+            resolution=resolution,
+            dpi=dpi,
         )
         try:
             info = await client.call(call)

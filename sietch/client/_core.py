@@ -254,6 +254,8 @@ class Ops:
         template: str | None = "auto",
         network: NetworkPolicy | None = None,
         timeouts: Mapping[str, Any] | None = None,
+        resolution: tuple[int, int] | None = None,
+        dpi: int | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
             **(timeouts or {}),
@@ -265,6 +267,8 @@ class Ops:
             labels=dict(labels) if labels else None,
             timeout_s=timeout_s,
             network=network.model_dump() if network else None,
+            resolution=list(resolution) if resolution else None,
+            dpi=dpi,
         )
         if template != "auto":
             body["template"] = template

@@ -53,6 +53,12 @@ TimeoutAction = Literal["kill", "pause", "hibernate"]
 """What a timeout does: delete the sandbox, stop its CPUs, or hibernate it to disk."""
 
 
+class Screen(_Record):
+    width: int
+    height: int
+    dpi: int = 96
+
+
 class SandboxInfo(_Record):
     id: str
     state: str
@@ -79,6 +85,8 @@ class SandboxInfo(_Record):
     """Exposed guest ports (see :meth:`Sandbox.expose`)."""
     network: NetworkPolicy = NetworkPolicy()
     """Its egress policy (see :meth:`Sandbox.set_network`)."""
+    desktop: Screen | None = None
+    """Its desktop's screen, for a desktop image (see ``sb.desktop``)."""
 
 
 class SnapshotInfo(_Record):

@@ -32,6 +32,7 @@ from sietch.client._core import (
     start_message,
     transport_error,
 )
+from sietch.client._desktop import Button, DesktopOps
 from sietch.client._io_sync import (
     Data,
     OutputCallback,
@@ -375,11 +376,134 @@ class Files:
         return self._sb.client.call(Ops.rename(self._sb.id, src, dst, overwrite))
 
 
-class DesktopViewer:
-    """``sb.desktop``: the desktop, shown live to a person in a browser (noVNC)."""
+class Desktop:
+    """``sb.desktop``: the screen, mouse and keyboard of a sandbox made from a desktop
+    image: computer use (coordinates are the screen's pixels; every action returns the
+    server's JSON answer, with ``screenshot`` (base64 PNG) when asked for), and
+    :meth:`url`, a live view for a person in a browser (noVNC)."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         self._sb = sandbox
+
+    def screenshot(
+        self,
+        *,
+        format: Literal["png", "jpeg", "webp"] = "png",
+        region: tuple[int, int, int, int] | None = None,
+        scale: float | None = None,
+        quality: int | None = None,
+    ) -> bytes:
+        """The screen now, as image bytes; ``region`` is (x, y, width, height)."""
+        call = DesktopOps.screenshot(self._sb.id, format, region, scale, quality)
+        return self._sb.client.call(call)
+
+    def act(self, action: str, **fields: Any) -> dict[str, Any]:
+        """Any action by name (``act("click", x=1, y=2)``); the methods below are shorthands."""
+        return self._sb.client.call(DesktopOps.act(self._sb.id, action, fields))
+
+    def move(self, x: int, y: int) -> dict[str, Any]:
+        return self.act("move", x=x, y=y)
+
+    def click(
+        self,
+        x: int | None = None,
+        y: int | None = None,
+        *,
+        button: Button = "left",
+        count: int = 1,
+        modifiers: str | None = None,
+        screenshot: bool = False,
+    ) -> dict[str, Any]:
+        """Click (``count`` 2 or 3: double, triple) where the pointer is, or at (x, y)."""
+        fields = {"button": button, "count": count, "modifiers": modifiers}
+        return self.act("click", x=x, y=y, screenshot=screenshot, **fields)
+
+    def double_click(self, x: int | None = None, y: int | None = None) -> dict[str, Any]:
+        return self.click(x, y, count=2)
+
+    def right_click(self, x: int | None = None, y: int | None = None) -> dict[str, Any]:
+        return self.click(x, y, button="right")
+
+    def mouse_down(self, button: Button = "left") -> dict[str, Any]:
+        return self.act("mouse_down", button=button)
+
+    def mouse_up(self, button: Button = "left") -> dict[str, Any]:
+        return self.act("mouse_up", button=button)
+
+    def drag(self, path: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        """Press at the first point, move through the others, release at the last."""
+        return self.act("drag", path=[list(p) for p in path])
+
+    def scroll(
+        self,
+        direction: Literal["up", "down", "left", "right"] = "down",
+        amount: int = 3,
+        x: int | None = None,
+        y: int | None = None,
+    ) -> dict[str, Any]:
+        return self.act("scroll", direction=direction, amount=amount, x=x, y=y)
+
+    def key(self, keys: str) -> dict[str, Any]:
+        """xdotool key names: ``"Return"``, ``"ctrl+l"``, several separated by spaces."""
+        return self.act("key", keys=keys)
+
+    def hold_key(self, keys: str, duration: float) -> dict[str, Any]:
+        return self.act("hold_key", keys=keys, duration=duration)
+
+    def type(self, text: str, *, delay_ms: int | None = None) -> dict[str, Any]:
+        return self.act("type", text=text, delay_ms=delay_ms)
+
+    def wait(self, duration: float) -> dict[str, Any]:
+        return self.act("wait", duration=duration)
+
+    def cursor_position(self) -> tuple[int, int]:
+        answer = self.act("cursor_position")
+        return answer["x"], answer["y"]
+
+    def screen_size(self) -> tuple[int, int]:
+        answer = self.act("screen_size")
+        return answer["width"], answer["height"]
+
+    def open_url(self, url: str) -> dict[str, Any]:
+        """Open ``url`` in the desktop's Chromium (a new tab once it runs)."""
+        return self.act("open_url", url=url)
+
+    def launch(self, *command: str) -> dict[str, Any]:
+        """Start an application as the desktop's user: ``launch("xfce4-terminal")``."""
+        return self.act("launch", command=list(command))
+
+    def windows(self) -> dict[str, Any]:
+        """``{"windows": [{id, title, pid, x, y, width, height, desktop}], "active": ...}``."""
+        return self.act("windows")
+
+    def clipboard_get(self) -> str:
+        return str(self.act("clipboard_get")["text"])
+
+    def clipboard_set(self, text: str) -> dict[str, Any]:
+        return self.act("clipboard_set", text=text)
+
+    def anthropic(
+        self,
+        tool_input: dict[str, Any],
+        *,
+        display_width: int | None = None,
+        display_height: int | None = None,
+    ) -> builtins.list[dict[str, Any]]:
+        """Run an input of Anthropic's computer tool; the ``content`` of its tool_result."""
+        call = DesktopOps.tool(self._sb.id, "anthropic", tool_input, display_width, display_height)
+        return self._sb.client.call(call)
+
+    def openai(
+        self,
+        action: dict[str, Any],
+        *,
+        display_width: int | None = None,
+        display_height: int | None = None,
+    ) -> dict[str, Any]:
+        """Run an OpenAI computer_use_preview action (or computer_call); its
+        ``computer_call_output``."""
+        call = DesktopOps.tool(self._sb.id, "openai", action, display_width, display_height)
+        return self._sb.client.call(call)
 
     def url(self, *, view_only: bool = False, ttl: float | None = None) -> DesktopView:
         """A viewer link, valid ``ttl`` seconds (server default: an hour); ``view_only``
@@ -422,7 +546,7 @@ class Sandbox(SandboxBase):
         self._owns_client = owns_client
         self.files = Files(self)
         self.process = Processes(self)
-        self.desktop = DesktopViewer(self)
+        self.desktop = Desktop(self)
         self.ide = Ide(self)
 
     @classmethod
@@ -443,6 +567,8 @@ class Sandbox(SandboxBase):
         template: str | None = "auto",
         internet: bool | None = None,
         allow: Sequence[str] | None = None,
+        resolution: tuple[int, int] | None = None,
+        dpi: int | None = None,
         keep: bool = False,
         client: Client | None = None,
         url: str | None = None,
@@ -457,7 +583,8 @@ class Sandbox(SandboxBase):
         nothing has used it that long. With ``auto_resume`` (the default) any call to a
         paused or hibernated sandbox wakes it. ``keep=True`` keeps it when the
         ``with`` block ends. ``internet`` and ``allow`` set its egress policy (see
-        :meth:`set_network`).
+        :meth:`set_network`). ``resolution`` (width, height) and ``dpi`` size a desktop
+        image's screen.
         """
         owned = client is None
         client = client or Client(url, api_key)
@@ -478,6 +605,8 @@ class Sandbox(SandboxBase):
                 "on_idle": on_idle,
                 "auto_resume": auto_resume,
             },
+            resolution=resolution,
+            dpi=dpi,
         )
         try:
             info = client.call(call)

@@ -6,6 +6,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from sietch.config import Settings
+from sietch.core.desktop import Desktops
 from sietch.core.live import LiveSandbox
 from sietch.core.models import SandboxInfo, Timeouts
 from sietch.core.store import Store
@@ -27,6 +28,9 @@ class SandboxHost(Protocol):
 
     @property
     def store(self) -> Store: ...
+
+    @property
+    def desktops(self) -> Desktops: ...
 
     def default_network(self) -> NetworkPolicy: ...
 

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,9 @@ class LiveSandbox:
         self._services: dict[int, relay.UnixRelay] = {}
         self._forwarding = asyncio.Lock()
         """Held while a QEMU forward is looked up or added: it is one per guest port."""
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        """Closes what others keep open to this sandbox (a desktop's VNC connection): run
+        once, first, by :meth:`stop` and :meth:`detach`."""
 
     @property
     def id(self) -> str:
@@ -236,13 +239,15 @@ class LiveSandbox:
             found = self._services.get(guest_port)
             if found is None:
                 found = relay.UnixRelay(
-                    self.workdir / f"service-{guest_port}.sock", lambda: self._connect(guest_port)
+                    self.workdir / f"service-{guest_port}.sock", lambda: self.connect(guest_port)
                 )
                 await found.start()
                 self._services[guest_port] = found
         return found.path
 
-    async def _connect(self, guest_port: int) -> relay.Streams:
+    async def connect(self, guest_port: int) -> relay.Streams:
+        """A TCP connection from Sietch to a guest port, for Sietch's own use (the desktop's
+        VNC): QEMU forwards it inside the sandbox's namespace, and no host port opens."""
         async with self._forwarding:
             inner = await netports.forward(self.machine, guest_port)
         return await relay.connect(self.network.namespace if self.network else None, inner)
@@ -268,10 +273,19 @@ class LiveSandbox:
         if self.network is not None:
             await self.network.close_relay(mapping.host_port)
 
+    async def _closing(self) -> None:
+        closers, self.on_stop = self.on_stop, []
+        for close in closers:
+            try:
+                await close()
+            except Exception:
+                self.log.exception("closing a connection to the sandbox failed")
+
     async def stop(self) -> None:
         """Kill the VM and release what it holds on the host: agent connection, network."""
         try:
             await self._close_services()
+            await self._closing()
             await self.agent.close()
         finally:
             try:
@@ -285,6 +299,7 @@ class LiveSandbox:
         resolver, and QMP; the next Sietch process adopts it."""
         try:
             await self._close_services()
+            await self._closing()
             await self.agent.close()
             if self.network is not None:
                 await self.network.detach()

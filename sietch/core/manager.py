@@ -21,9 +21,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
+from sietch.core import desktop
+from sietch.core.desktop import Desktops
 from sietch.core.lifecycle import Lifecycle, arm
 from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
+    DesktopInfo,
     PortMapping,
     SandboxInfo,
     SandboxSpec,
@@ -103,6 +106,8 @@ class Manager:
         self.lifecycle = Lifecycle(self)
         self.activity = self.lifecycle.activity
         """Front ends that keep a sandbox busy (relays, viewers) hold its leases here."""
+        self.desktops = Desktops()
+        """The host's VNC connections to desktop sandboxes (screenshots)."""
 
     # -- start and stop ---------------------------------------------------------
 
@@ -130,6 +135,7 @@ class Manager:
             else:
                 await self.destroy(sb.id)
         self._live.clear()
+        await self.desktops.close()
         if not keep_storage:
             with contextlib.suppress(SietchError):
                 await asyncio.to_thread(self.layout.release)
@@ -235,12 +241,26 @@ class Manager:
 
     async def create(self, spec: SandboxSpec | None = None, **fields: Any) -> SandboxInfo:
         """A new sandbox: from the warm pool, by restoring its image's template, or (the first
-        time) booted, and then saved as that template."""
+        time) booted, and then saved as that template. A desktop's ``resolution`` and ``dpi``
+        resize its running X server: every size shares the one template."""
         if spec is None:
             try:
                 spec = SandboxSpec(**fields)
             except ValidationError as exc:
                 raise InvalidArgument(describe_validation(exc.errors())) from None
+        info = await self._create(spec)
+        if spec.resolution is None and spec.dpi is None:
+            return info
+        width, height = spec.resolution or (None, None)
+        try:
+            await self.resize_desktop(info.id, width, height, spec.dpi)
+        except BaseException:
+            with contextlib.suppress(SietchError):
+                await self.delete(info.id)
+            raise
+        return await self.get(info.id)
+
+    async def _create(self, spec: SandboxSpec) -> SandboxInfo:
         image, vcpus, memory, disk = self._resolve(spec)
         network = spec.network or self.default_network()
         self.check_capacity()
@@ -465,6 +485,24 @@ class Manager:
         snap = self.store.get_snapshot(snapshot_id)
         if snap is not None and snap.hibernation and not self.store.snapshot_users(snap.id):
             await asyncio.to_thread(self.snapshots.remove, snap.id)
+
+    # -- desktop (see sietch.core.desktop) ----------------------------------------
+
+    def desktop(self, sandbox_id: str) -> DesktopInfo:
+        """A desktop sandbox's screen and VNC password (:class:`NoDesktop` if it has none)."""
+        info = self.store.get(sandbox_id)
+        if info is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        return desktop.require(info).model_copy()
+
+    async def resize_desktop(
+        self, sandbox_id: str, width: int | None, height: int | None, dpi: int | None = None
+    ) -> DesktopInfo:
+        """Resize a running desktop's screen (RandR: no restart, VNC viewers follow)."""
+        async with self.use(sandbox_id) as sb:
+            await desktop.resize(sb, width, height, dpi)
+            self.store.put(sb.info)
+        return self.desktop(sandbox_id)
 
     # -- ports (see sietch.network.ports) ----------------------------------------
 

@@ -6,9 +6,12 @@ import enum
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from sietch.network.policy import NetworkPolicy
+
+MIN_SCREEN, MAX_SCREEN = (320, 200), (7680, 4320)
+MIN_DPI, MAX_DPI = 48, 480
 
 
 class SandboxState(enum.StrEnum):
@@ -40,6 +43,21 @@ class Timeouts(BaseModel):
     """A request to a paused or hibernated sandbox (exec, files, port proxy) wakes it."""
 
 
+class Screen(BaseModel):
+    """A desktop's screen: its size in pixels and its resolution (DPI)."""
+
+    width: int = Field(ge=MIN_SCREEN[0], le=MAX_SCREEN[0])
+    height: int = Field(ge=MIN_SCREEN[1], le=MAX_SCREEN[1])
+    dpi: int = Field(default=96, ge=MIN_DPI, le=MAX_DPI)
+
+
+class DesktopInfo(Screen):
+    """A desktop sandbox's screen and the password of its VNC server (its own, random,
+    set at every create, restore and fork: a copy never shares its source's)."""
+
+    vnc_password: str
+
+
 class SandboxSpec(Timeouts):
     """What a caller may choose for a new sandbox; ``None`` means the configured default."""
 
@@ -59,6 +77,17 @@ class SandboxSpec(Timeouts):
     template: str | None = "auto"
     """"auto" restores the image's template (a snapshot of a booted VM, made on
     first use); None cold-boots."""
+    resolution: tuple[int, int] | None = None
+    """A desktop image's screen (width, height): the running X server is resized
+    (RandR), so every size shares the image's one template."""
+    dpi: int | None = Field(default=None, ge=MIN_DPI, le=MAX_DPI)
+
+    @field_validator("resolution")
+    @classmethod
+    def _fits(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None:
+            Screen(width=size[0], height=size[1])
+        return size
 
 
 class PortMapping(BaseModel):
@@ -94,6 +123,8 @@ class SandboxInfo(Timeouts):
     """Exposed guest ports; a restored or forked copy exposes the same ones on new host ports."""
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     """What the sandbox may reach; changeable while it runs."""
+    desktop: DesktopInfo | None = None
+    """Its desktop's screen and VNC password; None when its image has no desktop."""
 
 
 class SnapshotInfo(BaseModel):
@@ -130,6 +161,8 @@ class SnapshotInfo(BaseModel):
     """Guest ports its sandbox had exposed; every restore exposes them again."""
     network: NetworkPolicy | None = None
     """Its sandbox's egress policy, which restores keep unless told otherwise."""
+    desktop: Screen | None = None
+    """Its sandbox's screen; a restore sets a VNC password of its own (not the source's)."""
     template: bool = False
     template_key: str | None = None
     hibernation: bool = False

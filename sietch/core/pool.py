@@ -127,6 +127,8 @@ class WarmPool:
             raise SietchError(f"pooled sandbox {info.id} ended before it was ready")
         try:
             await sandbox.exec(["true"])  # pay the first, slow answer now
+            if info.desktop is not None:  # and the first, full frame of its screen
+                await self.host.desktops.screenshot(sandbox)
         except SietchError:
             await self.host.destroy(info.id)
             raise

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from sietch.config import Settings
+from sietch.core import desktop
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxInfo, SandboxState
+from sietch.core.models import SandboxInfo, SandboxState, Screen
 from sietch.core.store import Store
 from sietch.errors import AgentUnavailable, BootError, SietchError
 from sietch.storage import disks
@@ -87,6 +88,8 @@ class Restore:
     """Guest ports the snapshot had exposed: this copy gets host ports of its own."""
     host_ports: dict[int, int] = field(default_factory=dict)
     """Host ports to take again where still free (a hibernated sandbox's), by guest port."""
+    desktop: Screen | None = None
+    """The snapshot's desktop screen: this copy gets a VNC password of its own."""
 
 
 @dataclass
@@ -199,10 +202,14 @@ class Provisioner:
         try:
             if plan.restore is None:
                 await self._boot(sandbox)
+                if (screen := await desktop.detect(sandbox)) is not None:
+                    await desktop.personalize(sandbox, screen)
                 if plan.booted is not None:
                     await plan.booted(sandbox)
             else:
                 await self._restore(sandbox, plan.restore, plan.hostname)
+                if plan.restore.desktop is not None:
+                    await desktop.personalize(sandbox, plan.restore.desktop)
             if plan.info.disk_mib > plan.base_mib:
                 with contextlib.suppress(SietchError):
                     await sandbox.agent.call("resize_fs")

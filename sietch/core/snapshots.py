@@ -65,7 +65,7 @@ from pydantic import ValidationError
 
 from sietch.core.host import SandboxHost
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxInfo, SandboxState, SnapshotInfo, Timeouts
+from sietch.core.models import SandboxInfo, SandboxState, Screen, SnapshotInfo, Timeouts
 from sietch.core.provision import Plan, Restore, record
 from sietch.errors import InvalidArgument, describe_validation
 from sietch.network.policy import NetworkPolicy
@@ -217,6 +217,7 @@ class Snapshots:
             env={} if template_key else info.env,
             ports=[] if template_key else [p.guest_port for p in info.ports],
             network=None if template_key else info.network,
+            desktop=None if info.desktop is None else Screen(**info.desktop.model_dump()),
             accel=info.accel,
             template=template_key is not None,
             template_key=template_key,
@@ -361,6 +362,7 @@ class Snapshots:
             memory=None if snap.ram_in_stream else src / "memory",
             console=src / "console.log",
             ports=snap.ports,
+            desktop=snap.desktop,
         )
         return Plan(
             info,

@@ -35,6 +35,12 @@ DPI = 96
 VNC_PASSWORD_FILE = "/etc/sietch/vnc/passwd"
 """Read by Xvnc (``-rfbauth``) at every login; written by ``sietch-desktop password``."""
 COMMAND = "/usr/local/bin/sietch-desktop"
+BROWSER = (
+    "chromium",
+    *("--no-first-run", "--no-default-browser-check", "--disable-gpu", "--start-maximized"),
+    *("--password-store=basic", "--disable-background-networking", "--disable-component-update"),
+)
+"""How the computer-use API opens a URL: a second call opens a tab in the running browser."""
 LOG = "/var/log/sietch/start.log"
 """The services' output (the agent's ``services.LOG``)."""
 

@@ -11,7 +11,7 @@ hand to ourselves. Neither the tools nor this module import either side.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sietch.errors import PayloadTooLarge
 from sietch.mcp.models import (
@@ -65,6 +65,12 @@ class Backend(Protocol):
     async def set_timeout(
         self, sandbox_id: str, timeout_s: float | None, on_timeout: TimeoutAction
     ) -> SandboxOut: ...
+
+    async def screenshot(self, sandbox_id: str, scale: float | None) -> bytes:
+        """A desktop sandbox's screen as PNG."""
+
+    async def computer(self, sandbox_id: str, action: dict[str, Any]) -> dict[str, Any]:
+        """One of Sietch's computer-use actions (``{"action": "click", ...}``); its answer."""
 
 
 def too_large(path: str) -> PayloadTooLarge:

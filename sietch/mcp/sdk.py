@@ -7,6 +7,7 @@ nothing of the server, the manager or the VMs (see :mod:`sietch.mcp.backend`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from sietch.client import AsyncClient, AsyncSandbox
 from sietch.errors import SietchError
@@ -153,6 +154,14 @@ class ClientBackend:
         sandbox = await self._sandbox(sandbox_id)
         applied = await sandbox.set_network(internet=internet, allow=allow)
         return NetworkOut(sandbox_id=sandbox_id, internet=applied.internet, allow=applied.allow)
+
+    async def screenshot(self, sandbox_id: str, scale: float | None) -> bytes:
+        return await (await self._sandbox(sandbox_id)).desktop.screenshot(scale=scale)
+
+    async def computer(self, sandbox_id: str, action: dict[str, Any]) -> dict[str, Any]:
+        fields = dict(action)
+        name = fields.pop("action")
+        return await (await self._sandbox(sandbox_id)).desktop.act(name, **fields)
 
 
 async def serve_stdio(url: str | None, api_key: str | None, warn: Callable[[str], None]) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 from pydantic import Field
@@ -53,6 +54,12 @@ Allow = Annotated[
         "(203.0.113.0/24, or one address) reachable even with the internet off.",
     ),
 ]
+
+ComputerAction = Literal[
+    "move", "click", "mouse_down", "mouse_up", "drag", "scroll", "key", "hold_key", "type",
+    "wait", "cursor_position", "screen_size", "open_url", "launch", "windows",
+    "clipboard_get", "clipboard_set",
+]  # fmt: skip
 
 _READ_ONLY = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 _CHANGES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
@@ -280,6 +287,62 @@ class Tools:
         with tool_errors():
             return await self.backend.set_timeout(sandbox_id, timeout_s, on_timeout)
 
+    async def screenshot(
+        self,
+        sandbox_id: SandboxId,
+        scale: Annotated[
+            float | None, Field(gt=0, le=1, description="Shrink by this factor (0.5: half).")
+        ] = None,
+    ) -> Image:
+        """See the screen of a desktop sandbox (created with image "desktop")."""
+        with tool_errors():
+            return Image(data=await self.backend.screenshot(sandbox_id, scale), format="png")
+
+    async def computer(
+        self,
+        sandbox_id: SandboxId,
+        action: Annotated[ComputerAction, Field(description="What to do.")],
+        *,
+        x: Annotated[int | None, Field(ge=0, description="Screen pixel column.")] = None,
+        y: Annotated[int | None, Field(ge=0, description="Screen pixel row.")] = None,
+        button: Literal["left", "middle", "right"] | None = None,
+        count: Annotated[int | None, Field(ge=1, le=3, description="2: double click.")] = None,
+        text: Annotated[str | None, Field(description="type, clipboard_set.")] = None,
+        keys: Annotated[
+            str | None, Field(description="key, hold_key: xdotool names, e.g. ctrl+l, Return.")
+        ] = None,
+        direction: Literal["up", "down", "left", "right"] | None = None,
+        amount: Annotated[int | None, Field(ge=1, le=100, description="Wheel clicks.")] = None,
+        path: Annotated[
+            list[tuple[int, int]] | None, Field(description="drag: [[x, y], ...] points.")
+        ] = None,
+        duration: Annotated[float | None, Field(ge=0, description="Seconds.")] = None,
+        url: Annotated[str | None, Field(description="open_url.")] = None,
+        command: Annotated[list[str] | None, Field(description="launch: argv.")] = None,
+        screenshot: Annotated[bool, Field(description="Also return the screen after.")] = False,
+    ) -> list[str | Image]:
+        """Use the mouse, keyboard, browser and clipboard of a desktop sandbox.
+
+        Coordinates are screen pixels (take a screenshot first). The answer is JSON
+        (cursor_position, screen_size, windows, clipboard_get say what they found),
+        followed by the screen when screenshot is true.
+        """
+        given = {
+            "action": action, "x": x, "y": y, "button": button, "count": count, "text": text,
+            "keys": keys, "direction": direction, "amount": amount, "path": path,
+            "duration": duration, "url": url, "command": command,
+        }  # fmt: skip
+        fields = {k: v for k, v in given.items() if v is not None}
+        if screenshot:
+            fields["screenshot"] = True
+        with tool_errors():
+            answer = await self.backend.computer(sandbox_id, fields)
+        shot = answer.pop("screenshot", None)
+        parts: list[str | Image] = [json.dumps(answer)]
+        if shot is not None:
+            parts.append(Image(data=base64.b64decode(shot), format="png"))
+        return parts
+
     async def destroy_sandbox(self, sandbox_id: SandboxId) -> str:
         """Delete a sandbox: its VM stops and its disk is removed (its snapshots stay)."""
         with tool_errors():
@@ -303,6 +366,8 @@ ANNOTATIONS: dict[str, ToolAnnotations] = {
     "set_network": _CHANGES,
     "hibernate_sandbox": _CHANGES,
     "set_timeout": _CHANGES,
+    "screenshot": _READ_ONLY,
+    "computer": _DESTROYS,
     "destroy_sandbox": _DESTROYS,
 }
 """The tools, in the order an agent sees them, and what each may do."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,8 +30,16 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = None) -> FastAPI:
-    """Build the app; the manager starts (and re-adopts running VMs) when it starts serving."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    api_keys: ApiKeys | None = None,
+    manager: Manager | None = None,
+) -> FastAPI:
+    """Build the app; the manager starts (and re-adopts running VMs) when it starts serving.
+
+    ``manager``: serve one the caller has started and will close (tests share one between
+    the app and their own fixtures, so a desktop template is booted once)."""
     settings = settings or get_settings()
     if settings.auth and api_keys is None:
         api_keys = ApiKeys(settings.api_keys_path)
@@ -48,11 +57,14 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # persistent: VMs outlive a server restart and are adopted again by the next start.
-        async with Manager(settings, persistent=True) as manager:
-            state.manager = manager
-            state.metrics.watch(manager)
-            log.info("manager started (accel=%s, state in %s)", manager.accel, settings.state_dir)
+        async with contextlib.AsyncExitStack() as stack:
+            # persistent: VMs outlive a server restart and are adopted again by the next start.
+            served = manager
+            if served is None:
+                served = await stack.enter_async_context(Manager(settings, persistent=True))
+            state.manager = served
+            state.metrics.watch(served)
+            log.info("manager started (accel=%s, state in %s)", served.accel, settings.state_dir)
             try:
                 async with mcp.run():
                     yield

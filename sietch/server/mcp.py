@@ -18,6 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sietch._util import Capped
 from sietch.config import Settings
+from sietch.core.computer import parse_action
+from sietch.core.desktop import encode
 from sietch.core.manager import Manager
 from sietch.core.models import SandboxInfo
 from sietch.errors import InvalidArgument, SietchError, describe_validation
@@ -186,7 +188,7 @@ class ManagerBackend:
         self, sandbox_id: str, view_only: bool, ttl_s: float | None
     ) -> DesktopOut:
         state = self._state
-        view = await desktop_link(
+        view = desktop_link(
             state, self._manager(), own_url(state.settings), sandbox_id, view_only, ttl_s
         )
         return DesktopOut(sandbox_id=sandbox_id, **view.model_dump(exclude={"vnc_password"}))
@@ -196,6 +198,17 @@ class ManagerBackend:
         return NetworkOut(
             sandbox_id=sandbox_id, internet=info.network.internet, allow=info.network.allow
         )
+
+    async def screenshot(self, sandbox_id: str, scale: float | None) -> bytes:
+        manager = self._manager()
+        async with manager.use(sandbox_id) as sandbox:
+            return encode(await manager.desktops.screenshot(sandbox), scale=scale)
+
+    async def computer(self, sandbox_id: str, action: dict[str, Any]) -> dict[str, Any]:
+        parsed = parse_action(action)
+        manager = self._manager()
+        async with manager.use(sandbox_id) as sandbox:
+            return await manager.desktops.act(sandbox, parsed)
 
 
 class McpEndpoint:

@@ -11,7 +11,14 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 
-from sietch.core.models import ProcessInfo, SandboxState, TimeoutAction
+from sietch.core.models import (
+    MAX_DPI,
+    MIN_DPI,
+    ProcessInfo,
+    SandboxState,
+    Screen,
+    TimeoutAction,
+)
 from sietch.errors import InvalidArgument
 from sietch.network.policy import NetworkPolicy, normalise_entry
 
@@ -152,6 +159,12 @@ class SandboxCreate(TimeoutsCreate):
     network: NetworkSet | None = Field(
         default=None, description="Egress policy; default: the internet (SIETCH_INTERNET)."
     )
+    resolution: tuple[int, int] | None = Field(
+        default=None,
+        description="A desktop image's screen [width, height] (default 1280x800): the running "
+        "X server is resized.",
+    )
+    dpi: Annotated[int, Field(ge=MIN_DPI, le=MAX_DPI)] | None = None
 
 
 class PortCreate(_Request):
@@ -195,6 +208,8 @@ class SandboxPublic(BaseModel):
     """Exposed guest ports and where the host reaches them."""
     network: NetworkPolicy
     """What it may reach (change it with PUT .../network)."""
+    desktop: Screen | None = None
+    """Its desktop's screen; null when its image has none."""
 
 
 class SandboxesPublic(BaseModel):

@@ -14,7 +14,6 @@ from sietch.core.manager import Manager
 from sietch.errors import LimitExceeded
 from sietch.server.auth import ApiKeys
 from sietch.server.browser_auth import BrowserTokens
-from sietch.server.desktop_guest import DesktopGuest
 from sietch.server.metrics import Metrics
 
 _SERVICE_CLIENTS = 64
@@ -51,7 +50,6 @@ class ServerState:
     create_bucket: TokenBucket = field(init=False)
     browser_tokens: BrowserTokens = field(default_factory=BrowserTokens)
     """Browser links and their cookies (desktop viewer, IDE): see sietch.server.browser_auth."""
-    desktop: DesktopGuest = field(default_factory=DesktopGuest)
     _proxy: httpx.AsyncClient | None = field(default=None, init=False)
     _services: OrderedDict[Path, httpx.AsyncClient] = field(default_factory=OrderedDict, init=False)
 

@@ -37,6 +37,8 @@ TOOLS = {
     "set_network",
     "hibernate_sandbox",
     "set_timeout",
+    "screenshot",
+    "computer",
     "destroy_sandbox",
 }
 

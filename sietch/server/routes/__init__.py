@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends
 from sietch.server.deps import require_api_key
 from sietch.server.routes import (
     commands,
+    desktop,
     files,
     ide,
     lifecycle,
@@ -24,8 +25,17 @@ api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
 for module in (
-    system, sandboxes, commands, processes, files, snapshots, ports, http_proxy, lifecycle
-):  # fmt: skip
+    system,
+    sandboxes,
+    commands,
+    processes,
+    files,
+    snapshots,
+    ports,
+    desktop,
+    http_proxy,
+    lifecycle,
+):
     api_router.include_router(module.router, dependencies=_protected)
 for module in (viewer, ide):  # desktop viewer and IDE: links for the browser (browser_auth)
     api_router.include_router(module.router, dependencies=_protected)

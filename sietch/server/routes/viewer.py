@@ -82,10 +82,10 @@ async def desktop_view(
     ] = None,
 ) -> DesktopViewPublic:
     """A link that shows the sandbox's desktop in a browser (noVNC through this server)."""
-    return await desktop_link(state, manager, str(request.base_url), sandbox_id, view_only, ttl)
+    return desktop_link(state, manager, str(request.base_url), sandbox_id, view_only, ttl)
 
 
-async def desktop_link(  # noqa: PLR0917 - one call site each: the route and the MCP tool
+def desktop_link(  # noqa: PLR0917 - one call site each: the route and the MCP tool
     state: ServerState,
     manager: Manager,
     base: str,
@@ -95,8 +95,7 @@ async def desktop_link(  # noqa: PLR0917 - one call site each: the route and the
 ) -> DesktopViewPublic:
     """A viewer link under ``base`` (the server's URL), with the desktop's password and size."""
     ttl_s = check_ttl(ttl)
-    async with manager.use(sandbox_id) as sandbox:
-        screen = await state.desktop.describe(sandbox)
+    screen = manager.desktop(sandbox_id)
     url, grant = gate(state).link(base, sandbox_id, ttl_s=ttl_s, view_only=view_only)
     return DesktopViewPublic(
         viewer_url=url,
@@ -119,8 +118,7 @@ async def viewer_page(
     grant = viewer.session(request, sandbox_id)
     if not _novnc(settings.cache_dir).is_dir():
         raise Unavailable("noVNC is not installed on this server: run `sietch image build desktop`")
-    async with require_manager(state).use(sandbox_id) as sandbox:
-        screen = await state.desktop.describe(sandbox)
+    screen = require_manager(state).desktop(sandbox_id)
     config = {
         "rfb": f"/static/novnc/{NOVNC_ENTRY}",
         "websocket": "websockify",

@@ -1,0 +1,269 @@
+"""Desktop sandboxes: their own VNC password and screen size, screenshots and input.
+
+A sandbox has a desktop when its image ships ``sietch-desktop`` (the ``desktop``
+image, see :mod:`sietch.images.desktop`). Its record's ``desktop``
+(:class:`~sietch.core.models.DesktopInfo`) holds the screen and the VNC
+password. The password is set by :func:`personalize` after every cold boot
+and every restore (so also for each fork and each pooled sandbox), through
+the agent, before anyone can reach the sandbox: copies of one snapshot never
+share a password, and the template's one is known to nobody.
+
+Screenshots come from the host's RFB connection to the guest's VNC server
+(:mod:`sietch.core.vnc`), one per sandbox, made on first use and closed with
+the sandbox; the host encodes them (Pillow). Input goes through xdotool in
+the guest (:mod:`sietch.core.computer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import logging
+import secrets
+import string
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from PIL import Image
+
+from sietch.core import computer, computer_use
+from sietch.core.live import LiveSandbox
+from sietch.core.models import DesktopInfo, SandboxInfo, Screen
+from sietch.core.vnc import VncClient
+from sietch.errors import FileNotFound, InvalidArgument, NoDesktop, SietchError
+from sietch.images import desktop as image
+from sietch.images.rootfs import UID, USER
+
+log = logging.getLogger(__name__)
+
+PASSWORD_LENGTH = 8
+"""VNC authentication uses 8 bytes of a password, no more."""
+ImageFormat = Literal["png", "jpeg", "webp"]
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+DEFAULT_SCREEN = Screen(
+    width=int(image.GEOMETRY.split("x")[0]), height=int(image.GEOMETRY.split("x")[1]), dpi=image.DPI
+)
+
+
+def new_password() -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(PASSWORD_LENGTH))
+
+
+def require(info: SandboxInfo) -> DesktopInfo:
+    """The sandbox's desktop, or :class:`NoDesktop`."""
+    if info.desktop is None:
+        raise NoDesktop(
+            f"sandbox {info.id} has no desktop: create it from the 'desktop' image",
+            image=info.image,
+        )
+    return info.desktop
+
+
+async def _run(
+    sandbox: LiveSandbox, argv: Sequence[str], stdin: bytes | None = None, what: str = ""
+) -> str:
+    result = await sandbox.exec(list(argv), stdin=stdin, env=computer.DISPLAY_ENV)
+    if result.exit_code != 0:
+        err = result.stderr.decode(errors="replace").strip()
+        raise SietchError(
+            f"{what or argv[0]} failed in the desktop: {err}", exit_code=result.exit_code
+        )
+    return result.stdout.decode(errors="replace")
+
+
+async def detect(sandbox: LiveSandbox) -> Screen | None:
+    """The screen of a cold-booted sandbox's desktop; None if its image has none.
+
+    Any operation but ``hello`` waits for the image's services, so the desktop is up.
+    """
+    try:
+        await sandbox.stat(image.COMMAND)
+    except FileNotFound:
+        return None
+    return DEFAULT_SCREEN
+
+
+async def personalize(sandbox: LiveSandbox, screen: Screen) -> None:
+    """Give a new (booted or restored) desktop sandbox a VNC password of its own."""
+    password = new_password()
+    await _run(
+        sandbox, [image.COMMAND, "password"], f"{password}\n".encode(), "setting the password"
+    )
+    sandbox.info.desktop = DesktopInfo(**screen.model_dump(), vnc_password=password)
+
+
+async def resize(
+    sandbox: LiveSandbox, width: int | None, height: int | None, dpi: int | None
+) -> None:
+    """Resize the running X server (RandR); the record follows."""
+    current = require(sandbox.info)
+    screen = Screen(
+        width=width or current.width, height=height or current.height, dpi=dpi or current.dpi
+    )
+    if (screen.width, screen.height, screen.dpi) == (current.width, current.height, current.dpi):
+        return
+    size = f"{screen.width}x{screen.height}"
+    await _run(sandbox, [image.COMMAND, "resize", size, str(screen.dpi)], what="resize")
+    sandbox.info.desktop = current.model_copy(update=screen.model_dump())
+
+
+def encode(
+    screen: Image.Image,
+    *,
+    fmt: ImageFormat = "png",
+    region: tuple[int, int, int, int] | None = None,
+    scale: float | None = None,
+    size: tuple[int, int] | None = None,
+    quality: int = 80,
+) -> bytes:
+    """The screen (or ``region``: x, y, width, height of it) as an image file, scaled by
+    ``scale`` or to ``size``. PNG at zlib level 1: several times faster than the default,
+    for a screen of flat colours not much bigger."""
+    if region is not None:
+        x, y, w, h = region
+        width, height = screen.size
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+            raise InvalidArgument(
+                f"region {x},{y},{w},{h} is not inside the {width}x{height} screen",
+                width=width,
+                height=height,
+            )
+        screen = screen.crop((x, y, x + w, y + h))
+    if scale is not None:
+        if not 0.01 <= scale <= 4:
+            raise InvalidArgument(f"scale must be between 0.01 and 4, not {scale}")
+        size = (max(1, round(screen.width * scale)), max(1, round(screen.height * scale)))
+    if size is not None and size != screen.size:
+        screen = screen.resize(size, Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    if fmt == "png":
+        screen.save(out, "PNG", compress_level=1)
+    elif fmt in ("jpeg", "webp"):
+        screen.save(out, fmt.upper(), quality=quality)
+    else:
+        raise InvalidArgument(f"format must be png, jpeg or webp, not {fmt!r}")
+    return out.getvalue()
+
+
+class Desktops:
+    """The host's VNC connections to desktop sandboxes: one each, made on first use,
+    closed when the sandbox stops (or its connection broke and a new one is needed)."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, tuple[LiveSandbox, VncClient]] = {}
+        self._connecting: dict[str, asyncio.Lock] = {}
+
+    async def vnc(self, sandbox: LiveSandbox) -> VncClient:
+        info = require(sandbox.info)
+        lock = self._connecting.setdefault(sandbox.id, asyncio.Lock())
+        async with lock:
+            found = self._clients.get(sandbox.id)
+            if found is not None and found[0] is sandbox and found[1].connected:
+                return found[1]
+            if found is not None:
+                await self._drop(sandbox.id)
+            reader, writer = await sandbox.connect(image.VNC_PORT)
+            client = await VncClient.connect(reader, writer, info.vnc_password)
+            self._clients[sandbox.id] = (sandbox, client)
+            sandbox.on_stop.append(lambda: self._drop(sandbox.id))
+            return client
+
+    async def _drop(self, sandbox_id: str) -> None:
+        self._connecting.pop(sandbox_id, None)
+        found = self._clients.pop(sandbox_id, None)
+        if found is not None:
+            await found[1].close()
+
+    async def close(self) -> None:
+        for sandbox_id in list(self._clients):
+            await self._drop(sandbox_id)
+
+    async def screenshot(self, sandbox: LiveSandbox) -> Image.Image:
+        """The screen as it is now, from the host's copy of the framebuffer."""
+        return await (await self.vnc(sandbox)).frame()
+
+    async def act(self, sandbox: LiveSandbox, action: computer.Action) -> dict[str, Any]:
+        """Do one action; its JSON result, with ``screenshot`` (base64 PNG) if asked for."""
+        info = require(sandbox.info)
+        computer.check(action, info.width, info.height)
+        result: dict[str, Any] = {"action": action.action}
+        result.update(await self._do(sandbox, action))
+        if action.screenshot:
+            png = encode(await self.screenshot(sandbox))
+            result["screenshot"] = base64.b64encode(png).decode()
+        return result
+
+    async def _do(self, sandbox: LiveSandbox, action: computer.Action) -> dict[str, Any]:
+        match action:
+            case computer.Wait(duration=duration):
+                await asyncio.sleep(duration)
+                return {}
+            case computer.OpenUrl(url=url):
+                pid = await self._launch(sandbox, [*image.BROWSER, url])
+                return {"pid": pid}
+            case computer.Launch(command=command):
+                return {"pid": await self._launch(sandbox, command)}
+            case computer.Windows():
+                listing = await _run(sandbox, ["wmctrl", "-lpG"], what="wmctrl")
+                active = await sandbox.exec(
+                    ["xdotool", "getactivewindow"], env=computer.DISPLAY_ENV
+                )
+                return computer.parse_windows(listing, active.stdout.decode())
+            case computer.ClipboardGet():
+                clip = ["xclip", "-selection", "clipboard", "-o"]
+                got = await sandbox.exec(clip, env=computer.DISPLAY_ENV)
+                return {"text": got.stdout.decode(errors="replace") if got.exit_code == 0 else ""}
+            case computer.ClipboardSet(text=text):
+                # xclip stays behind to serve the selection: its output must not hold the exec.
+                serve = "exec xclip -selection clipboard -i >/dev/null 2>&1"
+                await _run(sandbox, ["sh", "-c", serve], text.encode(), "xclip")
+                return {}
+        return await self._input(sandbox, action)
+
+    async def _input(self, sandbox: LiveSandbox, action: computer.Action) -> dict[str, Any]:
+        """Pointer and keyboard: through VNC where it can, else xdotool (see computer)."""
+        vnc = await self.vnc(sandbox)
+        if (planned := computer.pointer_events(action, vnc.buttons)) is not None:
+            batches, buttons = planned
+            for batch in batches:
+                await vnc.pointer(batch)
+            vnc.buttons = buttons
+            return {}
+        out = ""
+        for argv in computer.xdotool(action):
+            result = await sandbox.exec(["xdotool", *argv], env=computer.DISPLAY_ENV)
+            stderr = result.stderr.decode(errors="replace")
+            if (key := computer.unknown_key(stderr)) is not None:
+                raise InvalidArgument(f"{action.action}: unknown key {key!r} (xdotool key names)")
+            if result.exit_code != 0:
+                raise SietchError(f"{action.action} failed in the desktop: {stderr.strip()}")
+            out += result.stdout.decode()
+        if isinstance(action, computer.CursorPosition):
+            return computer.parse_location(out)
+        if isinstance(action, computer.ScreenSize):
+            return computer.parse_geometry(out)
+        return {}
+
+    async def carry_out(
+        self, sandbox: LiveSandbox, plan: computer_use.Plan, scaling: computer_use.Scaling
+    ) -> str | bytes:
+        """Run an Anthropic- or OpenAI-shaped plan; its answer: a text, or a PNG of the
+        screen (or the plan's region of it) at the size the model was told."""
+        last: dict[str, Any] = {}
+        for action in plan.actions:
+            last = await self.act(sandbox, action)
+        if plan.text is not None:
+            x, y = scaling.to_model(last["x"], last["y"])
+            return plan.text.format(x=x, y=y)
+        shot = await self.screenshot(sandbox)
+        if plan.region is not None:
+            size = computer_use.fitted(plan.region[2:], scaling.model_size)
+            return encode(shot, region=plan.region, size=size)
+        return encode(shot, size=scaling.model_size)
+
+    @staticmethod
+    async def _launch(sandbox: LiveSandbox, argv: Sequence[str]) -> int:
+        env = {**computer.DISPLAY_ENV, "XDG_RUNTIME_DIR": f"/run/user/{UID}"}
+        return await sandbox.start_background(list(argv), user=USER, env=env, tag="desktop")
