@@ -54,6 +54,8 @@ class SandboxInfo(_Record):
     """Exposed guest ports (see :meth:`Sandbox.expose`)."""
     network: NetworkPolicy = NetworkPolicy()
     """Its egress policy (see :meth:`Sandbox.set_network`)."""
+    tenant: str = "default"
+    """The tenant that owns it."""
 
 
 class SnapshotInfo(_Record):
@@ -70,6 +72,7 @@ class SnapshotInfo(_Record):
     disk_mib: int
     size_bytes: int = 0
     template: bool = False
+    tenant: str = "default"
 
 
 class ProcessInfo(_Record):
@@ -119,6 +122,16 @@ class ServerInfo(_Record):
     sandboxes: int
     limits: dict[str, Any]
     defaults: dict[str, Any]
+
+
+class TenantInfo(_Record):
+    """The caller's tenant (``client.tenant()``): its quota (None = unlimited) and usage."""
+
+    name: str
+    key: str
+    admin: bool
+    quota: dict[str, Any]
+    usage: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

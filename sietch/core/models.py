@@ -10,6 +10,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from sietch.network.policy import NetworkPolicy
 
+DEFAULT_TENANT = "default"
+"""The tenant of records made before tenants existed, and of a single-key install."""
+
 
 class SandboxState(enum.StrEnum):
     CREATING = "creating"
@@ -40,6 +43,8 @@ class SandboxSpec(BaseModel):
     template: str | None = "auto"
     """"auto" restores the image's template (a snapshot of a booted VM, made on
     first use); None cold-boots."""
+    tenant: str = DEFAULT_TENANT
+    """Who will own it (set by the server from the caller's key, never by the request)."""
 
 
 class PortMapping(BaseModel):
@@ -73,6 +78,8 @@ class SandboxInfo(BaseModel):
     """Exposed guest ports; a restored or forked copy exposes the same ones on new host ports."""
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     """What the sandbox may reach; changeable while it runs."""
+    tenant: str = DEFAULT_TENANT
+    """Who owns it: only that tenant's keys (and admin keys) see it."""
 
 
 class SnapshotInfo(BaseModel):
@@ -111,6 +118,8 @@ class SnapshotInfo(BaseModel):
     """Its sandbox's egress policy, which restores keep unless told otherwise."""
     template: bool = False
     template_key: str | None = None
+    tenant: str = DEFAULT_TENANT
+    """Its sandbox's tenant; a template is shared by every tenant whatever it says."""
     paths: dict[str, str] = Field(default_factory=dict)
     """kernel, initramfs, tools disk it must be restored with (the guest already runs them)."""
 

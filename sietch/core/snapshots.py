@@ -62,7 +62,7 @@ from pathlib import Path
 
 from sietch.core.host import SandboxHost
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxState, SnapshotInfo
+from sietch.core.models import DEFAULT_TENANT, SandboxState, SnapshotInfo
 from sietch.core.provision import Plan, Restore, record
 from sietch.errors import InvalidArgument
 from sietch.network.policy import NetworkPolicy
@@ -208,6 +208,7 @@ class Snapshots:
             accel=info.accel,
             template=template_key is not None,
             template_key=template_key,
+            tenant=info.tenant,
             paths={
                 "kernel": str(config.kernel),
                 "initramfs": str(config.initramfs),
@@ -297,8 +298,9 @@ class Snapshots:
         env: dict[str, str] | None = None,
         timeout_s: float | None = None,
         network: NetworkPolicy | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> Plan:
-        """How to make a new sandbox of ``snap``; the original (if any) is untouched."""
+        """How to make a new sandbox of ``snap`` for ``tenant``; the original is untouched."""
         disk = disk_mib or snap.disk_mib
         if disk < snap.disk_mib:
             raise InvalidArgument(f"disk_mib must be at least {snap.disk_mib} for this snapshot")
@@ -316,6 +318,7 @@ class Snapshots:
             labels=labels or {},
             snapshot_id=snap.id,
             network=network or snap.network or self.host.default_network(),
+            tenant=tenant,
         )
         paths = {k: Path(v) for k, v in snap.paths.items()}
         paths["rootfs"] = src / snap.disk

@@ -12,9 +12,9 @@ from fastapi.routing import APIRoute
 from sietch import __version__
 from sietch.config import Settings, get_settings
 from sietch.core.manager import Manager
+from sietch.core.tenants import Tenants
 from sietch.server import arrakis, handlers
-from sietch.server.auth import ApiKeys
-from sietch.server.deps import require_api_key, require_manager
+from sietch.server.deps import require_admin, require_api_key, require_manager
 from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
 from sietch.server.routes import api_router, metrics_router
@@ -29,27 +29,40 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = None) -> FastAPI:
+def open_tenants(settings: Settings) -> tuple[Tenants, str | None]:
+    """The tenants catalog, the pre-tenant key file imported into it; and, when it has no
+    key at all (a first start) and auth is on, a new admin key, returned to be shown once."""
+    tenants = Tenants(settings.tenants_path)
+    if imported := tenants.import_legacy(settings.api_keys_path):
+        log.info(
+            "%d API key(s) of %s are admin keys of tenant 'default'",
+            imported,
+            settings.api_keys_path,
+        )
+    return tenants, tenants.ensure_admin() if settings.auth else None
+
+
+def create_app(settings: Settings | None = None, *, tenants: Tenants | None = None) -> FastAPI:
     """Build the app; the manager starts (and re-adopts running VMs) when it starts serving."""
     settings = settings or get_settings()
-    if settings.auth and api_keys is None:
-        api_keys = ApiKeys(settings.api_keys_path)
-        if new_key := api_keys.ensure():
+    if tenants is None:
+        tenants, new_key = open_tenants(settings)
+        if new_key:
             log.warning(
-                "generated an API key (shown only now; its hash is in %s): %s",
-                settings.api_keys_path,
+                "generated an admin API key of tenant 'default' (shown only now; its hash "
+                "is in %s): %s",
+                settings.tenants_path,
                 new_key,
             )
-    elif not settings.auth:
-        api_keys = None
+    if not settings.auth:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s may run code", settings.host)
-    state = ServerState(settings=settings, api_keys=api_keys)
+    state = ServerState(settings=settings, tenants=tenants, auth=settings.auth)
     mcp = McpEndpoint(lambda: require_manager(state), host=settings.host)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # persistent: VMs outlive a server restart and are adopted again by the next start.
-        async with Manager(settings, persistent=True) as manager:
+        async with Manager(settings, persistent=True, quota_of=tenants.quota) as manager:
             state.manager = manager
             state.metrics.watch(manager)
             log.info("manager started (accel=%s, state in %s)", manager.accel, settings.state_dir)
@@ -74,7 +87,9 @@ def create_app(settings: Settings | None = None, *, api_keys: ApiKeys | None = N
         # Outermost, so the access log and metrics see the proxy route it re-addresses to.
         app.add_middleware(HostRoutes, domain=settings.proxy_domain)
     app.include_router(api_router)
-    app.include_router(metrics_router, dependencies=[Depends(require_api_key)])
+    app.include_router(
+        metrics_router, dependencies=[Depends(require_api_key), Depends(require_admin)]
+    )
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
     app.include_router(arrakis.public_router)
     app.include_router(arrakis.router)

@@ -147,6 +147,8 @@ class SandboxPublic(BaseModel):
     """Exposed guest ports and where the host reaches them."""
     network: NetworkPolicy
     """What it may reach (change it with PUT .../network)."""
+    tenant: str
+    """Who owns it: the tenant of the key that made it."""
 
 
 class SandboxesPublic(BaseModel):
@@ -199,6 +201,8 @@ class SnapshotPublic(BaseModel):
     disk_mib: int
     size_bytes: int
     template: bool
+    tenant: str
+    """Its sandbox's tenant (templates are shared by every tenant)."""
 
 
 class SnapshotsPublic(BaseModel):
@@ -339,6 +343,36 @@ class ServerInfo(BaseModel):
     sandboxes: int
     limits: Limits
     defaults: Defaults
+
+
+class QuotaPublic(BaseModel):
+    """A tenant's limits; null is unlimited."""
+
+    max_sandboxes: int | None
+    max_vcpus: int | None
+    max_memory_mib: int | None
+    max_snapshot_disk_mib: int | None
+    create_rate_per_min: float | None
+    create_burst: int
+
+
+class UsagePublic(BaseModel):
+    sandboxes: int
+    vcpus: int
+    memory_mib: int
+    snapshot_disk_mib: int
+
+
+class TenantPublic(BaseModel):
+    """The caller's tenant, its key, its quota and what it uses of it now."""
+
+    name: str
+    key: str
+    """The name of the key the request carried."""
+    admin: bool
+    """An admin key sees and drives every tenant's sandboxes."""
+    quota: QuotaPublic
+    usage: UsagePublic
 
 
 class ErrorBody(BaseModel):

@@ -27,7 +27,7 @@ from tenacity import Retrying, retry, retry_if_exception_type, stop_after_delay,
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
-from sietch.server.auth import ApiKeys
+from sietch.core.tenants import Tenants
 from tests.conftest import short_tmpdir
 
 START_TIMEOUT_S = 60.0
@@ -53,7 +53,9 @@ class ApiServer:
         self.state_dir.chmod(0o755)
         self.port = free_port()
         self.settings = {k: str(v) for k, v in settings.items()}
-        self.api_key = ApiKeys(self.state_dir / "api_keys").add()
+        self.tenants = Tenants(self.state_dir / "tenants.db")
+        """The server's tenants catalog, changed while it runs (as ``sietch keys`` does)."""
+        self.api_key = self.tenants.create_key("default", "tests", admin=True)[1]
         self.log_path = self.state_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -140,6 +142,7 @@ class ApiServer:
                 for sb in c.get("/api/v1/sandboxes").json().get("data", []):
                     c.delete(f"/api/v1/sandboxes/{sb['id']}")
         self.stop()
+        self.tenants.close()
         asyncio.run(_reap(self.state_dir))
         shutil.rmtree(self.state_dir, ignore_errors=True)
 

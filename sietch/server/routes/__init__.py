@@ -13,13 +13,17 @@ from sietch.server.routes import (
     sandboxes,
     snapshots,
     system,
+    tenants,
 )
 from sietch.server.routes.proxy import http_proxy, ws_relay
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
-for module in (system, sandboxes, commands, processes, files, snapshots, ports, http_proxy):
+_routers = (system, tenants, sandboxes, commands, processes, files, snapshots, ports, http_proxy)
+# require_api_key also refuses (404) another tenant's {sandbox_id} or {snapshot_id} in a
+# path: a router included with it here scopes every route it has (sietch.server.deps).
+for module in _routers:
     api_router.include_router(module.router, dependencies=_protected)
 api_router.include_router(snapshots.sandbox_router, dependencies=_protected)
 # WebSockets authenticate inside the handler, so a refusal can carry a JSON body.

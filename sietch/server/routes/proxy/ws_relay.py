@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection
 
 from sietch.core.models import PortMapping
 from sietch.errors import BadGateway, SietchError
-from sietch.server.deps import authenticate, require_manager
+from sietch.server.deps import admit, require_manager
 from sietch.server.exec_ws import refuse
 from sietch.server.routes.proxy.upstream import upstream
 from sietch.server.state import ServerState
@@ -41,7 +41,7 @@ async def proxy_socket(websocket: WebSocket, sandbox_id: str, port: int, path: s
     del path
     state: ServerState = websocket.app.state.sietch
     try:
-        authenticate(websocket)
+        await admit(websocket)
         mapping = require_manager(state).port(sandbox_id, port)
         guest = await _connect(websocket, mapping, sandbox_id)
     except SietchError as exc:
