@@ -7,6 +7,7 @@ import typer
 from sietch.cli.commands import commands_app
 from sietch.cli.files import files_app
 from sietch.cli.image import image_app
+from sietch.cli.keys import keys_app, tenants_app
 from sietch.cli.mcp import mcp_app
 from sietch.cli.sandbox import sandbox_app
 from sietch.cli.serve import serve_app
@@ -22,3 +23,5 @@ app = typer.Typer(
 for verbs in (serve_app, sandbox_app, commands_app, files_app, snapshots_app, mcp_app):
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")

@@ -22,6 +22,7 @@ from sietch.client._models import (
     SandboxInfo,
     ServerInfo,
     SnapshotInfo,
+    TenantInfo,
     WriteInfo,
 )
 from sietch.client._sync import Client, Files, Processes, ProcessHandle, Pty, Sandbox
@@ -49,5 +50,6 @@ __all__ = [
     "SandboxInfo",
     "ServerInfo",
     "SnapshotInfo",
+    "TenantInfo",
     "WriteInfo",
 ]
