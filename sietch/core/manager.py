@@ -231,36 +231,40 @@ class Manager:
                 spec = SandboxSpec(**fields)
             except ValidationError as exc:
                 raise InvalidArgument(describe_validation(exc.errors())) from None
+        _, vcpus, memory, _ = self._resolve(spec)
+        with self.quotas.admit(spec.tenant, Usage(1, vcpus, memory)):
+            return await self._create(spec)
+
+    async def _create(self, spec: SandboxSpec) -> SandboxInfo:
         image, vcpus, memory, disk = self._resolve(spec)
         network = spec.network or self.default_network()
         self.check_capacity()
-        with self.quotas.admit(spec.tenant, Usage(1, vcpus, memory)):
-            paths = await asyncio.to_thread(self._image_paths, image)
-            base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
-            if disk < base_mib:
-                raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
-            booted = None
-            if spec.template == "auto" and self.settings.templates:
-                key = (
-                    template_key(paths, vcpus, memory, self.accel, self.settings.qemu_binary)
-                    + f"-{disk}"
-                )
-                if (made := await self._from_template(key, spec, network)) is not None:
-                    return made
-                booted = self._templating(key)
-            info = record(
-                self.accel,
-                image=image,
-                vcpus=vcpus,
-                memory_mib=memory,
-                disk_mib=disk,
-                env=spec.env,
-                labels=spec.labels,
-                network=network,
-                tenant=spec.tenant,
+        paths = await asyncio.to_thread(self._image_paths, image)
+        base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
+        if disk < base_mib:
+            raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
+        booted = None
+        if spec.template == "auto" and self.settings.templates:
+            key = (
+                template_key(paths, vcpus, memory, self.accel, self.settings.qemu_binary)
+                + f"-{disk}"
             )
-            plan = Plan(info, paths, base_mib, timeout_s=spec.timeout_s, booted=booted)
-            return await self._provision(plan)
+            if (made := await self._from_template(key, spec, network)) is not None:
+                return made
+            booted = self._templating(key)
+        info = record(
+            self.accel,
+            image=image,
+            vcpus=vcpus,
+            memory_mib=memory,
+            disk_mib=disk,
+            env=spec.env,
+            labels=spec.labels,
+            network=network,
+            tenant=spec.tenant,
+        )
+        plan = Plan(info, paths, base_mib, timeout_s=spec.timeout_s, booted=booted)
+        return await self._provision(plan)
 
     async def _from_template(
         self, key: str, spec: SandboxSpec, network: NetworkPolicy

@@ -77,9 +77,6 @@ class Caller:
         """The tenant whose resources it may see; None: every tenant's (an admin)."""
         return None if self.admin else self.tenant
 
-    def sees(self, tenant: str) -> bool:
-        return self.admin or tenant == self.tenant
-
 
 ANONYMOUS = Caller(DEFAULT_TENANT, "", admin=True)
 """Every request when authentication is off (loopback only): an admin of ``default``."""
