@@ -25,8 +25,8 @@ from common import Target, median, p95, reap, report
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
+from sietch.core.tenants import Tenants
 from sietch.server import create_app
-from sietch.server.auth import ApiKeys
 
 CLIENT = textwrap.dedent(
     """
@@ -52,9 +52,9 @@ def free_port() -> int:
 
 async def measure(runs: int, state: Path) -> dict[str, float | int | str]:
     settings = Settings(state_dir=state, port=free_port())
-    keys = ApiKeys(settings.api_keys_path)
-    key = keys.add()
-    app = create_app(settings, api_keys=keys)
+    tenants = Tenants(settings.tenants_path)
+    key = tenants.create_key("default", "bench", admin=True)[1]
+    app = create_app(settings, tenants=tenants)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
     )

@@ -19,16 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import free_port, median, p95, reap, report, start_server
+from common import admin_key, free_port, median, p95, reap, report, start_server
 from py_arrakis import SandboxManager
 
 from sietch import Sandbox
-from sietch.server.auth import ApiKeys
 
 
 def measure(runs: int, warmup: int, state: Path) -> dict[str, float | int]:
     port = free_port()
-    key = ApiKeys(state / "api_keys").add()
+    key = admin_key(state)
     proc = start_server(state, port)
     try:
         arrakis = SandboxManager(f"http://arrakis:{key}@127.0.0.1:{port}")

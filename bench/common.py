@@ -25,9 +25,18 @@ import httpx
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
+from sietch.core.tenants import Tenants
 from sietch.errors import VMError
-from sietch.server.auth import ApiKeys
 from sietch.vmm.version import version_text
+
+
+def admin_key(state: Path) -> str:
+    """A new admin key of the default tenant in the server's state dir ``state``."""
+    tenants = Tenants(state / "tenants.db")
+    try:
+        return tenants.create_key("default", f"bench-{time.monotonic_ns()}", admin=True)[1]
+    finally:
+        tenants.close()
 
 
 def median(values: Sequence[float]) -> float:
@@ -171,7 +180,7 @@ def api_server(
     try:
         state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
         port = free_port()
-        key = ApiKeys(state / "api_keys").add()
+        key = admin_key(state)
         proc = start_server(state, port, settings or {})
         try:
             yield f"http://127.0.0.1:{port}", key

@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import free_port, median, p95, reap, report, start_server
-
-from sietch.server.auth import ApiKeys
+from common import admin_key, free_port, median, p95, reap, report, start_server
 
 
 async def all_answer(api: str, headers: dict[str, str], ids: list[str]) -> None:
@@ -38,7 +36,7 @@ def main(sandboxes: int, runs: int) -> None:
     state.chmod(0o755)  # QEMU runs as an unprivileged user when we are root
     port = free_port()
     api = f"http://127.0.0.1:{port}/api/v1"
-    headers = {"Authorization": f"Bearer {ApiKeys(state / 'api_keys').add()}"}
+    headers = {"Authorization": f"Bearer {admin_key(state)}"}
     proc: subprocess.Popen[bytes] = start_server(state, port)
     times = []
     try:

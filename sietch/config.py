@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     tls_key: FilePath | None = None
     """Serve HTTPS (API, port proxy, WebSockets) with this PEM certificate and key."""
     api_key_file: Path | None = None
-    """Hashes of the accepted API keys, one per line; default ``<state_dir>/api_keys``."""
+    """The key hashes of a server from before tenants, one per line (default
+    ``<state_dir>/api_keys``): imported once into ``tenants.db`` as admin keys of
+    tenant ``default``."""
     max_request_bytes: int = Field(default=1 * MiB, ge=1024)
     """Largest JSON request body."""
     max_upload_bytes: int = Field(default=16 * GiB, ge=1)
@@ -97,6 +99,11 @@ class Settings(BaseSettings):
     @property
     def api_keys_path(self) -> Path:
         return self.api_key_file or self.state_dir / "api_keys"
+
+    @property
+    def tenants_path(self) -> Path:
+        """Tenants, their API keys (hashed) and quotas: ``sietch keys`` / ``sietch tenants``."""
+        return self.state_dir / "tenants.db"
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:

@@ -20,6 +20,7 @@ Every layer raises these; the server maps them to JSON with their ``code`` and
     │   └── NoDesktop                409 no_desktop
     ├── PayloadTooLarge              413 payload_too_large
     ├── LimitExceeded                429 limit_exceeded
+    │   └── QuotaExceeded            429 quota_exceeded
     ├── BadGateway                   502 bad_gateway
     ├── CommandTimeout               504 command_timeout
     ├── Unavailable                  503 unavailable
@@ -120,6 +121,12 @@ class PayloadTooLarge(SietchError):
 
 class LimitExceeded(SietchError):
     code, status = "limit_exceeded", 429
+
+
+class QuotaExceeded(LimitExceeded):
+    """A tenant's own quota (``sietch tenants set``), not the server's limits."""
+
+    code = "quota_exceeded"
 
 
 class BadGateway(SietchError):

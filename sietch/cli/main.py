@@ -9,6 +9,7 @@ from sietch.cli.commands import commands_app
 from sietch.cli.desktop import desktop_app
 from sietch.cli.files import files_app
 from sietch.cli.image import image_app
+from sietch.cli.keys import keys_app, tenants_app
 from sietch.cli.lifecycle import lifecycle_app
 from sietch.cli.mcp import mcp_app
 from sietch.cli.sandbox import sandbox_app
@@ -29,3 +30,5 @@ for verbs in (
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")
 app.add_typer(desktop_app, name="desktop")
+app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")

@@ -19,7 +19,7 @@ from sietch.errors import describe_validation
 
 if TYPE_CHECKING:
     from sietch.config import Settings
-    from sietch.server.auth import ApiKeys
+    from sietch.core.tenants import Tenants
 
 serve_app = typer.Typer()
 
@@ -36,7 +36,12 @@ def serve(  # noqa: PLR0917 - typer passes options by name
         bool, typer.Option("--no-auth", help="Accept requests without an API key (loopback only).")
     ] = False,
     new_api_key: Annotated[
-        bool, typer.Option("--new-api-key", help="Create another API key and show it once.")
+        bool,
+        typer.Option(
+            "--new-api-key",
+            help="Create another admin key of tenant 'default' and show it once "
+            "(sietch keys create makes any other).",
+        ),
     ] = False,
     log_format: Annotated[str, typer.Option(help="json (one object per line) or text.")] = "json",
     tls_cert: Annotated[
@@ -56,8 +61,8 @@ def serve(  # noqa: PLR0917 - typer passes options by name
     with server_side("sietch serve"):
         from sietch.server.run import serve as run_server
 
-    keys = _api_keys(settings, new_api_key) if settings.auth else None
-    if keys is None:
+    tenants = _tenants(settings, new_api_key)
+    if not settings.auth:
         err.print(
             Panel(
                 f"Authentication is OFF: any process that can reach {settings.host}:"
@@ -68,7 +73,7 @@ def serve(  # noqa: PLR0917 - typer passes options by name
         )
     scheme = "https" if settings.tls_cert else "http"
     err.print(f"Serving on {scheme}://{settings.host}:{settings.port} (docs at /docs)")
-    run_server(settings, api_keys=keys, log_format=log_format)
+    run_server(settings, tenants=tenants, log_format=log_format)
 
 
 def _settings(overrides: dict[str, object]) -> Settings:
@@ -82,20 +87,23 @@ def _settings(overrides: dict[str, object]) -> Settings:
         fail(describe_validation(exc.errors()), 2)
 
 
-def _api_keys(settings: Settings, new_api_key: bool) -> ApiKeys:
-    """The accepted keys; a key made now (the first, or ``--new-api-key``) is shown once."""
-    from sietch.server.auth import ApiKeys
+def _tenants(settings: Settings, new_api_key: bool) -> Tenants:
+    """The tenants catalog; a key made now (the first, or ``--new-api-key``) is shown once."""
+    import secrets
 
-    keys = ApiKeys(settings.api_keys_path)
-    new = keys.add() if new_api_key else keys.ensure()
+    from sietch.server.app import open_tenants
+
+    tenants, new = open_tenants(settings)
+    if new_api_key and settings.auth and new is None:
+        new = tenants.create_key("default", f"admin-{secrets.token_hex(3)}", admin=True)[1]
     if new:
         err.print(
             Panel(
-                f"[bold]{new}[/]\n\nIt is shown only now (its hash is in "
-                f"{settings.api_keys_path}). Clients read it from SIETCH_API_KEY:\n"
+                f"[bold]{new}[/]\n\nAn admin key of tenant 'default', shown only now (its "
+                f"hash is in {settings.tenants_path}). Clients read it from SIETCH_API_KEY:\n"
                 f"  export SIETCH_API_KEY={new}",
                 title="New API key",
                 border_style="green",
             )
         )
-    return keys
+    return tenants

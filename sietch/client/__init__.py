@@ -26,6 +26,7 @@ from sietch.client._models import (
     Screen,
     ServerInfo,
     SnapshotInfo,
+    TenantInfo,
     WriteInfo,
 )
 from sietch.client._sync import (
@@ -68,5 +69,6 @@ __all__ = [
     "Screen",
     "ServerInfo",
     "SnapshotInfo",
+    "TenantInfo",
     "WriteInfo",
 ]

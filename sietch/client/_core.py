@@ -12,6 +12,7 @@ import builtins
 import enum
 import json
 import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
@@ -31,6 +32,7 @@ from sietch.client._models import (
     SandboxInfo,
     ServerInfo,
     SnapshotInfo,
+    TenantInfo,
     WriteInfo,
 )
 
@@ -61,19 +63,112 @@ Params = Sequence[tuple[str, str | int | float | bool]]
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How politely a client retries a request the server refused for now: 429 (a limit or
+    a quota) and 503 (starting, or short of memory), as E2B's SDK does.
+
+    Each wait honours the answer's ``Retry-After`` and grows exponentially otherwise
+    (with jitter, so a burst of clients does not come back at once); a call gives up
+    after ``max_retries`` retries or once its waits would pass ``max_wait_s``.
+    """
+
+    max_retries: int = 10
+    max_wait_s: float = 120.0
+    """All waits of one call together."""
+    backoff_s: float = 0.5
+    """The first wait without a Retry-After; it doubles each time, up to ``cap_s``."""
+    cap_s: float = 15.0
+
+    @classmethod
+    def resolve(cls, max_retries: int | None, max_wait_s: float | None) -> RetryPolicy:
+        """Explicit arguments win; then ``SIETCH_MAX_RETRIES`` / ``SIETCH_RETRY_MAX_WAIT_S``."""
+        env_retries = os.environ.get("SIETCH_MAX_RETRIES")
+        env_wait = os.environ.get("SIETCH_RETRY_MAX_WAIT_S")
+        if max_retries is None:
+            max_retries = int(env_retries) if env_retries else cls.max_retries
+        if max_wait_s is None:
+            max_wait_s = float(env_wait) if env_wait else cls.max_wait_s
+        return cls(max(max_retries, 0), max(max_wait_s, 0.0))
+
+
+def retryable(exc: errors.SietchError) -> bool:
+    """Refused for now, nothing done: a limit or quota, or the server unavailable. Not a
+    sandbox's agent that did not answer (a command may have run)."""
+    if isinstance(exc, errors.LimitExceeded):
+        return True
+    return isinstance(exc, errors.Unavailable) and not isinstance(exc, errors.AgentUnavailable)
+
+
+class Backoff:
+    """The retries of one call: how long to wait after each refusal, until the bound."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.retries = 0
+        self.waited = 0.0
+
+    def delay(self, exc: errors.SietchError, retry_after: float | None = None) -> float | None:
+        """Seconds to wait before trying again; None: give up (raise ``exc``)."""
+        policy = self.policy
+        if not retryable(exc) or self.retries >= policy.max_retries:
+            return None
+        hinted = exc.details.get("retry_after", retry_after)
+        try:
+            hint = float(hinted) if hinted is not None else 0.0
+        except (TypeError, ValueError):
+            hint = 0.0
+        backoff = min(policy.backoff_s * 2**self.retries, policy.cap_s)
+        wait = max(hint, backoff) * random.uniform(1.0, 1.25)
+        if self.waited + wait > policy.max_wait_s:
+            return None
+        self.retries += 1
+        self.waited += wait
+        return wait
+
+    def after(self, response: httpx.Response) -> float | None:
+        """The wait before retrying ``response``'s request; None when it stands as it is."""
+        if response.status_code not in (429, 503):
+            return None
+        return self.delay(
+            error_from_body(response.status_code, response.read()), _retry_after(response)
+        )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (its HTTP-date form is not used by Sietch: ignored)."""
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     url: str
     api_key: str | None
     timeout: float | None
+    retry: RetryPolicy = RetryPolicy()
 
     @classmethod
     def resolve(
-        cls, url: str | None = None, api_key: str | None = None, timeout: Timeout = NOT_GIVEN
+        cls,
+        url: str | None = None,
+        api_key: str | None = None,
+        timeout: Timeout = NOT_GIVEN,
+        *,
+        max_retries: int | None = None,
+        retry_max_wait_s: float | None = None,
     ) -> ClientConfig:
-        """Explicit arguments win; then ``SIETCH_URL`` / ``SIETCH_API_KEY``; then defaults."""
+        """Explicit arguments win; then ``SIETCH_URL`` / ``SIETCH_API_KEY`` (and the retry
+        variables of :class:`RetryPolicy`); then defaults."""
         url = (url or os.environ.get("SIETCH_URL") or DEFAULT_URL).rstrip("/")
         api_key = api_key or os.environ.get("SIETCH_API_KEY") or None
-        return cls(url, api_key, DEFAULT_TIMEOUT_S if timeout is NOT_GIVEN else timeout)
+        return cls(
+            url,
+            api_key,
+            DEFAULT_TIMEOUT_S if timeout is NOT_GIVEN else timeout,
+            RetryPolicy.resolve(max_retries, retry_max_wait_s),
+        )
 
     @property
     def headers(self) -> dict[str, str]:
@@ -239,6 +334,10 @@ class Ops:
     @staticmethod
     def info() -> Call[ServerInfo]:
         return Call("GET", "/info", _model(ServerInfo))
+
+    @staticmethod
+    def tenant() -> Call[TenantInfo]:
+        return Call("GET", "/tenant", _model(TenantInfo))
 
     @staticmethod
     def create(

@@ -69,6 +69,11 @@ def chunks(data: AsyncData) -> bytes | AsyncIterator[bytes]:
     return from_iterable()
 
 
+async def sleep(seconds: float) -> None:
+    """A polite client's wait before retrying (see :class:`sietch.client._core.Backoff`)."""
+    await asyncio.sleep(seconds)
+
+
 async def ws_connect(uri: str, **options: Any) -> ClientConnection:
     return await connect(uri, **options)
 

@@ -7,6 +7,7 @@ namesakes in :mod:`sietch.client._io_async`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
@@ -41,6 +42,11 @@ def chunks(data: Data) -> bytes | Iterator[bytes]:
 
         return from_file()
     return (as_bytes(c) for c in data)
+
+
+def sleep(seconds: float) -> None:
+    """A polite client's wait before retrying (see :class:`sietch.client._core.Backoff`)."""
+    time.sleep(seconds)
 
 
 def ws_connect(uri: str, **options: Any) -> ClientConnection:

@@ -87,6 +87,8 @@ class SandboxInfo(_Record):
     """Its egress policy (see :meth:`Sandbox.set_network`)."""
     desktop: Screen | None = None
     """Its desktop's screen, for a desktop image (see ``sb.desktop``)."""
+    tenant: str = "default"
+    """The tenant that owns it."""
 
 
 class SnapshotInfo(_Record):
@@ -106,6 +108,7 @@ class SnapshotInfo(_Record):
     hibernation: bool = False
     expires_at: datetime | None = None
     """Deleted after this once unused (``ttl_s``)."""
+    tenant: str = "default"
 
 
 class ProcessInfo(_Record):
@@ -155,6 +158,16 @@ class ServerInfo(_Record):
     sandboxes: int
     limits: dict[str, Any]
     defaults: dict[str, Any]
+
+
+class TenantInfo(_Record):
+    """The caller's tenant (``client.tenant()``): its quota (None = unlimited) and usage."""
+
+    name: str
+    key: str
+    admin: bool
+    quota: dict[str, Any]
+    usage: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from sietch.client._core import (
     CHUNK,
     DEFAULT_SHELL,
     NOT_GIVEN,
+    Backoff,
     Call,
     ClientConfig,
     Ops,
@@ -38,6 +39,7 @@ from sietch.client._io_sync import (
     OutputCallback,
     call_back,
     chunks,
+    sleep,
     to_thread,
     ws_connect,
     ws_recv,
@@ -53,6 +55,7 @@ from sietch.client._models import (
     SandboxInfo,
     ServerInfo,
     SnapshotInfo,
+    TenantInfo,
     TimeoutAction,
     WriteInfo,
 )
@@ -65,33 +68,59 @@ class Client:
     """One connection pool to a Sietch server; sandboxes made through it share it."""
 
     def __init__(
-        self, url: str | None = None, api_key: str | None = None, *, timeout: Timeout = NOT_GIVEN
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: Timeout = NOT_GIVEN,
+        max_retries: int | None = None,
+        retry_max_wait_s: float | None = None,
     ) -> None:
-        self.config = ClientConfig.resolve(url, api_key, timeout)
+        """``max_retries`` and ``retry_max_wait_s`` bound the retries of a request refused
+        with 429 or 503 (default 10 and 120 s, or ``SIETCH_MAX_RETRIES`` and
+        ``SIETCH_RETRY_MAX_WAIT_S``; 0 retries: never)."""
+        self.config = ClientConfig.resolve(
+            url, api_key, timeout, max_retries=max_retries, retry_max_wait_s=retry_max_wait_s
+        )
         self._http = httpx.Client(**self.config.http_options())
 
     def call(self, call: Call[T]) -> T:
-        """Send one API request and return its parsed answer (raising typed errors)."""
-        try:
-            response = self._http.request(call.method, call.path, **call.request_options())
-        except httpx.TransportError as exc:
-            raise transport_error(exc, self.config) from exc
+        """Send one API request and return its parsed answer (raising typed errors); a
+        refusal for now (429, 503) is retried as :class:`~sietch.client._core.RetryPolicy` says."""
+        backoff, options = Backoff(self.config.retry), call.request_options()
+        while True:
+            try:
+                response = self._http.request(call.method, call.path, **options)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, self.config) from exc
+            if (wait := backoff.after(response)) is None:
+                break
+            sleep(wait)
         check_response(response)
         return call.parse(response)
 
     @contextlib.contextmanager
     def stream(self, call: Call[Any], content: Any = None) -> Iterator[httpx.Response]:
-        """Send a request whose body or answer is streamed."""
-        request = self._http.build_request(
-            call.method, call.path, content=content, **call.request_options()
-        )
+        """Send a request whose body or answer is streamed (retried like :meth:`call` when
+        the body is bytes or none: a streamed body can be sent only once)."""
+        backoff = Backoff(self.config.retry)
+        while True:
+            request = self._http.build_request(
+                call.method, call.path, content=content, **call.request_options()
+            )
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, self.config) from exc
+            if not response.is_error:
+                break
+            response.read()
+            replayable = content is None or isinstance(content, bytes)
+            if not replayable or (wait := backoff.after(response)) is None:
+                break
+            response.close()
+            sleep(wait)
         try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise transport_error(exc, self.config) from exc
-        try:
-            if response.is_error:
-                response.read()
             check_response(response)
             yield response
         except httpx.TransportError as exc:
@@ -100,24 +129,34 @@ class Client:
             response.close()
 
     def websocket(self, path: str) -> ClientConnection:
-        try:
-            return ws_connect(
-                self.config.ws_url(path),
-                additional_headers=self.config.headers,
-                user_agent_header=None,
-                proxy=None,
-                compression=None,
-                max_size=None,
-                open_timeout=self.config.timeout,
-            )
-        except InvalidStatus as exc:
-            raise handshake_error(exc.response.status_code, exc.response.body) from exc
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise Unavailable(f"cannot open a WebSocket to {self.config.url}: {exc}") from exc
+        """Open an API WebSocket; a handshake refused for now is retried like :meth:`call`."""
+        backoff = Backoff(self.config.retry)
+        while True:
+            try:
+                return ws_connect(
+                    self.config.ws_url(path),
+                    additional_headers=self.config.headers,
+                    user_agent_header=None,
+                    proxy=None,
+                    compression=None,
+                    max_size=None,
+                    open_timeout=self.config.timeout,
+                )
+            except InvalidStatus as exc:
+                refused = handshake_error(exc.response.status_code, exc.response.body)
+                if (wait := backoff.delay(refused)) is None:
+                    raise refused from exc
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                raise Unavailable(f"cannot open a WebSocket to {self.config.url}: {exc}") from exc
+            sleep(wait)
 
     def info(self) -> ServerInfo:
         """The server's version, accelerator and limits."""
         return self.call(Ops.info())
+
+    def tenant(self) -> TenantInfo:
+        """The key's tenant, its quota and what it uses now."""
+        return self.call(Ops.tenant())
 
     def health(self) -> dict[str, Any]:
         return self.call(Ops.health())

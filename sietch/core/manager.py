@@ -13,7 +13,7 @@ import builtins
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from sietch.core.desktop import Desktops
 from sietch.core.lifecycle import Lifecycle, arm
 from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
+    DEFAULT_TENANT,
     DesktopInfo,
     PortMapping,
     SandboxInfo,
@@ -37,6 +38,7 @@ from sietch.core.models import (
 )
 from sietch.core.pool import WarmPool, is_pooled
 from sietch.core.provision import Booted, Plan, Provisioner, record
+from sietch.core.quotas import Quota, QuotaGate, Usage, check_snapshot_disk
 from sietch.core.snapshots import Snapshots, template_key
 from sietch.core.store import Store, labels_match
 from sietch.errors import (
@@ -44,6 +46,7 @@ from sietch.errors import (
     InvalidArgument,
     LimitExceeded,
     NotFound,
+    PermissionDenied,
     SandboxNotFound,
     SandboxNotRunning,
     SietchError,
@@ -70,6 +73,11 @@ class Manager:
     changes take it exclusively (waiting at most ``SIETCH_LOCK_WAIT_S`` for
     what is in flight, then :class:`Conflict`); delete does not wait: it stops
     the VM, which ends every call in flight, then removes the files.
+
+    Every sandbox and snapshot belongs to a tenant. The query methods take
+    ``tenant``: a tenant's name sees only that tenant's (another's is "not
+    found", as an unknown id), None sees all. Creates, restores and forks are
+    admitted by :attr:`quotas` against the owning tenant's ``quota_of``.
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class Manager:
         *,
         images: ImageStore | None = None,
         persistent: bool = False,
+        quota_of: Callable[[str], Quota] | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self.images = images or ImageStore(self.settings.cache_dir)
@@ -108,6 +117,7 @@ class Manager:
         """Front ends that keep a sandbox busy (relays, viewers) hold its leases here."""
         self.desktops = Desktops()
         """The host's VNC connections to desktop sandboxes (screenshots)."""
+        self.quotas = QuotaGate(quota_of or (lambda _tenant: Quota()), self.usage)
 
     # -- start and stop ---------------------------------------------------------
 
@@ -248,7 +258,9 @@ class Manager:
                 spec = SandboxSpec(**fields)
             except ValidationError as exc:
                 raise InvalidArgument(describe_validation(exc.errors())) from None
-        info = await self._create(spec)
+        _, vcpus, memory, _ = self._resolve(spec)
+        with self.quotas.admit(spec.tenant, Usage(1, vcpus, memory)):
+            info = await self._create(spec)
         if spec.resolution is None and spec.dpi is None:
             return info
         width, height = spec.resolution or (None, None)
@@ -287,6 +299,7 @@ class Manager:
             labels=spec.labels,
             network=network,
             **_timeouts(spec).model_dump(),
+            tenant=spec.tenant,
         )
         plan = Plan(info, paths, base_mib, booted=booted)
         return await self._provision(plan)
@@ -303,13 +316,15 @@ class Manager:
             if taken.network != network:
                 return await self.set_network(taken.id, network)
             return taken
-        return await self.restore(
-            template.id,
+        plan = self._plan(
+            template,
+            spec.tenant,
             labels=spec.labels,
             env=spec.env,
             network=network,
             **_timeouts(spec).model_dump(),
         )
+        return await self._provision(plan)
 
     def _templating(self, key: str) -> Booted:
         """Booted from scratch once: save it, pristine, so later creates restore it."""
@@ -382,14 +397,47 @@ class Manager:
 
     # -- query and delete -------------------------------------------------------
 
-    async def get(self, sandbox_id: str) -> SandboxInfo:
+    async def get(self, sandbox_id: str, tenant: str | None = None) -> SandboxInfo:
         info = self.store.get(sandbox_id)
-        if info is None:
+        if info is None or not _sees(tenant, info):
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
         return info
 
-    async def list(self, labels: dict[str, str] | None = None) -> builtins.list[SandboxInfo]:
-        return [i for i in self.store.all() if labels_match(i, labels) and not is_pooled(i)]
+    async def list(
+        self, labels: dict[str, str] | None = None, tenant: str | None = None
+    ) -> builtins.list[SandboxInfo]:
+        return [
+            i
+            for i in self.store.all()
+            if labels_match(i, labels) and not is_pooled(i) and _sees(tenant, i)
+        ]
+
+    def check_tenant(self, sandbox_id: str, tenant: str | None) -> None:
+        """SandboxNotFound, as for an unknown id, unless ``tenant`` may see the sandbox
+        (None: an admin, who may see any). Cheap for a live sandbox: no database read."""
+        if tenant is None:
+            return
+        live = self._live.get(sandbox_id)
+        info = live.info if live is not None else self.store.get(sandbox_id)
+        if info is None or not _sees(tenant, info):
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+
+    def usage(self, tenant: str) -> Usage:
+        """What ``tenant``'s live sandboxes (running or paused) hold."""
+        held = [
+            sb.info
+            for sb in self._live.values()
+            if sb.info.tenant == tenant and not is_pooled(sb.info)
+        ]
+        return Usage(len(held), sum(i.vcpus for i in held), sum(i.memory_mib for i in held))
+
+    def snapshot_bytes(self, tenant: str) -> int:
+        """Host disk that ``tenant``'s snapshots take (templates are nobody's)."""
+        return sum(
+            s.size_bytes
+            for s in self.store.all_snapshots()
+            if s.tenant == tenant and not s.template
+        )
 
     def sandbox(self, sandbox_id: str) -> LiveSandbox:
         """The running sandbox without its lock: prefer :meth:`use` (tests call this)."""
@@ -687,24 +735,38 @@ class Manager:
         if ttl_s is not None and ttl_s <= 0:
             raise InvalidArgument("ttl_s must be positive")
         sb = self._live_sandbox(sandbox_id)
+        tenant = sb.info.tenant
+        check_snapshot_disk(tenant, self.quotas.quota_of(tenant), self.snapshot_bytes(tenant))
         with self.activity.busy(sandbox_id):
             snap = await self.snapshots.take(sb, name, labels, ttl_s=ttl_s)
         if ttl_s is not None:
             self.lifecycle.changed()
         return snap
 
-    async def restore(self, snapshot_id: str, **options: Any) -> SandboxInfo:
+    async def restore(
+        self, snapshot_id: str, *, tenant: str | None = None, **options: Any
+    ) -> SandboxInfo:
         """A new running sandbox from a snapshot (as often as wanted, concurrently).
 
         ``options``: labels, hostname, disk_mib, env, network, and the :class:`Timeouts`
-        fields (timeout_s, on_timeout, idle_timeout_s, on_idle, auto_resume).
+        fields (timeout_s, on_timeout, idle_timeout_s, on_idle, auto_resume). It belongs to
+        the snapshot's tenant; restored from a template (shared), to ``tenant``.
         """
         snap = await self.get_snapshot(snapshot_id)
         if snap.hibernation:
             raise InvalidArgument(
                 f"snapshot {snapshot_id} is a hibernated sandbox's: resume {snap.sandbox_id}"
             )
-        return await self._provision(self.snapshots.plan(snap, **options))
+        plan = self._plan(snap, tenant, **options)
+        if is_pooled(plan.info):  # the pool's own: nobody's until handed out
+            return await self._provision(plan)
+        info = plan.info
+        with self.quotas.admit(info.tenant, Usage(1, info.vcpus, info.memory_mib)):
+            return await self._provision(plan)
+
+    def _plan(self, snap: SnapshotInfo, tenant: str | None, **options: Any) -> Plan:
+        owner = (tenant or DEFAULT_TENANT) if snap.template else snap.tenant
+        return self.snapshots.plan(snap, tenant=owner, **options)
 
     async def fork(
         self, sandbox_id: str, count: int, labels: dict[str, str] | None = None
@@ -718,12 +780,20 @@ class Manager:
             raise LimitExceeded(
                 f"forking {count} would exceed {limit} sandboxes (SIETCH_MAX_SANDBOXES)"
             )
+        source = self._live_sandbox(sandbox_id).info
+        each = Usage(1, source.vcpus, source.memory_mib)
+        with self.quotas.admit(source.tenant, each.times(count)):
+            return await self._fork(sandbox_id, count, labels)
+
+    async def _fork(
+        self, sandbox_id: str, count: int, labels: dict[str, str] | None
+    ) -> builtins.list[SandboxInfo]:
         snap = await self.snapshot(sandbox_id, name=f"fork of {sandbox_id}")
         slots = asyncio.Semaphore(self.settings.restore_concurrency)
 
         async def copy() -> SandboxInfo:
             async with slots:
-                return await self.restore(snap.id, labels=labels)
+                return await self._provision(self._plan(snap, None, labels=labels))
 
         results = await asyncio.gather(*(copy() for _ in range(count)), return_exceptions=True)
         made = [r for r in results if isinstance(r, SandboxInfo)]
@@ -735,22 +805,35 @@ class Manager:
             raise errors[0]
         return made
 
-    async def list_snapshots(self, templates: bool = False) -> builtins.list[SnapshotInfo]:
-        """The user's snapshots (and templates); hibernation snapshots are internal."""
-        snaps = self.store.all_snapshots()
-        return [s for s in snaps if (templates or not s.template) and not s.hibernation]
+    async def list_snapshots(
+        self, templates: bool = False, tenant: str | None = None
+    ) -> builtins.list[SnapshotInfo]:
+        """The user's snapshots (and templates) that ``tenant`` sees (None: all);
+        hibernation snapshots are internal."""
+        return [
+            s
+            for s in self.store.all_snapshots()
+            if (templates or not s.template) and not s.hibernation and _sees_snapshot(tenant, s)
+        ]
 
-    async def get_snapshot(self, snapshot_id: str) -> SnapshotInfo:
+    async def get_snapshot(self, snapshot_id: str, tenant: str | None = None) -> SnapshotInfo:
+        """The snapshot; a template (shared) is seen by every tenant."""
         snap = self.store.get_snapshot(snapshot_id)
-        if snap is None:
+        if snap is None or not _sees_snapshot(tenant, snap):
             raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
         return snap
 
-    async def delete_snapshot(self, snapshot_id: str, subtree: bool = False) -> builtins.list[str]:
+    async def delete_snapshot(
+        self, snapshot_id: str, subtree: bool = False, tenant: str | None = None
+    ) -> builtins.list[str]:
         """Delete a snapshot, or with ``subtree`` it and every snapshot descended from it;
         the ids deleted. Refused (Conflict, nothing deleted) while a sandbox or a snapshot
         outside them still builds on one of them."""
-        await self.get_snapshot(snapshot_id)
+        snap = await self.get_snapshot(snapshot_id, tenant)
+        if snap.template and tenant is not None:
+            raise PermissionDenied(
+                "templates are shared by every tenant: only an admin deletes one"
+            )
         doomed = self._subtree(snapshot_id) if subtree else [snapshot_id]
         users = [u for s in doomed for u in self.store.snapshot_users(s) if u not in doomed]
         if users:
@@ -782,6 +865,15 @@ class Manager:
 def _timeouts(source: Timeouts) -> Timeouts:
     """Only the :class:`Timeouts` fields of a spec or record."""
     return Timeouts.model_validate(source.model_dump(include=set(Timeouts.model_fields)))
+
+
+def _sees(tenant: str | None, info: SandboxInfo) -> bool:
+    """Whether ``tenant`` (None: an admin) may see the sandbox; a pooled one is nobody's."""
+    return tenant is None or (info.tenant == tenant and not is_pooled(info))
+
+
+def _sees_snapshot(tenant: str | None, snap: SnapshotInfo) -> bool:
+    return tenant is None or snap.template or snap.tenant == tenant
 
 
 def _kill(pid: int | None) -> builtins.list[int]:

@@ -12,6 +12,8 @@ from sietch.network.policy import NetworkPolicy
 
 MIN_SCREEN, MAX_SCREEN = (320, 200), (7680, 4320)
 MIN_DPI, MAX_DPI = 48, 480
+DEFAULT_TENANT = "default"
+"""The tenant of records made before tenants existed, and of a single-key install."""
 
 
 class SandboxState(enum.StrEnum):
@@ -89,6 +91,9 @@ class SandboxSpec(Timeouts):
             Screen(width=size[0], height=size[1])
         return size
 
+    tenant: str = DEFAULT_TENANT
+    """Who will own it (set by the server from the caller's key, never by the request)."""
+
 
 class PortMapping(BaseModel):
     """A guest TCP port reachable from the host at ``host:host_port``."""
@@ -125,6 +130,8 @@ class SandboxInfo(Timeouts):
     """What the sandbox may reach; changeable while it runs."""
     desktop: DesktopInfo | None = None
     """Its desktop's screen and VNC password; None when its image has no desktop."""
+    tenant: str = DEFAULT_TENANT
+    """Who owns it: only that tenant's keys (and admin keys) see it."""
 
 
 class SnapshotInfo(BaseModel):
@@ -170,6 +177,8 @@ class SnapshotInfo(BaseModel):
     is deleted or hibernates again."""
     expires_at: datetime | None = None
     """Deleted after this once nothing uses it (``ttl_s``); None: kept."""
+    tenant: str = DEFAULT_TENANT
+    """Its sandbox's tenant; a template is shared by every tenant whatever it says."""
     paths: dict[str, str] = Field(default_factory=dict)
     """kernel, initramfs, tools disk it must be restored with (the guest already runs them)."""
 

@@ -75,6 +75,7 @@ class WarmPool:
                 continue
             info = sandbox.info
             info.labels, info.env = dict(spec.labels), dict(spec.env)
+            info.tenant = spec.tenant
             info.created_at = datetime.now(UTC)
             self.host.set_timeouts(info, spec)
             self.host.store.put(info)

@@ -65,7 +65,14 @@ from pydantic import ValidationError
 
 from sietch.core.host import SandboxHost
 from sietch.core.live import LiveSandbox
-from sietch.core.models import SandboxInfo, SandboxState, Screen, SnapshotInfo, Timeouts
+from sietch.core.models import (
+    DEFAULT_TENANT,
+    SandboxInfo,
+    SandboxState,
+    Screen,
+    SnapshotInfo,
+    Timeouts,
+)
 from sietch.core.provision import Plan, Restore, record
 from sietch.errors import InvalidArgument, describe_validation
 from sietch.network.policy import NetworkPolicy
@@ -221,6 +228,7 @@ class Snapshots:
             accel=info.accel,
             template=template_key is not None,
             template_key=template_key,
+            tenant=info.tenant,
             paths={
                 "kernel": str(config.kernel),
                 "initramfs": str(config.initramfs),
@@ -309,9 +317,10 @@ class Snapshots:
         disk_mib: int | None = None,
         env: dict[str, str] | None = None,
         network: NetworkPolicy | None = None,
+        tenant: str = DEFAULT_TENANT,
         **timeouts: Any,
     ) -> Plan:
-        """How to make a new sandbox of ``snap``; the original (if any) is untouched.
+        """How to make a new sandbox of ``snap`` for ``tenant``; the original is untouched.
 
         ``timeouts``: the :class:`~sietch.core.models.Timeouts` fields of the new sandbox."""
         disk = disk_mib or snap.disk_mib
@@ -335,6 +344,7 @@ class Snapshots:
             snapshot_id=snap.id,
             network=network or snap.network or self.host.default_network(),
             **chosen.model_dump(),
+            tenant=tenant,
         )
         return self._plan(snap, info, hostname)
 

@@ -13,9 +13,9 @@ from fastapi.routing import APIRoute
 from sietch import __version__
 from sietch.config import Settings, get_settings
 from sietch.core.manager import Manager
+from sietch.core.tenants import Tenants
 from sietch.server import arrakis, handlers
-from sietch.server.auth import ApiKeys
-from sietch.server.deps import require_api_key, require_manager
+from sietch.server.deps import require_admin, require_api_key, require_manager
 from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
 from sietch.server.routes import api_router, metrics_router, static_router
@@ -30,10 +30,23 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
+def open_tenants(settings: Settings) -> tuple[Tenants, str | None]:
+    """The tenants catalog, the pre-tenant key file imported into it; and, when it has no
+    key at all (a first start) and auth is on, a new admin key, returned to be shown once."""
+    tenants = Tenants(settings.tenants_path)
+    if imported := tenants.import_legacy(settings.api_keys_path):
+        log.info(
+            "%d API key(s) of %s are admin keys of tenant 'default'",
+            imported,
+            settings.api_keys_path,
+        )
+    return tenants, tenants.ensure_admin() if settings.auth else None
+
+
 def create_app(
     settings: Settings | None = None,
     *,
-    api_keys: ApiKeys | None = None,
+    tenants: Tenants | None = None,
     manager: Manager | None = None,
 ) -> FastAPI:
     """Build the app; the manager starts (and re-adopts running VMs) when it starts serving.
@@ -41,18 +54,18 @@ def create_app(
     ``manager``: serve one the caller has started and will close (tests share one between
     the app and their own fixtures, so a desktop template is booted once)."""
     settings = settings or get_settings()
-    if settings.auth and api_keys is None:
-        api_keys = ApiKeys(settings.api_keys_path)
-        if new_key := api_keys.ensure():
+    if tenants is None:
+        tenants, new_key = open_tenants(settings)
+        if new_key:
             log.warning(
-                "generated an API key (shown only now; its hash is in %s): %s",
-                settings.api_keys_path,
+                "generated an admin API key of tenant 'default' (shown only now; its hash "
+                "is in %s): %s",
+                settings.tenants_path,
                 new_key,
             )
-    elif not settings.auth:
-        api_keys = None
+    if not settings.auth:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s may run code", settings.host)
-    state = ServerState(settings=settings, api_keys=api_keys)
+    state = ServerState(settings=settings, tenants=tenants, auth=settings.auth)
     mcp = McpEndpoint(lambda: require_manager(state), state)
 
     @asynccontextmanager
@@ -61,7 +74,9 @@ def create_app(
             # persistent: VMs outlive a server restart and are adopted again by the next start.
             served = manager
             if served is None:
-                served = await stack.enter_async_context(Manager(settings, persistent=True))
+                served = await stack.enter_async_context(
+                    Manager(settings, persistent=True, quota_of=tenants.quota)
+                )
             state.manager = served
             state.metrics.watch(served)
             log.info("manager started (accel=%s, state in %s)", served.accel, settings.state_dir)
@@ -86,7 +101,9 @@ def create_app(
         # Outermost, so the access log and metrics see the proxy route it re-addresses to.
         app.add_middleware(HostRoutes, domain=settings.proxy_domain)
     app.include_router(api_router)
-    app.include_router(metrics_router, dependencies=[Depends(require_api_key)])
+    app.include_router(
+        metrics_router, dependencies=[Depends(require_api_key), Depends(require_admin)]
+    )
     app.include_router(static_router)  # noVNC and the desktop viewer's script: public files
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
     app.include_router(arrakis.public_router)

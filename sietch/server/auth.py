@@ -1,61 +1,44 @@
-"""API keys: generated on first start, shown once, stored only as SHA-256 hashes.
+"""Who a request comes from: its API key resolved to a :class:`Caller` (tenant, key, admin).
 
-Keys are long random tokens, so a plain (unsalted) hash is enough: nothing
-short enough to brute-force is ever hashed.
+The keys live in the tenants catalog (:mod:`sietch.core.tenants`), checked on
+every request, so ``sietch keys revoke`` takes effect at once. The caller is
+kept in the connection's scope for the routes (:data:`CALLER`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
-import secrets
-from pathlib import Path
+from starlette.requests import HTTPConnection
 
-KEY_PREFIX = "sk-sietch-"
+from sietch.core.tenants import ANONYMOUS, Caller
+from sietch.errors import AuthenticationError
+from sietch.server.state import ServerState
 
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+CALLER = "sietch.caller"
+"""Scope key of the connection's :class:`Caller` once authenticated."""
 
 
-class ApiKeys:
-    """The set of accepted keys, kept in one 0600 file of hex digests."""
+def bearer_key(conn: HTTPConnection) -> str | None:
+    scheme, _, key = conn.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._digests: list[str] = []
-        self.reload()
 
-    def reload(self) -> None:
-        try:
-            lines = self.path.read_text().splitlines()
-        except FileNotFoundError:
-            lines = []
-        self._digests = [ln.split()[0] for ln in lines if ln.strip() and not ln.startswith("#")]
+def resolve(conn: HTTPConnection, key: str | None, missing: str) -> Caller:
+    """The caller ``key`` stands for (anyone, with auth off); AuthenticationError if none.
 
-    def __len__(self) -> int:
-        return len(self._digests)
-
-    def add(self) -> str:
-        """Create a new key, store its hash and return the key (the only time it is seen)."""
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as f:
-            f.write(_digest(key) + "\n")
-        os.chmod(self.path, 0o600)
-        self._digests.append(_digest(key))
-        return key
-
-    def ensure(self) -> str | None:
-        """Make sure at least one key exists; returns the new key if one was made."""
-        return None if self._digests else self.add()
-
-    def verify(self, key: str) -> bool:
-        digest = _digest(key)
-        # Compare against every stored digest so timing says nothing about which matched.
-        found = False
-        for known in self._digests:
-            found |= hmac.compare_digest(known, digest)
-        return found
+    ``missing`` is the message for a request without a key: it says how to send one.
+    """
+    known: Caller | None = conn.scope.get(CALLER)
+    if known is not None:
+        return known
+    state: ServerState = conn.app.state.sietch
+    if not state.auth:
+        caller = ANONYMOUS
+    elif key is None:
+        raise AuthenticationError(missing)
+    else:
+        found = state.tenants.lookup(key)
+        if found is None:
+            raise AuthenticationError("invalid API key")
+        caller = found
+    conn.scope[CALLER] = caller
+    return caller

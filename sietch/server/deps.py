@@ -17,7 +17,9 @@ from starlette.requests import HTTPConnection
 from sietch.config import Settings
 from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
-from sietch.errors import AuthenticationError, InvalidArgument, Unavailable
+from sietch.core.tenants import Caller
+from sietch.errors import InvalidArgument, PermissionDenied, Unavailable
+from sietch.server.auth import bearer_key, resolve
 from sietch.server.metrics import Metrics
 from sietch.server.schemas import MAX_PATH, check_guest_path
 from sietch.server.state import ServerState
@@ -58,24 +60,55 @@ class BearerAuth(HTTPBearer):
     """``Authorization: Bearer <key>``; declared as HTTPBearer so /docs offers it."""
 
     async def __call__(self, conn: HTTPConnection) -> None:  # type: ignore[override]
-        authenticate(conn)
+        await admit(conn)
 
 
-def authenticate(conn: HTTPConnection) -> None:
-    """Raise :class:`AuthenticationError` unless the connection carries a valid key."""
-    state: ServerState = conn.app.state.sietch
-    if state.api_keys is None:
+def authenticate(conn: HTTPConnection) -> Caller:
+    """The caller of the connection's key; :class:`AuthenticationError` without a valid one."""
+    return resolve(
+        conn,
+        bearer_key(conn),
+        "missing API key: send 'Authorization: Bearer <key>' (SIETCH_API_KEY for the SDK/CLI)",
+    )
+
+
+async def check_path(conn: HTTPConnection, caller: Caller) -> None:
+    """Refuse a path naming another tenant's sandbox or snapshot as not found (404, never
+    403: that would confirm it exists). Every route with a ``{sandbox_id}`` or
+    ``{snapshot_id}`` in its path is checked here, whatever it does."""
+    tenant = caller.scope
+    if tenant is None:
         return
-    scheme, _, key = conn.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise AuthenticationError(
-            "missing API key: send 'Authorization: Bearer <key>' (SIETCH_API_KEY for the SDK/CLI)"
-        )
-    if not state.api_keys.verify(key.strip()):
-        raise AuthenticationError("invalid API key")
+    params = conn.path_params
+    manager = require_manager(conn.app.state.sietch)
+    if (sandbox_id := params.get("sandbox_id")) is not None:
+        manager.check_tenant(sandbox_id, tenant)
+    if (snapshot_id := params.get("snapshot_id")) is not None:
+        await manager.get_snapshot(snapshot_id, tenant)
+
+
+async def admit(conn: HTTPConnection) -> Caller:
+    """Authenticate, then check the path's ids against the caller's tenant."""
+    caller = authenticate(conn)
+    await check_path(conn, caller)
+    return caller
 
 
 require_api_key = BearerAuth(auto_error=False, description="An API key from `sietch serve`.")
+
+
+async def get_caller(conn: HTTPConnection) -> Caller:
+    """The authenticated caller (the router's :data:`require_api_key` found it first)."""
+    return authenticate(conn)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def require_admin(caller: CallerDep) -> None:
+    """For what shows every tenant at once (the metrics)."""
+    if not caller.admin:
+        raise PermissionDenied("this needs an admin key (sietch keys create --admin)")
 
 
 async def get_sandbox(sandbox_id: str, manager: ManagerDep) -> AsyncIterator[LiveSandbox]:

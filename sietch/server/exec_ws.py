@@ -41,7 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from sietch.core.live import Execution
 from sietch.core.manager import Manager
 from sietch.errors import InvalidArgument, SietchError, ValidationFailed
-from sietch.server.deps import authenticate, require_manager
+from sietch.server.deps import admit, require_manager
 from sietch.server.handlers import error_body, error_response
 from sietch.server.schemas import Command, GuestPath, SafeStr, User
 from sietch.server.state import ServerState
@@ -93,7 +93,7 @@ async def _fail(ws: WebSocket, exc: SietchError) -> None:
 async def serve_exec_socket(ws: WebSocket, sandbox_id: str) -> None:
     state: ServerState = ws.app.state.sietch
     try:
-        authenticate(ws)
+        await admit(ws)
         manager = require_manager(state)
         # Refuse an unknown or stopped sandbox before accepting; wake a sleeping one.
         await manager.awake(sandbox_id)

@@ -3,11 +3,17 @@
 The tools are :mod:`sietch.mcp`'s; here they act through this process's own
 manager (:class:`ManagerBackend`). The SDK's session manager must run for the
 app's whole life: :meth:`McpEndpoint.run` is entered from the app's lifespan.
+
+The tools act for the caller of the HTTP request that carries the tool call:
+the endpoint puts it in :data:`CALLER` and the MCP SDK hands each message to
+its handler in the sender's context, so the backend sees only that caller's
+tenant (another tenant's sandbox is "not found", as in the REST API).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,9 +26,11 @@ from sietch._util import Capped
 from sietch.config import Settings
 from sietch.core.computer import parse_action
 from sietch.core.desktop import encode
+from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
 from sietch.core.models import SandboxInfo
-from sietch.errors import InvalidArgument, SietchError, describe_validation
+from sietch.core.tenants import Caller
+from sietch.errors import AuthenticationError, InvalidArgument, SietchError, describe_validation
 from sietch.mcp.backend import MCP_LABEL, TimeoutAction, snapshot_out, too_large
 from sietch.mcp.models import (
     OUTPUT_LIMIT,
@@ -46,6 +54,7 @@ from sietch.server.routes.viewer import desktop_link
 from sietch.server.state import ServerState
 
 PATH = "/mcp"
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("sietch_mcp_caller")
 
 
 def own_url(settings: Settings) -> str:
@@ -82,6 +91,24 @@ class ManagerBackend:
         self._manager = manager
         self._state = state
 
+    @staticmethod
+    def _caller() -> Caller:
+        caller = CALLER.get(None)
+        if caller is None:  # never: the endpoint sets it; refuse rather than see everything
+            raise AuthenticationError("the MCP request carried no authenticated caller")
+        return caller
+
+    def _own(self, sandbox_id: str) -> Manager:
+        """The manager, once the caller may see ``sandbox_id`` (else: not found)."""
+        manager = self._manager()
+        manager.check_tenant(sandbox_id, self._caller().scope)
+        return manager
+
+    @contextlib.asynccontextmanager
+    async def _use(self, sandbox_id: str) -> AsyncIterator[LiveSandbox]:
+        async with self._own(sandbox_id).use(sandbox_id) as sandbox:
+            yield sandbox
+
     async def create(
         self, image: str | None, timeout_s: float | None, internet: bool | None, allow: list[str]
     ) -> SandboxOut:
@@ -89,7 +116,11 @@ class ManagerBackend:
         if internet is not None or allow:
             network = {"internet": True if internet is None else internet, "allow": allow}
         info = await self._manager().create(
-            image=image, timeout_s=timeout_s, labels=MCP_LABEL, network=network
+            image=image,
+            timeout_s=timeout_s,
+            labels=MCP_LABEL,
+            network=network,
+            tenant=self._caller().tenant,
         )
         return SandboxOut(sandbox_id=info.id, state=info.state.value, image=info.image)
 
@@ -98,7 +129,7 @@ class ManagerBackend:
             SandboxOut(
                 sandbox_id=i.id, state=i.state.value, image=i.image, restored_from=i.snapshot_id
             )
-            for i in await self._manager().list()
+            for i in await self._manager().list(tenant=self._caller().scope)
         ]
 
     async def run(
@@ -106,7 +137,7 @@ class ManagerBackend:
     ) -> CommandResult:
         # One byte over the limit, so capped() sees the cut.
         out, err = Capped(OUTPUT_LIMIT + 1), Capped(OUTPUT_LIMIT + 1)
-        async with self._manager().use(sandbox_id) as sandbox:
+        async with self._use(sandbox_id) as sandbox:
             execution = await sandbox.start(command, cwd=cwd, timeout=timeout_s)
             try:
                 result = await execution.result(on_stdout=out, on_stderr=err, capture=False)
@@ -123,13 +154,13 @@ class ManagerBackend:
         )
 
     async def write_file(self, sandbox_id: str, path: str, content: bytes) -> FileWritten:
-        async with self._manager().use(sandbox_id) as sandbox:
+        async with self._use(sandbox_id) as sandbox:
             size = await sandbox.write_file(path, content)
         return FileWritten(path=path, size=size)
 
     async def read_file(self, sandbox_id: str, path: str) -> bytes:
         data = bytearray()
-        async with self._manager().use(sandbox_id) as sandbox:
+        async with self._use(sandbox_id) as sandbox:
             async for chunk in sandbox.read_file(path):
                 data += chunk
                 if len(data) > READ_LIMIT:
@@ -137,12 +168,12 @@ class ManagerBackend:
         return bytes(data)
 
     async def list_dir(self, sandbox_id: str, path: str, depth: int) -> list[DirEntry]:
-        async with self._manager().use(sandbox_id) as sandbox:
+        async with self._use(sandbox_id) as sandbox:
             entries = await sandbox.list_dir(path, depth)
         return [DirEntry(name=e.name, path=e.path, type=e.type, size=e.size) for e in entries]
 
     async def snapshot(self, sandbox_id: str, name: str | None) -> SnapshotOut:
-        snap = await self._manager().snapshot(sandbox_id, name, {**MCP_LABEL})
+        snap = await self._own(sandbox_id).snapshot(sandbox_id, name, {**MCP_LABEL})
         return snapshot_out(snap.id, snap.name, snap.sandbox_id, snap.parent_id, snap.created_at)
 
     async def hibernate(self, sandbox_id: str) -> SandboxOut:
@@ -157,13 +188,15 @@ class ManagerBackend:
         return _out(info)
 
     async def restore(self, snapshot_id: str) -> SandboxOut:
-        info = await self._manager().restore(snapshot_id, labels=MCP_LABEL)
+        manager, caller = self._manager(), self._caller()
+        await manager.get_snapshot(snapshot_id, caller.scope)
+        info = await manager.restore(snapshot_id, labels=MCP_LABEL, tenant=caller.tenant)
         return SandboxOut(
             sandbox_id=info.id, state=info.state.value, image=info.image, restored_from=snapshot_id
         )
 
     async def fork(self, sandbox_id: str, count: int) -> list[SandboxOut]:
-        infos = await self._manager().fork(sandbox_id, count, MCP_LABEL)
+        infos = await self._own(sandbox_id).fork(sandbox_id, count, MCP_LABEL)
         return [
             SandboxOut(
                 sandbox_id=i.id, state=i.state.value, image=i.image, restored_from=i.snapshot_id
@@ -174,14 +207,14 @@ class ManagerBackend:
     async def snapshots(self) -> list[SnapshotOut]:
         return [
             snapshot_out(s.id, s.name, s.sandbox_id, s.parent_id, s.created_at)
-            for s in await self._manager().list_snapshots()
+            for s in await self._manager().list_snapshots(tenant=self._caller().scope)
         ]
 
     async def destroy(self, sandbox_id: str) -> None:
-        await self._manager().delete(sandbox_id)
+        await self._own(sandbox_id).delete(sandbox_id)
 
     async def expose(self, sandbox_id: str, port: int) -> PortOut:
-        m = await self._manager().expose(sandbox_id, port)
+        m = await self._own(sandbox_id).expose(sandbox_id, port)
         return port_out(sandbox_id, m.guest_port, m.host, m.host_port)
 
     async def desktop_url(
@@ -194,7 +227,7 @@ class ManagerBackend:
         return DesktopOut(sandbox_id=sandbox_id, **view.model_dump(exclude={"vnc_password"}))
 
     async def set_network(self, sandbox_id: str, internet: bool, allow: list[str]) -> NetworkOut:
-        info = await self._manager().set_network(sandbox_id, _policy(internet, allow))
+        info = await self._own(sandbox_id).set_network(sandbox_id, _policy(internet, allow))
         return NetworkOut(
             sandbox_id=sandbox_id, internet=info.network.internet, allow=info.network.allow
         )
@@ -227,11 +260,15 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            authenticate(HTTPConnection(scope))
+            caller = authenticate(HTTPConnection(scope))
         except SietchError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        await self._app(scope, receive, send)
+        token = CALLER.set(caller)
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            CALLER.reset(token)
 
     def route(self) -> Route:
         """A route taking every method at exactly ``/mcp`` (a Mount would redirect to /mcp/)."""

@@ -5,15 +5,15 @@ from __future__ import annotations
 import uvicorn
 
 from sietch.config import Settings
+from sietch.core.tenants import Tenants
 from sietch.server import logs
 from sietch.server.app import create_app
-from sietch.server.auth import ApiKeys
 
 
-def serve(settings: Settings, *, api_keys: ApiKeys | None = None, log_format: str = "json") -> None:
+def serve(settings: Settings, *, tenants: Tenants | None = None, log_format: str = "json") -> None:
     """Serve until interrupted; the manager is single-process, so one worker only."""
     logs.configure(fmt=log_format)
-    app = create_app(settings, api_keys=api_keys)
+    app = create_app(settings, tenants=tenants)
     uvicorn.run(
         app,
         host=settings.host,

@@ -210,6 +210,8 @@ class SandboxPublic(BaseModel):
     """What it may reach (change it with PUT .../network)."""
     desktop: Screen | None = None
     """Its desktop's screen; null when its image has none."""
+    tenant: str
+    """Who owns it: the tenant of the key that made it."""
 
 
 class SandboxesPublic(BaseModel):
@@ -270,6 +272,8 @@ class SnapshotPublic(BaseModel):
     """A hibernated sandbox's saved machine (internal: not listed)."""
     expires_at: datetime | None = None
     """Deleted after this once unused (`ttl_s`)."""
+    tenant: str
+    """Its sandbox's tenant (templates are shared by every tenant)."""
 
 
 class SnapshotsPublic(BaseModel):
@@ -410,6 +414,36 @@ class ServerInfo(BaseModel):
     sandboxes: int
     limits: Limits
     defaults: Defaults
+
+
+class QuotaPublic(BaseModel):
+    """A tenant's limits; null is unlimited."""
+
+    max_sandboxes: int | None
+    max_vcpus: int | None
+    max_memory_mib: int | None
+    max_snapshot_disk_mib: int | None
+    create_rate_per_min: float | None
+    create_burst: int
+
+
+class UsagePublic(BaseModel):
+    sandboxes: int
+    vcpus: int
+    memory_mib: int
+    snapshot_disk_mib: int
+
+
+class TenantPublic(BaseModel):
+    """The caller's tenant, its key, its quota and what it uses of it now."""
+
+    name: str
+    key: str
+    """The name of the key the request carried."""
+    admin: bool
+    """An admin key sees and drives every tenant's sandboxes."""
+    quota: QuotaPublic
+    usage: UsagePublic
 
 
 class ErrorBody(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +10,9 @@ import httpx
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
+from sietch.core.quotas import TokenBucket
+from sietch.core.tenants import Tenants
 from sietch.errors import LimitExceeded
-from sietch.server.auth import ApiKeys
 from sietch.server.browser_auth import BrowserTokens
 from sietch.server.metrics import Metrics
 
@@ -20,31 +20,13 @@ _SERVICE_CLIENTS = 64
 """HTTP clients kept for guest services' unix sockets (one per sandbox service in use)."""
 
 
-class TokenBucket:
-    """Allows ``burst`` events at once and ``rate`` per second on average."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = float(burst)
-        self._stamp = time.monotonic()
-
-    def take(self) -> float:
-        """Take a token; returns 0, or the seconds to wait when none is left."""
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
-
-
 @dataclass
 class ServerState:
     settings: Settings
-    api_keys: ApiKeys | None
-    """None when authentication is off."""
+    tenants: Tenants
+    """Tenants, their keys and quotas (quotas apply with authentication off too)."""
+    auth: bool = True
+    """False: every request is an admin of the default tenant (loopback only)."""
     metrics: Metrics = field(default_factory=Metrics)
     manager: Manager | None = None
     create_bucket: TokenBucket = field(init=False)

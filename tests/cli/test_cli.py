@@ -157,9 +157,9 @@ def test_serve_prints_a_new_key_once_and_stores_its_hash() -> None:
         first.expect("Application startup complete")
         url = f"http://127.0.0.1:{port}/api/v1/info"
         assert httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code == 200
-        stored = (state / "api_keys").read_text()
-        assert key not in stored
-        assert (state / "api_keys").stat().st_mode & 0o777 == 0o600
+        stored = b"".join(p.read_bytes() for p in state.glob("tenants.db*"))
+        assert key.encode() not in stored
+        assert (state / "tenants.db").stat().st_mode & 0o777 == 0o600
         first.kill(signal.SIGINT)
         first.expect(pexpect.EOF)
         second = pexpect.spawn(str(SIETCH), ["serve", "--port", str(port)], env=env, timeout=60)

@@ -27,7 +27,7 @@ from tenacity import Retrying, retry, retry_if_exception_type, stop_after_delay,
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
-from sietch.server.auth import ApiKeys
+from sietch.core.tenants import Tenants
 from tests.conftest import short_tmpdir
 
 START_TIMEOUT_S = 60.0
@@ -47,15 +47,31 @@ class ServerNotUp(Exception):
 class ApiServer:
     """One server process; ``start()`` may be called again after ``stop()`` (a restart)."""
 
-    def __init__(self, state_dir: Path | None = None, **settings: str | int | float) -> None:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        api_key: str | None = None,
+        **settings: str | int | float,
+    ) -> None:
+        """``api_key``: the key requests use (one the state dir has already); default: a new
+        admin key of tenant ``default``."""
         self.state_dir = state_dir or short_tmpdir("sta")
         # QEMU runs as an unprivileged user when we are root: it must reach its work dir.
         self.state_dir.chmod(0o755)
         self.port = free_port()
         self.settings = {k: str(v) for k, v in settings.items()}
-        self.api_key = ApiKeys(self.state_dir / "api_keys").add()
+        self._tenants: Tenants | None = None
+        self.api_key = api_key or self.tenants.create_key("default", "tests", admin=True)[1]
         self.log_path = self.state_dir / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tenants(self) -> Tenants:
+        """The server's tenants catalog, changed while it runs (as ``sietch keys`` does)."""
+        if self._tenants is None:
+            self._tenants = Tenants(self.state_dir / "tenants.db")
+        return self._tenants
 
     @property
     def url(self) -> str:
@@ -140,6 +156,8 @@ class ApiServer:
                 for sb in c.get("/api/v1/sandboxes").json().get("data", []):
                     c.delete(f"/api/v1/sandboxes/{sb['id']}")
         self.stop()
+        if self._tenants is not None:
+            self._tenants.close()
         asyncio.run(_reap(self.state_dir))
         shutil.rmtree(self.state_dir, ignore_errors=True)
 

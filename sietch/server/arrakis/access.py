@@ -17,8 +17,8 @@ import binascii
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
-from sietch.errors import AuthenticationError
-from sietch.server.state import ServerState
+from sietch.core.tenants import Caller
+from sietch.server.auth import resolve
 
 
 def key_from_headers(conn: HTTPConnection) -> str | None:
@@ -36,26 +36,21 @@ def key_from_headers(conn: HTTPConnection) -> str | None:
     return None
 
 
-def authenticate(conn: HTTPConnection) -> None:
-    """Raise :class:`AuthenticationError` unless auth is off or the key is valid."""
-    state: ServerState = conn.app.state.sietch
-    if state.api_keys is None:
-        return
-    key = key_from_headers(conn)
-    if key is None:
-        raise AuthenticationError(
-            "missing API key: send 'Authorization: Bearer <key>', or put the key in the URL "
-            "(http://arrakis:<key>@host:port) for py-arrakis"
-        )
-    if not state.api_keys.verify(key):
-        raise AuthenticationError("invalid API key")
+def authenticate(conn: HTTPConnection) -> Caller:
+    """The caller of the key (any, with auth off); :class:`AuthenticationError` otherwise."""
+    return resolve(
+        conn,
+        key_from_headers(conn),
+        "missing API key: send 'Authorization: Bearer <key>', or put the key in the URL "
+        "(http://arrakis:<key>@host:port) for py-arrakis",
+    )
 
 
 class ArrakisAuth(HTTPBearer):
     """Declared as HTTPBearer so /docs offers it; Basic is accepted too (see module doc)."""
 
-    async def __call__(self, conn: HTTPConnection) -> None:  # type: ignore[override]
-        authenticate(conn)
+    async def __call__(self, conn: HTTPConnection) -> Caller:  # type: ignore[override]
+        return authenticate(conn)
 
 
 require_key = ArrakisAuth(

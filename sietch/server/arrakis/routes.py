@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Query
 from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
 from sietch.core.models import PortMapping, SandboxInfo, SandboxState
+from sietch.core.tenants import Caller
 from sietch.errors import InvalidArgument, PayloadTooLarge, SietchError
 from sietch.server.arrakis.access import require_key
 from sietch.server.arrakis.registry import SNAPSHOT_LABEL, VM_LABEL, Registry, get_registry
@@ -63,13 +64,15 @@ public_router = APIRouter(prefix="/v1", tags=["arrakis"])
 router = APIRouter(prefix="/v1", tags=["arrakis"], dependencies=[Depends(require_key)])
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+CallerDep = Annotated[Caller, Depends(require_key)]
+"""The caller (resolved once per request, with the router's own check)."""
 
 
 async def vm_sandbox(
-    name: str, manager: ManagerDep, registry: RegistryDep
+    name: str, manager: ManagerDep, registry: RegistryDep, caller: CallerDep
 ) -> AsyncIterator[LiveSandbox]:
     """The named VM's live sandbox, its lock held shared for the request."""
-    async with manager.use((await registry.get_vm(manager, name)).id) as sandbox:
+    async with manager.use((await registry.get_vm(manager, name, caller.scope)).id) as sandbox:
         yield sandbox
 
 
@@ -155,16 +158,18 @@ async def health() -> HealthResponse:
 
 
 @router.post("/vms", name="start", response_model=VMInfo)
-async def start_vm(body: StartVMRequest, manager: ManagerDep, registry: RegistryDep) -> VMInfo:
+async def start_vm(
+    body: StartVMRequest, manager: ManagerDep, registry: RegistryDep, caller: CallerDep
+) -> VMInfo:
     """Boot a VM named ``vmName``, or restore ``snapshotId`` into it."""
     labels = {VM_LABEL: body.vmName}
-    async with registry.reserve_vm(manager, body.vmName):
+    async with registry.reserve_vm(manager, body.vmName, caller.tenant):
         if body.snapshotId:
-            snap = await registry.get_snapshot(manager, body.snapshotId)
-            info = await manager.restore(snap.id, labels=labels)
+            snap = await registry.get_snapshot(manager, body.snapshotId, caller.scope)
+            info = await manager.restore(snap.id, labels=labels, tenant=caller.tenant)
         else:
             image = await image_for(manager, body)
-            info = await manager.create(image=image, labels=labels)
+            info = await manager.create(image=image, labels=labels, tenant=caller.tenant)
         try:
             async with manager.use(info.id) as sandbox:
                 await sandbox.mkdir(WORKDIR)
@@ -177,15 +182,20 @@ async def start_vm(body: StartVMRequest, manager: ManagerDep, registry: Registry
 
 
 @router.get("/vms", name="list", response_model=ListAllVMsResponse)
-async def list_vms(manager: ManagerDep, registry: RegistryDep) -> ListAllVMsResponse:
-    """Every VM made through /v1."""
-    return ListAllVMsResponse(vms=[vm_info(i) for i in await registry.vms(manager)])
+async def list_vms(
+    manager: ManagerDep, registry: RegistryDep, caller: CallerDep
+) -> ListAllVMsResponse:
+    """Every VM of the caller's tenant made through /v1."""
+    return ListAllVMsResponse(vms=[vm_info(i) for i in await registry.vms(manager, caller.scope)])
 
 
 @router.delete("/vms", name="destroy_all", response_model=DestroyAllVMsResponse)
-async def destroy_all_vms(manager: ManagerDep, registry: RegistryDep) -> DestroyAllVMsResponse:
-    """Destroy every VM made through /v1 (sandboxes of Sietch's own API are left alone)."""
-    infos = await registry.vms(manager)
+async def destroy_all_vms(
+    manager: ManagerDep, registry: RegistryDep, caller: CallerDep
+) -> DestroyAllVMsResponse:
+    """Destroy every VM of the caller's tenant made through /v1 (sandboxes of Sietch's own
+    API are left alone)."""
+    infos = await registry.vms(manager, caller.scope)
     results = await asyncio.gather(*(manager.delete(i.id) for i in infos), return_exceptions=True)
     failed = [(i, r) for i, r in zip(infos, results, strict=True) if isinstance(r, Exception)]
     if failed:
@@ -197,26 +207,34 @@ async def destroy_all_vms(manager: ManagerDep, registry: RegistryDep) -> Destroy
 
 
 @router.get("/vms/{name}", name="get", response_model=VMInfo)
-async def get_vm(name: str, manager: ManagerDep, registry: RegistryDep) -> VMInfo:
-    return vm_info(await registry.get_vm(manager, name))
+async def get_vm(
+    name: str, manager: ManagerDep, registry: RegistryDep, caller: CallerDep
+) -> VMInfo:
+    return vm_info(await registry.get_vm(manager, name, caller.scope))
 
 
 @router.delete("/vms/{name}", name="destroy", response_model=VMResponse)
-async def destroy_vm(name: str, manager: ManagerDep, registry: RegistryDep) -> VMResponse:
+async def destroy_vm(
+    name: str, manager: ManagerDep, registry: RegistryDep, caller: CallerDep
+) -> VMResponse:
     """Stop the VM and remove its disk; its snapshots stay."""
-    info = await registry.get_vm(manager, name)
+    info = await registry.get_vm(manager, name, caller.scope)
     await manager.delete(info.id)
     return VMResponse(message=f"VM {name} destroyed")
 
 
 @router.patch("/vms/{name}", name="update_state", response_model=VMResponse)
 async def update_vm_state(
-    name: str, body: UpdateVMStateRequest, manager: ManagerDep, registry: RegistryDep
+    name: str,
+    body: UpdateVMStateRequest,
+    manager: ManagerDep,
+    registry: RegistryDep,
+    caller: CallerDep,
 ) -> VMResponse:
     """``paused`` stops the VM's CPUs (memory and processes kept); ``stopped`` hibernates it
     (saved to disk, its QEMU ended: no RAM or CPU used); ``resume`` or ``started`` brings
     either back (a command or file call to it does too)."""
-    info = await registry.get_vm(manager, name)
+    info = await registry.get_vm(manager, name, caller.scope)
     if body.status == "paused":
         await manager.pause(info.id)
     elif body.status == "stopped":
@@ -228,12 +246,16 @@ async def update_vm_state(
 
 @router.post("/vms/{name}/snapshots", name="snapshot", response_model=VMSnapshotResponse)
 async def snapshot_vm(
-    name: str, body: SnapshotRequest, manager: ManagerDep, registry: RegistryDep
+    name: str,
+    body: SnapshotRequest,
+    manager: ManagerDep,
+    registry: RegistryDep,
+    caller: CallerDep,
 ) -> VMSnapshotResponse:
     """Save memory, processes and disk (also of a restored VM); the VM keeps running."""
-    info = await registry.get_vm(manager, name)
+    info = await registry.get_vm(manager, name, caller.scope)
     snapshot_id = body.snapshotId or f"snapshot-{name}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    async with registry.reserve_snapshot(manager, snapshot_id):
+    async with registry.reserve_snapshot(manager, snapshot_id, info.tenant):
         await manager.snapshot(info.id, snapshot_id, {SNAPSHOT_LABEL: snapshot_id})
     return VMSnapshotResponse(snapshotId=snapshot_id)
 

@@ -17,6 +17,7 @@ from sietch.server.routes import (
     sandboxes,
     snapshots,
     system,
+    tenants,
     viewer,
 )
 from sietch.server.routes.proxy import http_proxy, ws_relay
@@ -24,8 +25,9 @@ from sietch.server.routes.proxy import http_proxy, ws_relay
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
-for module in (
+_routers = (
     system,
+    tenants,
     sandboxes,
     commands,
     processes,
@@ -35,7 +37,10 @@ for module in (
     desktop,
     http_proxy,
     lifecycle,
-):
+)
+# require_api_key also refuses (404) another tenant's {sandbox_id} or {snapshot_id} in a
+# path: a router included with it here scopes every route it has (sietch.server.deps).
+for module in _routers:
     api_router.include_router(module.router, dependencies=_protected)
 for module in (viewer, ide):  # desktop viewer and IDE: links for the browser (browser_auth)
     api_router.include_router(module.router, dependencies=_protected)

@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from sietch.core.models import SandboxInfo, SandboxSpec
 from sietch.errors import InvalidArgument
-from sietch.server.deps import ManagerDep, MetricsDep, StateDep
+from sietch.server.deps import CallerDep, ManagerDep, MetricsDep, StateDep
 from sietch.server.schemas import NetworkSet, SandboxCreate, SandboxesPublic, SandboxPublic
 
 router = APIRouter(prefix="/sandboxes", tags=["sandboxes"])
@@ -32,12 +32,16 @@ def parse_labels(labels: list[str]) -> dict[str, str]:
 
 @router.post("", name="create", status_code=status.HTTP_201_CREATED, response_model=SandboxPublic)
 async def create_sandbox(
-    body: SandboxCreate, manager: ManagerDep, state: StateDep, metrics: MetricsDep
+    body: SandboxCreate,
+    manager: ManagerDep,
+    state: StateDep,
+    metrics: MetricsDep,
+    caller: CallerDep,
 ) -> SandboxPublic:
-    """Boot a new sandbox; returns once its agent answers."""
+    """Boot a new sandbox, the caller's tenant's; returns once its agent answers."""
     state.admit_create()
     started = time.perf_counter()
-    spec = SandboxSpec(**body.model_dump(exclude={"network"}))
+    spec = SandboxSpec(**body.model_dump(exclude={"network"}), tenant=caller.tenant)
     spec.network = body.network.policy() if body.network else None
     info = await manager.create(spec)
     metrics.create_seconds.observe(time.perf_counter() - started)
@@ -47,12 +51,14 @@ async def create_sandbox(
 @router.get("", name="list", response_model=SandboxesPublic)
 async def list_sandboxes(
     manager: ManagerDep,
+    caller: CallerDep,
     label: Annotated[
         list[str] | None, Query(description="key=value; repeat to require several.")
     ] = None,
 ) -> SandboxesPublic:
-    """Every sandbox (dead ones too), optionally only those carrying all given labels."""
-    infos = await manager.list(parse_labels(label or []))
+    """The tenant's sandboxes (dead ones too; an admin: every tenant's), optionally only
+    those carrying all given labels."""
+    infos = await manager.list(parse_labels(label or []), caller.scope)
     return SandboxesPublic(data=[to_public(i) for i in infos], count=len(infos))
 
 

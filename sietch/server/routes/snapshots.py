@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 
 from sietch.core.models import SnapshotInfo
-from sietch.server.deps import ManagerDep
+from sietch.server.deps import CallerDep, ManagerDep
 from sietch.server.routes.sandboxes import to_public
 from sietch.server.schemas import (
     ForkCreate,
@@ -71,10 +71,11 @@ async def fork_sandbox(sandbox_id: str, body: ForkCreate, manager: ManagerDep) -
 @router.get("", name="list", response_model=SnapshotsPublic)
 async def list_snapshots(
     manager: ManagerDep,
+    caller: CallerDep,
     templates: Annotated[bool, Query(description="Include image templates.")] = False,
 ) -> SnapshotsPublic:
-    """Every snapshot; ``parent_id`` links them into a tree."""
-    snaps = await manager.list_snapshots(templates)
+    """The tenant's snapshots (an admin: all); ``parent_id`` links them into a tree."""
+    snaps = await manager.list_snapshots(templates, caller.scope)
     return SnapshotsPublic(data=[snapshot_public(s) for s in snaps], count=len(snaps))
 
 
@@ -87,13 +88,14 @@ async def get_snapshot(snapshot_id: str, manager: ManagerDep) -> SnapshotPublic:
 async def delete_snapshot(
     snapshot_id: str,
     manager: ManagerDep,
+    caller: CallerDep,
     subtree: Annotated[
         bool, Query(description="Also every snapshot descended from it (parent_id).")
     ] = False,
 ) -> Response:
     """Refused with 409 (nothing deleted) while a sandbox or another snapshot still builds
     on it (or, with ``subtree``, on one of those deleted)."""
-    await manager.delete_snapshot(snapshot_id, subtree=subtree)
+    await manager.delete_snapshot(snapshot_id, subtree=subtree, tenant=caller.scope)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -104,12 +106,14 @@ async def delete_snapshot(
     response_model=SandboxPublic,
 )
 async def restore_snapshot(
-    snapshot_id: str, manager: ManagerDep, body: RestoreCreate | None = None
+    snapshot_id: str, manager: ManagerDep, caller: CallerDep, body: RestoreCreate | None = None
 ) -> SandboxPublic:
-    """A new running sandbox from the snapshot (any number of times, concurrently)."""
+    """A new running sandbox from the snapshot (any number of times, concurrently); it is the
+    snapshot's tenant's (restored from a template: the caller's)."""
     body = body or RestoreCreate()
     info = await manager.restore(
         snapshot_id,
+        tenant=caller.tenant,
         labels=body.labels,
         env=body.env,
         hostname=body.hostname,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sietch import __version__
-from sietch.server.deps import ManagerDep, MetricsDep, SettingsDep, StateDep
+from sietch.server.deps import CallerDep, ManagerDep, MetricsDep, SettingsDep, StateDep
 from sietch.server.schemas import Defaults, Health, Limits, ServerInfo
 
 public_router = APIRouter(tags=["system"])
@@ -20,14 +20,17 @@ async def health(manager: ManagerDep) -> Health:
 
 
 @router.get("/info", response_model=ServerInfo)
-async def info(state: StateDep, settings: SettingsDep, manager: ManagerDep) -> ServerInfo:
-    """Version, the accelerator in use and the limits a client must respect."""
+async def info(
+    state: StateDep, settings: SettingsDep, manager: ManagerDep, caller: CallerDep
+) -> ServerInfo:
+    """Version, the accelerator in use and the limits a client must respect (the caller's
+    own quota: ``GET /tenant``)."""
     s = settings
     return ServerInfo(
         version=__version__,
         accel=manager.accel,
-        auth=state.api_keys is not None,
-        sandboxes=len(await manager.list()),
+        auth=state.auth,
+        sandboxes=len(await manager.list(tenant=caller.scope)),
         limits=Limits(
             max_vcpus=s.max_vcpus,
             min_memory_mib=s.min_memory_mib,

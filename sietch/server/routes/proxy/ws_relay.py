@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 from websockets.asyncio.client import ClientConnection, unix_connect
 
 from sietch.errors import BadGateway, SietchError
-from sietch.server.deps import authenticate, require_manager
+from sietch.server.deps import admit, require_manager
 from sietch.server.exec_ws import refuse
 from sietch.server.routes.proxy.upstream import origin, upstream
 from sietch.server.state import ServerState
@@ -50,7 +50,7 @@ async def proxy_socket(websocket: WebSocket, sandbox_id: str, port: int, path: s
     del path
     state: ServerState = websocket.app.state.sietch
     try:
-        authenticate(websocket)
+        await admit(websocket)
         manager = require_manager(state)
         await manager.awake(sandbox_id)
         mapping = manager.port(sandbox_id, port)
