@@ -29,9 +29,9 @@ from sietch.client import AsyncClient, AsyncSandbox
 from sietch.config import Settings
 from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
+from sietch.core.tenants import Tenants
 from sietch.errors import InvalidArgument, NoDesktop, PayloadTooLarge
 from sietch.server.app import create_app
-from sietch.server.auth import ApiKeys
 from tests.conftest import RESULTS
 from tests.desktop.conftest import until_ready
 
@@ -102,9 +102,9 @@ class Api:
 async def api(manager: Manager, settings: Settings) -> AsyncIterator[Api]:
     """The real API on a loopback port, serving the session's manager (one desktop template
     for every desktop test), and an SDK client with a real key."""
-    keys = ApiKeys(settings.state_dir / "desktop_api_keys")
-    key = keys.add()
-    app = create_app(settings, api_keys=keys, manager=manager)
+    tenants = Tenants(settings.state_dir / "desktop_tenants.db")
+    key = tenants.create_key("default", "desktop-tests", admin=True)[1]
+    app = create_app(settings, tenants=tenants, manager=manager)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.ensure_future(server.serve())
