@@ -27,6 +27,7 @@ from sietch.network.policy import NetworkPolicy
 from sietch.network.relay import HOST
 from sietch.network.sandbox import SandboxNetwork
 from sietch.vmm import snapshot as vmsnap
+from sietch.vmm.cgroups import Cgroup, Limits
 from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,21 @@ class LiveSandbox:
     takes it, callers reach a sandbox through ``Manager.use``.
     """
 
-    def __init__(self, info: SandboxInfo, config: MachineConfig) -> None:
+    def __init__(
+        self,
+        info: SandboxInfo,
+        config: MachineConfig,
+        cgroup: tuple[Cgroup, Limits] | None = None,
+    ) -> None:
         self.info = info
         self.workdir = config.workdir
         self.machine = QemuMachine(config)
         self.agent = AgentConnection(config.agent_socket, name=info.id)
         self.network: SandboxNetwork | None = None
         """None when Sietch can't isolate (not root): slirp ``restrict=on``, no egress."""
+        self.cgroup: Cgroup | None = cgroup[0] if cgroup else None
+        """Where its host processes run (None: no cgroups here)."""
+        self.limits: Limits | None = cgroup[1] if cgroup else None
         self.lock = RWLock()
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
 
@@ -162,16 +171,21 @@ class LiveSandbox:
         """
         config = self.machine.config
         try:
+            joins: list[str] = []
+            if self.cgroup is not None and self.limits is not None:
+                self.cgroup.create(self.limits)
+                joins = self.cgroup.prefix()
+            config.wrapper = joins
             if upstreams is None:
                 refuse_egress(self.info.network)
                 await self.machine.launch()
                 return
             self.network = await SandboxNetwork.prepare(self.info.network, upstreams)
             config.restrict_net = False
-            config.wrapper = self.network.launch_prefix()
+            config.wrapper = [*joins, *self.network.launch_prefix()]
             config.pass_fds = self.network.pass_fds()
             results = await asyncio.gather(
-                self.machine.launch(), self.network.connect(config.workdir / "uplink.log"),
+                self.machine.launch(), self.network.connect(config.workdir / "uplink.log", joins),
                 return_exceptions=True,
             )  # fmt: skip
             for result in results:
@@ -230,15 +244,20 @@ class LiveSandbox:
             await self.network.close_relay(mapping.host_port)
 
     async def stop(self) -> None:
-        """Kill the VM and release what it holds on the host: agent connection, network."""
+        """Kill the VM and release what it holds on the host: agent connection, network,
+        cgroup (last: whatever is still in it is killed)."""
         try:
             await self.agent.close()
         finally:
             try:
                 await self.machine.kill()
             finally:
-                if self.network is not None:
-                    await self.network.close()
+                try:
+                    if self.network is not None:
+                        await self.network.close()
+                finally:
+                    if self.cgroup is not None:
+                        await asyncio.to_thread(self.cgroup.remove)
 
     async def detach(self) -> None:
         """Let a persistent VM run on without us: close the agent, the network's relays and

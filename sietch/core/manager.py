@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
+from sietch.core.hostmem import MemoryGuard
 from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
     PortMapping,
@@ -51,7 +52,7 @@ from sietch.network.dns import system_resolvers
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import disks
 from sietch.storage.layout import StateLayout
-from sietch.vmm import accel, process
+from sietch.vmm import accel, cgroups, process
 from sietch.vmm.qemu import read_tail
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ class Manager:
         self._isolate = os.geteuid() == 0
         """Network namespaces need root; without, sandboxes get no way out at all."""
         upstreams = self.settings.dns_servers or system_resolvers()
+        self.cgroups_status = "not started"
+        """One sentence on the per-sandbox cgroups: where they are, or why there are none."""
         self._provisioner = Provisioner(
             self.settings,
             self.sandboxes_dir,
@@ -96,6 +99,10 @@ class Manager:
             upstreams=upstreams if self._isolate else None,
         )
         self.snapshots = Snapshots(self, self.layout)
+        self.memory_guard = MemoryGuard(
+            self.settings.memory_reserve_mib * MiB,
+            lambda: [sb.machine.pid for sb in self._live.values() if sb.machine.pid],
+        )
         parallel = min(self.settings.restore_concurrency, os.cpu_count() or 1)
         self.pool = WarmPool(self, self.settings.pool_size, parallel)
 
@@ -104,6 +111,9 @@ class Manager:
     async def start(self) -> None:
         """Open the database, then reap or adopt what an earlier run left behind."""
         await asyncio.to_thread(self.layout.prepare, self.run_as)
+        found, self.cgroups_status = cgroups.detect(self.settings.cgroups)
+        self._provisioner.cgroups = found
+        (log.info if found is not None else log.warning)("%s", self.cgroups_status)
         self._store = Store(self.settings.state_dir / "sietch.db")
         await asyncio.to_thread(self.snapshots.sweep)
         await self._recover()
@@ -171,7 +181,8 @@ class Manager:
 
     async def _adopt(self, info: SandboxInfo, pid: int) -> bool:
         """Take over a persistent VM; one that can't be driven is ended and its files go."""
-        sandbox = LiveSandbox(info, self._provisioner.machine_config(info).adopted())
+        provisioner = self._provisioner
+        sandbox = provisioner.live(info, provisioner.machine_config(info).adopted())
         try:
             await sandbox.adopt(pid, self._provisioner.upstreams)
         except SietchError as exc:
@@ -286,11 +297,13 @@ class Manager:
         return sandbox.info.model_copy()
 
     def check_capacity(self) -> None:
+        """Refuse a new sandbox over the count limit (429) or the memory reserve (503)."""
         if len(self._live) >= self.settings.max_sandboxes:
             raise LimitExceeded(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
             )
+        self.memory_guard.check()
 
     def _image_paths(self, image: str) -> dict[str, Path]:
         return {
@@ -486,6 +499,7 @@ class Manager:
                 await sb.pause()
                 self.store.put(sb.info)
             elif not paused and sb.info.state is SandboxState.PAUSED:
+                self.memory_guard.check(f"resuming {sandbox_id}")
                 await sb.resume()
                 self.store.put(sb.info)
         return sb.info.model_copy()

@@ -339,6 +339,10 @@ class ServerInfo(BaseModel):
     sandboxes: int
     limits: Limits
     defaults: Defaults
+    cgroups: str = ""
+    """Per-sandbox host limits: the cgroup hierarchy in use, or why there is none."""
+    memory_reserve_mib: int = 0
+    """Creates and resumes are refused (503) below this much MemAvailable on the host."""
 
 
 class ErrorBody(BaseModel):

@@ -102,3 +102,16 @@ def kill_and_forget(pid: int) -> None:
     """SIGKILL a process that is not our child (init reaps it)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size: the process's private pages plus its share of shared ones
+    (a template's page cache counts once across all the sandboxes that map it)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None

@@ -46,6 +46,8 @@ async def info(state: StateDep, settings: SettingsDep, manager: ManagerDep) -> S
             memory_mib=s.default_memory_mib,
             disk_mib=s.default_disk_mib,
         ),
+        cgroups=manager.cgroups_status,
+        memory_reserve_mib=s.memory_reserve_mib,
     )
 
 
