@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     """Tasks (processes and threads) a sandbox's host side may have; QEMU runs ~10-70."""
     cgroup_io_weight: int | None = Field(default=100, ge=1, le=1000)
     """Block I/O weight (where the I/O scheduler has one, e.g. BFQ); unset: untouched."""
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    """How often each sandbox's host-side use is sampled (``GET .../metrics`` history)."""
+    metrics_history: int = Field(default=120, ge=1)
+    """Samples kept per sandbox (120 x 5 s: the last ten minutes)."""
+    metrics_max_sandboxes: int = Field(default=100, ge=0)
+    """Sandboxes with Prometheus series of their own; the rest are summed as ``_other``."""
     memory_reserve_mib: int = Field(default=512, ge=0)
     """Creates and resumes are refused (503) when they would leave the host less
     MemAvailable than this; 0 turns the check off."""

@@ -20,8 +20,10 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
     ServerInfo,
     SnapshotInfo,
+    UsageSample,
     WriteInfo,
 )
 from sietch.client._sync import Client, Files, Processes, ProcessHandle, Pty, Sandbox
@@ -47,7 +49,9 @@ __all__ = [
     "Pty",
     "Sandbox",
     "SandboxInfo",
+    "SandboxMetrics",
     "ServerInfo",
     "SnapshotInfo",
+    "UsageSample",
     "WriteInfo",
 ]

@@ -28,6 +28,7 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
     ServerInfo,
     SnapshotInfo,
     WriteInfo,
@@ -364,6 +365,10 @@ class Ops:
     @staticmethod
     def ports(sandbox_id: str) -> Call[builtins.list[PortInfo]]:
         return Call("GET", f"/sandboxes/{sandbox_id}/ports", _models(PortInfo))
+
+    @staticmethod
+    def metrics(sandbox_id: str) -> Call[SandboxMetrics]:
+        return Call("GET", f"/sandboxes/{sandbox_id}/metrics", _model(SandboxMetrics))
 
     @staticmethod
     def logs(sandbox_id: str, limit: int) -> Call[str]:

@@ -35,6 +35,7 @@ from sietch.core.pool import WarmPool, is_pooled
 from sietch.core.provision import Booted, Plan, Provisioner, record
 from sietch.core.snapshots import Snapshots, template_key
 from sietch.core.store import Store, labels_match
+from sietch.core.usage import SandboxMetrics, UsageSampler
 from sietch.errors import (
     Conflict,
     InvalidArgument,
@@ -99,6 +100,9 @@ class Manager:
             upstreams=upstreams if self._isolate else None,
         )
         self.snapshots = Snapshots(self, self.layout)
+        self.usage = UsageSampler(
+            self._live.values, self.settings.metrics_interval_s, self.settings.metrics_history
+        )
         self.memory_guard = MemoryGuard(
             self.settings.memory_reserve_mib * MiB,
             lambda: [sb.machine.pid for sb in self._live.values() if sb.machine.pid],
@@ -117,6 +121,7 @@ class Manager:
         self._store = Store(self.settings.state_dir / "sietch.db")
         await asyncio.to_thread(self.snapshots.sweep)
         await self._recover()
+        self.spawn(self.usage.run())
 
     async def close(self) -> None:
         """Stop every sandbox we own (persistent ones keep running)."""
@@ -503,6 +508,10 @@ class Manager:
                 await sb.resume()
                 self.store.put(sb.info)
         return sb.info.model_copy()
+
+    async def metrics(self, sandbox_id: str) -> SandboxMetrics:
+        """What a live sandbox uses now (host and guest) and its recent host-side history."""
+        return await self.usage.report(self._live_sandbox(sandbox_id))
 
     async def snapshot(
         self, sandbox_id: str, name: str | None = None, labels: dict[str, str] | None = None

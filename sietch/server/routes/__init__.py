@@ -13,13 +13,14 @@ from sietch.server.routes import (
     sandboxes,
     snapshots,
     system,
+    usage,
 )
 from sietch.server.routes.proxy import http_proxy, ws_relay
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(system.public_router)
 _protected = [Depends(require_api_key)]
-for module in (system, sandboxes, commands, processes, files, snapshots, ports, http_proxy):
+for module in (system, sandboxes, commands, processes, files, snapshots, ports, usage, http_proxy):
     api_router.include_router(module.router, dependencies=_protected)
 api_router.include_router(snapshots.sandbox_router, dependencies=_protected)
 # WebSockets authenticate inside the handler, so a refusal can carry a JSON body.
