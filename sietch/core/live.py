@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sietch.agent import protocol
@@ -146,6 +148,7 @@ class LiveSandbox:
         info: SandboxInfo,
         config: MachineConfig,
         cgroup: tuple[Cgroup, Limits] | None = None,
+        jail_dir: Path | None = None,
     ) -> None:
         self.info = info
         self.workdir = config.workdir
@@ -156,6 +159,8 @@ class LiveSandbox:
         self.cgroup: Cgroup | None = cgroup[0] if cgroup else None
         """Where its host processes run (None: no cgroups here)."""
         self.limits: Limits | None = cgroup[1] if cgroup else None
+        self.jail_dir = jail_dir
+        """Where jailed QEMUs' roots are mounted (each in its own namespace); None: no jail."""
         self.lock = RWLock()
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
 
@@ -170,20 +175,30 @@ class LiveSandbox:
         root), so the sandbox gets no way out at all. On failure nothing is left.
         """
         config = self.machine.config
+        joins: list[str] = []
+        """Joins the sandbox's cgroup before exec (QEMU, slirp4netns); see sietch.vmm.cgroups."""
+        cgroup_fds: list[int] = []
         try:
-            joins: list[str] = []
             if self.cgroup is not None and self.limits is not None:
                 self.cgroup.create(self.limits)
                 joins = self.cgroup.prefix()
-            config.wrapper = joins
+            if self.cgroup is not None and self.jail_dir is not None:
+                cgroup_fds = self.cgroup.open_procs()  # a jailed QEMU has no /sys
+                config.wrapper = self.cgroup.prefix_fds(cgroup_fds)
+            else:
+                config.wrapper = joins
+            config.pass_fds = tuple(cgroup_fds)
             if upstreams is None:
                 refuse_egress(self.info.network)
+                self._jail(None)
                 await self.machine.launch()
                 return
             self.network = await SandboxNetwork.prepare(self.info.network, upstreams)
             config.restrict_net = False
-            config.wrapper = [*joins, *self.network.launch_prefix()]
-            config.pass_fds = self.network.pass_fds()
+            config.pass_fds = (*self.network.pass_fds(), *cgroup_fds)
+            if self.jail_dir is None:
+                config.wrapper = [*config.wrapper, *self.network.launch_prefix()]
+            self._jail(self.network.namespace)
             results = await asyncio.gather(
                 self.machine.launch(), self.network.connect(config.workdir / "uplink.log", joins),
                 return_exceptions=True,
@@ -195,6 +210,14 @@ class LiveSandbox:
         except BaseException:
             await self.stop()
             raise
+        finally:
+            for fd in cgroup_fds:
+                os.close(fd)
+
+    def _jail(self, netns: int | None) -> None:
+        """Jailed, QEMU enters its network namespace from the launcher, not by nsenter."""
+        if self.jail_dir is not None:
+            self.machine.config.jail = self.machine.config.jail_view(self.jail_dir, netns)
 
     async def adopt(self, pid: int, upstreams: list[str] | None) -> None:
         """Take over the VM (and network) an earlier Sietch process left running.

@@ -53,7 +53,7 @@ from sietch.network.dns import system_resolvers
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import disks
 from sietch.storage.layout import StateLayout
-from sietch.vmm import accel, cgroups, process
+from sietch.vmm import accel, cgroups, jail, process
 from sietch.vmm.qemu import read_tail
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ class Manager:
         upstreams = self.settings.dns_servers or system_resolvers()
         self.cgroups_status = "not started"
         """One sentence on the per-sandbox cgroups: where they are, or why there are none."""
+        self.jail_status = "not started"
+        """Whether QEMUs run jailed, or why not."""
         self._provisioner = Provisioner(
             self.settings,
             self.sandboxes_dir,
@@ -118,6 +120,15 @@ class Manager:
         found, self.cgroups_status = cgroups.detect(self.settings.cgroups)
         self._provisioner.cgroups = found
         (log.info if found is not None else log.warning)("%s", self.cgroups_status)
+        self.jail_status = "off (SIETCH_JAIL=false)"
+        if self.settings.jail:
+            if (why_not := jail.supported()) is not None:
+                self.jail_status = why_not
+                log.warning("QEMU runs unjailed: %s", why_not)
+            else:
+                self._provisioner.jail_dir = self.settings.state_dir / "jail"
+                self._provisioner.jail_dir.mkdir(mode=0o755, exist_ok=True)
+                self.jail_status = "on"
         self._store = Store(self.settings.state_dir / "sietch.db")
         await asyncio.to_thread(self.snapshots.sweep)
         await self._recover()

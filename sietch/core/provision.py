@@ -130,6 +130,8 @@ class Provisioner:
         """Resolvers for sandbox DNS; None: no network namespaces (not root)."""
         self.cgroups = cgroups
         """Where sandboxes' cgroups go; None: none can be made here (see the server info)."""
+        self.jail_dir: Path | None = None
+        """Set (by the manager) when QEMUs run jailed (see :mod:`sietch.vmm.jail`)."""
 
     def limits(self, info: SandboxInfo) -> Limits:
         """What a sandbox of this size may use on the host."""
@@ -147,7 +149,7 @@ class Provisioner:
         cgroup = None
         if self.cgroups is not None:
             cgroup = (self.cgroups.cgroup(info.id), self.limits(info))
-        return LiveSandbox(info, config, cgroup)
+        return LiveSandbox(info, config, cgroup, self.jail_dir)
 
     def machine_config(
         self, info: SandboxInfo, paths: dict[str, Path] | None = None

@@ -38,6 +38,14 @@ V2_REQUIRED = ("memory", "cpu", "pids")
 CFS_PERIOD_US = 100_000
 ENTER = 'while [ "$1" != -- ]; do echo $$ >"$1" || exit 125; shift; done; shift; exec "$@"'
 """Join every cgroup named before ``--``, then become the command (same pid)."""
+ENTER_FDS = (
+    'while [ "$1" != -- ]; do echo $$ >&"$1" || exit 125; eval "exec $1>&-"; shift; done; '
+    'shift; exec "$@"'
+)
+"""The same through inherited fds of ``cgroup.procs`` files, each closed before the exec
+(a jailed QEMU sees no /sys; an fd opened by root must not stay with it). bash, not sh:
+dash takes only single-digit fds in redirections."""
+FDS_SHELL = "/bin/bash"
 
 Mode = Literal["auto", "v1", "v2", "off"]
 
@@ -146,6 +154,22 @@ class Cgroup:
     def prefix(self) -> list[str]:
         """A command prefix that joins this cgroup and execs the rest (see module doc)."""
         return ["/bin/sh", "-c", ENTER, "sietch-cgroup", *map(str, self.procs_files()), "--"]
+
+    def prefix_fds(self, fds: list[int]) -> list[str]:
+        """:meth:`prefix` through fds from :meth:`open_procs` (to be inherited)."""
+        return [FDS_SHELL, "-c", ENTER_FDS, "sietch-cgroup", *map(str, fds), "--"]
+
+    def open_procs(self) -> list[int]:
+        """Write-only fds of this cgroup's ``cgroup.procs`` files (the caller closes them)."""
+        fds: list[int] = []
+        try:
+            for procs in self.procs_files():
+                fds.append(os.open(procs, os.O_WRONLY | os.O_CLOEXEC))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
 
     def procs_files(self) -> list[Path]:
         return [path / "cgroup.procs" for path in self.paths]

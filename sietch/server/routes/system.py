@@ -47,6 +47,7 @@ async def info(state: StateDep, settings: SettingsDep, manager: ManagerDep) -> S
             disk_mib=s.default_disk_mib,
         ),
         cgroups=manager.cgroups_status,
+        jail=manager.jail_status,
         memory_reserve_mib=s.memory_reserve_mib,
     )
 
