@@ -2,25 +2,22 @@
 
 A create (or resume) is refused when the host's ``MemAvailable`` minus what the
 new sandbox is expected to use would fall below ``SIETCH_MEMORY_RESERVE_MIB``.
-What a sandbox is expected to use is what running ones *do* use (their PSS), not
-the RAM they were given: a guest's RAM is lazily touched, and a template's pages
-are one page cache shared by every sandbox restored from it.
+What a sandbox is expected to use is what running ones *do* use (their PSS, as
+last sampled by :mod:`sietch.core.usage`), not the RAM they were given: a
+guest's RAM is lazily touched, and a template's pages are one page cache shared
+by every sandbox restored from it. The check itself reads only /proc/meminfo.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Iterable
 
 from sietch.config import MiB
 from sietch.errors import Unavailable
-from sietch.vmm import process
 
 FIRST_GUESS = 64 * MiB
 """Expected use of a sandbox when none runs to measure (60 idle ones took 63.8 MiB each)."""
-SAMPLES = 16
-REFRESH_S = 5.0
 
 
 def mem_available(meminfo: str | None = None) -> int:
@@ -46,24 +43,17 @@ class MemoryGuard:
     def __init__(
         self,
         reserve: int,
-        pids: Callable[[], Iterable[int]],
+        used: Callable[[], Iterable[int | None]],
         available: Callable[[], int] = mem_available,
     ) -> None:
         self.reserve = reserve
-        self.pids = pids
-        """The QEMU pids of the running sandboxes (their PSS is sampled)."""
+        self.used = used
+        """What each running sandbox used when last sampled (PSS, bytes; None: unknown)."""
         self.available = available
-        self._estimate: tuple[float, int] | None = None
 
     def estimate(self) -> int:
-        """Expected use of one more sandbox, re-measured every few seconds at most
-        (reading PSS walks page tables: not on every create of a burst)."""
-        now = time.monotonic()
-        if self._estimate is None or now - self._estimate[0] > REFRESH_S:
-            pids = list(self.pids())[-SAMPLES:]
-            sizes = [pss for pid in pids if (pss := process.pss_bytes(pid)) is not None]
-            self._estimate = (now, expected_use(sizes))
-        return self._estimate[1]
+        """Expected use of one more sandbox."""
+        return expected_use(v for v in self.used() if v is not None)
 
     def check(self, what: str = "a new sandbox") -> None:
         """:class:`Unavailable` (503) if ``what`` would take the host below the reserve."""

@@ -107,7 +107,7 @@ class Manager:
         )
         self.memory_guard = MemoryGuard(
             self.settings.memory_reserve_mib * MiB,
-            lambda: [sb.machine.pid for sb in self._live.values() if sb.machine.pid],
+            lambda: [s.memory_pss_bytes for s in self.usage.latest().values()],
         )
         parallel = min(self.settings.restore_concurrency, os.cpu_count() or 1)
         self.pool = WarmPool(self, self.settings.pool_size, parallel)

@@ -285,7 +285,9 @@ class Provisioner:
         )
 
     async def discard(self, sandbox_id: str, store: Store | None) -> None:
-        """Remove a sandbox's work dir and record (its VM must be stopped already)."""
+        """Remove a sandbox's work dir, cgroup and record (its VM must be stopped already)."""
         await asyncio.to_thread(shutil.rmtree, self.sandboxes_dir / sandbox_id, True)
+        if self.cgroups is not None:  # one its VM left when it died while we were down
+            await asyncio.to_thread(self.cgroups.cgroup(sandbox_id).remove)
         if store is not None:
             store.delete(sandbox_id)

@@ -130,9 +130,12 @@ def test_memory_guard_refuses_below_the_reserve_only() -> None:
     """The reserve check counts what sandboxes use (median PSS), and says which setting."""
     assert expected_use([]) == FIRST_GUESS
     assert expected_use([10, 30, 20]) == 20
-    guard = MemoryGuard(1024 * MiB, pids=list, available=lambda: 1050 * MiB)
+    guard = MemoryGuard(1024 * MiB, used=list, available=lambda: 1050 * MiB)
     with pytest.raises(Unavailable, match="SIETCH_MEMORY_RESERVE_MIB"):
         guard.check()
-    MemoryGuard(1024 * MiB, pids=list, available=lambda: 2048 * MiB).check()
-    MemoryGuard(0, pids=list, available=lambda: 0).check()
+    MemoryGuard(1024 * MiB, used=list, available=lambda: 2048 * MiB).check()
+    MemoryGuard(0, used=list, available=lambda: 0).check()
+    big = MemoryGuard(1024 * MiB, used=lambda: [900 * MiB, None], available=lambda: 1800 * MiB)
+    with pytest.raises(Unavailable):
+        big.check()  # 1800 - 900 < 1024: what running ones use counts, not a fixed guess
     assert mem_available("MemTotal: 10 kB\nMemAvailable:    2048 kB\n") == 2048 * 1024
