@@ -65,6 +65,34 @@ class Settings(BaseSettings):
     """How long a snapshot, pause, resume or port/network change waits for the commands
     and file transfers in flight in its sandbox before it gives up as busy (409)."""
 
+    # -- host limits and protection (see sietch.vmm.cgroups, sietch.core.hostmem) -------
+    cgroups: Literal["auto", "v1", "v2", "off"] = "auto"
+    """Each sandbox's QEMU and helpers in a cgroup of their own (root only): v2 where
+    /sys/fs/cgroup is unified, else the v1 controllers."""
+    cgroup_memory_overhead_mib: int = Field(default=384, ge=0)
+    """Host memory a sandbox may use beyond its guest RAM: QEMU itself, TCG's translated
+    code and slirp4netns (a busy TCG guest peaked at ~200 MiB over its RAM)."""
+    cgroup_cpus_per_vcpu: float = Field(default=1.0, ge=0)
+    """CPU time per vCPU, in cores (a CFS quota); 0: no cap."""
+    cgroup_cpu_weight: int | None = Field(default=None, ge=1, le=10000)
+    """CPU share of every sandbox under contention (100 = a host process's); unset: default."""
+    cgroup_pids_max: int = Field(default=512, ge=16)
+    """Tasks (processes and threads) a sandbox's host side may have; QEMU runs ~10-70."""
+    cgroup_io_weight: int | None = Field(default=100, ge=1, le=1000)
+    """Block I/O weight (where the I/O scheduler has one, e.g. BFQ); unset: untouched."""
+    jail: bool = False
+    """Run each QEMU in a root (only its own files), PID and IPC namespace of its own, with
+    no capabilities (root only; see sietch.vmm.jail)."""
+    metrics_interval_s: float = Field(default=5.0, gt=0)
+    """How often each sandbox's host-side use is sampled (``GET .../metrics`` history)."""
+    metrics_history: int = Field(default=120, ge=1)
+    """Samples kept per sandbox (120 x 5 s: the last ten minutes)."""
+    metrics_max_sandboxes: int = Field(default=100, ge=0)
+    """Sandboxes with Prometheus series of their own; the rest are summed as ``_other``."""
+    memory_reserve_mib: int = Field(default=512, ge=0)
+    """Creates and resumes are refused (503) when they would leave the host less
+    MemAvailable than this; 0 turns the check off."""
+
     # -- sandbox networks (see sietch.network) ---------------------------------------
     internet: bool = True
     """Default egress of a new sandbox: the public internet (never the host, its private

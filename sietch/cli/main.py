@@ -15,6 +15,7 @@ from sietch.cli.mcp import mcp_app
 from sietch.cli.sandbox import sandbox_app
 from sietch.cli.serve import serve_app
 from sietch.cli.snapshots import snapshots_app
+from sietch.cli.top import top_app
 
 app = typer.Typer(
     name="sietch",
@@ -25,7 +26,7 @@ app = typer.Typer(
 # Verbs at the top level (sietch create, sietch exec ...), as with docker.
 for verbs in (
     *(serve_app, sandbox_app, commands_app, files_app, snapshots_app, lifecycle_app, mcp_app),
-    browser_app,
+    *(top_app, browser_app),
 ):
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")

@@ -23,10 +23,12 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
     Screen,
     ServerInfo,
     SnapshotInfo,
     TenantInfo,
+    UsageSample,
     WriteInfo,
 )
 from sietch.client._sync import (
@@ -66,9 +68,11 @@ __all__ = [
     "Pty",
     "Sandbox",
     "SandboxInfo",
+    "SandboxMetrics",
     "Screen",
     "ServerInfo",
     "SnapshotInfo",
     "TenantInfo",
+    "UsageSample",
     "WriteInfo",
 ]

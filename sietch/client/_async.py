@@ -59,6 +59,7 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
     ServerInfo,
     SnapshotInfo,
     TenantInfo,
@@ -955,6 +956,11 @@ class AsyncSandbox(SandboxBase):
             cmd or DEFAULT_SHELL, env=env, cwd=cwd, user=user, pty=True, cols=cols, rows=rows
         )
         return AsyncPty(await _Streamed.open(self.client, self.id, first, capture=False))
+
+    async def metrics(self) -> SandboxMetrics:
+        """What the sandbox uses now (host CPU and memory, the guest's memory, disk and
+        network bytes) and the host-side samples of the last minutes."""
+        return await self.client.call(Ops.metrics(self.id))
 
     async def logs(self, limit: int = 256 * 1024) -> str:
         """The tail of the VM's serial console."""

@@ -30,6 +30,7 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
     ServerInfo,
     SnapshotInfo,
     TenantInfo,
@@ -507,6 +508,10 @@ class Ops:
         params: Params = [("purpose", purpose)] if purpose else []
         path = f"/sandboxes/{sandbox_id}/links"
         return Call("DELETE", path, lambda r: int(r.json()["revoked"]), params)
+
+    @staticmethod
+    def metrics(sandbox_id: str) -> Call[SandboxMetrics]:
+        return Call("GET", f"/sandboxes/{sandbox_id}/metrics", _model(SandboxMetrics))
 
     @staticmethod
     def logs(sandbox_id: str, limit: int) -> Call[str]:

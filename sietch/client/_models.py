@@ -170,6 +170,34 @@ class TenantInfo(_Record):
     usage: dict[str, Any]
 
 
+class UsageSample(_Record):
+    """What a sandbox used at one moment (None where the host or guest can't tell); see
+    the server's ``GET /api/v1/sandboxes/{id}/metrics`` for what each field counts."""
+
+    at: datetime
+    uptime_s: float
+    cpu_seconds: float | None = None
+    cpu_percent: float | None = None
+    memory_bytes: int | None = None
+    memory_limit_bytes: int | None = None
+    memory_pss_bytes: int | None = None
+    pids: int | None = None
+    disk_bytes: int | None = None
+    guest_memory_used_bytes: int | None = None
+    guest_memory_total_bytes: int | None = None
+    guest_disk_used_bytes: int | None = None
+    net_rx_bytes: int | None = None
+    net_tx_bytes: int | None = None
+
+
+class SandboxMetrics(_Record):
+    sandbox_id: str
+    state: str
+    current: UsageSample
+    history: list[UsageSample] = []
+    """Host-side samples of the last minutes, oldest first."""
+
+
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     """How a command ended, and its output (bytes kept exact; ``stdout`` decodes them)."""

@@ -53,6 +53,7 @@ from sietch.client._models import (
     ProcessExit,
     ProcessInfo,
     SandboxInfo,
+    SandboxMetrics,
     ServerInfo,
     SnapshotInfo,
     TenantInfo,
@@ -945,6 +946,11 @@ class Sandbox(SandboxBase):
             cmd or DEFAULT_SHELL, env=env, cwd=cwd, user=user, pty=True, cols=cols, rows=rows
         )
         return Pty(_Streamed.open(self.client, self.id, first, capture=False))
+
+    def metrics(self) -> SandboxMetrics:
+        """What the sandbox uses now (host CPU and memory, the guest's memory, disk and
+        network bytes) and the host-side samples of the last minutes."""
+        return self.client.call(Ops.metrics(self.id))
 
     def logs(self, limit: int = 256 * 1024) -> str:
         """The tail of the VM's serial console."""

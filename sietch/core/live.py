@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -29,6 +30,7 @@ from sietch.network.policy import NetworkPolicy
 from sietch.network.relay import HOST
 from sietch.network.sandbox import SandboxNetwork
 from sietch.vmm import snapshot as vmsnap
+from sietch.vmm.cgroups import Cgroup, Limits
 from sietch.vmm.qemu import MachineConfig, QemuMachine, read_tail
 
 log = logging.getLogger(__name__)
@@ -142,13 +144,24 @@ class LiveSandbox:
     takes it, callers reach a sandbox through ``Manager.use``.
     """
 
-    def __init__(self, info: SandboxInfo, config: MachineConfig) -> None:
+    def __init__(
+        self,
+        info: SandboxInfo,
+        config: MachineConfig,
+        cgroup: tuple[Cgroup, Limits] | None = None,
+        jail_dir: Path | None = None,
+    ) -> None:
         self.info = info
         self.workdir = config.workdir
         self.machine = QemuMachine(config)
         self.agent = AgentConnection(config.agent_socket, name=info.id)
         self.network: SandboxNetwork | None = None
         """None when Sietch can't isolate (not root): slirp ``restrict=on``, no egress."""
+        self.cgroup: Cgroup | None = cgroup[0] if cgroup else None
+        """Where its host processes run (None: no cgroups here)."""
+        self.limits: Limits | None = cgroup[1] if cgroup else None
+        self.jail_dir = jail_dir
+        """Where jailed QEMUs' roots are mounted (each in its own namespace); None: no jail."""
         self.lock = RWLock()
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
         self._services: dict[int, relay.UnixRelay] = {}
@@ -169,17 +182,32 @@ class LiveSandbox:
         root), so the sandbox gets no way out at all. On failure nothing is left.
         """
         config = self.machine.config
+        joins: list[str] = []
+        """Joins the sandbox's cgroup before exec (QEMU, slirp4netns); see sietch.vmm.cgroups."""
+        cgroup_fds: list[int] = []
         try:
+            if self.cgroup is not None and self.limits is not None:
+                self.cgroup.create(self.limits)
+                joins = self.cgroup.prefix()
+            if self.cgroup is not None and self.jail_dir is not None:
+                cgroup_fds = self.cgroup.open_procs()  # a jailed QEMU has no /sys
+                config.wrapper = self.cgroup.prefix_fds(cgroup_fds)
+            else:
+                config.wrapper = joins
+            config.pass_fds = tuple(cgroup_fds)
             if upstreams is None:
                 refuse_egress(self.info.network)
+                self._jail(None)
                 await self.machine.launch()
                 return
             self.network = await SandboxNetwork.prepare(self.info.network, upstreams)
             config.restrict_net = False
-            config.wrapper = self.network.launch_prefix()
-            config.pass_fds = self.network.pass_fds()
+            config.pass_fds = (*self.network.pass_fds(), *cgroup_fds)
+            if self.jail_dir is None:
+                config.wrapper = [*config.wrapper, *self.network.launch_prefix()]
+            self._jail(self.network.namespace)
             results = await asyncio.gather(
-                self.machine.launch(), self.network.connect(config.workdir / "uplink.log"),
+                self.machine.launch(), self.network.connect(config.workdir / "uplink.log", joins),
                 return_exceptions=True,
             )  # fmt: skip
             for result in results:
@@ -189,6 +217,14 @@ class LiveSandbox:
         except BaseException:
             await self.stop()
             raise
+        finally:
+            for fd in cgroup_fds:
+                os.close(fd)
+
+    def _jail(self, netns: int | None) -> None:
+        """Jailed, QEMU enters its network namespace from the launcher, not by nsenter."""
+        if self.jail_dir is not None:
+            self.machine.config.jail = self.machine.config.jail_view(self.jail_dir, netns)
 
     async def adopt(self, pid: int, upstreams: list[str] | None) -> None:
         """Take over the VM (and network) an earlier Sietch process left running.
@@ -282,7 +318,8 @@ class LiveSandbox:
                 self.log.exception("closing a connection to the sandbox failed")
 
     async def stop(self) -> None:
-        """Kill the VM and release what it holds on the host: agent connection, network."""
+        """Kill the VM and release what it holds on the host: agent connection, network,
+        cgroup (last: whatever is still in it is killed)."""
         try:
             await self._close_services()
             await self._closing()
@@ -291,8 +328,12 @@ class LiveSandbox:
             try:
                 await self.machine.kill()
             finally:
-                if self.network is not None:
-                    await self.network.close()
+                try:
+                    if self.network is not None:
+                        await self.network.close()
+                finally:
+                    if self.cgroup is not None:
+                        await asyncio.to_thread(self.cgroup.remove)
 
     async def detach(self) -> None:
         """Let a persistent VM run on without us: close the agent, the network's relays and

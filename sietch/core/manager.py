@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from sietch.config import MiB, Settings, get_settings
 from sietch.core import desktop
 from sietch.core.desktop import Desktops
+from sietch.core.hostmem import MemoryGuard
 from sietch.core.lifecycle import Lifecycle, arm
 from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
@@ -41,6 +42,7 @@ from sietch.core.provision import Booted, Plan, Provisioner, record
 from sietch.core.quotas import Quota, QuotaGate, Usage, check_snapshot_disk
 from sietch.core.snapshots import Snapshots, template_key
 from sietch.core.store import Store, labels_match
+from sietch.core.usage import SandboxMetrics, UsageSampler
 from sietch.errors import (
     Conflict,
     InvalidArgument,
@@ -59,7 +61,7 @@ from sietch.network.dns import system_resolvers
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import disks
 from sietch.storage.layout import StateLayout
-from sietch.vmm import accel, process
+from sietch.vmm import accel, cgroups, jail, process
 from sietch.vmm.qemu import read_tail
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,10 @@ class Manager:
         self._isolate = os.geteuid() == 0
         """Network namespaces need root; without, sandboxes get no way out at all."""
         upstreams = self.settings.dns_servers or system_resolvers()
+        self.cgroups_status = "not started"
+        """One sentence on the per-sandbox cgroups: where they are, or why there are none."""
+        self.jail_status = "not started"
+        """Whether QEMUs run jailed, or why not."""
         self._provisioner = Provisioner(
             self.settings,
             self.sandboxes_dir,
@@ -110,6 +116,13 @@ class Manager:
             upstreams=upstreams if self._isolate else None,
         )
         self.snapshots = Snapshots(self, self.layout)
+        self.sampler = UsageSampler(
+            self._live.values, self.settings.metrics_interval_s, self.settings.metrics_history
+        )
+        self.memory_guard = MemoryGuard(
+            self.settings.memory_reserve_mib * MiB,
+            lambda: [s.memory_pss_bytes for s in self.sampler.latest().values()],
+        )
         parallel = min(self.settings.restore_concurrency, os.cpu_count() or 1)
         self.pool = WarmPool(self, self.settings.pool_size, parallel)
         self.lifecycle = Lifecycle(self)
@@ -124,10 +137,23 @@ class Manager:
     async def start(self) -> None:
         """Open the database, then reap or adopt what an earlier run left behind."""
         await asyncio.to_thread(self.layout.prepare, self.run_as)
+        found, self.cgroups_status = cgroups.detect(self.settings.cgroups)
+        self._provisioner.cgroups = found
+        (log.info if found is not None else log.warning)("%s", self.cgroups_status)
+        self.jail_status = "off (SIETCH_JAIL=false)"
+        if self.settings.jail:
+            if (why_not := jail.supported()) is not None:
+                self.jail_status = why_not
+                log.warning("QEMU runs unjailed: %s", why_not)
+            else:
+                self._provisioner.jail_dir = self.settings.state_dir / "jail"
+                self._provisioner.jail_dir.mkdir(mode=0o755, exist_ok=True)
+                self.jail_status = "on"
         self._store = Store(self.settings.state_dir / "sietch.db")
         await asyncio.to_thread(self.snapshots.sweep)
         await self._recover()
         self.spawn(self.lifecycle.run())
+        self.spawn(self.sampler.run())
 
     async def close(self) -> None:
         """Stop every sandbox we own (persistent ones keep running)."""
@@ -196,7 +222,8 @@ class Manager:
 
     async def _adopt(self, info: SandboxInfo, pid: int) -> bool:
         """Take over a persistent VM; one that can't be driven is ended and its files go."""
-        sandbox = LiveSandbox(info, self._provisioner.machine_config(info).adopted())
+        provisioner = self._provisioner
+        sandbox = provisioner.live(info, provisioner.machine_config(info).adopted())
         try:
             await sandbox.adopt(pid, self._provisioner.upstreams)
         except SietchError as exc:
@@ -345,11 +372,13 @@ class Manager:
         return sandbox.info.model_copy()
 
     def check_capacity(self) -> None:
+        """Refuse a new sandbox over the count limit (429) or the memory reserve (503)."""
         if len(self._live) >= self.settings.max_sandboxes:
             raise LimitExceeded(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
             )
+        self.memory_guard.check()
 
     def _image_paths(self, image: str) -> dict[str, Path]:
         return {
@@ -637,11 +666,16 @@ class Manager:
                 await sb.pause()
                 self.store.put(sb.info)
             elif not paused and sb.info.state is SandboxState.PAUSED:
+                self.memory_guard.check(f"resuming {sandbox_id}")
                 await sb.resume()
                 arm(sb.info)
                 self.store.put(sb.info)
                 self.lifecycle.changed()
         return sb.info.model_copy()
+
+    async def metrics(self, sandbox_id: str) -> SandboxMetrics:
+        """What a live sandbox uses now (host and guest) and its recent host-side history."""
+        return await self.sampler.report(self._live_sandbox(sandbox_id))
 
     # -- hibernation and timeouts (see sietch.core.lifecycle) ----------------------
 

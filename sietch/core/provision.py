@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sietch.config import Settings
+from sietch.config import MiB, Settings
 from sietch.core import desktop
 from sietch.core.live import LiveSandbox
 from sietch.core.models import SandboxInfo, SandboxState, Screen
@@ -34,6 +34,7 @@ from sietch.core.store import Store
 from sietch.errors import AgentUnavailable, BootError, SietchError
 from sietch.storage import disks
 from sietch.vmm import snapshot as vmsnap
+from sietch.vmm.cgroups import Hierarchy, Limits
 from sietch.vmm.qemu import MachineConfig, read_tail
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class Provisioner:
         run_as: tuple[int, int] | None,
         persistent: bool,
         upstreams: list[str] | None,
+        cgroups: Hierarchy | None = None,
     ) -> None:
         self.settings = settings
         self.sandboxes_dir = sandboxes_dir
@@ -133,6 +135,28 @@ class Provisioner:
         self.persistent = persistent
         self.upstreams = upstreams
         """Resolvers for sandbox DNS; None: no network namespaces (not root)."""
+        self.cgroups = cgroups
+        """Where sandboxes' cgroups go; None: none can be made here (see the server info)."""
+        self.jail_dir: Path | None = None
+        """Set (by the manager) when QEMUs run jailed (see :mod:`sietch.vmm.jail`)."""
+
+    def limits(self, info: SandboxInfo) -> Limits:
+        """What a sandbox of this size may use on the host."""
+        s = self.settings
+        return Limits(
+            memory_bytes=(info.memory_mib + s.cgroup_memory_overhead_mib) * MiB,
+            cpus=info.vcpus * s.cgroup_cpus_per_vcpu or None,
+            cpu_weight=s.cgroup_cpu_weight,
+            pids_max=s.cgroup_pids_max,
+            io_weight=s.cgroup_io_weight,
+        )
+
+    def live(self, info: SandboxInfo, config: MachineConfig) -> LiveSandbox:
+        """The owner of a sandbox's live parts, with the cgroup it runs in (if any)."""
+        cgroup = None
+        if self.cgroups is not None:
+            cgroup = (self.cgroups.cgroup(info.id), self.limits(info))
+        return LiveSandbox(info, config, cgroup, self.jail_dir)
 
     def machine_config(
         self, info: SandboxInfo, paths: dict[str, Path] | None = None
@@ -164,7 +188,7 @@ class Provisioner:
             if plan.restore.memory is not None:
                 config.memory_path, config.memory_shared = plan.restore.memory, False
         store.put(info)
-        sandbox = LiveSandbox(info, config)
+        sandbox = self.live(info, config)
         try:
             await asyncio.to_thread(self._prepare_workdir, config, plan)
             await self._start(sandbox, plan)
@@ -274,7 +298,9 @@ class Provisioner:
         )
 
     async def discard(self, sandbox_id: str, store: Store | None) -> None:
-        """Remove a sandbox's work dir and record (its VM must be stopped already)."""
+        """Remove a sandbox's work dir, cgroup and record (its VM must be stopped already)."""
         await asyncio.to_thread(shutil.rmtree, self.sandboxes_dir / sandbox_id, True)
+        if self.cgroups is not None:  # one its VM left when it died while we were down
+            await asyncio.to_thread(self.cgroups.cgroup(sandbox_id).remove)
         if store is not None:
             store.delete(sandbox_id)

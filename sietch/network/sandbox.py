@@ -60,12 +60,13 @@ class SandboxNetwork:
             raise
         return net
 
-    async def connect(self, log_file: Path) -> None:
-        """Rules first, then the way out: the namespace fails closed."""
+    async def connect(self, log_file: Path, wrapper: list[str] | None = None) -> None:
+        """Rules first, then the way out: the namespace fails closed. ``wrapper`` prefixes
+        the uplink's command (joining the sandbox's cgroup)."""
         await nft.run(self.namespace, ruleset(self.policy, host_addresses(), replace=False))
         if self._exit_r is None:
             raise NetworkError("this sandbox network is already connected")
-        self.uplink = await uplink.start(self.namespace, self._exit_r, log_file)
+        self.uplink = await uplink.start(self.namespace, self._exit_r, log_file, wrapper=wrapper)
         self._close_fd("_exit_r")
         await self._start_dns()
 

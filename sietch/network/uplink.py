@@ -45,7 +45,13 @@ class Uplink:
                 await self.proc.wait()
 
 
-async def start(namespace: int, exit_fd: int, log: Path, timeout: float = 10.0) -> Uplink:
+async def start(
+    namespace: int,
+    exit_fd: int,
+    log: Path,
+    timeout: float = 10.0,
+    wrapper: list[str] | None = None,
+) -> Uplink:
     """Start slirp4netns on ``namespace`` (an fd) and wait until its tap is configured.
 
     It stops when every copy of the write end of ``exit_fd``'s pipe is closed."""
@@ -56,6 +62,7 @@ async def start(namespace: int, exit_fd: int, log: Path, timeout: float = 10.0) 
     try:
         with open(log, "ab") as log_file:  # noqa: ASYNC230 (a local file, opened once)
             proc = await asyncio.create_subprocess_exec(
+                *(wrapper or []),
                 binary,
                 "--configure",
                 f"--mtu={MTU}",

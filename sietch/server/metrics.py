@@ -6,7 +6,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sietch.core.manager import Manager
@@ -32,6 +32,62 @@ class _SandboxStates(Collector):
         for state in SandboxState:
             gauge.add_metric([state.value], counts.get(state, 0))
         yield gauge
+
+
+OTHER = "_other"
+"""The sandbox label of the sum over sandboxes beyond ``SIETCH_METRICS_MAX_SANDBOXES``."""
+
+
+class _SandboxUsage(Collector):
+    """Per-sandbox series from the manager's latest host-side samples (no I/O at scrape).
+
+    Cardinality is bounded: the longest-running ``limit`` sandboxes get series of
+    their own (a stable choice, so series don't churn), the rest are summed as ``_other``.
+    """
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+
+    def collect(self) -> Iterator[Metric]:
+        latest = {
+            sid: sample
+            for sid, sample in self.manager.sampler.latest().items()
+            if (sb := self.manager.live(sid)) is not None and not is_pooled(sb.info)
+        }
+        ranked = sorted(latest, key=lambda sid: -latest[sid].uptime_s)
+        limit = self.manager.settings.metrics_max_sandboxes
+        label = {sid: sid if i < limit else OTHER for i, sid in enumerate(ranked)}
+        cpu = CounterMetricFamily(
+            "sietch_sandbox_cpu_seconds", "Host CPU used by a sandbox", labels=["sandbox"]
+        )
+        memory = GaugeMetricFamily(
+            "sietch_sandbox_memory_bytes",
+            "Host memory of a sandbox: its cgroup's charge, or QEMU's PSS",
+            labels=["sandbox", "kind"],
+        )
+        disk = GaugeMetricFamily(
+            "sietch_sandbox_disk_bytes", "Host bytes its disk overlay holds", labels=["sandbox"]
+        )
+        uptime = GaugeMetricFamily(
+            "sietch_sandbox_uptime_seconds", "Since the sandbox was created", labels=["sandbox"]
+        )
+        sums: dict[tuple[str, str], float] = {}
+        for sid, sample in latest.items():
+            for key, value in (
+                ("cpu", sample.cpu_seconds), ("cgroup", sample.memory_bytes),
+                ("pss", sample.memory_pss_bytes), ("disk", sample.disk_bytes),
+                ("uptime", sample.uptime_s if label[sid] != OTHER else None),
+            ):  # fmt: skip
+                if value is not None:
+                    sums[label[sid], key] = sums.get((label[sid], key), 0) + value
+        for (name, key), value in sorted(sums.items()):
+            if key == "cpu":
+                cpu.add_metric([name], value)
+            elif key in ("cgroup", "pss"):
+                memory.add_metric([name, key], value)
+            else:
+                (disk if key == "disk" else uptime).add_metric([name], value)
+        yield from (cpu, memory, disk, uptime)
 
 
 class Metrics:
@@ -61,10 +117,13 @@ class Metrics:
             "sietch_errors_total", "Errors returned by the API", ["code"], registry=self.registry
         )
         self._states: _SandboxStates | None = None
+        self._usage: _SandboxUsage | None = None
 
     def watch(self, manager: Manager) -> None:
         """Start reporting sandbox states from ``manager`` (called once it is started)."""
-        if self._states is not None:
-            self.registry.unregister(self._states)
-        self._states = _SandboxStates(manager)
+        for old in (self._states, self._usage):
+            if old is not None:
+                self.registry.unregister(old)
+        self._states, self._usage = _SandboxStates(manager), _SandboxUsage(manager)
         self.registry.register(self._states)
+        self.registry.register(self._usage)

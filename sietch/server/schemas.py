@@ -414,6 +414,12 @@ class ServerInfo(BaseModel):
     sandboxes: int
     limits: Limits
     defaults: Defaults
+    cgroups: str = ""
+    """Per-sandbox host limits: the cgroup hierarchy in use, or why there is none."""
+    jail: str = ""
+    """Whether each QEMU runs jailed (its own root, PID and IPC namespaces), or why not."""
+    memory_reserve_mib: int = 0
+    """Creates and resumes are refused (503) below this much MemAvailable on the host."""
 
 
 class QuotaPublic(BaseModel):

@@ -22,19 +22,24 @@ def confine(argv: list[str], *, run_as: tuple[int, int] | None, die_with_parent:
     opts: list[str] = []
     if run_as is not None:
         uid, gid = run_as
-        opts += [f"--reuid={uid}", f"--regid={gid}"]
+        # The user's groups looked up here, not by setpriv: a jailed QEMU has no /etc.
         try:
-            pwd.getpwuid(uid)
+            groups = os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)
         except KeyError:
-            opts.append("--clear-groups")
-        else:
-            opts.append("--init-groups")
+            groups = []
+        group_opt = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+        opts += [f"--reuid={uid}", f"--regid={gid}", group_opt]
+        # No capability can come back, whatever the process executes.
+        opts += ["--inh-caps=-all", "--bounding-set=-all"]
     if die_with_parent:
         opts.append("--pdeathsig=KILL")
     if not opts:
         return argv
-    setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
-    return [setpriv, *opts, "--", *argv]
+    return [setpriv_path(), *opts, "--", *argv]
+
+
+def setpriv_path() -> str:
+    return shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
 def lookup_user(name: str | None) -> tuple[int, int] | None:
@@ -102,3 +107,16 @@ def kill_and_forget(pid: int) -> None:
     """SIGKILL a process that is not our child (init reaps it)."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size: the process's private pages plus its share of shared ones
+    (a template's page cache counts once across all the sandboxes that map it)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None

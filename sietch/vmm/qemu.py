@@ -46,8 +46,10 @@ from qemu.qmp import QMPClient
 from qemu.qmp.error import QMPError
 
 from sietch.errors import BootError, VMError
+from sietch.vmm import jail as jails
 from sietch.vmm import process
 from sietch.vmm.accel import Accel, cpu_model, host_tsc_khz
+from sietch.vmm.cgroups import FDS_SHELL
 from sietch.vmm.version import readonly_private_ram, version_text
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,8 @@ class MachineConfig:
     """Command that runs QEMU, e.g. ``nsenter`` into the sandbox's network namespace."""
     pass_fds: tuple[int, ...] = ()
     """Fds QEMU inherits (the namespace, the uplink's exit pipe)."""
+    jail: jails.Jail | None = None
+    """Start QEMU in a root, PID and IPC namespace of its own (see :mod:`sietch.vmm.jail`)."""
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -171,6 +175,16 @@ class MachineConfig:
     @property
     def pidfile(self) -> Path:
         return self.workdir / "qemu.pid"
+
+    def jail_view(self, base: Path, netns: int | None) -> jails.Jail:
+        """What this machine's QEMU may see when jailed: its work dir, its images and
+        their backing chain, a restore's memory file, the binaries, the devices."""
+        ro = [self.kernel, self.initramfs, self.tools_disk, *jails.backing_chain(self.root_disk)]
+        if self.memory_path is not None:
+            ro.append(self.memory_path)
+        ro += jails.qemu_files(self.qemu_binary, [FDS_SHELL, process.setpriv_path()])
+        devices = [*jails.DEVICES, *(["/dev/kvm"] if self.accel == "kvm" else [])]
+        return jails.Jail(base, rw=[self.workdir], ro=ro, devices=devices, netns=netns)
 
     def kernel_cmdline(self) -> str:
         tsc_khz = host_tsc_khz() if self.accel == "tcg" else None
@@ -284,15 +298,18 @@ class QemuMachine:
         self.log.debug("launching: %s", shlex.join(argv))
         # Popen only forks and execs: quick enough to do on the event loop.
         with open(cfg.qemu_log, "wb") as qemu_log:  # noqa: ASYNC230
-            self._popen = subprocess.Popen(  # noqa: ASYNC220
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=qemu_log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=cfg.pass_fds,
-            )
+            options: dict[str, Any] = {
+                "stdin": subprocess.DEVNULL,
+                "stdout": qemu_log,
+                "stderr": subprocess.STDOUT,
+                "start_new_session": True,
+                "close_fds": True,
+                "pass_fds": cfg.pass_fds,
+            }
+            if cfg.jail is not None:
+                self._popen = await jails.spawn(cfg.jail, argv, **options)
+            else:
+                self._popen = subprocess.Popen(argv, **options)  # noqa: ASYNC220
         self.pid = self._popen.pid
         try:
             if cfg.persistent:

@@ -141,7 +141,8 @@ async def save_ram(machine: QemuMachine, dest: Path) -> None:
     Slow (the whole RAM, a KiB per write inside QEMU): only for where the
     written pages can't be read from the host (:mod:`sietch.vmm.dirty`).
     ``pmemsave`` takes a path, not an fd set: QEMU writes each slice into a
-    file made for it, owned by the QEMU user, which is then copied into place.
+    file made for it in its work dir, owned by the QEMU user, which is then
+    copied into place.
     """
     mtree = await machine.execute("human-monitor-command", {"command-line": "info mtree"})
     slices = sorted({(int(a, 16), int(b, 16), int(c, 16)) for a, b, c in _RAM_ALIAS.findall(mtree)})
@@ -152,7 +153,8 @@ async def save_ram(machine: QemuMachine, dest: Path) -> None:
     try:
         os.ftruncate(out, machine.config.memory_mib << 20)
         for n, (guest, start, end) in enumerate(slices):
-            part = dest.with_name(f"{dest.name}.{n}")
+            # In the work dir: the one place a jailed QEMU can write (sietch.vmm.jail).
+            part = machine.config.workdir / f"pmemsave.{n}"
             part.touch(0o600)
             try:
                 if run_as is not None:

@@ -34,6 +34,7 @@ OPS: dict[str, str] = {
     "shutdown": "ops",
     "resize_fs": "ops",
     "ready": "services",
+    "usage": "ops",
     "exec": "execops",
     "attach": "execops",
     "processes": "execops",
@@ -222,3 +223,27 @@ async def op_resize_fs(agent: Agent, stream: Stream, args: dict[str, Any]) -> di
         raise OpError("internal", f"{tool} {device} failed ({code}): {output.strip()[-400:]}")
     st = os.statvfs("/")
     return {"size": st.f_blocks * st.f_frsize, "device": device}
+
+
+async def op_usage(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[str, Any]:
+    """The guest's own view of what it uses: /proc/meminfo, /proc/net/dev, the root fs
+    (host metrics ask; a process per question would cost an idle guest far more)."""
+    memory = {}
+    for line in _read("/proc/meminfo").splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("MemTotal", "MemAvailable") and rest.split():
+            memory[key] = int(rest.split()[0]) * 1024
+    net: dict[str, list[int]] = {}
+    for line in _read("/proc/net/dev").splitlines():
+        name, sep, rest = line.partition(":")
+        if sep and rest.split()[0].isdigit():
+            values = rest.split()
+            net[name.strip()] = [int(values[0]), int(values[8])]
+    st = os.statvfs("/")
+    return {
+        "memory_total": memory.get("MemTotal"),
+        "memory_available": memory.get("MemAvailable"),
+        "net": net,
+        "disk_total": st.f_blocks * st.f_frsize,
+        "disk_used": (st.f_blocks - st.f_bfree) * st.f_frsize,
+    }

@@ -18,6 +18,7 @@ from sietch.server.routes import (
     snapshots,
     system,
     tenants,
+    usage,
     viewer,
 )
 from sietch.server.routes.proxy import http_proxy, ws_relay
@@ -34,6 +35,7 @@ _routers = (
     files,
     snapshots,
     ports,
+    usage,
     desktop,
     http_proxy,
     lifecycle,

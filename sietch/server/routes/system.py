@@ -49,6 +49,9 @@ async def info(
             memory_mib=s.default_memory_mib,
             disk_mib=s.default_disk_mib,
         ),
+        cgroups=manager.cgroups_status,
+        jail=manager.jail_status,
+        memory_reserve_mib=s.memory_reserve_mib,
     )
 
 
