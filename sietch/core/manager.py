@@ -22,8 +22,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
+from sietch.core import images as user_images
 from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
+    ImageRecord,
     PortMapping,
     SandboxInfo,
     SandboxSpec,
@@ -224,19 +226,23 @@ class Manager:
         image, vcpus, memory, disk = self._resolve(spec)
         network = spec.network or self.default_network()
         self.check_capacity()
-        paths = await asyncio.to_thread(self._image_paths, image)
-        base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
+        custom = self.store.get_image(image)
+        if custom is not None:  # a user image: its config under what the caller gave
+            spec = spec.model_copy(update={"env": {**custom.config.env, **spec.env}})
+            disk = disk if spec.disk_mib else max(disk, custom.disk_mib)
+        paths = await asyncio.to_thread(self._image_paths, image, custom)
+        base_mib = custom.disk_mib if custom else -(-disks.image_size(paths["rootfs"]) // MiB)
         if disk < base_mib:
             raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
-        booted = None
+        key = None
         if spec.template == "auto" and self.settings.templates:
             key = (
                 template_key(paths, vcpus, memory, self.accel, self.settings.qemu_binary)
                 + f"-{disk}"
+                + (f"-{custom.key[:12]}" if custom else "")  # its start command, ports, ...
             )
             if (made := await self._from_template(key, spec, network)) is not None:
                 return made
-            booted = self._templating(key)
         info = record(
             self.accel,
             image=image,
@@ -246,9 +252,42 @@ class Manager:
             env=spec.env,
             labels=spec.labels,
             network=network,
+            user=custom.config.user if custom else None,
+            cwd=custom.config.workdir if custom else None,
         )
-        plan = Plan(info, paths, base_mib, timeout_s=spec.timeout_s, booted=booted)
+        plan = Plan(
+            info,
+            paths,
+            base_mib,
+            base_format=custom.format if custom else "raw",
+            timeout_s=spec.timeout_s,
+            booted=self._booted(key, custom),
+        )
         return await self._provision(plan)
+
+    async def boot_disk(
+        self,
+        rootfs: Path,
+        *,
+        base_format: str,
+        base_mib: int,
+        disk_mib: int,
+        network: NetworkPolicy,
+        labels: dict[str, str],
+    ) -> SandboxInfo:
+        """Cold-boot a sandbox over any disk (``base_mib`` big), with no template: the image
+        builder's steps run in one (``sietch.builder``)."""
+        info = record(
+            self.accel,
+            image="(build)",
+            vcpus=self.settings.default_vcpus,
+            memory_mib=self.settings.default_memory_mib,
+            disk_mib=max(disk_mib, base_mib),
+            labels=labels,
+            network=network,
+        )
+        paths = {**await asyncio.to_thread(self._image_paths, None, None), "rootfs": rootfs}
+        return await self._provision(Plan(info, paths, base_mib, base_format=base_format))
 
     async def _from_template(
         self, key: str, spec: SandboxSpec, network: NetworkPolicy
@@ -270,11 +309,19 @@ class Manager:
             network=network,
         )
 
-    def _templating(self, key: str) -> Booted:
-        """Booted from scratch once: save it, pristine, so later creates restore it."""
+    def _booted(self, key: str | None, custom: ImageRecord | None) -> Booted | None:
+        """Once booted from scratch: a user image's start command (ready, ports exposed),
+        then (``key``) saved as the template later creates restore."""
+        if key is None and custom is None:
+            return None
 
         async def booted(sandbox: LiveSandbox) -> None:
-            if (template := await self.snapshots.make_template(sandbox, key)) is not None:
+            if custom is not None:
+                await user_images.start(sandbox, custom.config, self.settings.boot_timeout_s)
+            if (
+                key is not None
+                and (template := await self.snapshots.make_template(sandbox, key)) is not None
+            ):
                 self.pool.refill(key, template.id)
 
         return booted
@@ -292,13 +339,15 @@ class Manager:
                 f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
             )
 
-    def _image_paths(self, image: str) -> dict[str, Path]:
-        return {
+    def _image_paths(self, image: str | None, custom: ImageRecord | None) -> dict[str, Path]:
+        paths = {
             "kernel": self.images.kernel(),
             "initramfs": self.images.initramfs(),
             "tools": self.images.tools(),
-            "rootfs": self.images.rootfs(image),
         }
+        if image is not None:
+            paths["rootfs"] = Path(custom.rootfs) if custom else self.images.rootfs(image)
+        return paths
 
     def default_network(self) -> NetworkPolicy:
         return NetworkPolicy(internet=self.settings.internet and self._isolate)

@@ -73,6 +73,10 @@ class SandboxInfo(BaseModel):
     """Exposed guest ports; a restored or forked copy exposes the same ones on new host ports."""
     network: NetworkPolicy = Field(default_factory=NetworkPolicy)
     """What the sandbox may reach; changeable while it runs."""
+    user: str | None = None
+    """Who commands run as when the caller names nobody (an image's ``USER``); None: root."""
+    cwd: str | None = None
+    """Where commands start when the caller names no directory (an image's ``WORKDIR``)."""
 
 
 class SnapshotInfo(BaseModel):
@@ -109,10 +113,59 @@ class SnapshotInfo(BaseModel):
     """Guest ports its sandbox had exposed; every restore exposes them again."""
     network: NetworkPolicy | None = None
     """Its sandbox's egress policy, which restores keep unless told otherwise."""
+    user: str | None = None
+    cwd: str | None = None
+    """Its sandbox's default user and directory for commands, which restores keep."""
     template: bool = False
     template_key: str | None = None
     paths: dict[str, str] = Field(default_factory=dict)
     """kernel, initramfs, tools disk it must be restored with (the guest already runs them)."""
+
+
+class ImageConfig(BaseModel):
+    """What a user image's sandboxes start with: Docker's image config, as Sietch honours it."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    """The default environment of every command (``ENV``)."""
+    user: str | None = None
+    """The default user of commands and of the start command (``USER``)."""
+    workdir: str | None = None
+    """The default directory (``WORKDIR``)."""
+    start: list[str] | None = None
+    """The start command's argv (``ENTRYPOINT`` + ``CMD``): running in the template, so it
+    is up the moment a sandbox is created."""
+    ready: list[str] | None = None
+    """Exits 0 once the start command is ready (``HEALTHCHECK CMD``); None: the exposed
+    ports accept connections."""
+    ready_timeout_s: float | None = None
+    expose: list[int] = Field(default_factory=list)
+    """Guest ports exposed on every create (``EXPOSE``)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ImageRecord(BaseModel):
+    """A user image (a Dockerfile build, an OCI import, a template): a disk and a config."""
+
+    name: str
+    source: Literal["dockerfile", "oci", "template"] = "dockerfile"
+    base: str
+    """The image it was built ``FROM`` (``oci`` for an import)."""
+    key: str
+    """The build's last cache key: equal keys, equal images."""
+    rootfs: str
+    """Its disk: the top layer (qcow2, chained on the layers below) or a raw ext4."""
+    format: Literal["raw", "qcow2"] = "qcow2"
+    layers: list[str] = Field(default_factory=list)
+    """Every file its disk needs, top first (kept while the image exists)."""
+    disk_mib: int
+    """The disk size set at build: the smallest (and default) disk of its sandboxes."""
+    size_bytes: int = 0
+    """Bytes its own layers take on the host (not those of its base)."""
+    steps: list[str] = Field(default_factory=list)
+    created_at: datetime
+    config: ImageConfig = Field(default_factory=ImageConfig)
+    ready: bool = False
+    """False while its build makes its template: not listed, not usable by others."""
 
 
 class CommandResult(BaseModel):

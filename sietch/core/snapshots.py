@@ -203,8 +203,11 @@ class Snapshots:
             memory_mib=info.memory_mib,
             disk_mib=info.disk_mib,
             env={} if template_key else info.env,
-            ports=[] if template_key else [p.guest_port for p in info.ports],
+            # A template's ports are its image's (EXPOSE): every create exposes them again.
+            ports=[p.guest_port for p in info.ports],
             network=None if template_key else info.network,
+            user=info.user,
+            cwd=info.cwd,
             accel=info.accel,
             template=template_key is not None,
             template_key=template_key,
@@ -316,6 +319,8 @@ class Snapshots:
             labels=labels or {},
             snapshot_id=snap.id,
             network=network or snap.network or self.host.default_network(),
+            user=snap.user,
+            cwd=snap.cwd,
         )
         paths = {k: Path(v) for k, v in snap.paths.items()}
         paths["rootfs"] = src / snap.disk

@@ -1,0 +1,79 @@
+"""Build contexts, a wheel and an app for the builder's tests, made on the spot."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+APP = """
+import json, os, http.server
+import tinyweb
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({
+            "user": os.environ.get("USER"), "uid": os.getuid(), "cwd": os.getcwd(),
+            "mode": os.environ.get("APP_MODE"), "greeting": tinyweb.GREETING,
+            "version": open("version.txt").read().strip(),
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.HTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+"""
+
+
+def wheel(directory: Path, name: str = "tinyweb", version: str = "1.0") -> Path:
+    """A pure-python wheel whose module says GREETING = 'hi from a wheel'."""
+    files = {
+        f"{name}/__init__.py": b"GREETING = 'hi from a wheel'\n",
+        f"{name}-{version}.dist-info/METADATA": (
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+        ),
+        f"{name}-{version}.dist-info/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: sietch-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
+    }
+    record = f"{name}-{version}.dist-info/RECORD"
+    lines = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        lines.append(f"{path},sha256={digest},{len(data)}")
+    lines.append(f"{record},,")
+    files[record] = ("\n".join(lines) + "\n").encode()
+    out = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return out
+
+
+def web_dockerfile(wheel_url: str) -> str:
+    return f"""\
+# A small web app: its code, a wheel from a local index, its config.
+FROM default
+ARG MODE=test
+COPY app/ /srv/app/
+RUN pip install --break-system-packages --no-index \\
+        {wheel_url}
+ENV APP_MODE=$MODE
+USER user
+WORKDIR /srv/app
+COPY --chown=user:user version.txt ./
+EXPOSE 8000
+CMD ["python3", "server.py"]
+"""
+
+
+def web_context(root: Path, version: str = "1") -> Path:
+    (root / "app").mkdir(parents=True, exist_ok=True)
+    (root / "app" / "server.py").write_text(APP)
+    (root / "version.txt").write_text(version + "\n")
+    (root / "notes.tmp").write_text("ignored\n")
+    (root / ".dockerignore").write_text("*.tmp\n")
+    return root
