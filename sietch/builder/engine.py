@@ -79,6 +79,17 @@ class BuildRequest:
     source: str = "dockerfile"
 
 
+@dataclass(frozen=True)
+class Job:
+    """A build checked and planned, ready to run."""
+
+    request: BuildRequest
+    base: Base
+    steps: list[Step]
+    context: Context
+    disk_mib: int
+
+
 def check_name(name: str, builtins: list[str]) -> None:
     if not _NAME.fullmatch(name):
         raise InvalidArgument(
@@ -102,6 +113,11 @@ class Builder:
 
     async def build(self, req: BuildRequest, emit: Emit) -> ImageRecord:
         """Build ``req`` (a Dockerfile and its context) into the image ``req.name``."""
+        return await self.run(await self.prepare(req), emit)
+
+    async def prepare(self, req: BuildRequest) -> Job:
+        """Check everything that can be checked before a sandbox boots: the name, the
+        Dockerfile, the base image, the COPY sources (the API answers 4xx for these)."""
         check_name(req.name, self.manager.images.names())
         dockerfile = parse(req.dockerfile, req.build_args)
         base = await self.base(dockerfile.base)
@@ -113,12 +129,14 @@ class Builder:
         steps = await asyncio.to_thread(
             plan, dockerfile, chain_key(base.key, f"disk={disk_mib}"), context
         )
-        async with self._lock(req.name):
+        return Job(req, base, steps, context, disk_mib)
+
+    async def run(self, job: Job, emit: Emit) -> ImageRecord:
+        """Run a prepared build: its steps, then the image's template."""
+        async with self.lock(job.request.name):
             self.running += 1
             try:
-                return await self._build(
-                    req, base=base, steps=steps, context=context, disk_mib=disk_mib, emit=emit
-                )
+                return await self._build(job, emit)
             finally:
                 self.running -= 1
 
@@ -142,19 +160,18 @@ class Builder:
 
     # -- the build --------------------------------------------------------------
 
-    def _lock(self, name: str) -> asyncio.Lock:
+    def lock(self, name: str) -> asyncio.Lock:
+        """Held while an image of that name is built or imported."""
         return self._locks.setdefault(name, asyncio.Lock())
 
-    async def _build(
-        self,
-        req: BuildRequest,
-        *,
-        base: Base,
-        steps: list[Step],
-        context: Context,
-        disk_mib: int,
-        emit: Emit,
-    ) -> ImageRecord:
+    async def _build(self, job: Job, emit: Emit) -> ImageRecord:
+        req, base, steps, context, disk_mib = (
+            job.request,
+            job.base,
+            job.steps,
+            job.context,
+            job.disk_mib,
+        )
         state = State.of(base.config)
         top, top_format, top_mib = base.path, base.format, base.size_mib
         sandbox_id: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from sietch.cli.build import build_app
 from sietch.cli.commands import commands_app
 from sietch.cli.files import files_app
 from sietch.cli.image import image_app
@@ -19,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Verbs at the top level (sietch create, sietch exec ...), as with docker.
-for verbs in (serve_app, sandbox_app, commands_app, files_app, snapshots_app, mcp_app):
+for verbs in (
+    serve_app, sandbox_app, commands_app, files_app, snapshots_app, build_app, mcp_app
+):  # fmt: skip
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")

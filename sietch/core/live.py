@@ -280,9 +280,11 @@ class LiveSandbox:
     def _defaults(self, params: dict[str, Any]) -> dict[str, Any]:
         """The sandbox's own environment, user and directory under what the caller gave."""
         params["env"] = {**self.info.env, **params.get("env", {})}
-        for key, value in (("user", self.info.user), ("cwd", self.info.cwd)):
-            if value is not None:
-                params.setdefault(key, value)
+        if self.info.user is not None:  # a numeric USER (OCI images) is a uid
+            user = self.info.user
+            params.setdefault("user", int(user) if user.isdigit() else user)
+        if self.info.cwd is not None:
+            params.setdefault("cwd", self.info.cwd)
         return params
 
     async def start(
