@@ -37,6 +37,7 @@ from sietch.builder.dockerfile import parse
 from sietch.builder.layers import LayerCache
 from sietch.builder.steps import State, Step, chain_key, plan
 from sietch.config import MiB
+from sietch.core.images import TOOLS_BUSYBOX
 from sietch.core.manager import Manager
 from sietch.core.models import ImageConfig, ImageRecord
 from sietch.errors import ImageBuildError, ImageNotFound, InvalidArgument, SietchError
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 BUILD_LABEL = "sietch.build"
 """Label of the sandboxes a build runs (its steps, its template); value: the image name."""
 _NAME = re.compile(r"[a-z0-9][a-z0-9._:-]{0,99}")
-_BUSYBOX = "/run/sietch/bin/busybox"
 _OUTPUT_KEPT = 8000
 
 Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
@@ -308,7 +308,7 @@ class Builder:
     async def _commit(self, sandbox_id: str, key: str, parent: Path) -> Path:
         """Sync the guest, stop it, copy its disk overlay in as the layer ``key``."""
         async with self.manager.use(sandbox_id) as sb:
-            await sb.exec([_BUSYBOX, "sync"], user="root", cwd="/")
+            await sb.exec([TOOLS_BUSYBOX, "sync"], user="root", cwd="/")
             disk = sb.machine.config.root_disk
         await self.manager.pause(sandbox_id)
         try:

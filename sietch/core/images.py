@@ -19,7 +19,8 @@ from sietch.core.store import Store
 from sietch.errors import ImageBuildError, SietchError
 
 TOOLS_PYTHON = "/run/sietch/bin/sietch-python"
-"""The tools disk's python: there whatever the image has (or lacks)."""
+TOOLS_BUSYBOX = "/run/sietch/bin/busybox"
+"""The tools disk's python and busybox: there whatever the image has (or lacks)."""
 _PORTS_OPEN = (
     "import socket, sys\n"
     "for p in sys.argv[1:]:\n"

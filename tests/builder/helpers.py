@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import json
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -77,3 +80,36 @@ def web_context(root: Path, version: str = "1") -> Path:
     (root / "notes.tmp").write_text("ignored\n")
     (root / ".dockerignore").write_text("*.tmp\n")
     return root
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None = None, **fields: object) -> None:
+    info = tarfile.TarInfo(name)
+    for key, value in fields.items():
+        setattr(info, key, value)
+    if data is not None:
+        info.size = len(data)
+    tar.addfile(info, io.BytesIO(data) if data is not None else None)
+
+
+def layer_tar(entries: list[tuple[str, bytes | None, dict[str, object]]]) -> bytes:
+    """A layer: (name, file content or None for a directory/link, TarInfo fields)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data, fields in entries:
+            _add(tar, name, data, **fields)
+    return buf.getvalue()
+
+
+def docker_save(out: Path, layers: list[bytes], config: dict[str, object]) -> Path:
+    """A ``docker save`` archive: manifest.json, the config and one directory per layer."""
+    config_blob = json.dumps(config).encode()
+    config_name = hashlib.sha256(config_blob).hexdigest() + ".json"
+    names = [f"{hashlib.sha256(layer).hexdigest()}/layer.tar" for layer in layers]
+    manifest = [{"Config": config_name, "RepoTags": ["test:latest"], "Layers": names}]
+    with tarfile.open(out, "w") as tar:
+        _add(tar, "manifest.json", json.dumps(manifest).encode())
+        _add(tar, config_name, config_blob)
+        for name, layer in zip(names, layers, strict=True):
+            _add(tar, name.partition("/")[0], None, type=tarfile.DIRTYPE, mode=0o755)
+            _add(tar, name, layer)
+    return out

@@ -27,14 +27,13 @@ from sietch.builder.engine import Emit
 from sietch.builder.manage import Images
 from sietch.builder.oci import import_image
 from sietch.core.manager import Manager
-from sietch.errors import InvalidArgument, PayloadTooLarge, SietchError
+from sietch.errors import InvalidArgument, SietchError
 from sietch.network.policy import NetworkPolicy
 from sietch.server.deps import ManagerDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/images", tags=["images"])
 
-MAX_UPLOAD_BYTES = 8 << 30
 CLIENT_DOCKERFILE = ".sietch-dockerfile"
 """Where the CLI and SDK put the Dockerfile in the context tar (it may live outside the
 context); removed from the context before the build reads it."""
@@ -55,14 +54,10 @@ BuilderDep = Annotated[Builder, Depends(get_builder)]
 
 
 async def _receive(request: Request, dest: Path) -> None:
-    """The request body into ``dest``; 413 past :data:`MAX_UPLOAD_BYTES`."""
-    size = 0
+    """The request body into ``dest`` (the middleware caps it: SIETCH_MAX_UPLOAD_BYTES)."""
     f = await asyncio.to_thread(open, dest, "wb")
     try:
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                raise PayloadTooLarge(f"the upload exceeds {MAX_UPLOAD_BYTES >> 20} MiB")
             await asyncio.to_thread(f.write, chunk)
     finally:
         f.close()
