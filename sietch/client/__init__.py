@@ -6,6 +6,7 @@ Reads ``SIETCH_URL`` and ``SIETCH_API_KEY`` from the environment unless given.
 from sietch.client._async import (
     AsyncClient,
     AsyncFiles,
+    AsyncImages,
     AsyncProcesses,
     AsyncProcessHandle,
     AsyncPty,
@@ -15,6 +16,7 @@ from sietch.client._core import NOT_GIVEN
 from sietch.client._models import (
     CommandResult,
     FileInfo,
+    ImageInfo,
     NetworkPolicy,
     PortInfo,
     ProcessExit,
@@ -24,12 +26,14 @@ from sietch.client._models import (
     SnapshotInfo,
     WriteInfo,
 )
-from sietch.client._sync import Client, Files, Processes, ProcessHandle, Pty, Sandbox
+from sietch.client._sync import Client, Files, Images, Processes, ProcessHandle, Pty, Sandbox
+from sietch.client.template import Template
 
 __all__ = [
     "NOT_GIVEN",
     "AsyncClient",
     "AsyncFiles",
+    "AsyncImages",
     "AsyncProcessHandle",
     "AsyncProcesses",
     "AsyncPty",
@@ -38,6 +42,8 @@ __all__ = [
     "CommandResult",
     "FileInfo",
     "Files",
+    "ImageInfo",
+    "Images",
     "NetworkPolicy",
     "PortInfo",
     "ProcessExit",
@@ -49,5 +55,6 @@ __all__ = [
     "SandboxInfo",
     "ServerInfo",
     "SnapshotInfo",
+    "Template",
     "WriteInfo",
 ]

@@ -77,7 +77,7 @@ class ImageInfo(_Record):
 
     name: str
     source: str
-    """``builtin``, ``dockerfile``, ``oci`` or ``template``."""
+    """``builtin``, ``dockerfile`` (also the template builder's) or ``oci``."""
     base: str | None = None
     size_bytes: int = 0
     """Bytes its own layers take on the server (not its base's)."""

@@ -144,10 +144,11 @@ class ImageConfig(BaseModel):
 
 
 class ImageRecord(BaseModel):
-    """A user image (a Dockerfile build, an OCI import, a template): a disk and a config."""
+    """A user image (a Dockerfile or template build, an OCI import): a disk and a config."""
 
     name: str
-    source: Literal["dockerfile", "oci", "template"] = "dockerfile"
+    source: Literal["dockerfile", "oci"] = "dockerfile"
+    """A Dockerfile build (the Python template builder writes one too) or an OCI import."""
     base: str
     """The image it was built ``FROM`` (``oci`` for an import)."""
     key: str

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sietch.client import Client, Sandbox
+from sietch.client import Client, Sandbox, Template
 from sietch.errors import Conflict, ImageBuildError, ImageNotFound, InvalidArgument
 from sietch.images.busybox import busybox
 from tests.builder.helpers import docker_save, layer_tar
@@ -170,3 +170,23 @@ def test_unsafe_oci_layer_is_refused_and_writes_nothing_outside(
     cache = Path(api_server.env.get("SIETCH_CACHE_DIR", "/var/cache/sietch"))
     assert not list(cache.rglob("outside-the-cache"))
     assert not (cache.parent / "outside-the-cache").exists()
+
+
+def test_template_builder_builds_through_the_server(client: Client, tmp_path: Path) -> None:
+    """Template(base=...).copy().workdir().env().expose().start_cmd().build(name) makes an
+    image whose start command serves from the first request."""
+    ctx = _site(tmp_path / "ctx")
+    image = (
+        Template(base="minimal", context=ctx)
+        .copy("site/", "/www/")
+        .workdir("/www")
+        .env(GREETING="from a template")
+        .expose(8000)
+        .start_cmd("httpd -f -p 8000 -h /www")
+        .build("templated", client=client)
+    )
+    assert image.source == "dockerfile" and image.config["workdir"] == "/www"
+    with Sandbox.create("templated", client=client) as sb:
+        [port] = sb.info.ports
+        assert "built by sietch" in httpx.get(f"http://127.0.0.1:{port.host_port}/").text
+        assert sb.exec("echo $GREETING").stdout == "from a template\n"
