@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,12 @@ BUILD_LABEL = "sietch.build"
 """Label of the sandboxes a build runs (its steps, its template); value: the image name."""
 _NAME = re.compile(r"[a-z0-9][a-z0-9._:-]{0,99}")
 _OUTPUT_KEPT = 8000
+
+_PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+_CA_PATH = "/dev/shm/sietch-build-ca.pem"
+"""In RAM (the agent mounts a tmpfs there): never in a layer."""
+_CA_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE",
+            "GIT_SSL_CAINFO", "NODE_EXTRA_CA_CERTS")  # fmt: skip
 
 Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -175,6 +182,7 @@ class Builder:
         state = State.of(base.config)
         top, top_format, top_mib = base.path, base.format, base.size_mib
         sandbox_id: str | None = None
+        secrets: dict[str, str] = {}
         boot_top = top
         started = 0
         try:
@@ -191,11 +199,12 @@ class Builder:
                     continue
                 if sandbox_id is None:
                     sandbox_id = await self._boot(req, top, top_format, top_mib, disk_mib)
+                    secrets = await self._hand_in(sandbox_id)
                     await _emit(emit, type="log", message="build sandbox started",
                                 sandbox=sandbox_id)  # fmt: skip
                     boot_top, started = top, started + 1
                 await self._execute(
-                    sandbox_id, step, state, context=context, index=index, emit=emit
+                    sandbox_id, step, state, context=context, index=index, emit=emit, env=secrets
                 )
                 top = await self._commit(sandbox_id, step.key, boot_top)
                 top_format, top_mib = "qcow2", disk_mib
@@ -234,19 +243,29 @@ class Builder:
         return info.id
 
     async def _execute(
-        self, sandbox_id: str, step: Step, state: State, *, context: Context, index: int, emit: Emit
+        self,
+        sandbox_id: str,
+        step: Step,
+        state: State,
+        *,
+        context: Context,
+        index: int,
+        emit: Emit,
+        env: dict[str, str],
     ) -> None:
         ins = step.instruction
         async with self.manager.use(sandbox_id) as sb:
             if ins.kind == "RUN":
-                await self._run(sb, step, state, index, emit)
+                await self._run(sb, step, state, index, emit, env)
             elif ins.kind == "WORKDIR":
                 uid, gid = await guest.ids(sb, state.user, ins.line)
                 await guest.helper(sb, "mkdir", state.workdir or "/", str(uid), str(gid))
             else:
                 await self._copy(sb, step, state, context)
 
-    async def _run(self, sb: Any, step: Step, state: State, index: int, emit: Emit) -> None:
+    async def _run(  # noqa: PLR0917 (one call site, in order)
+        self, sb: Any, step: Step, state: State, index: int, emit: Emit, extra: dict[str, str]
+    ) -> None:
         ins = step.instruction
         argv = ["/bin/sh", "-c", ins.args[0]] if ins.shell else list(ins.args)
         kept = bytearray()
@@ -259,7 +278,7 @@ class Builder:
         try:
             result = await sb.exec(
                 argv,
-                env={**state.args, **state.env},
+                env={**state.args, **state.env, **extra},
                 user=state.user or "root",
                 cwd=state.workdir or "/",
                 on_stdout=show,
@@ -304,6 +323,23 @@ class Builder:
                 dest_is_dir=dest_is_dir, unpack=ins.kind == "ADD", out=tar,
             )  # fmt: skip
             await guest.upload(sb, tar)
+
+    async def _hand_in(self, sandbox_id: str) -> dict[str, str]:
+        """The CA bundle and proxy variables of the settings, for the RUN steps' env (they
+        are not part of the cache keys, as Docker's proxy ARGs are not)."""
+        settings = self.manager.settings
+        env = {}
+        if settings.build_proxy_env:
+            env = {k: v for k, v in os.environ.items() if k.lower() in _PROXY_VARS}
+        if settings.build_ca_bundle is not None:
+            bundle = await asyncio.to_thread(settings.build_ca_bundle.read_bytes)
+            async with self.manager.use(sandbox_id) as sb:  # the agent's writes skip /dev
+                script = f"cat > {_CA_PATH} && chmod 0644 {_CA_PATH}"
+                done = await sb.exec([TOOLS_BUSYBOX, "sh", "-c", script], stdin=bundle, user="root")
+            if done.exit_code != 0:
+                raise ImageBuildError(f"could not hand the CA bundle in: {done.stderr!r}")
+            env |= dict.fromkeys(_CA_VARS, _CA_PATH)
+        return env
 
     async def _commit(self, sandbox_id: str, key: str, parent: Path) -> Path:
         """Sync the guest, stop it, copy its disk overlay in as the layer ``key``."""

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import shutil
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from sietch.builder import BUILD_LABEL, Builder, BuildRequest
 from sietch.core.manager import Manager
 from sietch.errors import ImageBuildError
 from sietch.network.policy import NetworkPolicy
 from sietch.vmm import process
-from tests.builder.helpers import web_context, web_dockerfile, wheel
+from tests.builder.helpers import TLS_SERVER, test_ca, web_context, web_dockerfile, wheel
 from tests.network.outside import Outside
 
 
@@ -136,3 +141,55 @@ def test_helpers_clean(tmp_path: Path) -> None:
     assert made.name == "tinyweb-1.0-py3-none-any.whl"
     shutil.unpack_archive(made, tmp_path / "x", "zip")
     assert (tmp_path / "x" / "tinyweb" / "__init__.py").exists()
+
+
+@pytest.fixture(scope="module")
+def tls_site(
+    outside: Outside, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Path, str]]:
+    """An HTTPS server on the stand-in internet, signed by a CA of the test's own: the CA's
+    file and the server's URL."""
+    directory = tmp_path_factory.mktemp("tls")
+    ca, cert, key = test_ca(directory, outside.web)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", outside.name, sys.executable, "-c", TLS_SERVER, str(cert),
+         str(key)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for attempt in Retrying(stop=stop_after_delay(20), wait=wait_fixed(0.1), reraise=True):
+            with attempt:
+                trust = ssl.create_default_context(cafile=str(ca))
+                httpx.get(f"https://{outside.web}:8443/", verify=trust, timeout=1)
+        yield ca, f"https://{outside.web}:8443/"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_ca_setting_lets_run_steps_trust_a_reissuing_proxy(
+    manager: Manager,
+    builder: Builder,
+    tls_site: tuple[Path, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A RUN fetching from an HTTPS server signed by a test CA fails without
+    SIETCH_BUILD_CA_BUNDLE and succeeds with it; the bundle is not left in the image."""
+    ca, url = tls_site
+    dockerfile = f"FROM default\nRUN curl -sS {url} -o /fetched.txt\n"
+    with pytest.raises(ImageBuildError) as caught:
+        await builder.build(request("tls-fetch", tmp_path, dockerfile), lambda e: None)
+    assert "certificate" in caught.value.details["output"]
+    assert manager.store.get_image("tls-fetch") is None
+    monkeypatch.setattr(
+        manager, "settings", manager.settings.model_copy(update={"build_ca_bundle": ca})
+    )
+    await builder.build(request("tls-fetch", tmp_path, dockerfile), lambda e: None)
+    info = await manager.create(image="tls-fetch")
+    try:
+        sb = manager.sandbox(info.id)
+        assert (await sb.exec("cat /fetched.txt")).stdout == b"hello over tls\n"
+        assert (await sb.exec("ls /dev/shm")).stdout == b""
+    finally:
+        await manager.delete(info.id)
