@@ -111,7 +111,7 @@ class Builder:
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
-        self.layers = LayerCache(manager.settings.cache_dir)
+        self.layers = LayerCache(manager.layout.images)
         self._locks: dict[str, asyncio.Lock] = {}
         self.running = 0
         """Builds in progress (prune leaves their work dirs alone while any runs)."""

@@ -1,6 +1,9 @@
 """The layer cache: one qcow2 file per disk-changing build step, named by its cache key.
 
-``<cache>/images/layers/<key>.qcow2`` holds what the build sandbox's disk
+It lives in the state dir (``<state>/images``, on the XFS reflink image where
+there is one), beside the sandboxes whose overlays become layers and with the
+database whose image records name them: a prune knows every user of a layer.
+``layers/<key>.qcow2`` holds what the build sandbox's disk
 had changed since it booted, over the layer it booted from (its backing file,
 an absolute path in the cache; ``<key>.json`` names it too). A layer is
 written under a temp name and renamed into place, so a crash never leaves a
@@ -24,13 +27,13 @@ log = logging.getLogger(__name__)
 
 
 class LayerCache:
-    def __init__(self, cache_dir: Path) -> None:
-        self.dir = cache_dir / "images" / "layers"
-        self.tmp = cache_dir / "images" / "tmp"
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "layers"
+        self.tmp = root / "tmp"
 
     def prepare(self) -> None:
-        for d in (self.dir, self.tmp):
-            d.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o711)  # QEMU's user reads layers
+        self.tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, key: str, suffix: str = ".qcow2") -> Path:
         return self.dir / f"{key}{suffix}"

@@ -62,7 +62,7 @@ def test_cli_build_then_create_and_rm_refused_while_used(
     assert "[1/5] COPY site/ /www/" in stderr and "[5/5] CMD httpd" in stderr
     with Sandbox.create("site", client=client) as sb:
         [port] = sb.info.ports
-        assert httpx.get(f"http://127.0.0.1:{port.host_port}/", timeout=30).text == (
+        assert httpx.get(f"http://127.0.0.1:{port.host_port}/", timeout=120).text == (
             "<p>built by sietch</p>\n"
         )
         assert sb.exec("pwd; echo $GREETING").stdout == "/www\nhello\n"
@@ -157,7 +157,7 @@ def test_oci_import_applies_layers_and_whiteouts_and_runs(client: Client, tmp_pa
         assert r.stdout.split() == ["kept", "new.txt", "/data", "from-oci"], r
         assert r.exit_code != 0 and b"gone.txt" in r.stderr_bytes
         [port] = sb.info.ports
-        assert httpx.get(f"http://127.0.0.1:{port.host_port}/", timeout=30).text == "imported\n"
+        assert httpx.get(f"http://127.0.0.1:{port.host_port}/", timeout=120).text == "imported\n"
 
 
 def test_unsafe_oci_layer_is_refused_and_writes_nothing_outside(
@@ -167,9 +167,10 @@ def test_unsafe_oci_layer_is_refused_and_writes_nothing_outside(
     with pytest.raises(InvalidArgument, match=r"'\.\.'"):
         client.images.import_image("evil", _oci(tmp_path, evil=True))
     assert "evil" not in [i.name for i in client.images.list()]
-    cache = Path(api_server.env.get("SIETCH_CACHE_DIR", "/var/cache/sietch"))
-    assert not list(cache.rglob("outside-the-cache"))
-    assert not (cache.parent / "outside-the-cache").exists()
+    state = api_server.state_dir
+    assert not list(state.rglob("outside-the-cache"))
+    assert not list(state.parent.glob("outside-the-cache"))
+    assert not list((state / "images" / "tmp").iterdir())
 
 
 def test_template_builder_builds_through_the_server(client: Client, tmp_path: Path) -> None:
@@ -188,5 +189,7 @@ def test_template_builder_builds_through_the_server(client: Client, tmp_path: Pa
     assert image.source == "dockerfile" and image.config["workdir"] == "/www"
     with Sandbox.create("templated", client=client) as sb:
         [port] = sb.info.ports
-        assert "built by sietch" in httpx.get(f"http://127.0.0.1:{port.host_port}/").text
+        assert (
+            "built by sietch" in httpx.get(f"http://127.0.0.1:{port.host_port}/", timeout=120).text
+        )
         assert sb.exec("echo $GREETING").stdout == "from a template\n"

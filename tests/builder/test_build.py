@@ -80,7 +80,7 @@ async def test_web_image_answers_first_request_as_its_user_dir_and_env(
     try:
         [port] = [p for p in info.ports if p.guest_port == 8000]
         async with httpx.AsyncClient() as http:
-            answer = (await http.get(f"http://127.0.0.1:{port.host_port}/", timeout=30)).json()
+            answer = (await http.get(f"http://127.0.0.1:{port.host_port}/", timeout=120)).json()
         assert answer == {
             "user": "user", "uid": 1000, "cwd": "/srv/app", "mode": "test",
             "greeting": "hi from a wheel", "version": "1",
