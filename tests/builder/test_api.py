@@ -50,11 +50,11 @@ def _site(root: Path) -> Path:
 
 
 def test_cli_build_then_create_and_rm_refused_while_used(
-    sietch_cli: Run, client: Client, tmp_path: Path
+    sietch_cli: Run, client: Client, tmp_path: Path, api_server: ApiServer
 ) -> None:
     """sietch build prints each step; the image serves through its exposed port on the
-    first request; image ls lists it with its user; rm is refused (409) naming the
-    sandbox while it runs and works once it is gone."""
+    first request; image ls lists it with its user; Arrakis' rootfs can name it; rm is
+    refused (409) naming the sandbox while it runs and works once it is gone."""
     ctx = _site(tmp_path / "ctx")
     done = sietch_cli("build", "-t", "site", str(ctx), timeout=600)
     assert done.returncode == 0, done.stderr.decode()
@@ -74,6 +74,13 @@ def test_cli_build_then_create_and_rm_refused_while_used(
         assert refused.returncode == 1 and sb.id in refused.stderr.decode()
         with pytest.raises(Conflict):
             client.images.delete("site")
+    arrakis = httpx.Client(base_url=api_server.url, headers=api_server.headers, timeout=300)
+    with arrakis:
+        started = arrakis.post("/v1/vms", json={"vmName": "from-site", "rootfs": "site"})
+        assert started.status_code == 200, started.text
+        ran = arrakis.post("/v1/vms/from-site/cmd", json={"cmd": "cat /www/index.html"})
+        assert ran.json()["output"] == "<p>built by sietch</p>\n", ran.text
+        assert arrakis.delete("/v1/vms/from-site").status_code == 200
     assert sietch_cli("image", "rm", "site").returncode == 0
     assert "site" not in [i.name for i in client.images.list()]
     assert sietch_cli("image", "prune").returncode == 0

@@ -135,6 +135,19 @@ async def test_failing_run_reports_output_and_code_and_leaves_nothing(
     assert not [p for p in process.find_by_marker(str(manager.sandboxes_dir / started))]
 
 
+async def test_build_that_fills_its_disk_fails_clearly(
+    manager: Manager, builder: Builder, tmp_path: Path
+) -> None:
+    """A RUN that fills the image's disk fails as its step, saying so; nothing is left."""
+    dockerfile = "FROM minimal\nRUN dd if=/dev/zero of=/fill bs=1M count=400\n"
+    with pytest.raises(ImageBuildError) as caught:
+        await builder.build(request("full", tmp_path, dockerfile), lambda event: None)
+    assert "No space left on device" in caught.value.details["output"]
+    assert caught.value.details["exit_code"] != 0
+    assert manager.store.get_image("full") is None
+    assert leftover_build_sandboxes(manager, "full") == []
+
+
 def test_helpers_clean(tmp_path: Path) -> None:
     """The wheel helper makes a zip pip can read (a RECORD naming every file)."""
     made = wheel(tmp_path)
