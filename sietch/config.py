@@ -100,6 +100,14 @@ class Settings(BaseSettings):
     dns_servers: list[str] = Field(default_factory=list)
     """Upstream resolvers for the sandboxes' DNS; default: the host's /etc/resolv.conf."""
 
+    # -- image builds (see sietch.builder) ---------------------------------------------
+    build_ca_bundle: FilePath | None = None
+    """A PEM bundle the RUN steps of builds trust (``SSL_CERT_FILE``, ``PIP_CERT``,
+    ``CURL_CA_BUNDLE``, ...), e.g. the host's /etc/ssl/certs/ca-certificates.crt behind a
+    TLS re-signing proxy. Handed to the step in RAM (``/dev/shm``), never baked into the image."""
+    build_proxy_env: bool = False
+    """Hand this process's ``http_proxy``/``https_proxy``/``no_proxy`` to RUN steps."""
+
     # -- API server (``sietch serve``) ---------------------------------------------
     host: str = "127.0.0.1"
     port: int = Field(default=7000, ge=1, le=65535)

@@ -117,7 +117,7 @@ def test_wheel_base_requirements_are_light(tmp_path: Path) -> None:
     assert server >= SERVER_EXTRA
 
 
-@pytest.mark.parametrize("argv", [["serve"], ["image", "ls"]])
+@pytest.mark.parametrize("argv", [["serve"], ["image", "ls", "--local"]])
 def test_server_commands_without_the_extra_say_what_to_install(argv: list[str]) -> None:
     """Without the server's libraries, ``sietch serve`` and ``sietch image`` fail with the
     install command, not a traceback."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal, TypeVar, overload
@@ -19,6 +20,7 @@ import httpx
 from websockets import InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.asyncio.client import ClientConnection
 
+from sietch.client import _images as images_io
 from sietch.client._base import SandboxBase
 from sietch.client._core import (
     CHUNK,
@@ -54,6 +56,7 @@ from sietch.client._models import (
     CommandResult,
     DesktopView,
     FileInfo,
+    ImageInfo,
     NetworkPolicy,
     PortInfo,
     ProcessExit,
@@ -157,6 +160,11 @@ class AsyncClient:
                 raise Unavailable(f"cannot open a WebSocket to {self.config.url}: {exc}") from exc
             await sleep(wait)
 
+    @property
+    def images(self) -> AsyncImages:
+        """Build, import, list and remove images (``client.images.build(...)``)."""
+        return AsyncImages(self)
+
     async def info(self) -> ServerInfo:
         """The server's version, accelerator and limits."""
         return await self.call(Ops.info())
@@ -176,6 +184,81 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class AsyncImages:
+    """The server's images: built-in ones, and those built or imported by users."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def build(
+        self,
+        name: str,
+        context: str | os.PathLike[str] | None = ".",
+        *,
+        dockerfile: str | os.PathLike[str] | None = None,
+        dockerfile_text: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        disk_mib: int | None = None,
+        internet: bool | None = None,
+        allow: Sequence[str] | None = None,
+        on_event: images_io.EventCallback | None = None,
+    ) -> ImageInfo:
+        """Build image ``name`` from a Dockerfile (default ``<context>/Dockerfile``) in
+        sandboxes on the server, as ``docker build`` would; ``on_event`` hears each step
+        and its output as it runs. A failed step raises ImageBuildError with its output
+        and exit code in ``details``."""
+        body = await to_thread(
+            images_io.pack_context, context, dockerfile and str(dockerfile), dockerfile_text
+        )
+        call = images_io.build_call(
+            name, build_args=build_args, disk_mib=disk_mib, internet=internet, allow=allow
+        )
+        return await self._events(call, body, on_event)
+
+    async def import_image(
+        self,
+        name: str,
+        archive: str | os.PathLike[str],
+        *,
+        on_event: images_io.EventCallback | None = None,
+    ) -> ImageInfo:
+        """Import a ``docker save`` tarball or an OCI image layout (a tar) as ``name``."""
+        body = await to_thread(open, archive, "rb")
+        return await self._events(images_io.import_call(name), body, on_event)
+
+    async def _events(
+        self,
+        call: Call[None],
+        body: IO[bytes],
+        on_event: images_io.EventCallback | None,
+    ) -> ImageInfo:
+        events = images_io.BuildEvents()
+        try:
+            async with self._client.stream(call, content=chunks(body)) as response:
+                async for line in response.aiter_lines():
+                    event = events.feed(line)
+                    if event is not None and on_event is not None:
+                        on_event(event)
+        finally:
+            body.close()
+        return events.result()
+
+    async def list(self) -> builtins.list[ImageInfo]:
+        return await self._client.call(images_io.list_call())
+
+    async def get(self, name: str) -> ImageInfo:
+        """One image, with the sandboxes and snapshots that use it."""
+        return await self._client.call(images_io.get_call(name))
+
+    async def delete(self, name: str) -> None:
+        """Remove a user image; Conflict (409) names what still uses it."""
+        await self._client.call(images_io.delete_call(name))
+
+    async def prune(self) -> builtins.list[str]:
+        """Delete the server's cached build layers no image needs; returns what went."""
+        return await self._client.call(images_io.prune_call())
 
 
 class _Streamed:

@@ -111,6 +111,24 @@ class SnapshotInfo(_Record):
     tenant: str = "default"
 
 
+class ImageInfo(_Record):
+    """An image sandboxes can be created from: built-in, or built/imported by a user."""
+
+    name: str
+    source: str
+    """``builtin``, ``dockerfile`` (also the template builder's) or ``oci``."""
+    base: str | None = None
+    size_bytes: int = 0
+    """Bytes its own layers take on the server (not its base's)."""
+    disk_mib: int
+    created_at: datetime
+    steps: list[str] = []
+    config: dict[str, Any] = {}
+    """env, user, workdir, start, ready, expose, labels."""
+    users: list[str] = []
+    """Sandboxes and snapshots that use it (only in get/list answers)."""
+
+
 class ProcessInfo(_Record):
     pid: int
     running: bool

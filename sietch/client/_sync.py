@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal, TypeVar, overload
@@ -13,6 +14,7 @@ import httpx
 from websockets import InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
 
+from sietch.client import _images as images_io
 from sietch.client._base import SandboxBase
 from sietch.client._core import (
     CHUNK,
@@ -48,6 +50,7 @@ from sietch.client._models import (
     CommandResult,
     DesktopView,
     FileInfo,
+    ImageInfo,
     NetworkPolicy,
     PortInfo,
     ProcessExit,
@@ -151,6 +154,11 @@ class Client:
                 raise Unavailable(f"cannot open a WebSocket to {self.config.url}: {exc}") from exc
             sleep(wait)
 
+    @property
+    def images(self) -> Images:
+        """Build, import, list and remove images (``client.images.build(...)``)."""
+        return Images(self)
+
     def info(self) -> ServerInfo:
         """The server's version, accelerator and limits."""
         return self.call(Ops.info())
@@ -170,6 +178,81 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Images:
+    """The server's images: built-in ones, and those built or imported by users."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def build(
+        self,
+        name: str,
+        context: str | os.PathLike[str] | None = ".",
+        *,
+        dockerfile: str | os.PathLike[str] | None = None,
+        dockerfile_text: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        disk_mib: int | None = None,
+        internet: bool | None = None,
+        allow: Sequence[str] | None = None,
+        on_event: images_io.EventCallback | None = None,
+    ) -> ImageInfo:
+        """Build image ``name`` from a Dockerfile (default ``<context>/Dockerfile``) in
+        sandboxes on the server, as ``docker build`` would; ``on_event`` hears each step
+        and its output as it runs. A failed step raises ImageBuildError with its output
+        and exit code in ``details``."""
+        body = to_thread(
+            images_io.pack_context, context, dockerfile and str(dockerfile), dockerfile_text
+        )
+        call = images_io.build_call(
+            name, build_args=build_args, disk_mib=disk_mib, internet=internet, allow=allow
+        )
+        return self._events(call, body, on_event)
+
+    def import_image(
+        self,
+        name: str,
+        archive: str | os.PathLike[str],
+        *,
+        on_event: images_io.EventCallback | None = None,
+    ) -> ImageInfo:
+        """Import a ``docker save`` tarball or an OCI image layout (a tar) as ``name``."""
+        body = to_thread(open, archive, "rb")
+        return self._events(images_io.import_call(name), body, on_event)
+
+    def _events(
+        self,
+        call: Call[None],
+        body: IO[bytes],
+        on_event: images_io.EventCallback | None,
+    ) -> ImageInfo:
+        events = images_io.BuildEvents()
+        try:
+            with self._client.stream(call, content=chunks(body)) as response:
+                for line in response.iter_lines():
+                    event = events.feed(line)
+                    if event is not None and on_event is not None:
+                        on_event(event)
+        finally:
+            body.close()
+        return events.result()
+
+    def list(self) -> builtins.list[ImageInfo]:
+        return self._client.call(images_io.list_call())
+
+    def get(self, name: str) -> ImageInfo:
+        """One image, with the sandboxes and snapshots that use it."""
+        return self._client.call(images_io.get_call(name))
+
+    def delete(self, name: str) -> None:
+        """Remove a user image; Conflict (409) names what still uses it."""
+        self._client.call(images_io.delete_call(name))
+
+    def prune(self) -> builtins.list[str]:
+        """Delete the server's cached build layers no image needs; returns what went."""
+        return self._client.call(images_io.prune_call())
 
 
 class _Streamed:

@@ -374,6 +374,16 @@ class LiveSandbox:
 
     # -- commands ---------------------------------------------------------------
 
+    def _defaults(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The sandbox's own environment, user and directory under what the caller gave."""
+        params["env"] = {**self.info.env, **params.get("env", {})}
+        if self.info.user is not None:  # a numeric USER (OCI images) is a uid
+            user = self.info.user
+            params.setdefault("user", int(user) if user.isdigit() else user)
+        if self.info.cwd is not None:
+            params.setdefault("cwd", self.info.cwd)
+        return params
+
     async def start(
         self,
         cmd: str | Sequence[str],
@@ -385,8 +395,7 @@ class LiveSandbox:
         **options: Any,
     ) -> Execution:
         """Start a command and return its live :class:`Execution`."""
-        params = command_params(cmd, **options)
-        params["env"] = {**self.info.env, **params.get("env", {})}
+        params = self._defaults(command_params(cmd, **options))
         params.update(stdin=stdin or pty, pty=pty)
         if pty:
             params.update(cols=cols or 80, rows=rows or 24)
@@ -420,8 +429,7 @@ class LiveSandbox:
         self, cmd: str | Sequence[str], tag: str | None = None, **options: Any
     ) -> int:
         """Start a command that keeps running on its own; returns its pid."""
-        params = command_params(cmd, **options)
-        params["env"] = {**self.info.env, **params.get("env", {})}
+        params = self._defaults(command_params(cmd, **options))
         result = await self.agent.call("exec", background=True, tag=tag, **params)
         return int(result["pid"])
 

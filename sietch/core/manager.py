@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
 from sietch.core import desktop
+from sietch.core import images as user_images
 from sietch.core.desktop import Desktops
 from sietch.core.hostmem import MemoryGuard
 from sietch.core.lifecycle import Lifecycle, arm
@@ -29,6 +30,7 @@ from sietch.core.live import LiveSandbox, refuse_egress
 from sietch.core.models import (
     DEFAULT_TENANT,
     DesktopInfo,
+    ImageRecord,
     PortMapping,
     SandboxInfo,
     SandboxSpec,
@@ -303,19 +305,23 @@ class Manager:
         image, vcpus, memory, disk = self._resolve(spec)
         network = spec.network or self.default_network()
         self.check_capacity()
-        paths = await asyncio.to_thread(self._image_paths, image)
-        base_mib = -(-disks.image_size(paths["rootfs"]) // MiB)
+        custom = self.store.get_image(image)
+        if custom is not None:  # a user image: its config under what the caller gave
+            spec = spec.model_copy(update={"env": {**custom.config.env, **spec.env}})
+            disk = disk if spec.disk_mib else max(disk, custom.disk_mib)
+        paths = await asyncio.to_thread(self._image_paths, image, custom)
+        base_mib = custom.disk_mib if custom else -(-disks.image_size(paths["rootfs"]) // MiB)
         if disk < base_mib:
             raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
-        booted = None
+        key = None
         if spec.template == "auto" and self.settings.templates:
             key = (
                 template_key(paths, vcpus, memory, self.accel, self.settings.qemu_binary)
                 + f"-{disk}"
+                + (f"-{custom.key[:12]}" if custom else "")  # its start command, ports, ...
             )
             if (made := await self._from_template(key, spec, network)) is not None:
                 return made
-            booted = self._templating(key)
         info = record(
             self.accel,
             image=image,
@@ -327,9 +333,41 @@ class Manager:
             network=network,
             **_timeouts(spec).model_dump(),
             tenant=spec.tenant,
+            user=custom.config.user if custom else None,
+            cwd=custom.config.workdir if custom else None,
         )
-        plan = Plan(info, paths, base_mib, booted=booted)
+        plan = Plan(
+            info,
+            paths,
+            base_mib,
+            base_format=custom.format if custom else "raw",
+            booted=self._booted(key, custom),
+        )
         return await self._provision(plan)
+
+    async def boot_disk(
+        self,
+        rootfs: Path,
+        *,
+        base_format: str,
+        base_mib: int,
+        disk_mib: int,
+        network: NetworkPolicy,
+        labels: dict[str, str],
+    ) -> SandboxInfo:
+        """Cold-boot a sandbox over any disk (``base_mib`` big), with no template: the image
+        builder's steps run in one (``sietch.builder``)."""
+        info = record(
+            self.accel,
+            image="(build)",
+            vcpus=self.settings.default_vcpus,
+            memory_mib=self.settings.default_memory_mib,
+            disk_mib=max(disk_mib, base_mib),
+            labels=labels,
+            network=network,
+        )
+        paths = {**await asyncio.to_thread(self._image_paths, None, None), "rootfs": rootfs}
+        return await self._provision(Plan(info, paths, base_mib, base_format=base_format))
 
     async def _from_template(
         self, key: str, spec: SandboxSpec, network: NetworkPolicy
@@ -353,14 +391,22 @@ class Manager:
         )
         return await self._provision(plan)
 
-    def _templating(self, key: str) -> Booted:
-        """Booted from scratch once: save it, pristine, so later creates restore it."""
+    def _booted(self, key: str | None, custom: ImageRecord | None) -> Booted | None:
+        """Once booted from scratch: a user image's start command (ready, ports exposed),
+        then (``key``) saved as the template later creates restore."""
+        if key is None and custom is None:
+            return None
 
         async def booted(sandbox: LiveSandbox) -> None:
             # Once the agent is ready, which includes the image's services (a desktop).
             with contextlib.suppress(SietchError):
                 await sandbox.agent.call("ready")
-            if (template := await self.snapshots.make_template(sandbox, key)) is not None:
+            if custom is not None:
+                await user_images.start(sandbox, custom.config, self.settings.boot_timeout_s)
+            if (
+                key is not None
+                and (template := await self.snapshots.make_template(sandbox, key)) is not None
+            ):
                 self.pool.refill(key, template.id)
 
         return booted
@@ -380,13 +426,15 @@ class Manager:
             )
         self.memory_guard.check()
 
-    def _image_paths(self, image: str) -> dict[str, Path]:
-        return {
+    def _image_paths(self, image: str | None, custom: ImageRecord | None) -> dict[str, Path]:
+        paths = {
             "kernel": self.images.kernel(),
             "initramfs": self.images.initramfs(),
             "tools": self.images.tools(),
-            "rootfs": self.images.rootfs(image),
         }
+        if image is not None:
+            paths["rootfs"] = Path(custom.rootfs) if custom else self.images.rootfs(image)
+        return paths
 
     def default_network(self) -> NetworkPolicy:
         return NetworkPolicy(internet=self.settings.internet and self._isolate)

@@ -132,6 +132,10 @@ class SandboxInfo(Timeouts):
     """Its desktop's screen and VNC password; None when its image has no desktop."""
     tenant: str = DEFAULT_TENANT
     """Who owns it: only that tenant's keys (and admin keys) see it."""
+    user: str | None = None
+    """Who commands run as when the caller names nobody (an image's ``USER``); None: root."""
+    cwd: str | None = None
+    """Where commands start when the caller names no directory (an image's ``WORKDIR``)."""
 
 
 class SnapshotInfo(BaseModel):
@@ -170,6 +174,9 @@ class SnapshotInfo(BaseModel):
     """Its sandbox's egress policy, which restores keep unless told otherwise."""
     desktop: Screen | None = None
     """Its sandbox's screen; a restore sets a VNC password of its own (not the source's)."""
+    user: str | None = None
+    cwd: str | None = None
+    """Its sandbox's default user and directory for commands, which restores keep."""
     template: bool = False
     template_key: str | None = None
     hibernation: bool = False
@@ -181,6 +188,53 @@ class SnapshotInfo(BaseModel):
     """Its sandbox's tenant; a template is shared by every tenant whatever it says."""
     paths: dict[str, str] = Field(default_factory=dict)
     """kernel, initramfs, tools disk it must be restored with (the guest already runs them)."""
+
+
+class ImageConfig(BaseModel):
+    """What a user image's sandboxes start with: Docker's image config, as Sietch honours it."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    """The default environment of every command (``ENV``)."""
+    user: str | None = None
+    """The default user of commands and of the start command (``USER``)."""
+    workdir: str | None = None
+    """The default directory (``WORKDIR``)."""
+    start: list[str] | None = None
+    """The start command's argv (``ENTRYPOINT`` + ``CMD``): running in the template, so it
+    is up the moment a sandbox is created."""
+    ready: list[str] | None = None
+    """Exits 0 once the start command is ready (``HEALTHCHECK CMD``); None: the exposed
+    ports accept connections."""
+    ready_timeout_s: float | None = None
+    expose: list[int] = Field(default_factory=list)
+    """Guest ports exposed on every create (``EXPOSE``)."""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ImageRecord(BaseModel):
+    """A user image (a Dockerfile or template build, an OCI import): a disk and a config."""
+
+    name: str
+    source: Literal["dockerfile", "oci"] = "dockerfile"
+    """A Dockerfile build (the Python template builder writes one too) or an OCI import."""
+    base: str
+    """The image it was built ``FROM`` (``oci`` for an import)."""
+    key: str
+    """The build's last cache key: equal keys, equal images."""
+    rootfs: str
+    """Its disk: the top layer (qcow2, chained on the layers below) or a raw ext4."""
+    format: Literal["raw", "qcow2"] = "qcow2"
+    layers: list[str] = Field(default_factory=list)
+    """Every file its disk needs, top first (kept while the image exists)."""
+    disk_mib: int
+    """The disk size set at build: the smallest (and default) disk of its sandboxes."""
+    size_bytes: int = 0
+    """Bytes its own layers take on the host (not those of its base)."""
+    steps: list[str] = Field(default_factory=list)
+    created_at: datetime
+    config: ImageConfig = Field(default_factory=ImageConfig)
+    ready: bool = False
+    """False while its build makes its template: not listed, not usable by others."""
 
 
 class CommandResult(BaseModel):

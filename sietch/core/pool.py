@@ -25,6 +25,7 @@ from collections import defaultdict, deque
 from datetime import UTC, datetime
 
 from sietch.core.host import SandboxHost
+from sietch.core.images import TOOLS_BUSYBOX
 from sietch.core.models import SandboxInfo, SandboxSpec
 from sietch.core.provision import fixup
 from sietch.errors import SietchError
@@ -127,7 +128,8 @@ class WarmPool:
         if sandbox is None:
             raise SietchError(f"pooled sandbox {info.id} ended before it was ready")
         try:
-            await sandbox.exec(["true"])  # pay the first, slow answer now
+            # Pay the first, slow answer now; the tools' busybox: an image may lack true.
+            await sandbox.exec([TOOLS_BUSYBOX, "true"])
             if info.desktop is not None:  # and the first, full frame of its screen
                 await self.host.desktops.screenshot(sandbox)
         except SietchError:

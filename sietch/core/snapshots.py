@@ -222,9 +222,12 @@ class Snapshots:
             memory_mib=info.memory_mib,
             disk_mib=info.disk_mib,
             env={} if template_key else info.env,
-            ports=[] if template_key else [p.guest_port for p in info.ports],
+            # A template's ports are its image's (EXPOSE): every create exposes them again.
+            ports=[p.guest_port for p in info.ports],
             network=None if template_key else info.network,
             desktop=None if info.desktop is None else Screen(**info.desktop.model_dump()),
+            user=info.user,
+            cwd=info.cwd,
             accel=info.accel,
             template=template_key is not None,
             template_key=template_key,
@@ -345,6 +348,8 @@ class Snapshots:
             network=network or snap.network or self.host.default_network(),
             **chosen.model_dump(),
             tenant=tenant,
+            user=snap.user,
+            cwd=snap.cwd,
         )
         return self._plan(snap, info, hostname)
 

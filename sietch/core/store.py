@@ -8,12 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sietch.core.models import SandboxInfo, SandboxState, SnapshotInfo
+from sietch.core.models import ImageRecord, SandboxInfo, SandboxState, SnapshotInfo
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sandboxes (
     id         TEXT PRIMARY KEY,
     state      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    info       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    name       TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
     info       TEXT NOT NULL
 );
@@ -109,6 +114,27 @@ class Store:
     def delete_snapshot(self, snapshot_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+    # User images (``CREATE TABLE IF NOT EXISTS``: older databases gain the table on open).
+
+    def put_image(self, image: ImageRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO images (name, created_at, info) VALUES (?, ?, ?)",
+                (image.name, image.created_at.isoformat(), image.model_dump_json()),
+            )
+
+    def get_image(self, name: str) -> ImageRecord | None:
+        rows = self._rows("SELECT info FROM images WHERE name = ?", (name,))
+        return ImageRecord.model_validate_json(rows[0][0]) if rows else None
+
+    def all_images(self) -> list[ImageRecord]:
+        rows = self._rows("SELECT info FROM images ORDER BY created_at")
+        return [ImageRecord.model_validate_json(r[0]) for r in rows]
+
+    def delete_image(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM images WHERE name = ?", (name,))
 
     def close(self) -> None:
         self._db.close()

@@ -23,7 +23,13 @@ log = logging.getLogger("sietch.server.access")
 errors_log = logging.getLogger(__name__)
 
 
+_IMAGE_UPLOADS = ("/api/v1/images", "/api/v1/images/import")
+"""Build contexts and OCI archives: as big as file uploads may be."""
+
+
 def _upload(scope: Scope) -> bool:
+    if scope["method"] == "POST" and scope["path"].rstrip("/") in _IMAGE_UPLOADS:
+        return True
     return scope["method"] == "PUT" and scope["path"].endswith("/files")
 
 

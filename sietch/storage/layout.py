@@ -26,6 +26,9 @@ class StateLayout:
         self.cow_image_gib = cow_image_gib
         self.sandboxes = state_dir / "sandboxes"
         self.snapshots = state_dir / "snapshots"
+        self.images = state_dir / "images"
+        """User images' disk layers (``sietch.builder``): beside the sandboxes whose disk
+        overlays become them, so a layer is a reflink, and with the database naming them."""
         self.mounted = False
         self.reflink = False
         """Whether snapshot copies share extents (measured by a probe, not guessed)."""
@@ -57,11 +60,11 @@ class StateLayout:
         elif wanted:
             self.mounted = True  # left mounted by an earlier run that crashed
         if xfs.mounted_at(cow_dir) is not None:
-            for link in (self.sandboxes, self.snapshots):
+            for link in (self.sandboxes, self.snapshots, self.images):
                 (cow_dir / link.name).mkdir(mode=0o711, exist_ok=True)
                 if not link.is_symlink():
                     link.symlink_to(cow_dir / link.name)
-        for path in (self.sandboxes, self.snapshots):
+        for path in (self.sandboxes, self.snapshots, self.images):
             if path.is_symlink() and not path.exists():
                 # Its sandboxes and snapshots are inside the image: making new empty
                 # directories here would hide them and lose track of their VMs.
@@ -76,6 +79,7 @@ class StateLayout:
             for path in (state, self.sandboxes):
                 path.chmod(path.stat().st_mode | 0o111)
             self.snapshots.chmod(0o711)
+            self.images.chmod(0o711)
         self.reflink = cow.can_reflink(self.snapshots)
         if not self.reflink:
             log.warning(

@@ -40,6 +40,8 @@ class Outside:
     other: str
     """A second address of the same servers, for allow-lists that leave it out."""
     names: dict[str, str]
+    root: Path
+    """The web server's document root: a test may put files there to serve."""
 
 
 def uplinks(state_dir: Path) -> list[int]:
@@ -99,7 +101,7 @@ def outside_network() -> Iterator[Outside]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        yield Outside(name=name, host_end=f"{net}.1", web=web, other=other, names=names)
+        yield Outside(name=name, host_end=f"{net}.1", web=web, other=other, names=names, root=root)
     finally:
         for proc in procs:
             proc.kill()

@@ -136,6 +136,8 @@ async def image_for(manager: Manager, body: StartVMRequest) -> str | None:
         return None
     if body.rootfs in images.names():
         return body.rootfs
+    if (custom := manager.store.get_image(body.rootfs)) is not None and custom.ready:
+        return body.rootfs  # a user image (sietch build / image import), by name
     for image in await asyncio.to_thread(images.list):
         if image.current and Path(body.rootfs) == image.path:
             return image.name

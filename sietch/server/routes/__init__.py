@@ -10,6 +10,7 @@ from sietch.server.routes import (
     desktop,
     files,
     ide,
+    images,
     lifecycle,
     links,
     ports,
@@ -39,6 +40,7 @@ _routers = (
     desktop,
     http_proxy,
     lifecycle,
+    images,
 )
 # require_api_key also refuses (404) another tenant's {sandbox_id} or {snapshot_id} in a
 # path: a router included with it here scopes every route it has (sietch.server.deps).
