@@ -250,14 +250,19 @@ def assert_quota_429(response: httpx.Response, quota: str) -> None:
 
 
 def test_quotas_answer_429_with_retry_after(world: World) -> None:
-    """A tenant at its sandbox, memory or snapshot-disk quota gets 429, Retry-After, a code."""
+    """A tenant at its sandbox, memory or snapshot-disk quota gets 429, Retry-After, a code,
+    whether it creates, restores or forks."""
     tenants = world.server.tenants
     tenants.set_quota("ta", max_sandboxes=1)
     tenants.set_quota("tm", max_memory_mib=64)
-    tenants.set_quota("tb", max_snapshot_disk_mib=0)
+    tenants.set_quota("tb", max_sandboxes=1, max_snapshot_disk_mib=0)
     try:
         with world.http("ta") as a, world.http("tm") as m, world.http("tb") as b:
             assert_quota_429(a.post("/api/v1/sandboxes", json={}), "max_sandboxes")
+            fork = a.post(f"/api/v1/sandboxes/{world.a}/fork", json={"count": 1})
+            assert_quota_429(fork, "max_sandboxes")
+            restore = b.post(f"/api/v1/snapshots/{world.snap_b}/restore", json={})
+            assert_quota_429(restore, "max_sandboxes")
             assert_quota_429(m.post("/api/v1/sandboxes", json={}), "max_memory_mib")
             assert m.get("/api/v1/sandboxes").json()["data"] == []  # nothing half-made
             snap = b.post(f"/api/v1/sandboxes/{world.b}/snapshots", json={})
