@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     """Creates allowed back to back before ``create_rate_per_min`` applies."""
     proxy_domain: str | None = None
     """Serve ``{port}-{sandbox id}.{proxy_domain}`` as the port proxy (wildcard DNS to us)."""
+    tenant_quota: dict[str, float | None] = Field(default_factory=dict)
+    """Every tenant's limits, e.g. ``{"max_sandboxes": 20, "create_rate_per_min": 60}``
+    (fields of :class:`sietch.core.quotas.Quota`); ``sietch tenants set`` overrides them
+    for one tenant, limit by limit. Default: unlimited."""
 
     @property
     def api_keys_path(self) -> Path:

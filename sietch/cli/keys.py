@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sietch.cli._common import (
     JsonOption,
@@ -120,21 +120,31 @@ def revoke_key(
 
 @tenants_app.command("ls")
 def list_tenants(state_dir: StateDirOption = None, as_json: JsonOption = False) -> None:
-    """Every tenant, its live keys and its quota (empty: unlimited)."""
+    """Every tenant, its live keys and the limits set for it (others: SIETCH_TENANT_QUOTA's,
+    or unlimited)."""
     with catalog(state_dir) as tenants:
         found = tenants.tenants()
     if as_json:
-        print_json([{"name": t.name, "keys": t.keys, "quota": t.quota.model_dump()} for t in found])
+        print_json(
+            [
+                {"name": t.name, "keys": t.keys, "quota": t.quota.model_dump(exclude_unset=True)}
+                for t in found
+            ]
+        )
         return
     table = listing_table("TENANT", "KEYS", "QUOTA")
     for t in found:
-        limits = t.quota.model_dump(exclude_defaults=True)
-        table.add_row(t.name, str(t.keys), " ".join(f"{k}={v}" for k, v in limits.items()))
+        table.add_row(t.name, str(t.keys), _shown(t.quota))
     out.print(table)
 
 
 def _limit(value: str | None) -> object:
     return None if value == UNLIMITED else value
+
+
+def _shown(quota: BaseModel) -> str:
+    limits = quota.model_dump(exclude_unset=True)
+    return " ".join(f"{k}={UNLIMITED if v is None else v}" for k, v in limits.items())
 
 
 @tenants_app.command("set")
@@ -166,7 +176,6 @@ def set_quota(  # noqa: PLR0917 - typer passes options by name
         except ValidationError as exc:
             fail(describe_validation(exc.errors()), 2)
     if as_json:
-        print_json(quota)
+        print_json(quota.model_dump(exclude_unset=True))
     else:
-        shown = quota.model_dump(exclude_defaults=True)
-        out.print(f"{tenant}: " + (" ".join(f"{k}={v}" for k, v in shown.items()) or UNLIMITED))
+        out.print(f"{tenant}: {_shown(quota)}")

@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 from rich.panel import Panel
 
-from sietch.cli._common import err, fail, server_side
+from sietch.cli._common import api_errors, err, fail, server_side
 from sietch.errors import describe_validation
 
 if TYPE_CHECKING:
@@ -61,7 +61,8 @@ def serve(  # noqa: PLR0917 - typer passes options by name
     with server_side("sietch serve"):
         from sietch.server.run import serve as run_server
 
-    tenants = _tenants(settings, new_api_key)
+    with api_errors():  # a bad SIETCH_TENANT_QUOTA: one line, no traceback
+        tenants = _tenants(settings, new_api_key)
     if not settings.auth:
         err.print(
             Panel(

@@ -16,20 +16,23 @@ Before tenants, a server kept one flat file of key digests (``api_keys``):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from sietch.core.models import DEFAULT_TENANT
 from sietch.core.quotas import Quota
-from sietch.errors import Conflict, InvalidArgument, NotFound
+from sietch.errors import Conflict, InvalidArgument, NotFound, describe_validation
 
 KEY_PREFIX = "sk-sietch-"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
@@ -99,6 +102,7 @@ class KeyRecord:
 class TenantRecord:
     name: str
     quota: Quota
+    """Its own limits only (those ``set_quota`` was given): the rest are the defaults."""
     created_at: datetime
     keys: int
     """Keys not revoked."""
@@ -114,9 +118,19 @@ def check_tenant_name(name: str) -> str:
 
 
 class Tenants:
-    """The catalog of tenants and keys; safe to open from several processes at once."""
+    """The catalog of tenants and keys; safe to open from several processes at once.
 
-    def __init__(self, path: Path) -> None:
+    ``defaults`` are the limits of every tenant (``SIETCH_TENANT_QUOTA``); a tenant's
+    own, set by :meth:`set_quota`, replace them limit by limit.
+    """
+
+    def __init__(self, path: Path, defaults: Mapping[str, object] | None = None) -> None:
+        try:
+            self._defaults = Quota.model_validate(defaults or {}).model_dump(exclude_unset=True)
+        except ValidationError as exc:
+            raise InvalidArgument(
+                "SIETCH_TENANT_QUOTA: " + describe_validation(exc.errors())
+            ) from None
         path.parent.mkdir(parents=True, exist_ok=True)
         # Created 0600 before SQLite opens it; its -wal and -shm files copy the mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -162,7 +176,10 @@ class Tenants:
         self._keys = {
             row[5]: KeyRecord(row[0], row[1], row[2], bool(row[3]), _time(row[4])) for row in rows
         }
-        self._quotas = {name: Quota.model_validate_json(q) for name, q in quotas}
+        self._quotas = {name: self._effective(json.loads(q)) for name, q in quotas}
+
+    def _effective(self, own: Mapping[str, object]) -> Quota:
+        return Quota.model_validate({**self._defaults, **own})
 
     def lookup(self, key: str) -> Caller | None:
         """The caller a key stands for; None if it is unknown or revoked."""
@@ -172,9 +189,9 @@ class Tenants:
         return None if found is None else found.caller()
 
     def quota(self, tenant: str) -> Quota:
-        """The tenant's quota (unlimited for a tenant without one)."""
+        """The tenant's quota: its own limits over the defaults (unlimited without either)."""
         self._fresh()
-        return self._quotas.get(tenant) or Quota()
+        return self._quotas.get(tenant) or self._effective({})
 
     def has_keys(self) -> bool:
         self._fresh()
@@ -255,18 +272,18 @@ class Tenants:
         return matches[0]
 
     def set_quota(self, tenant: str, **limits: object) -> Quota:
-        """Change some of a tenant's limits (made if new); a None limit becomes unlimited."""
+        """Change some of a tenant's own limits (made if new): None makes one unlimited,
+        whatever the defaults say. Returns its own limits (pydantic's ValidationError for a
+        bad one)."""
         with self._tx() as db:
             self._ensure_tenant(db, tenant)
             row = db.execute("SELECT quota FROM tenants WHERE name = ?", (tenant,)).fetchone()
-            quota = Quota.model_validate(
-                {**Quota.model_validate_json(row[0]).model_dump(), **limits}
-            )
+            own = Quota.model_validate({**json.loads(row[0]), **limits})
             db.execute(
                 "UPDATE tenants SET quota = ? WHERE name = ?",
-                (quota.model_dump_json(exclude_defaults=True), tenant),
+                (own.model_dump_json(exclude_unset=True), tenant),
             )
-        return quota
+        return own
 
     def tenants(self) -> list[TenantRecord]:
         with self._lock:

@@ -33,7 +33,7 @@ def _operation_id(route: APIRoute) -> str:
 def open_tenants(settings: Settings) -> tuple[Tenants, str | None]:
     """The tenants catalog, the pre-tenant key file imported into it; and, when it has no
     key at all (a first start) and auth is on, a new admin key, returned to be shown once."""
-    tenants = Tenants(settings.tenants_path)
+    tenants = Tenants(settings.tenants_path, settings.tenant_quota)
     if imported := tenants.import_legacy(settings.api_keys_path):
         log.info(
             "%d API key(s) of %s are admin keys of tenant 'default'",

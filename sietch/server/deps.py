@@ -94,7 +94,10 @@ async def admit(conn: HTTPConnection) -> Caller:
     return caller
 
 
-require_api_key = BearerAuth(auto_error=False, description="An API key from `sietch serve`.")
+require_api_key = BearerAuth(
+    auto_error=False,
+    description="An API key (`sietch serve` prints the first; `sietch keys create`).",
+)
 
 
 async def get_caller(conn: HTTPConnection) -> Caller:

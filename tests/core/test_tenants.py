@@ -107,3 +107,14 @@ def test_first_start_makes_one_admin_key(catalog: Tenants) -> None:
     key = catalog.ensure_admin()
     assert key is not None and catalog.lookup(key) == Caller("default", "admin", admin=True)
     assert catalog.ensure_admin() is None
+
+
+def test_defaults_apply_until_a_tenant_has_its_own(tmp_path: Path) -> None:
+    """SIETCH_TENANT_QUOTA's limits are every tenant's; a tenant's own replace them one by
+    one, an explicit 'unlimited' (None) too; a bad default is refused by name."""
+    Tenants(tmp_path / "tenants.db").set_quota("acme", max_vcpus=None, create_burst=3)
+    server = Tenants(tmp_path / "tenants.db", {"max_sandboxes": 5, "max_vcpus": 8})
+    assert server.quota("other") == Quota(max_sandboxes=5, max_vcpus=8)
+    assert server.quota("acme") == Quota(max_sandboxes=5, max_vcpus=None, create_burst=3)
+    with pytest.raises(InvalidArgument, match="SIETCH_TENANT_QUOTA: max_sandbox"):
+        Tenants(tmp_path / "tenants.db", {"max_sandbox": 5})

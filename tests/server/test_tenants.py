@@ -56,8 +56,11 @@ class World:
 
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    # No warm pool (no VM beyond those asked for); the server-wide create rate out of the way.
-    server = ApiServer(proxy_domain=DOMAIN, pool_size=0, create_burst=100)
+    # No warm pool (no VM beyond those asked for); the server-wide create rate out of the way;
+    # a default quota every tenant has (the module never holds more than 2 per tenant).
+    server = ApiServer(
+        proxy_domain=DOMAIN, pool_size=0, create_burst=100, tenant_quota='{"max_sandboxes": 3}'
+    )
     keys = {"admin": server.api_key}
     for tenant in ("ta", "tb", "tm", "tburst"):
         keys[tenant] = server.tenants.create_key(tenant, "test")[1]
@@ -231,11 +234,12 @@ async def test_mcp_sees_only_the_tenants_sandboxes(world: World) -> None:
 
 
 def test_tenant_shows_quota_and_use(world: World) -> None:
-    """GET /tenant names the key's tenant, its (unlimited) quota and what it holds."""
+    """GET /tenant names the key's tenant, its quota (SIETCH_TENANT_QUOTA's, the rest
+    unlimited) and what it holds."""
     with world.http("ta") as a:
         body = a.get("/api/v1/tenant").json()
     assert (body["name"], body["key"], body["admin"]) == ("ta", "test", False)
-    assert body["quota"]["max_sandboxes"] is None
+    assert body["quota"]["max_sandboxes"] == 3 and body["quota"]["max_vcpus"] is None
     assert body["usage"]["sandboxes"] == 1 and body["usage"]["vcpus"] >= 1
     with world.http("admin") as admin:
         assert admin.get("/api/v1/tenant").json()["admin"] is True
@@ -250,14 +254,19 @@ def assert_quota_429(response: httpx.Response, quota: str) -> None:
 
 
 def test_quotas_answer_429_with_retry_after(world: World) -> None:
-    """A tenant at its sandbox, memory or snapshot-disk quota gets 429, Retry-After, a code."""
+    """A tenant at its sandbox, memory or snapshot-disk quota gets 429, Retry-After, a code,
+    whether it creates, restores or forks."""
     tenants = world.server.tenants
     tenants.set_quota("ta", max_sandboxes=1)
     tenants.set_quota("tm", max_memory_mib=64)
-    tenants.set_quota("tb", max_snapshot_disk_mib=0)
+    tenants.set_quota("tb", max_sandboxes=1, max_snapshot_disk_mib=0)
     try:
         with world.http("ta") as a, world.http("tm") as m, world.http("tb") as b:
             assert_quota_429(a.post("/api/v1/sandboxes", json={}), "max_sandboxes")
+            fork = a.post(f"/api/v1/sandboxes/{world.a}/fork", json={"count": 1})
+            assert_quota_429(fork, "max_sandboxes")
+            restore = b.post(f"/api/v1/snapshots/{world.snap_b}/restore", json={})
+            assert_quota_429(restore, "max_sandboxes")
             assert_quota_429(m.post("/api/v1/sandboxes", json={}), "max_memory_mib")
             assert m.get("/api/v1/sandboxes").json()["data"] == []  # nothing half-made
             snap = b.post(f"/api/v1/sandboxes/{world.b}/snapshots", json={})
