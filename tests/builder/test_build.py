@@ -232,7 +232,7 @@ async def test_debian_slim_base_installs_from_a_local_apt_repository(
     assert image.base == "debian:bookworm-slim"
     info = await manager.create(image="debian-hello")
     try:
-        r = await manager.sandbox(info.id).exec("sietch-hello; ls /usr/share/doc/apt")
-        assert r.stdout == b"hello from a local apt repository\ncopyright\n", r
+        r = await manager.sandbox(info.id).exec("sietch-hello; ls /usr/share/man")
+        assert r.stdout == b"hello from a local apt repository\n", r  # slim: no manual pages
     finally:
         await manager.delete(info.id)
