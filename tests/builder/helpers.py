@@ -132,7 +132,7 @@ server.serve_forever()
 """
 
 
-def test_ca(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+def make_ca(directory: Path, ip: str) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for ``ip`` signed by it: (ca.pem, cert.pem, key.pem)."""
     import datetime
     import ipaddress

@@ -22,7 +22,7 @@ from sietch.vmm import process
 from tests.builder.helpers import (
     TLS_SERVER,
     apt_repo,
-    test_ca,
+    make_ca,
     web_context,
     web_dockerfile,
     wheel,
@@ -170,7 +170,7 @@ def tls_site(
     """An HTTPS server on the stand-in internet, signed by a CA of the test's own: the CA's
     file and the server's URL."""
     directory = tmp_path_factory.mktemp("tls")
-    ca, cert, key = test_ca(directory, outside.web)
+    ca, cert, key = make_ca(directory, outside.web)
     proc = subprocess.Popen(
         ["ip", "netns", "exec", outside.name, sys.executable, "-c", TLS_SERVER, str(cert),
          str(key)],
