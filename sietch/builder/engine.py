@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sietch.builder import guest
+from sietch.builder import debian, guest
 from sietch.builder.context import Context
 from sietch.builder.dockerfile import parse
 from sietch.builder.layers import LayerCache
@@ -157,12 +157,14 @@ class Builder:
         if found is not None and found.ready:
             return Base(name, found.key, Path(found.rootfs), found.format, found.disk_mib,
                         found.config)  # fmt: skip
+        if name in debian.BASES:
+            path = await asyncio.to_thread(debian.base, name, self.layers)
+            return Base(name, f"debian:{path.name}", path, "raw", -(-path.stat().st_size // MiB))
         known = [*store.names(), *(i.name for i in self.manager.store.all_images() if i.ready)]
-        hint = ""
-        if name.startswith("debian"):
-            hint = " (Debian bases other than 'default' are not built yet: FROM default)"
         raise ImageNotFound(
-            f"no image named {name!r} to build from{hint}; known: {', '.join(known)}", image=name
+            f"no image named {name!r} to build from; known: {', '.join(known)}, "
+            f"{', '.join(debian.BASES)}",
+            image=name,
         )
 
     # -- the build --------------------------------------------------------------

@@ -132,7 +132,7 @@ server.serve_forever()
 """
 
 
-def test_ca(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+def make_ca(directory: Path, ip: str) -> tuple[Path, Path, Path]:
     """A CA and a server certificate for ``ip`` signed by it: (ca.pem, cert.pem, key.pem)."""
     import datetime
     import ipaddress
@@ -177,3 +177,28 @@ def test_ca(directory: Path, ip: str) -> tuple[Path, Path, Path]:
         )
     )
     return paths
+
+
+def apt_repo(root: Path, package: str = "sietch-hello") -> Path:
+    """A flat apt repository in ``root``: one tiny .deb (made with dpkg-deb) and Packages."""
+    import subprocess
+
+    pkg = root / "build" / package
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: 1.0\nArchitecture: all\nMaintainer: tests <t@t>\n"
+        "Description: says hello from a local repository\n"
+    )
+    script = pkg / "usr" / "bin" / package
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\necho hello from a local apt repository\n")
+    script.chmod(0o755)
+    repo = root / "repo"
+    repo.mkdir()
+    deb = repo / f"{package}_1.0_all.deb"
+    build = ["dpkg-deb", "--build", "--root-owner-group", str(pkg), str(deb)]
+    subprocess.run(build, check=True, capture_output=True)
+    scan = ["dpkg-scanpackages", "--multiversion", "."]
+    index = subprocess.run(scan, cwd=repo, check=True, capture_output=True).stdout
+    (repo / "Packages").write_bytes(index)
+    return repo

@@ -19,7 +19,14 @@ from sietch.core.manager import Manager
 from sietch.errors import ImageBuildError
 from sietch.network.policy import NetworkPolicy
 from sietch.vmm import process
-from tests.builder.helpers import TLS_SERVER, test_ca, web_context, web_dockerfile, wheel
+from tests.builder.helpers import (
+    TLS_SERVER,
+    apt_repo,
+    make_ca,
+    web_context,
+    web_dockerfile,
+    wheel,
+)
 from tests.network.outside import Outside
 
 
@@ -163,7 +170,7 @@ def tls_site(
     """An HTTPS server on the stand-in internet, signed by a CA of the test's own: the CA's
     file and the server's URL."""
     directory = tmp_path_factory.mktemp("tls")
-    ca, cert, key = test_ca(directory, outside.web)
+    ca, cert, key = make_ca(directory, outside.web)
     proc = subprocess.Popen(
         ["ip", "netns", "exec", outside.name, sys.executable, "-c", TLS_SERVER, str(cert),
          str(key)],
@@ -204,5 +211,28 @@ async def test_ca_setting_lets_run_steps_trust_a_reissuing_proxy(
         sb = manager.sandbox(info.id)
         assert (await sb.exec("cat /fetched.txt")).stdout == b"hello over tls\n"
         assert (await sb.exec("ls /dev/shm")).stdout == b""
+    finally:
+        await manager.delete(info.id)
+
+
+@pytest.mark.slow  # mmdebstrap: minutes on a loaded machine, once per state dir
+async def test_debian_slim_base_installs_from_a_local_apt_repository(
+    manager: Manager, builder: Builder, outside: Outside, tmp_path: Path
+) -> None:
+    """FROM debian:bookworm-slim (mmdebstrap) with RUN apt-get install of a package that a
+    local repository on the stand-in internet serves: the package runs in the image."""
+    apt_repo(outside.root)
+    dockerfile = (
+        "FROM debian:bookworm-slim\n"
+        "RUN rm -f /etc/apt/sources.list /etc/apt/sources.list.d/* && \\\n"
+        f'    echo "deb [trusted=yes] http://{outside.web}/repo ./" > /etc/apt/sources.list && \\\n'
+        "    apt-get update && apt-get install -y sietch-hello\n"
+    )
+    image = await builder.build(request("debian-hello", tmp_path, dockerfile), lambda e: None)
+    assert image.base == "debian:bookworm-slim"
+    info = await manager.create(image="debian-hello")
+    try:
+        r = await manager.sandbox(info.id).exec("sietch-hello; ls /usr/share/man")
+        assert r.stdout == b"hello from a local apt repository\n", r  # slim: no manual pages
     finally:
         await manager.delete(info.id)

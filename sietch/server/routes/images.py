@@ -73,18 +73,30 @@ def _unpack_context(archive: Path, dest: Path) -> None:
 
 def _events(work: Path, run: Callable[[Emit], Awaitable[Any]]) -> StreamingResponse:
     """Run ``run(emit)`` while streaming what it emits; its error becomes the last event.
-    A client that goes away cancels the build (its sandbox is stopped)."""
+    The work dir is gone before the last event is sent; a client that goes away cancels
+    the build (its sandbox is stopped)."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
     async def job() -> None:
+        last: list[dict[str, Any]] = []
+
+        def emit(event: dict[str, Any]) -> None:
+            if event.get("type") == "done":
+                last.append(event)  # sent once the work dir is gone
+            else:
+                queue.put_nowait(event)
+
         try:
-            await run(queue.put_nowait)
+            await run(emit)
         except SietchError as exc:
-            queue.put_nowait({"type": "error", "error": exc.to_dict()})
+            last.append({"type": "error", "error": exc.to_dict()})
         except Exception as exc:  # a bug: logged here, a plain 'internal' error to the client
             log.exception("image build failed")
-            queue.put_nowait({"type": "error", "error": SietchError(str(exc)).to_dict()})
+            last.append({"type": "error", "error": SietchError(str(exc)).to_dict()})
         finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+            for event in last:
+                queue.put_nowait(event)
             queue.put_nowait(None)
 
     async def body() -> AsyncIterator[bytes]:
@@ -97,7 +109,7 @@ def _events(work: Path, run: Callable[[Emit], Awaitable[Any]]) -> StreamingRespo
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await asyncio.to_thread(shutil.rmtree, work, True)
+            await asyncio.to_thread(shutil.rmtree, work, True)  # if the job never ran
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
