@@ -56,6 +56,12 @@ class Desktop:
         assert result["exit_code"] == 0, result
         return str(result["stdout"])
 
+    def wait_for(self, cmd: str) -> None:
+        """Until ``cmd`` succeeds in the guest: its services come up in minutes under TCG."""
+        for attempt in Retrying(stop=stop_after_delay(READY_S), wait=wait_fixed(2), reraise=True):
+            with attempt:
+                self.sh(cmd)
+
     def mouse(self) -> tuple[int, int]:
         found = re.search(r"x:(\d+) y:(\d+)", self.sh("xdotool getmouselocation", "user"))
         assert found, "xdotool gave no position"
@@ -72,11 +78,7 @@ def sandbox(api_server: ApiServer) -> Iterator[Desktop]:
         assert created.status_code == 201, created.text
         found = Desktop(http, created.json()["id"], api_server.url)
         try:
-            for attempt in Retrying(
-                stop=stop_after_delay(READY_S), wait=wait_fixed(2), reraise=True
-            ):
-                with attempt:
-                    found.sh(f"{desktop.COMMAND} ready")
+            found.wait_for(f"xdpyinfo -display {desktop.DISPLAY}")  # the X server
             yield found
         finally:
             http.delete(f"/sandboxes/{found.id}")
@@ -250,6 +252,7 @@ def test_ide_loads_and_opens_a_sandbox_file(sandbox: Desktop, page: Page) -> Non
         content=text.encode(),
     )
     assert written.status_code < 300, written.text
+    sandbox.wait_for(f"curl -fsS -o /dev/null http://127.0.0.1:{desktop.IDE_PORT}/healthz")
     ide = sandbox.get("ide")["url"]
     assert "/ide/?folder=%2Fhome%2Fuser&token=" in ide
     prefix = f"{sandbox.base}/api/v1/sandboxes/{sandbox.id}/ide/"
