@@ -208,3 +208,15 @@ def test_network_set_and_show(sietch_cli: Run, sandbox_id: str) -> None:
     finally:
         sietch_cli("network", sandbox_id, "--internet")
     assert "internet: on" in sietch_cli("network", sandbox_id).stdout.decode()
+
+
+def test_ide_and_desktop_links(sietch_cli: Run, sandbox_id: str) -> None:
+    """``sietch ide ID`` prints a working link; ``sietch desktop ID`` of a sandbox without a
+    desktop says so on stderr with exit status 1."""
+    done = sietch_cli("ide", sandbox_id, "--ttl", "60")
+    assert done.returncode == 0, done.stderr.decode()
+    url = done.stdout.decode().strip()
+    assert httpx.get(url, timeout=30).status_code == 303
+    refused = sietch_cli("desktop", sandbox_id)
+    assert refused.returncode == 1
+    assert b"has no desktop" in refused.stderr

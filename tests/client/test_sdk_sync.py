@@ -204,3 +204,19 @@ def test_expose_a_guest_web_server(sb: Sandbox) -> None:
         sb.expose(70000)
     with pytest.raises(sietch.NotFound):
         sb.unexpose(8000)
+
+
+def test_browser_links_of_a_sandbox_without_a_desktop(sb: Sandbox) -> None:
+    """ide.url() gives a link whose first visit sets the IDE cookie, until ide.revoke();
+    desktop.url() of a sandbox without a desktop is a 409 that says how to get one."""
+    url = sb.ide.url(ttl=60)
+    assert f"/api/v1/sandboxes/{sb.id}/ide/?folder=%2Fhome%2Fuser&token=" in url
+    first = httpx.get(url, timeout=30)
+    assert first.status_code == 303 and "sietch_ide=" in first.headers["set-cookie"]
+    assert sb.ide.revoke() == 1
+    refused = httpx.get(url, timeout=30)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+    with pytest.raises(sietch.Conflict, match="image='desktop'"):
+        sb.desktop.url()
+    with pytest.raises(sietch.InvalidArgument, match="ttl"):
+        sb.desktop.url(ttl=1)

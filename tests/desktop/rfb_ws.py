@@ -9,17 +9,25 @@ for "this input was (or was not) applied".
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from websockets.sync.client import ClientConnection, connect
 
 from tests.desktop.rfb_probe import des
 
 
+@contextmanager
+def rfb_socket(url: str, cookie: str, password: str) -> Iterator[RfbSocket]:
+    """A logged-in RFB session on the WebSocket at ``url``, sending ``cookie``."""
+    headers = {"Cookie": cookie}
+    with connect(url, additional_headers=headers, open_timeout=30, max_size=None) as ws:
+        yield RfbSocket(ws, password)
+
+
 class RfbSocket:
-    def __init__(self, url: str, cookie: str, password: str) -> None:
-        self.ws: ClientConnection = connect(
-            url, additional_headers={"Cookie": cookie}, open_timeout=30, max_size=None
-        )
+    def __init__(self, ws: ClientConnection, password: str) -> None:
+        self.ws = ws
         self._buf = b""
         banner = self._recv(12)
         assert banner.startswith(b"RFB 003."), banner
@@ -67,6 +75,3 @@ class RfbSocket:
                 self._recv(struct.unpack(">I", self._recv(4))[0])
                 continue
             raise AssertionError(f"unexpected RFB message {kind}")
-
-    def close(self) -> None:
-        self.ws.close()

@@ -4,9 +4,12 @@ and browser links are refused when expired, foreign or missing."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +22,7 @@ from sietch.images import desktop
 from tests.conftest import RESULTS
 from tests.desktop.browser import browser, page
 from tests.desktop.conftest import SPEC
-from tests.desktop.rfb_ws import RfbSocket
+from tests.desktop.rfb_ws import RfbSocket, rfb_socket
 from tests.mcp.test_mcp import call, http_mcp
 from tests.server.harness import ApiServer, api_server
 
@@ -56,6 +59,12 @@ class Desktop:
         assert result["exit_code"] == 0, result
         return str(result["stdout"])
 
+    def wait_for(self, cmd: str) -> None:
+        """Until ``cmd`` succeeds in the guest: its services come up in minutes under TCG."""
+        for attempt in Retrying(stop=stop_after_delay(READY_S), wait=wait_fixed(2), reraise=True):
+            with attempt:
+                self.sh(cmd)
+
     def mouse(self) -> tuple[int, int]:
         found = re.search(r"x:(\d+) y:(\d+)", self.sh("xdotool getmouselocation", "user"))
         assert found, "xdotool gave no position"
@@ -72,11 +81,7 @@ def sandbox(api_server: ApiServer) -> Iterator[Desktop]:
         assert created.status_code == 201, created.text
         found = Desktop(http, created.json()["id"], api_server.url)
         try:
-            for attempt in Retrying(
-                stop=stop_after_delay(READY_S), wait=wait_fixed(2), reraise=True
-            ):
-                with attempt:
-                    found.sh(f"{desktop.COMMAND} ready")
+            found.wait_for(f"xdpyinfo -display {desktop.DISPLAY}")  # the X server
             yield found
         finally:
             http.delete(f"/sandboxes/{found.id}")
@@ -171,35 +176,33 @@ def test_the_person_drives_the_mouse(sandbox: Desktop, page: Page) -> None:
             assert abs(x - 200) <= 2 and abs(y - 150) <= 2, (x, y)
 
 
-def rfb_session(sandbox: Desktop, view_only: bool) -> RfbSocket:
+@contextmanager
+def rfb_session(sandbox: Desktop, view_only: bool) -> Iterator[RfbSocket]:
     """An RFB client on the viewer's WebSocket, with the cookie a link's first visit sets."""
     view = sandbox.get("desktop", view_only=view_only)
     visit = httpx.get(view["viewer_url"], timeout=60)
     assert visit.status_code == 303, visit.text
     cookie = visit.headers["set-cookie"].partition(";")[0]
     path = f"/api/v1/sandboxes/{sandbox.id}/desktop/viewer/websockify"
-    return RfbSocket(sandbox.base.replace("http", "ws", 1) + path, cookie, view["vnc_password"])
+    with rfb_socket(
+        sandbox.base.replace("http", "ws", 1) + path, cookie, view["vnc_password"]
+    ) as rfb:
+        yield rfb
 
 
 def test_view_only_input_is_dropped_by_the_server(sandbox: Desktop) -> None:
     """A view-only session's pointer events never reach the VNC server, even from a client
     that sends them (the relay drops them); a normal session's do. Pixels flow in both."""
-    normal = rfb_session(sandbox, view_only=False)
-    try:
+    with rfb_session(sandbox, view_only=False) as normal:
         assert (normal.width, normal.height) == (1280, 800)
         normal.pointer(211, 123)
         normal.barrier()
         assert sandbox.mouse() == (211, 123)
-    finally:
-        normal.close()
-    watcher = rfb_session(sandbox, view_only=True)
-    try:
+    with rfb_session(sandbox, view_only=True) as watcher:
         watcher.pointer(333, 222)
         watcher.key(0x61)
         watcher.barrier()
         assert sandbox.mouse() == (211, 123)
-    finally:
-        watcher.close()
 
 
 def test_browser_links_are_refused_when_expired_foreign_or_missing(
@@ -250,6 +253,11 @@ def test_ide_loads_and_opens_a_sandbox_file(sandbox: Desktop, page: Page) -> Non
         content=text.encode(),
     )
     assert written.status_code < 300, written.text
+    try:
+        sandbox.wait_for(f"curl -fsS -o /dev/null http://127.0.0.1:{desktop.IDE_PORT}/healthz")
+    except AssertionError as exc:
+        log = sandbox.sh(f"tail -n 30 {desktop.LOG}")
+        raise AssertionError(f"code-server never answered; {desktop.LOG}:\n{log}") from exc
     ide = sandbox.get("ide")["url"]
     assert "/ide/?folder=%2Fhome%2Fuser&token=" in ide
     prefix = f"{sandbox.base}/api/v1/sandboxes/{sandbox.id}/ide/"
@@ -271,12 +279,20 @@ def test_ide_loads_and_opens_a_sandbox_file(sandbox: Desktop, page: Page) -> Non
     assert sandbox.get("ports") == {"data": [], "count": 0}  # nothing was exposed for either
 
 
-async def test_mcp_desktop_url(sandbox: Desktop, api_server: ApiServer) -> None:
+def test_mcp_desktop_url(sandbox: Desktop, api_server: ApiServer) -> None:
     """The MCP tool desktop_url (server side, /mcp) hands out a working viewer link."""
-    async with http_mcp(api_server) as client:
-        out = await call(client, "desktop_url", sandbox_id=sandbox.id, view_only=True)
+
+    async def ask() -> dict[str, Any]:
+        async with http_mcp(api_server) as client:
+            out: dict[str, Any] = await call(
+                client, "desktop_url", sandbox_id=sandbox.id, view_only=True
+            )
+            return out
+
+    # In a thread of its own: Playwright's sync API holds this thread's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        out = pool.submit(asyncio.run, ask()).result()
     assert out["view_only"] is True and "vnc_password" not in out
     assert out["viewer_url"].startswith(f"{api_server.url}/api/v1/sandboxes/{sandbox.id}/")
-    async with httpx.AsyncClient(timeout=60) as plain:
-        visit = await plain.get(out["viewer_url"])
+    visit = httpx.get(out["viewer_url"], timeout=60)
     assert visit.status_code == 303 and "sietch_desktop=" in visit.headers["set-cookie"]

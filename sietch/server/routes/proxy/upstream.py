@@ -35,21 +35,19 @@ def upstream(
     base: str,
     *,
     marker: bytes = b"/proxy/",
-    dropped: frozenset[bytes] = frozenset(),
 ) -> tuple[str, list[tuple[bytes, bytes]]]:
     """The URL under ``base`` for this request's raw path after ``marker`` (and its query),
     and the headers to send.
 
-    The client's headers go along but for the hop-by-hop ones, its Host, its API
-    key and ``dropped``; ``X-Forwarded-*`` say where the request came from.
+    The client's headers go along but for the hop-by-hop ones, its Host and its
+    API key; ``X-Forwarded-*`` say where the request came from.
     """
     raw_path: bytes = conn.scope.get("raw_path") or conn.url.path.encode()
     cut = raw_path.index(marker) + len(marker)
     tail = raw_path[cut:].decode("ascii", "replace")
     query = conn.scope.get("query_string", b"").decode("ascii", "replace")
     url = f"{base}/{tail}" + (f"?{query}" if query else "")
-    dropped = _NOT_FORWARDED | dropped
-    headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in dropped]
+    headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in _NOT_FORWARDED]
     headers += [
         (b"x-forwarded-for", (conn.client.host if conn.client else "").encode()),
         (b"x-forwarded-proto", conn.url.scheme.encode()),
