@@ -11,7 +11,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 
-from sietch.core.models import MAX_DPI, MIN_DPI, ProcessInfo, SandboxState, Screen
+from sietch.core.models import (
+    MAX_DPI,
+    MAX_SCREEN,
+    MIN_DPI,
+    MIN_SCREEN,
+    ProcessInfo,
+    SandboxState,
+    Screen,
+)
 from sietch.errors import InvalidArgument
 from sietch.network.policy import NetworkPolicy, normalise_entry
 
@@ -110,7 +118,13 @@ class SandboxCreate(_Request):
     network: NetworkSet | None = Field(
         default=None, description="Egress policy; default: the internet (SIETCH_INTERNET)."
     )
-    resolution: tuple[int, int] | None = Field(
+    resolution: (
+        tuple[
+            Annotated[int, Field(ge=MIN_SCREEN[0], le=MAX_SCREEN[0])],
+            Annotated[int, Field(ge=MIN_SCREEN[1], le=MAX_SCREEN[1])],
+        ]
+        | None
+    ) = Field(
         default=None,
         description="A desktop image's screen [width, height] (default 1280x800): the running "
         "X server is resized.",
