@@ -83,8 +83,15 @@ async def detect(sandbox: LiveSandbox) -> Screen | None:
     return DEFAULT_SCREEN
 
 
-async def personalize(sandbox: LiveSandbox, screen: Screen) -> None:
-    """Give a new (booted or restored) desktop sandbox a VNC password of its own."""
+async def personalize(sandbox: LiveSandbox, screen: Screen, *, booted: bool = False) -> None:
+    """Give a new (booted or restored) desktop sandbox a VNC password of its own.
+
+    A booted one also loses the X server's key autorepeat, which its snapshots keep: under
+    emulation a key's release can come later than the repeat delay, and xdotool's "abc"
+    arrived as "abbbbbbbbbbbcccc". VNC viewers repeat keys themselves.
+    """
+    if booted:
+        await _run(sandbox, ["xset", "r", "off"], what="xset")
     password = new_password()
     await _run(
         sandbox, [image.COMMAND, "password"], f"{password}\n".encode(), "setting the password"
