@@ -10,8 +10,9 @@ share a password, and the template's one is known to nobody.
 
 Screenshots come from the host's RFB connection to the guest's VNC server
 (:mod:`sietch.core.vnc`), one per sandbox, made on first use and closed with
-the sandbox; the host encodes them (Pillow). Input goes through xdotool in
-the guest (:mod:`sietch.core.computer`).
+the sandbox; the host encodes them (Pillow). The pointer goes over the same
+connection, keys and the rest through xdotool and friends in the guest (see
+:mod:`sietch.core.computer`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import logging
 import secrets
 import string
 from collections.abc import Sequence
@@ -34,8 +34,6 @@ from sietch.core.vnc import VncClient
 from sietch.errors import FileNotFound, InvalidArgument, NoDesktop, SietchError
 from sietch.images import desktop as image
 from sietch.images.rootfs import UID, USER
-
-log = logging.getLogger(__name__)
 
 PASSWORD_LENGTH = 8
 """VNC authentication uses 8 bytes of a password, no more."""
@@ -85,8 +83,15 @@ async def detect(sandbox: LiveSandbox) -> Screen | None:
     return DEFAULT_SCREEN
 
 
-async def personalize(sandbox: LiveSandbox, screen: Screen) -> None:
-    """Give a new (booted or restored) desktop sandbox a VNC password of its own."""
+async def personalize(sandbox: LiveSandbox, screen: Screen, *, booted: bool = False) -> None:
+    """Give a new (booted or restored) desktop sandbox a VNC password of its own.
+
+    A booted one also loses the X server's key autorepeat, which its snapshots keep: under
+    emulation a key's release can come later than the repeat delay, and xdotool's "abc"
+    arrived as "abbbbbbbbbbbcccc". VNC viewers repeat keys themselves.
+    """
+    if booted:
+        await _run(sandbox, ["xset", "r", "off"], what="xset")
     password = new_password()
     await _run(
         sandbox, [image.COMMAND, "password"], f"{password}\n".encode(), "setting the password"
@@ -119,8 +124,8 @@ def encode(
     quality: int = 80,
 ) -> bytes:
     """The screen (or ``region``: x, y, width, height of it) as an image file, scaled by
-    ``scale`` or to ``size``. PNG at zlib level 1: several times faster than the default,
-    for a screen of flat colours not much bigger."""
+    ``scale`` or to ``size``. PNG at zlib level 1: 1.7x faster than the default (6) on a
+    1280x800 desktop, for 25 % more bytes."""
     if region is not None:
         x, y, w, h = region
         width, height = screen.size
@@ -162,12 +167,14 @@ class Desktops:
             found = self._clients.get(sandbox.id)
             if found is not None and found[0] is sandbox and found[1].connected:
                 return found[1]
-            if found is not None:
-                await self._drop(sandbox.id)
+            if found is not None:  # broken, or a sandbox of that id that has ended
+                del self._clients[sandbox.id]
+                await found[1].close()
             reader, writer = await sandbox.connect(image.VNC_PORT)
             client = await VncClient.connect(reader, writer, info.vnc_password)
             self._clients[sandbox.id] = (sandbox, client)
-            sandbox.on_stop.append(lambda: self._drop(sandbox.id))
+            if found is None or found[0] is not sandbox:
+                sandbox.on_stop.append(lambda: self._drop(sandbox.id))
             return client
 
     async def _drop(self, sandbox_id: str) -> None:

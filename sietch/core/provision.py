@@ -227,7 +227,7 @@ class Provisioner:
             if plan.restore is None:
                 await self._boot(sandbox)
                 if (screen := await desktop.detect(sandbox)) is not None:
-                    await desktop.personalize(sandbox, screen)
+                    await desktop.personalize(sandbox, screen, booted=True)
                 if plan.booted is not None:
                     await plan.booted(sandbox)
             else:

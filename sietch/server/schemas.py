@@ -13,7 +13,9 @@ from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
 
 from sietch.core.models import (
     MAX_DPI,
+    MAX_SCREEN,
     MIN_DPI,
+    MIN_SCREEN,
     ProcessInfo,
     SandboxState,
     Screen,
@@ -159,7 +161,13 @@ class SandboxCreate(TimeoutsCreate):
     network: NetworkSet | None = Field(
         default=None, description="Egress policy; default: the internet (SIETCH_INTERNET)."
     )
-    resolution: tuple[int, int] | None = Field(
+    resolution: (
+        tuple[
+            Annotated[int, Field(ge=MIN_SCREEN[0], le=MAX_SCREEN[0])],
+            Annotated[int, Field(ge=MIN_SCREEN[1], le=MAX_SCREEN[1])],
+        ]
+        | None
+    ) = Field(
         default=None,
         description="A desktop image's screen [width, height] (default 1280x800): the running "
         "X server is resized.",
