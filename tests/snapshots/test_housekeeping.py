@@ -39,9 +39,7 @@ async def test_ttl_expires_an_unused_snapshot_and_keeps_a_used_one(
     await eventually(used_gone, WAIT_S)
 
 
-async def test_subtree_delete_removes_exactly_the_subtree(
-    manager: Manager, track: Tracker
-) -> None:
+async def test_subtree_delete_removes_exactly_the_subtree(manager: Manager, track: Tracker) -> None:
     """Deleting B's subtree removes B and its descendants, not its parent, sibling or an
     unrelated snapshot; with a sandbox still on a descendant it is refused, nothing deleted."""
     root_sb = await track.create()
