@@ -162,7 +162,11 @@ class Lifecycle:
         """Until cancelled: act on what is due, sleep until the next deadline or change."""
         while True:
             self._changed.clear()
-            wait = await self._tick()
+            try:
+                wait = await self._tick()
+            except Exception:  # a bug here must not end every timeout for good
+                log.exception("the lifecycle loop failed; trying again in %gs", RETRY_S)
+                wait = RETRY_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), wait)
 

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from sietch.core.lifecycle import Activity
 from sietch.core.manager import Manager
 from sietch.core.models import SandboxState
 from sietch.errors import InvalidArgument
@@ -116,3 +117,21 @@ async def test_idle_timeout_waits_for_leases_and_processes(
     await becomes(manager, leased.id, SandboxState.PAUSED)
     await busy.signal(pid, "SIGKILL")
     await becomes(manager, busy.id, SandboxState.PAUSED)
+
+
+def test_activity_leases_nest_and_release_once() -> None:
+    """A sandbox is busy while any lease is held; releasing one twice frees nothing more."""
+    activity = Activity()
+    first_seen = activity.idle_since("sb-x")
+    assert first_seen is not None
+    outer, inner = activity.lease("sb-x"), activity.lease("sb-x")
+    assert activity.idle_since("sb-x") is None
+    inner.release()
+    inner.release()
+    assert activity.idle_since("sb-x") is None and activity.leases("sb-x") == 1
+    with activity.busy("sb-x"):
+        assert activity.leases("sb-x") == 2
+    outer.release()
+    since = activity.idle_since("sb-x")
+    assert since is not None and since >= first_seen
+    assert activity.leases("sb-x") == 0
