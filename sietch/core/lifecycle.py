@@ -167,8 +167,11 @@ class Lifecycle:
             except Exception:  # a bug here must not end every timeout for good
                 log.exception("the lifecycle loop failed; trying again in %gs", RETRY_S)
                 wait = RETRY_S
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that
+            # arrives as the event is set, and close() then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
 
     async def _tick(self) -> float | None:
         """Act on every due deadline; the seconds until the next one (None: none)."""
