@@ -394,7 +394,7 @@ class Ops:
 
     @staticmethod
     def resume(sandbox_id: str) -> Call[SandboxInfo]:
-        return Call("POST", f"/sandboxes/{sandbox_id}/resume", _model(SandboxInfo))
+        return Call("POST", f"/sandboxes/{sandbox_id}/resume", _model(SandboxInfo), timeout=120.0)
 
     @staticmethod
     def hibernate(sandbox_id: str) -> Call[SandboxInfo]:

@@ -162,9 +162,16 @@ class Lifecycle:
         """Until cancelled: act on what is due, sleep until the next deadline or change."""
         while True:
             self._changed.clear()
-            wait = await self._tick()
+            try:
+                wait = await self._tick()
+            except Exception:  # a bug here must not end every timeout for good
+                log.exception("the lifecycle loop failed; trying again in %gs", RETRY_S)
+                wait = RETRY_S
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancellation that
+            # arrives as the event is set, and close() then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._changed.wait()
 
     async def _tick(self) -> float | None:
         """Act on every due deadline; the seconds until the next one (None: none)."""
