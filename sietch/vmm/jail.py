@@ -192,7 +192,10 @@ class _Root:
             self.place(str(path), readonly=True)
         for device in jail.devices:
             self.place(device, readonly=False, device=True)
-        _mount(None, self.base, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        # Read-only through a fresh recursive bind of the root, not a remount of the tmpfs:
+        # the tmpfs's own mount could still count a writer (an EBUSY seen under load).
+        _mount(self.base, self.base, None, MS_BIND | MS_REC)
+        _mount(None, self.base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         os.chdir(self.base)
         # pivot_root(".", "."): the old root ends up stacked on the new one, and
         # detaching it leaves only the jail (runc's way; no put_old directory needed).
