@@ -312,6 +312,10 @@ class Manager:
         self._register(sandbox, plan.timeout_s)
         return sandbox.info.model_copy()
 
+    def memory_overhead_mib(self) -> int:
+        """Host memory each sandbox's cgroup allows beyond its guest RAM."""
+        return self._provisioner.memory_overhead_mib()
+
     def check_capacity(self) -> None:
         """Refuse a new sandbox over the count limit (429) or the memory reserve (503)."""
         if len(self._live) >= self.settings.max_sandboxes:
