@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     cgroups: Literal["auto", "v1", "v2", "off"] = "auto"
     """Each sandbox's QEMU and helpers in a cgroup of their own (root only): v2 where
     /sys/fs/cgroup is unified, else the v1 controllers."""
-    cgroup_memory_overhead_mib: int = Field(default=384, ge=0)
-    """Host memory a sandbox may use beyond its guest RAM: QEMU itself, TCG's translated
-    code and slirp4netns (a busy TCG guest peaked at ~200 MiB over its RAM)."""
+    cgroup_memory_overhead_mib: int | None = Field(default=None, ge=0)
+    """Host memory a sandbox may use beyond its guest RAM: QEMU itself and slirp4netns (an
+    idle restored guest ~150 MiB over what its guest touched), plus under TCG the buffer of
+    translated code, which QEMU lets grow to 1 GiB. Unset: 384 MiB, +1024 under TCG."""
     cgroup_cpus_per_vcpu: float = Field(default=1.0, ge=0)
     """CPU time per vCPU, in cores (a CFS quota); 0: no cap."""
     cgroup_cpu_weight: int | None = Field(default=None, ge=1, le=10000)

@@ -202,6 +202,8 @@ class Manager:
             if sandbox_id := _sandbox_id_from_args(args, marker):
                 found[sandbox_id] = vm_pid
         killed: builtins.list[int] = []
+        ended: builtins.list[str] = []
+        """Sandboxes whose VM is not adopted: their cgroups go once the VMs are gone."""
         for info in self.store.all():
             pid = found.pop(info.id, None)
             if self._sleeping(info):  # nothing runs: the record and its snapshot wait
@@ -215,12 +217,17 @@ class Manager:
             if pid is not None and live and self.persistent and await self._adopt(info, pid):
                 continue
             killed += _kill(pid)
+            ended.append(info.id)
             if info.state is not SandboxState.DEAD or info.ports:
                 self._mark_dead(info, "its VM stopped while Sietch was not running")
         for sandbox_id, pid in found.items():
             log.warning("reaping orphaned VM %s (pid %d)", sandbox_id, pid)
             killed += _kill(pid)
+            ended.append(sandbox_id)
         await asyncio.gather(*(_gone(pid) for pid in killed))
+        if (hierarchy := self._provisioner.cgroups) is not None:
+            for sandbox_id in ended:
+                await asyncio.to_thread(hierarchy.cgroup(sandbox_id).remove)
 
     async def _adopt(self, info: SandboxInfo, pid: int) -> bool:
         """Take over a persistent VM; one that can't be driven is ended and its files go."""
@@ -416,6 +423,10 @@ class Manager:
         sandbox = await self._provisioner.provision(plan, self.store)
         self._register(sandbox, fresh=True)
         return sandbox.info.model_copy()
+
+    def memory_overhead_mib(self) -> int:
+        """Host memory each sandbox's cgroup allows beyond its guest RAM."""
+        return self._provisioner.memory_overhead_mib()
 
     def check_capacity(self) -> None:
         """Refuse a new sandbox over the count limit (429) or the memory reserve (503)."""

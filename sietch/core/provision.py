@@ -144,12 +144,17 @@ class Provisioner:
         """What a sandbox of this size may use on the host."""
         s = self.settings
         return Limits(
-            memory_bytes=(info.memory_mib + s.cgroup_memory_overhead_mib) * MiB,
+            memory_bytes=(info.memory_mib + self.memory_overhead_mib()) * MiB,
             cpus=info.vcpus * s.cgroup_cpus_per_vcpu or None,
             cpu_weight=s.cgroup_cpu_weight,
             pids_max=s.cgroup_pids_max,
             io_weight=s.cgroup_io_weight,
         )
+
+    def memory_overhead_mib(self) -> int:
+        if self.settings.cgroup_memory_overhead_mib is not None:
+            return self.settings.cgroup_memory_overhead_mib
+        return 384 + (1024 if self.accel == "tcg" else 0)
 
     def live(self, info: SandboxInfo, config: MachineConfig) -> LiveSandbox:
         """The owner of a sandbox's live parts, with the cgroup it runs in (if any)."""

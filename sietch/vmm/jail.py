@@ -8,10 +8,11 @@ sockets and every path Sietch hands it stay the same):
   sockets, console log: the host reaches the same inodes there);
 - read-only: kernel, initramfs, tools disk, the disk's backing chain, a
   restore's memory file, the QEMU binary with its libraries and firmware, and
-  the two tools that start it (``sh``, ``setpriv``);
+  the two tools that start it (``bash``, ``setpriv``), the loader's cache and
+  ``/etc/resolv.conf`` (slirp forwards the guest's DNS to its nameserver);
 - devices: ``/dev/null``, ``/dev/urandom``, ``/dev/kvm`` under KVM.
 
-No /proc, /sys, /etc, /tmp or other sandboxes' files exist there. It is PID 1
+No /proc, /sys, other files of /etc, nor other sandboxes' files exist there. It is PID 1
 of a new PID namespace (it sees no other process) and has an IPC namespace of
 its own; ``setpriv`` drops the capability bounding set with the user.
 
@@ -38,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sietch.errors import VMError
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -128,8 +131,9 @@ def qemu_files(qemu_binary: str, helpers: Iterable[str]) -> list[Path]:
     for binary in (qemu_binary, *helpers):
         files += runtime_files(binary)
     files += [d for d in (FIRMWARE_DIR, *MODULE_DIRS) if d.is_dir()]
-    if Path("/etc/ld.so.cache").exists():
-        files.append(Path("/etc/ld.so.cache"))
+    # resolv.conf: slirp forwards the guest's DNS to its nameserver, which the
+    # sandbox's namespace redirects to Sietch's resolver (sietch.network.dns).
+    files += [f for f in (Path("/etc/ld.so.cache"), Path("/etc/resolv.conf")) if f.exists()]
     return files
 
 
@@ -188,7 +192,10 @@ class _Root:
             self.place(str(path), readonly=True)
         for device in jail.devices:
             self.place(device, readonly=False, device=True)
-        _mount(None, self.base, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        # Read-only through a fresh recursive bind of the root, not a remount of the tmpfs:
+        # the tmpfs's own mount could still count a writer (an EBUSY seen under load).
+        _mount(self.base, self.base, None, MS_BIND | MS_REC)
+        _mount(None, self.base, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
         os.chdir(self.base)
         # pivot_root(".", "."): the old root ends up stacked on the new one, and
         # detaching it leaves only the jail (runc's way; no put_old directory needed).
@@ -228,7 +235,10 @@ signal fires when the *thread* that forked the process ends."""
 async def spawn(jail: Jail, argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
     """Start ``argv`` jailed (``options`` as for :class:`subprocess.Popen`)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_LAUNCHER, _spawn, jail, argv, options)
+    try:
+        return await loop.run_in_executor(_LAUNCHER, _spawn, jail, argv, options)
+    except OSError as exc:
+        raise VMError(f"could not start QEMU in its jail: {exc}") from exc
 
 
 def supported() -> str | None:

@@ -100,7 +100,7 @@ async def test_qemu_sees_only_its_own_files(jailed: Manager) -> None:
         assert view["own disk"] and view["kernel"] and view["root read-only"]
         assert not view["other work dir"] and not view["other disk"]
         assert {"proc", "sys", "home", "root", "run"}.isdisjoint(view["top dirs"])  # type: ignore[arg-type]
-        assert view["etc"] == {"ld.so.cache"}
+        assert view["etc"] <= {"ld.so.cache", "resolv.conf"}  # type: ignore[operator]
     finally:
         await jailed.delete(a.id)
         await jailed.delete(b.id)

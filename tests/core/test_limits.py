@@ -50,12 +50,12 @@ async def test_limits_are_in_the_cgroup_files_and_hold_qemu_and_its_uplink(
     if cgroup.version == 1:
         memory, cpu, pids = (cgroup.dirs[c] for c in ("memory", "cpu", "pids"))
         limit = int(read(memory / "memory.limit_in_bytes"))
-        assert limit == (256 + s.cgroup_memory_overhead_mib) * MiB
+        assert limit == (256 + manager.memory_overhead_mib()) * MiB
         assert read(cpu / "cpu.cfs_quota_us") == str(int(s.cgroup_cpus_per_vcpu * 100_000))
         assert read(pids / "pids.max") == str(s.cgroup_pids_max)
     else:
         assert read(cgroup.dirs["memory"] / "memory.max") == str(
-            (256 + s.cgroup_memory_overhead_mib) * MiB
+            (256 + manager.memory_overhead_mib()) * MiB
         )
     # The process itself says where it runs: under the Sietch group, named by the sandbox.
     assert any(line.endswith(f"/sietch/{sb.id}") for line in in_cgroup(sb.machine.pid))
