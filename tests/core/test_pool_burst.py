@@ -8,7 +8,7 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from sietch.core.models import SandboxInfo, SandboxSpec, SandboxState
+from sietch.core.models import SandboxInfo, SandboxSpec, SandboxState, Timeouts
 from sietch.core.pool import WarmPool
 
 
@@ -70,7 +70,7 @@ class FakeHost:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.tasks.append(asyncio.ensure_future(coro))
 
-    def schedule_expiry(self, info: SandboxInfo, timeout_s: float | None) -> None:
+    def set_timeouts(self, info: SandboxInfo, timeouts: Timeouts) -> None:
         pass
 
 

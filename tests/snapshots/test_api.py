@@ -18,7 +18,7 @@ def test_sdk_pause_snapshot_restore_fork(api_server: ApiServer) -> None:
         made: list[Sandbox] = []
         snaps: list[str] = []
         try:
-            sb = Sandbox.create(client=client)
+            sb = Sandbox.create(client=client, auto_resume=False)  # a paused one refuses
             made.append(sb)
             sb.files.write("/root/x", b"saved")
             assert sb.pause().state == "paused"

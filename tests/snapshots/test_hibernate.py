@@ -36,6 +36,16 @@ def anon_bytes(pid: int) -> int:
     raise AssertionError("no RssAnon")
 
 
+async def serves(host_port: int, text: str) -> None:
+    """The guest's web server answers on ``host_port`` (a loaded host may drop a first try)."""
+    async with httpx.AsyncClient(trust_env=False) as http:
+        try:
+            page = await http.get(f"http://127.0.0.1:{host_port}/index.txt")
+        except httpx.TransportError as exc:
+            raise AssertionError(f"port {host_port}: {exc!r}") from exc
+    assert page.text == text
+
+
 async def test_hibernate_frees_the_memory_and_resume_gives_everything_back(
     manager: Manager, track: Tracker
 ) -> None:
@@ -85,9 +95,7 @@ async def test_hibernate_frees_the_memory_and_resume_gives_everything_back(
     await counting(back, await count(back))
     assert await back.read_bytes("/root/kept") == b"on disk"
     assert (await back.exec(["md5sum", "/dev/shm/data-0"])).stdout == sums
-    async with httpx.AsyncClient(trust_env=False) as http:
-        page = await http.get(f"http://127.0.0.1:{mapping.host_port}/index.txt", timeout=WAIT_S)
-    assert page.text == "served"
+    await eventually(lambda: serves(mapping.host_port, "served"), WAIT_S)
 
     # Hibernating again replaces the hibernation snapshot; deleting removes the last one.
     again = await manager.hibernate(sb.id)
