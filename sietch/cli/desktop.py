@@ -1,4 +1,6 @@
-"""``sietch desktop``: a desktop sandbox's screen, mouse and keyboard (computer use)."""
+"""``sietch computer``: a desktop sandbox's screen, mouse and keyboard (computer use).
+
+``sietch computer ID`` is the link for a person (``sietch.cli.browser``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from sietch.cli._common import api_errors, fail, print_json
 from sietch.client import Client, Desktop, Sandbox
 
 desktop_app = typer.Typer(
-    name="desktop", help="Computer use: screenshots and input of a desktop sandbox."
+    name="computer", help="Computer use: screenshots and input of a desktop sandbox."
 )
 
 SandboxArg = Annotated[str, typer.Argument(help="A desktop sandbox's id.")]

@@ -31,6 +31,6 @@ for verbs in (
 ):
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")
-app.add_typer(desktop_app, name="desktop")
+app.add_typer(desktop_app, name="computer")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")

@@ -33,7 +33,7 @@ from sietch.core.manager import Manager
 from sietch.core.tenants import Tenants
 from sietch.errors import InvalidArgument, NoDesktop, PayloadTooLarge
 from sietch.server.app import create_app
-from tests.conftest import RESULTS
+from tests.conftest import RESULTS, keep_evidence
 from tests.desktop.conftest import until_ready
 
 pytestmark = pytest.mark.timeout(1800)  # a desktop's first boot under TCG takes minutes
@@ -130,6 +130,17 @@ async def api(manager: Manager, settings: Settings) -> AsyncIterator[Api]:
     await task
 
 
+async def keep_screen(sb: AsyncSandbox, live: LiveSandbox, manager: Manager) -> None:
+    """Evidence of a page that did not show: the screen, the processes, the kernel's log
+    (an OOM kill), and the console and QEMU logs."""
+    RESULTS.mkdir(exist_ok=True)
+    keep_evidence(manager, sb.id, "desktop-page")
+    with contextlib.suppress(Exception):
+        (RESULTS / "desktop-page.png").write_bytes(await sb.desktop.screenshot())
+    report = await live.exec(["sh", "-c", "ps -eo pid,etime,time,rss,args; dmesg | tail -50"])
+    (RESULTS / "desktop-page.txt").write_bytes(report.stdout + report.stderr)
+
+
 @pytest_asyncio.fixture(scope="module")
 async def desk(manager: Manager, api: Api) -> AsyncIterator[tuple[AsyncSandbox, LiveSandbox]]:
     """One desktop sandbox (created through the API) showing the test page in Chromium."""
@@ -150,12 +161,7 @@ async def desk(manager: Manager, api: Api) -> AsyncIterator[tuple[AsyncSandbox, 
         try:
             await until(shown, "the page's colour at the centre of the screen")
         except AssertionError:
-            RESULTS.mkdir(exist_ok=True)
-            (RESULTS / "desktop-page.png").write_bytes(await sb.desktop.screenshot())
-            ps = await live.exec(["ps", "-eo", "pid,etime,time,rss,args"])
-            (RESULTS / "desktop-page.txt").write_text(
-                json.dumps(await sb.desktop.windows(), indent=2) + "\n" + ps.stdout.decode()
-            )
+            await keep_screen(sb, live, manager)
             raise
         yield sb, live
     finally:
@@ -334,13 +340,13 @@ async def test_mcp_screenshot_and_computer_tools(
 async def test_cli_saves_a_screenshot(
     desk: tuple[AsyncSandbox, LiveSandbox], api: Api, tmp_path: Path
 ) -> None:
-    """``sietch desktop screenshot ID -o shot.jpg`` writes a JPEG of the screen."""
+    """``sietch computer screenshot ID -o shot.jpg`` writes a JPEG of the screen."""
     sb, _ = desk
     sietch = Path(sys.executable).parent / "sietch"
     env = {**os.environ, "SIETCH_URL": api.url, "SIETCH_API_KEY": api.key}
     out = tmp_path / "shot.jpg"
     proc = await asyncio.create_subprocess_exec(
-        str(sietch), "desktop", "screenshot", sb.id, "-o", str(out), env=env
+        str(sietch), "computer", "screenshot", sb.id, "-o", str(out), env=env
     )
     assert await proc.wait() == 0
     assert Image.open(out).format == "JPEG"

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from sietch.core.live import LiveSandbox
 from sietch.images import desktop
 from tests.conftest import SandboxFactory
 from tests.desktop.conftest import GUEST_PROBE, SPEC, until_ready, with_probe
+
+pytestmark = pytest.mark.timeout(1800)  # the module's first desktop boot: minutes under load
 
 IDE = f"http://127.0.0.1:{desktop.IDE_PORT}"
 
