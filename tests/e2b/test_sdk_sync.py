@@ -1,0 +1,82 @@
+"""The e2b SDK (sync), unchanged, against a real Sietch server: one shared sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from e2b import CommandExitException, Sandbox, SandboxQuery
+from e2b.exceptions import NotFoundException
+
+from tests.server.harness import ApiServer
+
+
+@pytest.fixture(scope="module")
+def sbx(e2b_env: ApiServer) -> Iterator[Sandbox]:
+    """One sandbox for the module, created with metadata and env as an E2B user would."""
+    sandbox = Sandbox.create(metadata={"suite": "e2b-sync"}, envs={"GREETING": "hi"})
+    yield sandbox
+    sandbox.kill()
+
+
+def test_run_stdout_stderr_exit_code(sbx: Sandbox) -> None:
+    """commands.run returns stdout and stderr, and a non-zero exit raises with its code."""
+    result = sbx.commands.run("echo out; echo err >&2")
+    assert (result.stdout, result.stderr, result.exit_code) == ("out\n", "err\n", 0)
+    with pytest.raises(CommandExitException) as caught:
+        sbx.commands.run("exit 3")
+    assert caught.value.exit_code == 3
+
+
+def test_run_env_cwd_user(sbx: Sandbox) -> None:
+    """The create's env, a run's own env, cwd and user reach the command."""
+    result = sbx.commands.run(
+        'echo "$GREETING $EXTRA $(pwd) $(id -un)"', envs={"EXTRA": "x"}, cwd="/tmp", user="root"
+    )
+    assert result.stdout == "hi x /tmp root\n"
+
+
+def test_files_roundtrip(sbx: Sandbox) -> None:
+    """files.write/read (text and binary), list, exists, make_dir, rename, remove."""
+    sbx.files.write("/tmp/e2b/a.txt", "hello")
+    assert sbx.files.read("/tmp/e2b/a.txt") == "hello"
+    blob = bytes(range(256)) * 4096
+    sbx.files.write("/tmp/e2b/blob.bin", blob)
+    assert bytes(sbx.files.read("/tmp/e2b/blob.bin", format="bytes")) == blob
+    assert {e.name for e in sbx.files.list("/tmp/e2b")} == {"a.txt", "blob.bin"}
+    assert sbx.files.exists("/tmp/e2b/a.txt")
+    assert sbx.files.make_dir("/tmp/e2b/sub") is True
+    assert sbx.files.make_dir("/tmp/e2b/sub") is False
+    sbx.files.rename("/tmp/e2b/a.txt", "/tmp/e2b/sub/b.txt")
+    assert sbx.files.read("/tmp/e2b/sub/b.txt") == "hello"
+    sbx.files.remove("/tmp/e2b/sub")
+    assert not sbx.files.exists("/tmp/e2b/sub")
+    with pytest.raises(NotFoundException):
+        sbx.files.read("/tmp/e2b/missing")
+
+
+def test_background_list_kill(sbx: Sandbox) -> None:
+    """A background command is listed, then killed by pid."""
+    handle = sbx.commands.run("sleep 600", background=True)
+    assert handle.pid in {p.pid for p in sbx.commands.list()}
+    assert sbx.commands.kill(handle.pid) is True
+    with pytest.raises(CommandExitException):
+        handle.wait()
+    assert handle.pid not in {p.pid for p in sbx.commands.list()}
+
+
+def test_info_list_timeout(sbx: Sandbox) -> None:
+    """get_info, list by metadata, and set_timeout moving the end time."""
+    info = sbx.get_info()
+    assert info.sandbox_id == sbx.sandbox_id and info.metadata == {"suite": "e2b-sync"}
+    found = Sandbox.list(query=SandboxQuery(metadata={"suite": "e2b-sync"})).next_items()
+    assert [s.sandbox_id for s in found] == [sbx.sandbox_id]
+    sbx.set_timeout(3600)
+    assert sbx.get_info().end_at > info.end_at
+
+
+def test_unknown_sandbox(e2b_env: ApiServer) -> None:
+    """An unknown id: kill returns False, connect raises the SDK's NotFound."""
+    assert Sandbox.kill("nonexistent") is False
+    with pytest.raises(NotFoundException):
+        Sandbox.connect("nonexistent")
