@@ -1,0 +1,106 @@
+"""The e2b SDK (async), unchanged: runs, files, and pause (Sietch's hibernation) then
+connect with a file and a counting process kept; plus what bad input gets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+
+import httpx
+import pytest
+from e2b import AsyncSandbox, SandboxState
+from e2b.exceptions import AuthenticationException, FileNotFoundException
+
+from tests.server.harness import ApiServer
+
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.2; done"
+
+
+async def _count(sbx: AsyncSandbox) -> int:
+    return int((await sbx.files.read("/tmp/count")).strip() or 0)
+
+
+async def _rises(sbx: AsyncSandbox, past: int) -> int:
+    """The counter's value once it is above ``past`` (a deadline retry, not a sleep)."""
+    for _ in range(600):
+        try:
+            value = await _count(sbx)
+        except FileNotFoundException:  # not written yet
+            value = 0
+        if value > past:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the counter stayed at {past}")
+
+
+async def test_async_run_files_pause_connect(e2b_env: ApiServer) -> None:
+    """Async run/stream/files; pause hibernates it and connect resumes it with its file and
+    its background process still counting."""
+    sbx = await AsyncSandbox.create(metadata={"suite": "e2b-async"})
+    try:
+        chunks: list[str] = []
+        result = await sbx.commands.run("printf 'a\\nb\\n'", on_stdout=chunks.append)
+        assert result.stdout == "a\nb\n" and "".join(chunks) == "a\nb\n"
+        await sbx.files.write("/tmp/kept.txt", "still here")
+        counter = await sbx.commands.run(COUNTER, background=True)
+        before = await _rises(sbx, 0)
+
+        assert await sbx.pause() is True
+        info = await AsyncSandbox.get_info(sbx.sandbox_id)
+        assert info.state is SandboxState.PAUSED
+        assert await sbx.pause() is False  # already paused
+
+        again = await AsyncSandbox.connect(sbx.sandbox_id)
+        assert (await again.get_info()).state is SandboxState.RUNNING
+        assert await again.files.read("/tmp/kept.txt") == "still here"
+        await _rises(again, before)
+        assert counter.pid in {p.pid for p in await again.commands.list()}
+    finally:
+        await sbx.kill()
+    assert await AsyncSandbox.kill(sbx.sandbox_id) is False
+
+
+async def test_bad_key_and_template(e2b_env: ApiServer) -> None:
+    """A wrong API key is the SDK's AuthenticationException; an unknown template a 400
+    naming it."""
+    with pytest.raises(AuthenticationException):
+        await AsyncSandbox.create(api_key="sk-sietch-wrong")
+    async with httpx.AsyncClient(base_url=e2b_env.url, timeout=60) as http:
+        missing = await http.get("/v2/sandboxes")
+        assert missing.status_code == 401 and missing.json()["code"] == 401
+        unknown = await http.post(
+            "/v2/sandboxes",
+            json={"templateID": "no-such-template"},
+            headers={"X-API-KEY": e2b_env.api_key},
+        )
+        assert unknown.status_code == 400 and "no-such-template" in unknown.json()["message"]
+
+
+async def test_envd_token_and_envelopes(e2b_env: ApiServer) -> None:
+    """envd refuses a wrong access token (401) and a malformed Connect envelope (an error at
+    the end of the stream), and serves the next request as before."""
+    sbx = await AsyncSandbox.create()
+    try:
+        sandbox = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
+        token = {"X-Access-Token": sbx._envd_access_token or ""}
+        stream = {"Content-Type": "application/connect+json"}
+        async with httpx.AsyncClient(base_url=e2b_env.url, timeout=60) as http:
+            wrong = await http.post(
+                "/process.Process/List",
+                json={},
+                headers={**sandbox, "X-Access-Token": "wrong"},
+            )
+            assert wrong.status_code == 401
+            bad = await http.post(
+                "/process.Process/Start",
+                content=b"\x00\x00\x00\x00\x09{}",
+                headers={**sandbox, **token, **stream},
+            )
+            flags, length = struct.unpack(">BI", bad.content[:5])
+            end = json.loads(bad.content[5 : 5 + length])
+            assert flags == 2 and end["error"]["code"] == "invalid_argument"
+            listed = await http.post("/process.Process/List", json={}, headers={**sandbox, **token})
+            assert listed.status_code == 200 and "processes" in listed.json()
+    finally:
+        await sbx.kill()
