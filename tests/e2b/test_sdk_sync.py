@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
-from e2b import CommandExitException, Sandbox, SandboxQuery
+from e2b import CommandExitException, FilesystemEventType, PtySize, Sandbox, SandboxQuery
 from e2b.exceptions import NotFoundException
 
 from tests.server.harness import ApiServer
@@ -37,10 +38,10 @@ def test_run_env_cwd_user(sbx: Sandbox) -> None:
 
 
 def test_files_roundtrip(sbx: Sandbox) -> None:
-    """files.write/read (text and binary), list, exists, make_dir, rename, remove."""
+    """files.write/read (text and 5 MiB binary), list, exists, make_dir, rename, remove."""
     sbx.files.write("/tmp/e2b/a.txt", "hello")
     assert sbx.files.read("/tmp/e2b/a.txt") == "hello"
-    blob = bytes(range(256)) * 4096
+    blob = os.urandom(5 << 20)
     sbx.files.write("/tmp/e2b/blob.bin", blob)
     assert bytes(sbx.files.read("/tmp/e2b/blob.bin", format="bytes")) == blob
     assert {e.name for e in sbx.files.list("/tmp/e2b")} == {"a.txt", "blob.bin"}
@@ -80,3 +81,37 @@ def test_unknown_sandbox(e2b_env: ApiServer) -> None:
     assert Sandbox.kill("nonexistent") is False
     with pytest.raises(NotFoundException):
         Sandbox.connect("nonexistent")
+
+
+def test_stdin(sbx: Sandbox) -> None:
+    """A command started with stdin gets what send_stdin sends, and EOF from close_stdin."""
+    handle = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.send_stdin(handle.pid, "abc")
+    sbx.commands.close_stdin(handle.pid)
+    assert handle.wait().stdout == "abc"
+
+
+def test_pty_resize_and_input(sbx: Sandbox) -> None:
+    """A PTY shell takes input, and sees the size it was resized to."""
+    handle = sbx.pty.create(PtySize(rows=24, cols=80))
+    sbx.pty.resize(handle.pid, PtySize(rows=30, cols=100))
+    sbx.pty.send_stdin(handle.pid, b"stty size; exit\n")
+    output = bytearray()
+    handle.wait(on_pty=output.extend)
+    assert b"30 100" in output
+
+
+def test_watch_dir(sbx: Sandbox) -> None:
+    """A directory watch reports a file created in it."""
+    sbx.files.make_dir("/tmp/watched")
+    watch = sbx.files.watch_dir("/tmp/watched")
+    try:
+        sbx.files.write("/tmp/watched/new.txt", "x")
+        seen: list[tuple[str, object]] = []
+        for _ in range(100):
+            seen += [(e.name, e.type) for e in watch.get_new_events()]
+            if ("new.txt", FilesystemEventType.CREATE) in seen:
+                break
+        assert ("new.txt", FilesystemEventType.CREATE) in seen
+    finally:
+        watch.stop()

@@ -32,6 +32,7 @@ from sietch.errors import (
     FileExists,
     FileNotFound,
     InvalidArgument,
+    NotFound,
     ProcessNotFound,
     SietchError,
 )
@@ -39,6 +40,7 @@ from sietch.server.deps import ManagerDep, SettingsDep, require_manager
 from sietch.server.e2b import connect
 from sietch.server.e2b.access import check_token
 from sietch.server.e2b.routing import PREFIX
+from sietch.server.e2b.watch import POLL_S, Watch, watchers
 from sietch.server.schemas import check_guest_path
 
 log = logging.getLogger(__name__)
@@ -501,3 +503,70 @@ async def files_write(
 async def _chunks(part: UploadFile) -> AsyncIterator[bytes]:
     while chunk := await part.read(1 << 20):
         yield chunk
+
+
+# -- directory watches (see .watch) --------------------------------------------------------
+
+
+async def _watch(manager: Manager, sandbox_id: str, message: Message) -> Watch:
+    async with manager.use(sandbox_id) as sandbox:
+        path = _path(sandbox, message.get("path"))
+        if (await sandbox.stat(path)).type != "dir":
+            raise InvalidArgument(f"{path} is not a directory")
+        watch = Watch(sandbox_id, path, bool(message.get("recursive")))
+        await watch.start(sandbox)
+    return watch
+
+
+@router.post("/filesystem.Filesystem/WatchDir", name="fs-watch-dir")
+async def fs_watch_dir(sandbox_id: str, request: Request, manager: ManagerDep) -> Response:
+    """A stream of the directory's changes (the async SDK's ``watch_dir``)."""
+    try:
+        message = await connect.stream_request(request)
+        watch = await _watch(manager, sandbox_id, message)
+    except SietchError as exc:
+        return connect.stream_failure(exc)
+
+    async def events() -> AsyncIterator[Message]:
+        yield {"start": {}}
+        while True:
+            await asyncio.sleep(POLL_S)
+            async with manager.use(sandbox_id) as sandbox:
+                changes = await watch.changes(sandbox)
+            for change in changes:
+                yield {"filesystem": change}
+
+    return connect.stream_response(events())
+
+
+@unary("filesystem.Filesystem/CreateWatcher")
+async def fs_create_watcher(
+    request: Request, manager: Manager, sandbox_id: str, message: Message
+) -> Message:
+    watch = await _watch(manager, sandbox_id, message)
+    watchers[watch.id] = watch
+    return {"watcherId": watch.id}
+
+
+def _watcher(sandbox_id: str, message: Message) -> Watch:
+    watch = watchers.get(message.get("watcherId"))  # type: ignore[arg-type]
+    if watch is None or watch.sandbox_id != sandbox_id:
+        raise NotFound(f"no watcher {message.get('watcherId')!r}")
+    return watch
+
+
+@unary("filesystem.Filesystem/GetWatcherEvents")
+async def fs_get_watcher_events(
+    request: Request, manager: Manager, sandbox_id: str, message: Message
+) -> Message:
+    watch = _watcher(sandbox_id, message)
+    async with manager.use(sandbox_id) as sandbox:
+        return {"events": await watch.changes(sandbox)}
+
+
+@unary("filesystem.Filesystem/RemoveWatcher")
+async def fs_remove_watcher(
+    request: Request, manager: Manager, sandbox_id: str, message: Message
+) -> Message:
+    watchers.pop(_watcher(sandbox_id, message).id)
+    return {}
