@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import httpx
 import pytest
-from e2b import CommandExitException, FilesystemEventType, PtySize, Sandbox, SandboxQuery
+from e2b import (
+    ALL_TRAFFIC,
+    CommandExitException,
+    FilesystemEventType,
+    PtySize,
+    Sandbox,
+    SandboxQuery,
+)
 from e2b.exceptions import NotFoundException
 
 from tests.server.harness import ApiServer
@@ -115,3 +123,38 @@ def test_watch_dir(sbx: Sandbox) -> None:
         assert ("new.txt", FilesystemEventType.CREATE) in seen
     finally:
         watch.stop()
+
+
+def test_snapshot_restore_fork(sbx: Sandbox) -> None:
+    """A snapshot is listed, a sandbox created from it and a fork both have the file saved,
+    and the snapshot is deleted (a second delete: False)."""
+    sbx.files.write("/tmp/snap.txt", "saved")
+    snap = sbx.create_snapshot("e2b-snap")
+    assert snap.snapshot_id in [s.snapshot_id for s in sbx.list_snapshots().next_items()]
+    restored = Sandbox.create(snap.snapshot_id)
+    try:
+        assert restored.files.read("/tmp/snap.txt") == "saved"
+    finally:
+        restored.kill()
+    [fork] = sbx.fork(count=1)
+    assert isinstance(fork, Sandbox)
+    try:
+        assert fork.files.read("/tmp/snap.txt") == "saved"
+        assert fork.sandbox_id != sbx.sandbox_id
+    finally:
+        fork.kill()
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is True
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is False
+
+
+def test_metrics_and_network(sbx: Sandbox, e2b_env: ApiServer) -> None:
+    """get_metrics returns samples; update_network's deny-all turns Sietch's internet off."""
+    metrics = sbx.get_metrics()
+    assert metrics and metrics[-1].cpu_count == sbx.get_info().cpu_count
+    sbx.update_network({"deny_out": [ALL_TRAFFIC], "allow_out": ["10.9.8.7"]})
+    record = httpx.get(
+        f"{e2b_env.url}/api/v1/sandboxes/{sbx.sandbox_id}", headers=e2b_env.headers
+    ).json()
+    assert record["network"]["internet"] is False
+    assert "10.9.8.7" in str(record["network"]["allow"])
+    sbx.update_network({})

@@ -11,7 +11,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import HTTPConnection
 
 from sietch.core.manager import Manager
-from sietch.core.models import SandboxInfo, SandboxSpec, SandboxState
+from sietch.core.models import SandboxInfo, SandboxSpec, SandboxState, SnapshotInfo
 from sietch.core.tenants import Caller
 from sietch.errors import (
     Conflict,
@@ -29,6 +29,7 @@ from sietch.errors import (
     InvalidArgument,
     SandboxNotFound,
     SietchError,
+    SnapshotNotFound,
     describe_validation,
 )
 from sietch.network.policy import NetworkPolicy
@@ -43,6 +44,8 @@ DEFAULT_TIMEOUT_S = 300
 """E2B's default sandbox lifetime when a create names none."""
 CLIENT_ID = "sietch"
 MAX_PAGE = 100
+SNAPSHOT_PREFIX = "snap-"
+T = TypeVar("T")
 
 
 def e2b_error(status: int, message: str) -> JSONResponse:
@@ -171,25 +174,49 @@ async def create(
     """Create a sandbox of a template (``base``: Sietch's default image); v1 and v2 alike."""
     state.admit_create()
     started = time.perf_counter()
-    image = None if body.template_id == DEFAULT_TEMPLATE else body.template_id
-    spec = SandboxSpec(
-        image=image,
-        env=body.env_vars,
-        labels=body.metadata,
-        timeout_s=body.timeout or DEFAULT_TIMEOUT_S,
-        on_timeout="hibernate" if body.auto_pause else "kill",
-        tenant=caller.tenant,
-    )
+    timeouts: dict[str, Any] = {
+        "timeout_s": body.timeout or DEFAULT_TIMEOUT_S,
+        "on_timeout": "hibernate" if body.auto_pause else "kill",
+    }
     if body.auto_resume is not None:
-        spec.auto_resume = bool(body.auto_resume.get("enabled"))
-    if body.allow_internet_access is False:
-        spec.network = NetworkPolicy(internet=False)
-    try:
-        info = await manager.create(spec)
-    except ImageNotFound:
-        raise ImageNotFound(f"unknown template {body.template_id!r}") from None
+        timeouts["auto_resume"] = bool(body.auto_resume.get("enabled"))
+    network = NetworkPolicy(internet=False) if body.allow_internet_access is False else None
+    snapshot = await _snapshot_named(manager, body.template_id, caller)
+    if snapshot is not None:  # E2B names snapshots as templates
+        info = await manager.restore(
+            snapshot,
+            tenant=caller.tenant,
+            labels=body.metadata,
+            env=body.env_vars or None,
+            network=network,
+            **timeouts,
+        )
+    else:
+        image = None if body.template_id == DEFAULT_TEMPLATE else body.template_id
+        spec = SandboxSpec(
+            image=image,
+            env=body.env_vars,
+            labels=body.metadata,
+            network=network,
+            tenant=caller.tenant,
+            **timeouts,
+        )
+        try:
+            info = await manager.create(spec)
+        except ImageNotFound:
+            raise ImageNotFound(f"unknown template {body.template_id!r}") from None
     metrics.create_seconds.observe(time.perf_counter() - started)
     return JSONResponse(created(info, state, request), status_code=201)
+
+
+async def _snapshot_named(manager: Manager, template_id: str, caller: Caller) -> str | None:
+    """The id of the caller's snapshot ``template_id`` names, if it names one."""
+    if not template_id.startswith(SNAPSHOT_PREFIX):
+        return None
+    try:
+        return (await manager.get_snapshot(template_id, caller.scope)).id
+    except SnapshotNotFound:
+        return None
 
 
 def _metadata_filter(raw: str | None) -> dict[str, str]:
@@ -237,14 +264,20 @@ async def list_v2(
         if _visible(i) and _state(i) in wanted
     ]
     infos.sort(key=lambda i: (i.created_at, i.id), reverse=order == "desc")
+    return [listed(i, state) for i in _page(response, infos, limit, next_token)]
+
+
+def _page(response: Response, items: list[T], limit: int, next_token: str | None) -> list[T]:
+    """One page; the next one's token (an offset) in ``x-next-token`` if there is one."""
     try:
         start = int(next_token) if next_token else 0
     except ValueError:
         raise InvalidArgument(f"invalid nextToken {next_token!r}") from None
-    page = infos[start : start + limit]
-    if start + limit < len(infos):
+    if start < 0:
+        raise InvalidArgument(f"invalid nextToken {next_token!r}")
+    if start + limit < len(items):
         response.headers["x-next-token"] = str(start + limit)
-    return [listed(i, state) for i in page]
+    return items[start : start + limit]
 
 
 @router.get("/sandboxes/{sandbox_id}", name="get")
@@ -326,3 +359,122 @@ async def resume(
     if (await _visible_info(manager, sandbox_id)).state is SandboxState.RUNNING:
         raise Conflict(f"sandbox {sandbox_id} is not paused")
     return await _connect(sandbox_id, body.timeout, request, manager, state)
+
+
+class NetworkUpdate(BaseModel):
+    """E2B's egress update: ``denyOut: ["0.0.0.0/0"]`` closes the internet, ``allowOut``
+    opens addresses and domains through it (Sietch's ``internet`` and ``allow``)."""
+
+    model_config = ConfigDict(extra="ignore")
+    allow_out: list[str] = Field(default_factory=list, alias="allowOut")
+    deny_out: list[str] = Field(default_factory=list, alias="denyOut")
+    allow_internet_access: bool | None = None
+
+
+ALL_TRAFFIC = "0.0.0.0/0"
+
+
+@router.put("/sandboxes/{sandbox_id}/network", name="update_network", status_code=204)
+async def update_network(sandbox_id: str, body: NetworkUpdate, manager: ManagerDep) -> Response:
+    """Replace the sandbox's egress policy; new connections follow it at once."""
+    others = [d for d in body.deny_out if d != ALL_TRAFFIC]
+    if others:
+        raise InvalidArgument(
+            f"denyOut may only be {ALL_TRAFFIC!r} (all traffic) here, not {others[0]!r}: "
+            "Sietch's policy is the internet on or off, plus addresses allowed"
+        )
+    internet = ALL_TRAFFIC not in body.deny_out and body.allow_internet_access is not False
+    await _visible_info(manager, sandbox_id)
+    await manager.set_network(sandbox_id, NetworkPolicy(internet=internet, allow=body.allow_out))
+    return Response(status_code=204)
+
+
+@router.get("/sandboxes/{sandbox_id}/metrics", name="metrics")
+async def sandbox_metrics(sandbox_id: str, manager: ManagerDep) -> list[dict[str, Any]]:
+    """E2B's metric samples from Sietch's host-side history (newest last)."""
+    info = await _visible_info(manager, sandbox_id)
+    if info.state is not SandboxState.RUNNING:
+        return []
+    report = await manager.metrics(sandbox_id)
+    return [
+        {
+            "timestamp": sample.at.isoformat(),
+            "timestampUnix": int(sample.at.timestamp()),
+            "cpuCount": info.vcpus,
+            "cpuUsedPct": (sample.cpu_percent or 0.0) / info.vcpus,
+            "memUsed": sample.memory_bytes or 0,
+            "memTotal": sample.memory_limit_bytes or info.memory_mib << 20,
+            "memCache": 0,
+            "diskUsed": sample.disk_bytes or 0,
+            "diskTotal": info.disk_mib << 20,
+        }
+        for sample in [*report.history, report.current]
+    ]
+
+
+class SnapshotBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = Field(None, max_length=200)
+
+
+def _snapshot(snap: SnapshotInfo) -> dict[str, Any]:
+    return {"snapshotID": snap.id, "names": [snap.name] if snap.name else []}
+
+
+@router.post("/sandboxes/{sandbox_id}/snapshots", name="snapshot", status_code=201)
+async def create_snapshot(sandbox_id: str, body: SnapshotBody, manager: ManagerDep) -> JSONResponse:
+    """Save the running sandbox (memory, processes, disk); it runs on. Create from it by
+    passing the snapshot id as the template."""
+    await _visible_info(manager, sandbox_id)
+    snap = await manager.snapshot(sandbox_id, body.name)
+    return JSONResponse(_snapshot(snap), status_code=201)
+
+
+@router.get("/snapshots", name="list_snapshots")
+async def list_snapshots(
+    response: Response,
+    *,
+    manager: ManagerDep,
+    caller: CallerDep,
+    sandbox_id: Annotated[str | None, Query(alias="sandboxID")] = None,
+    name: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
+    next_token: Annotated[str | None, Query(alias="nextToken")] = None,
+) -> list[dict[str, Any]]:
+    """The caller's snapshots, newest first, optionally of one sandbox or by name or id."""
+    snaps = [
+        s
+        for s in await manager.list_snapshots(tenant=caller.scope)
+        if (sandbox_id is None or s.sandbox_id == sandbox_id)
+        and (name is None or name in (s.id, s.name))
+    ]
+    snaps.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+    return [_snapshot(s) for s in _page(response, snaps, limit, next_token)]
+
+
+@router.delete("/templates/{snapshot_id}", name="delete_snapshot", status_code=204)
+async def delete_snapshot(snapshot_id: str, manager: ManagerDep, caller: CallerDep) -> Response:
+    """Delete a snapshot (E2B deletes snapshots as templates); 404 if there is none."""
+    await manager.delete_snapshot(snapshot_id, tenant=caller.scope)
+    return Response(status_code=204)
+
+
+class ForkBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    timeout: int | None = Field(None, ge=1)
+    count: int = Field(1, ge=1)
+
+
+@router.post("/sandboxes/{sandbox_id}/fork", name="fork", status_code=201)
+async def fork(
+    sandbox_id: str, body: ForkBody, request: Request, manager: ManagerDep, state: StateDep
+) -> JSONResponse:
+    """``count`` running copies of the sandbox, from one new snapshot of it."""
+    source = await _visible_info(manager, sandbox_id)
+    copies = await manager.fork(sandbox_id, body.count)
+    timeout = body.timeout or source.timeout_s or DEFAULT_TIMEOUT_S
+    results = []
+    for copy in copies:
+        timed = await manager.set_timeout(copy.id, timeout_s=timeout)
+        results.append({"sandbox": created(timed, state, request)})
+    return JSONResponse(results, status_code=201)
