@@ -16,6 +16,7 @@ from e2b import (
     SandboxQuery,
 )
 from e2b.exceptions import NotFoundException
+from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from tests.server.harness import ApiServer
 
@@ -158,3 +159,21 @@ def test_metrics_and_network(sbx: Sandbox, e2b_env: ApiServer) -> None:
     assert record["network"]["internet"] is False
     assert "10.9.8.7" in str(record["network"]["allow"])
     sbx.update_network({})
+
+
+def test_other_port_through_sandbox_url(sbx: Sandbox, e2b_env: ApiServer) -> None:
+    """A guest server's port answers at E2B_SANDBOX_URL with E2b-Sandbox-Port and the
+    sandbox's access token; without the token it is refused."""
+    sbx.files.write("/tmp/www/hello.txt", "from the guest")
+    server = sbx.commands.run("python3 -m http.server 8000 --directory /tmp/www", background=True)
+    sandbox = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "8000"}
+    token = {"X-Access-Token": sbx._envd_access_token or ""}
+    try:
+        for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.2), reraise=True):
+            with attempt:
+                answer = httpx.get(f"{e2b_env.url}/hello.txt", headers={**sandbox, **token})
+                assert answer.status_code == 200, answer.text
+        assert answer.text == "from the guest"
+        assert httpx.get(f"{e2b_env.url}/hello.txt", headers=sandbox).status_code == 401
+    finally:
+        server.kill()
