@@ -9,7 +9,7 @@ import struct
 
 import httpx
 import pytest
-from e2b import AsyncSandbox, SandboxState
+from e2b import AsyncSandbox, FilesystemEvent, FilesystemEventType, SandboxState
 from e2b.exceptions import AuthenticationException, FileNotFoundException
 
 from tests.server.harness import ApiServer
@@ -35,14 +35,22 @@ async def _rises(sbx: AsyncSandbox, past: int) -> int:
 
 
 async def test_async_run_files_pause_connect(e2b_env: ApiServer) -> None:
-    """Async run/stream/files; pause hibernates it and connect resumes it with its file and
-    its background process still counting."""
+    """Async run/stream/files and a streamed directory watch; pause hibernates it and
+    connect resumes it with its file and its background process still counting."""
     sbx = await AsyncSandbox.create(metadata={"suite": "e2b-async"})
     try:
         chunks: list[str] = []
         result = await sbx.commands.run("printf 'a\\nb\\n'", on_stdout=chunks.append)
         assert result.stdout == "a\nb\n" and "".join(chunks) == "a\nb\n"
+        events: list[FilesystemEvent] = []
+        watch = await sbx.files.watch_dir("/tmp", on_event=events.append)
         await sbx.files.write("/tmp/kept.txt", "still here")
+        for _ in range(300):  # the watch's stream reports it within a look or two
+            if any(e.name == "kept.txt" and e.type is FilesystemEventType.CREATE for e in events):
+                break
+            await asyncio.sleep(0.1)
+        await watch.stop()
+        assert any(e.name == "kept.txt" and e.type is FilesystemEventType.CREATE for e in events)
         counter = await sbx.commands.run(COUNTER, background=True)
         before = await _rises(sbx, 0)
 

@@ -44,6 +44,7 @@ def test_run_env_cwd_user(sbx: Sandbox) -> None:
         'echo "$GREETING $EXTRA $(pwd) $(id -un)"', envs={"EXTRA": "x"}, cwd="/tmp", user="root"
     )
     assert result.stdout == "hi x /tmp root\n"
+    assert sbx.commands.run("id -un", user="user").stdout == "user\n"  # E2B's default user
 
 
 def test_files_roundtrip(sbx: Sandbox) -> None:
@@ -169,11 +170,14 @@ def test_other_port_through_sandbox_url(sbx: Sandbox, e2b_env: ApiServer) -> Non
     sandbox = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "8000"}
     token = {"X-Access-Token": sbx._envd_access_token or ""}
     try:
-        for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.2), reraise=True):
+        for attempt in Retrying(stop=stop_after_delay(180), wait=wait_fixed(0.2), reraise=True):
             with attempt:
-                answer = httpx.get(f"{e2b_env.url}/hello.txt", headers={**sandbox, **token})
+                answer = httpx.get(
+                    f"{e2b_env.url}/hello.txt", headers={**sandbox, **token}, timeout=60
+                )
                 assert answer.status_code == 200, answer.text
         assert answer.text == "from the guest"
-        assert httpx.get(f"{e2b_env.url}/hello.txt", headers=sandbox).status_code == 401
+        refused = httpx.get(f"{e2b_env.url}/hello.txt", headers=sandbox, timeout=60)
+        assert refused.status_code == 401
     finally:
         server.kill()
