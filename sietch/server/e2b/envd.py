@@ -202,11 +202,12 @@ async def _streamed(
     sandbox_id: str,
 ) -> Response:
     """A server-streamed call: its request read first (the response's own task listens for
-    the client's disconnect, so the body can't be read from inside the stream)."""
+    the client's disconnect, so the body can't be read from inside the stream); a malformed
+    one is a 4xx before any stream starts."""
     try:
         message = await connect.stream_request(request)
     except SietchError as exc:
-        return connect.stream_failure(exc)
+        return connect.unary_error(exc)
 
     async def events() -> AsyncIterator[Message]:
         execution, pty = await starting(message)
@@ -523,6 +524,9 @@ async def fs_watch_dir(sandbox_id: str, request: Request, manager: ManagerDep) -
     """A stream of the directory's changes (the async SDK's ``watch_dir``)."""
     try:
         message = await connect.stream_request(request)
+    except SietchError as exc:
+        return connect.unary_error(exc)
+    try:
         watch = await _watch(manager, sandbox_id, message)
     except SietchError as exc:
         return connect.stream_failure(exc)
