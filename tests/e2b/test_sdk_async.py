@@ -8,7 +8,11 @@ import asyncio
 import httpx
 import pytest
 from e2b import AsyncSandbox, FilesystemEvent, FilesystemEventType, SandboxState
-from e2b.exceptions import AuthenticationException, FileNotFoundException
+from e2b.exceptions import (
+    AuthenticationException,
+    FileNotFoundException,
+    SandboxNotRunningException,
+)
 
 from tests.server.harness import ApiServer
 
@@ -34,7 +38,8 @@ async def _rises(sbx: AsyncSandbox, past: int) -> int:
 
 async def test_async_run_files_pause_connect(e2b_env: ApiServer) -> None:
     """Async run/stream/files and a streamed directory watch; pause hibernates it and
-    connect resumes it with its file and its background process still counting."""
+    connect resumes it with its file and its background process still counting; once
+    killed it is not running, as the SDK tells."""
     sbx = await AsyncSandbox.create(metadata={"suite": "e2b-async"})
     try:
         chunks: list[str] = []
@@ -65,6 +70,9 @@ async def test_async_run_files_pause_connect(e2b_env: ApiServer) -> None:
     finally:
         await sbx.kill()
     assert await AsyncSandbox.kill(sbx.sandbox_id) is False
+    assert await sbx.is_running() is False
+    with pytest.raises(SandboxNotRunningException):
+        await sbx.commands.run("true")
 
 
 async def test_bad_key_and_template(e2b_env: ApiServer) -> None:
@@ -84,8 +92,8 @@ async def test_bad_key_and_template(e2b_env: ApiServer) -> None:
 
 
 async def test_envd_token_and_envelopes(e2b_env: ApiServer) -> None:
-    """envd refuses a wrong access token (401) and malformed Connect envelopes (400), and
-    serves the next request as before."""
+    """envd refuses a wrong access token (401) and malformed Connect envelopes (400), an
+    unknown sandbox is E2B's 502 "was not found", and the next request is served as before."""
     sbx = await AsyncSandbox.create()
     try:
         sandbox = {"E2b-Sandbox-Id": sbx.sandbox_id, "E2b-Sandbox-Port": "49983"}
@@ -108,7 +116,7 @@ async def test_envd_token_and_envelopes(e2b_env: ApiServer) -> None:
                 content=b"\x00\x00\x00\x00\x02{}",
                 headers={**sandbox, **token, **stream, "E2b-Sandbox-Id": "sb-000000000000"},
             )
-            assert gone.status_code == 401  # another sandbox's token
+            assert gone.status_code == 502 and "was not found" in gone.json()["message"]
             listed = await http.post("/process.Process/List", json={}, headers={**sandbox, **token})
             assert listed.status_code == 200 and "processes" in listed.json()
     finally:

@@ -27,7 +27,7 @@ from starlette.requests import HTTPConnection
 
 from sietch.core.live import Execution, LiveSandbox
 from sietch.core.manager import Manager
-from sietch.core.models import CommandResult, FileInfo
+from sietch.core.models import CommandResult, FileInfo, SandboxState
 from sietch.errors import (
     FileExists,
     FileNotFound,
@@ -36,7 +36,7 @@ from sietch.errors import (
     ProcessNotFound,
     SietchError,
 )
-from sietch.server.deps import ManagerDep, SettingsDep, require_manager
+from sietch.server.deps import ManagerDep, SettingsDep
 from sietch.server.e2b import connect
 from sietch.server.e2b.access import check_token
 from sietch.server.e2b.routing import PREFIX
@@ -430,12 +430,8 @@ def http_error(exc: SietchError) -> JSONResponse:
 
 
 @router.get("/health", name="health")
-async def health(sandbox_id: str, conn: HTTPConnection) -> Response:
-    """204 while the sandbox runs (or sleeps and would wake); 502 once it is gone."""
-    try:
-        await require_manager(conn.app.state.sietch).get(sandbox_id)
-    except SietchError:
-        return JSONResponse({"code": 502, "message": "sandbox not found"}, status_code=502)
+async def health(sandbox_id: str) -> Response:
+    """204: the sandbox is there (:class:`.routing.SandboxTraffic` answers 502 otherwise)."""
     return Response(status_code=204)
 
 
@@ -535,6 +531,8 @@ async def fs_watch_dir(sandbox_id: str, request: Request, manager: ManagerDep) -
         yield {"start": {}}
         while True:
             await asyncio.sleep(POLL_S)
+            if (await manager.get(sandbox_id)).state is not SandboxState.RUNNING:
+                continue  # a watch looks while the sandbox runs: it never wakes one
             async with manager.use(sandbox_id) as sandbox:
                 changes = await watch.changes(sandbox)
             for change in changes:

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sietch.core.models import SandboxState
 from sietch.core.tenants import Caller
 from sietch.errors import InvalidArgument, SietchError
 from sietch.server.auth import CALLER
@@ -54,6 +55,10 @@ class SandboxTraffic:
             await _refuse(scope, send, 400, "E2b-Sandbox-Port is not a number")
             return
         if port == ENVD_PORT and scope["type"] == "http":
+            if not await _exists(scope, sandbox_id):
+                # E2B's proxy words it so: the SDK reads "was not found" as "not running".
+                await _refuse(scope, send, 502, f"The sandbox {sandbox_id} was not found")
+                return
             prefix = f"{PREFIX}/{quote(sandbox_id, safe='')}"
         else:
             try:
@@ -65,6 +70,15 @@ class SandboxTraffic:
         raw = scope.get("raw_path") or scope["path"].encode()
         scope = {**scope, "path": prefix + scope["path"], "raw_path": prefix.encode() + raw}
         await self.app(scope, receive, send)
+
+
+async def _exists(scope: Scope, sandbox_id: str) -> bool:
+    """Whether the sandbox is there to answer (running, or asleep and able to wake)."""
+    try:
+        info = await require_manager(scope["app"].state.sietch).get(sandbox_id)
+    except SietchError:
+        return False
+    return info.state is not SandboxState.DEAD
 
 
 async def _port_prefix(
