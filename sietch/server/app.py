@@ -14,7 +14,7 @@ from sietch import __version__
 from sietch.config import Settings, get_settings
 from sietch.core.manager import Manager
 from sietch.core.tenants import Tenants
-from sietch.server import arrakis, handlers
+from sietch.server import arrakis, e2b, handlers
 from sietch.server.deps import require_admin, require_api_key, require_manager
 from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
@@ -97,6 +97,7 @@ def create_app(
     app.state.sietch = state
     handlers.install(app)
     app.add_middleware(RequestMiddleware, settings=settings, metrics=state.metrics)
+    app.add_middleware(e2b.SandboxTraffic)  # E2B's envd requests, named by their headers
     if settings.proxy_domain:
         # Outermost, so the access log and metrics see the proxy route it re-addresses to.
         app.add_middleware(HostRoutes, domain=settings.proxy_domain)
@@ -108,6 +109,9 @@ def create_app(
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
     app.include_router(arrakis.public_router)
     app.include_router(arrakis.router)
+    # E2B's API and envd, so the e2b SDK works with E2B_API_URL/E2B_SANDBOX_URL set.
+    app.include_router(e2b.router)
+    app.include_router(e2b.envd_router)
     # MCP over streamable HTTP; the tools call this process's manager (see sietch.server.mcp).
     app.router.routes.append(mcp.route())
     return app

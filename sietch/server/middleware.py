@@ -30,6 +30,8 @@ _IMAGE_UPLOADS = ("/api/v1/images", "/api/v1/images/import")
 def _upload(scope: Scope) -> bool:
     if scope["method"] == "POST" and scope["path"].rstrip("/") in _IMAGE_UPLOADS:
         return True
+    if scope["method"] == "POST" and scope["path"].startswith("/e2b/envd/"):
+        return scope["path"].endswith("/files")  # E2B's envd upload (sietch.server.e2b)
     return scope["method"] == "PUT" and scope["path"].endswith("/files")
 
 

@@ -1,0 +1,130 @@
+"""The Connect protocol with JSON, as far as envd's clients speak it.
+
+Unary calls are plain ``application/json`` both ways; an error is a non-200 status with
+``{"code", "message"}``. A server stream answers ``application/connect+json``: envelopes of
+a flags byte and a big-endian u32 length, then the message; the last envelope has flag
+0x02 and carries ``{}`` or ``{"error": {...}}``, so an error after the first message still
+reaches the client (the status is already 200 by then).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from sietch.errors import InvalidArgument, SietchError
+
+STREAM_TYPE = "application/connect+json"
+END_STREAM = 0x02
+COMPRESSED = 0x01
+MAX_MESSAGE = 1 << 20
+"""envd's requests are small JSON; a bigger envelope is refused, not buffered."""
+
+# Sietch's HTTP statuses as Connect codes; Connect's own HTTP statuses for those codes.
+_CODES = {
+    400: "invalid_argument",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    409: "already_exists",
+    413: "resource_exhausted",
+    429: "resource_exhausted",
+    501: "unimplemented",
+    503: "unavailable",
+    504: "deadline_exceeded",
+}
+_STATUS = {code: status for status, code in _CODES.items()} | {"internal": 500}
+
+
+def code_of(exc: SietchError) -> str:
+    """The Connect code of a Sietch error; a conflict that is not "exists" is a failed
+    precondition (a sandbox not running), as envd would say."""
+    if exc.status == 409 and exc.code != "file_exists":
+        return "failed_precondition"
+    return _CODES.get(exc.status, "internal")
+
+
+def error_json(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def unary_error(exc: SietchError) -> JSONResponse:
+    code = code_of(exc)
+    return JSONResponse(error_json(code, exc.message), status_code=_STATUS.get(code, 400))
+
+
+def envelope(message: dict[str, Any], flags: int = 0) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return struct.pack(">BI", flags, len(data)) + data
+
+
+def unwrap(body: bytes) -> dict[str, Any]:
+    """The one message of a server-stream request body (an envelope)."""
+    if len(body) < 5:
+        raise InvalidArgument("a Connect stream request is one envelope: 5-byte header first")
+    flags, length = struct.unpack(">BI", body[:5])
+    if flags & COMPRESSED:
+        raise InvalidArgument("compressed Connect messages are not supported")
+    if length != len(body) - 5:
+        raise InvalidArgument(f"the envelope says {length} bytes but {len(body) - 5} followed it")
+    return parse(body[5:])
+
+
+def parse(data: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(data or b"{}")
+    except ValueError:
+        raise InvalidArgument("the Connect message is not JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidArgument("a Connect message is a JSON object")
+    return message
+
+
+async def read_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_MESSAGE + 5:
+            raise InvalidArgument(f"Connect messages are at most {MAX_MESSAGE} bytes here")
+    return bytes(body)
+
+
+async def unary_request(request: Request) -> dict[str, Any]:
+    return parse(await read_body(request))
+
+
+async def stream_request(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != STREAM_TYPE:
+        raise InvalidArgument(f"a server-streaming call is sent as {STREAM_TYPE}")
+    return unwrap(await read_body(request))
+
+
+def stream_response(messages: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    """Stream the messages, then the end-of-stream envelope (with the error, if one ended
+    the stream)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for message in messages:
+                yield envelope(message)
+        except SietchError as exc:
+            yield end_of_stream(exc)
+        else:
+            yield end_of_stream(None)
+
+    return StreamingResponse(body(), media_type=STREAM_TYPE)
+
+
+def stream_failure(exc: SietchError) -> Response:
+    """A stream that fails before its first message: still a 200, its error at the end."""
+    return Response(end_of_stream(exc), media_type=STREAM_TYPE)
+
+
+def end_of_stream(exc: SietchError | None) -> bytes:
+    end = {} if exc is None else {"error": error_json(code_of(exc), exc.message)}
+    return envelope(end, END_STREAM)

@@ -1,0 +1,116 @@
+"""Sandbox traffic without wildcard DNS: the e2b SDK sends every envd request to
+``E2B_SANDBOX_URL`` with the sandbox in ``E2b-Sandbox-Id`` and the port in
+``E2b-Sandbox-Port``. :class:`SandboxTraffic` re-addresses such a request: envd's port to
+``/e2b/envd/{sandbox_id}{path}`` (the routes of :mod:`.envd`), any other port to Sietch's
+port proxy, as ``{port}-{id}.{domain}`` hosts are (:mod:`sietch.server.routes.proxy`).
+Either way it shares the main port, its access log and its metrics with the rest of the
+API.
+
+A request to another port is let in by the sandbox's envd access token (``X-Access-Token``,
+or E2B's ``E2B-Traffic-Access-Token``) as its owner's, and the port is exposed on first
+use (every port of an E2B sandbox is reachable); without the token it needs a Sietch API
+key, as the port proxy always does.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from urllib.parse import quote
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sietch.core.models import SandboxState
+from sietch.core.tenants import Caller
+from sietch.errors import InvalidArgument, SietchError
+from sietch.server.auth import CALLER
+from sietch.server.deps import require_manager
+from sietch.server.e2b.access import access_token
+from sietch.server.routes.proxy import http_proxy, ws_relay
+from sietch.server.routes.proxy.upstream import HOST_ROUTED
+from sietch.server.state import ServerState
+
+ENVD_PORT = 49983
+"""The port envd listens on in an E2B sandbox, named by the SDK in ``E2b-Sandbox-Port``."""
+PREFIX = "/e2b/envd"
+TOKEN_HEADERS = (b"x-access-token", b"e2b-traffic-access-token")
+
+
+class SandboxTraffic:
+    """ASGI middleware: requests naming a sandbox go to envd or the port, others pass."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers", ())) if scope["type"] in ("http", "websocket") else {}
+        raw_id = headers.get(b"e2b-sandbox-id")
+        if raw_id is None:
+            await self.app(scope, receive, send)
+            return
+        sandbox_id = raw_id.decode(errors="replace")
+        try:
+            port = int(headers.get(b"e2b-sandbox-port", str(ENVD_PORT).encode()))
+        except ValueError:
+            await _refuse(scope, send, 400, "E2b-Sandbox-Port is not a number")
+            return
+        if port == ENVD_PORT and scope["type"] == "http":
+            if not await _exists(scope, sandbox_id):
+                # E2B's proxy words it so: the SDK reads "was not found" as "not running".
+                await _refuse(scope, send, 502, f"The sandbox {sandbox_id} was not found")
+                return
+            prefix = f"{PREFIX}/{quote(sandbox_id, safe='')}"
+        else:
+            try:
+                prefix = await _port_prefix(scope, headers, sandbox_id, port)
+            except SietchError as exc:
+                await _refuse(scope, send, exc.status, exc.message)
+                return
+            scope = {**scope, HOST_ROUTED: True}
+        raw = scope.get("raw_path") or scope["path"].encode()
+        scope = {**scope, "path": prefix + scope["path"], "raw_path": prefix.encode() + raw}
+        await self.app(scope, receive, send)
+
+
+async def _exists(scope: Scope, sandbox_id: str) -> bool:
+    """Whether the sandbox is there to answer (running, or asleep and able to wake)."""
+    try:
+        info = await require_manager(scope["app"].state.sietch).get(sandbox_id)
+    except SietchError:
+        return False
+    return info.state is not SandboxState.DEAD
+
+
+async def _port_prefix(
+    scope: Scope, headers: dict[bytes, bytes], sandbox_id: str, port: int
+) -> str:
+    """The port proxy's path for the port; with the sandbox's token, the request is its
+    owner's and the port is exposed first."""
+    if not 0 < port < 65536:
+        raise InvalidArgument(f"port {port} is not a TCP port")
+    state: ServerState = scope["app"].state.sietch
+    manager = require_manager(state)
+    token = next((headers[h] for h in TOKEN_HEADERS if h in headers), None)
+    if token is not None and hmac.compare_digest(token, access_token(state, sandbox_id).encode()):
+        info = await manager.get(sandbox_id)
+        scope[CALLER] = Caller(info.tenant, "e2b-access-token")
+        await manager.awake(sandbox_id)
+        await manager.expose(sandbox_id, port)
+    name = http_proxy.ROUTE if scope["type"] == "http" else ws_relay.ROUTE
+    path: str = scope["app"].url_path_for(name, sandbox_id=sandbox_id, port=port, path="")
+    return path.rstrip("/")
+
+
+async def _refuse(scope: Scope, send: Send, status: int, message: str) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+        return
+    body = json.dumps({"code": status, "message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
