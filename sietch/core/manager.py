@@ -305,7 +305,7 @@ class Manager:
         image, vcpus, memory, disk = self._resolve(spec)
         network = spec.network or self.default_network()
         self.check_capacity()
-        custom = self.store.get_image(image)
+        custom = user_images.find(self.store, image, spec.tenant)  # another's: unknown
         if custom is not None:  # a user image: its config under what the caller gave
             spec = spec.model_copy(update={"env": {**custom.config.env, **spec.env}})
             disk = disk if spec.disk_mib else max(disk, custom.disk_mib)
