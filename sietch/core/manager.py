@@ -412,19 +412,19 @@ class Manager:
         return booted
 
     async def _provision(self, plan: Plan) -> SandboxInfo:
-        self.check_capacity()
+        self.check_capacity(f"resuming {plan.previous.id}" if plan.previous else "a new sandbox")
         sandbox = await self._provisioner.provision(plan, self.store)
         self._register(sandbox, fresh=True)
         return sandbox.info.model_copy()
 
-    def check_capacity(self) -> None:
-        """Refuse a new sandbox over the count limit (429) or the memory reserve (503)."""
+    def check_capacity(self, what: str = "a new sandbox") -> None:
+        """Refuse ``what`` over the sandbox count limit (429) or the memory reserve (503)."""
         if len(self._live) >= self.settings.max_sandboxes:
             raise LimitExceeded(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
             )
-        self.memory_guard.check()
+        self.memory_guard.check(what)
 
     def _image_paths(self, image: str | None, custom: ImageRecord | None) -> dict[str, Path]:
         paths = {
@@ -761,7 +761,10 @@ class Manager:
     async def _wake(self, info: SandboxInfo) -> SandboxInfo:
         assert info.snapshot_id is not None
         snap = await self.get_snapshot(info.snapshot_id)
-        woken = await self._provision(self.snapshots.wake_plan(snap, info))
+        # Waking is one more sandbox for the tenant's quota (429) and for the host's memory
+        # reserve (_provision's check_capacity, 503); refused, it stays hibernated as it was.
+        with self.quotas.admit(info.tenant, Usage(1, info.vcpus, info.memory_mib)):
+            woken = await self._provision(self.snapshots.wake_plan(snap, info))
         log.info("sandbox %s woke from %s", info.id, snap.id)
         return woken
 
