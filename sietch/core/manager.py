@@ -898,13 +898,16 @@ class Manager:
         return [
             s
             for s in self.store.all_snapshots()
-            if (templates or not s.template) and not s.hibernation and _sees_snapshot(tenant, s)
+            if (templates or not s.template)
+            and not s.hibernation
+            and _sees_snapshot(tenant, s, self.store)
         ]
 
     async def get_snapshot(self, snapshot_id: str, tenant: str | None = None) -> SnapshotInfo:
-        """The snapshot; a template (shared) is seen by every tenant."""
+        """The snapshot; a template (shared) is seen by every tenant (a user image's: by its
+        tenant's)."""
         snap = self.store.get_snapshot(snapshot_id)
-        if snap is None or not _sees_snapshot(tenant, snap):
+        if snap is None or not _sees_snapshot(tenant, snap, self.store):
             raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
         return snap
 
@@ -957,8 +960,15 @@ def _sees(tenant: str | None, info: SandboxInfo) -> bool:
     return tenant is None or (info.tenant == tenant and not is_pooled(info))
 
 
-def _sees_snapshot(tenant: str | None, snap: SnapshotInfo) -> bool:
-    return tenant is None or snap.template or snap.tenant == tenant
+def _sees_snapshot(tenant: str | None, snap: SnapshotInfo, store: Store) -> bool:
+    """A template is everyone's, but one of a user image only its tenant's (restoring it
+    would run an image that tenant may not name)."""
+    if tenant is None or snap.tenant == tenant:
+        return True
+    if not snap.template:
+        return False
+    image = store.get_image(snap.image)  # None: a built-in image's
+    return image is None or image.tenant == tenant
 
 
 def _kill(pid: int | None) -> builtins.list[int]:

@@ -93,7 +93,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_another_tenants_image_is_unknown(world: World) -> None:
     """ib gets for ia's image what it gets for a name nobody has (404 on GET, DELETE and
     create, 'no image' for a FROM, 'not an image Sietch knows' for an Arrakis rootfs); it
-    is not listed; ia and the admin see it, with its tenant."""
+    is not listed, nor is its template, which ib can't restore; ia and the admin see it,
+    with its tenant."""
     with world.http("ib") as b:
         assert IMAGE not in [i["name"] for i in b.get("/api/v1/images").json()["data"]]
 
@@ -120,6 +121,15 @@ def test_another_tenants_image_is_unknown(world: World) -> None:
         assert IMAGE not in over[2].partition("known:")[2]  # ib's and the built-ins only
         assert b.get("/api/v1/sandboxes").json()["data"] == []  # no VM was made
         assert b.post("/api/v1/images/prune").status_code == 403  # the shared cache: admin's
+    with world.http("admin") as admin:
+        templates = admin.get("/api/v1/snapshots", params={"templates": True}).json()["data"]
+    template = next(t["id"] for t in templates if t["image"] == IMAGE)
+    with world.http("ib") as b:
+        seen = b.get("/api/v1/snapshots", params={"templates": True}).json()["data"]
+        assert template not in [t["id"] for t in seen]
+        restored = error(b.post(f"/api/v1/snapshots/{template}/restore", json={}))
+        nowhere = error(b.post("/api/v1/snapshots/snap-000000000000/restore", json={}))
+        assert restored == (*nowhere[:2], nowhere[2].replace("snap-000000000000", template))
     for who in ("ia", "admin"):
         with world.http(who) as c:
             listed = {i["name"]: i for i in c.get("/api/v1/images").json()["data"]}
