@@ -32,6 +32,7 @@ class Images:
         return {
             "name": name,
             "source": "builtin",
+            "tenant": None,
             "base": None,
             "size_bytes": info.disk_bytes,
             "disk_mib": math.ceil(info.size_bytes / MiB),
