@@ -38,10 +38,12 @@ from sietch.builder.dockerfile import parse
 from sietch.builder.layers import LayerCache
 from sietch.builder.steps import State, Step, chain_key, plan
 from sietch.config import MiB
+from sietch.core import images as user_images
 from sietch.core.images import TOOLS_BUSYBOX
 from sietch.core.manager import Manager
-from sietch.core.models import ImageConfig, ImageRecord
-from sietch.errors import ImageBuildError, ImageNotFound, InvalidArgument, SietchError
+from sietch.core.models import DEFAULT_TENANT, ImageConfig, ImageRecord
+from sietch.core.quotas import check_image_disk
+from sietch.errors import Conflict, ImageBuildError, ImageNotFound, InvalidArgument, SietchError
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow
 
@@ -84,6 +86,8 @@ class BuildRequest:
     network: NetworkPolicy | None = None
     """The RUN steps' egress policy; None: the server's default."""
     source: str = "dockerfile"
+    tenant: str = DEFAULT_TENANT
+    """Whose image it becomes: its ``FROM`` must be that tenant's or a built-in one."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +129,9 @@ class Builder:
     async def prepare(self, req: BuildRequest) -> Job:
         """Check everything that can be checked before a sandbox boots: the name, the
         Dockerfile, the base image, the COPY sources (the API answers 4xx for these)."""
-        check_name(req.name, self.manager.images.names())
+        self.claim(req.name, req.tenant)
         dockerfile = parse(req.dockerfile, req.build_args)
-        base = await self.base(dockerfile.base)
+        base = await self.base(dockerfile.base, req.tenant)
         disk_mib = req.disk_mib or base.size_mib
         if disk_mib < base.size_mib:
             raise InvalidArgument(f"disk_mib must be at least {base.size_mib} for {base.name!r}")
@@ -147,20 +151,29 @@ class Builder:
             finally:
                 self.running -= 1
 
-    async def base(self, name: str) -> Base:
-        """The image a build starts ``FROM``; ImageNotFound names the known ones."""
+    def claim(self, name: str, tenant: str) -> None:
+        """Refuse a build or import of ``name`` for ``tenant``: a bad or built-in name, one
+        another tenant's image has (names are one namespace), or a full image quota (429)."""
+        check_name(name, self.manager.images.names())
+        _check_owner(self.manager.store.get_image(name), tenant)
+        quota = self.manager.quotas.quota_of(tenant)
+        check_image_disk(tenant, quota, user_images.disk_bytes(self.manager.store, tenant))
+
+    async def base(self, name: str, tenant: str = DEFAULT_TENANT) -> Base:
+        """The image a build of ``tenant`` starts ``FROM``: a built-in, Debian or one of the
+        tenant's own (another tenant's is unknown); ImageNotFound names the known ones."""
         store = self.manager.images
         if name in store.names():
             path = await asyncio.to_thread(store.rootfs, name)
             return Base(name, f"builtin:{path}", path, "raw", -(-path.stat().st_size // MiB))
-        found = self.manager.store.get_image(name)
+        found = user_images.find(self.manager.store, name, tenant)
         if found is not None and found.ready:
             return Base(name, found.key, Path(found.rootfs), found.format, found.disk_mib,
                         found.config)  # fmt: skip
         if name in debian.BASES:
             path = await asyncio.to_thread(debian.base, name, self.layers)
             return Base(name, f"debian:{path.name}", path, "raw", -(-path.stat().st_size // MiB))
-        known = [*store.names(), *(i.name for i in self.manager.store.all_images() if i.ready)]
+        known = [*store.names(), *(i.name for i in user_images.listed(self.manager.store, tenant))]
         raise ImageNotFound(
             f"no image named {name!r} to build from; known: {', '.join(known)}, "
             f"{', '.join(debian.BASES)}",
@@ -226,6 +239,7 @@ class Builder:
             steps=[s.describe() for s in steps],
             created_at=datetime.now(UTC),
             config=state.config(),
+            tenant=req.tenant,
         )
         record.size_bytes = self._own_bytes(record, base)
         return await self.publish(record, emit, build_sandboxes=started)
@@ -366,6 +380,7 @@ class Builder:
         """Record the image, make its template (start command running and ready), list it."""
         store = self.manager.store
         old = store.get_image(record.name)
+        _check_owner(old, record.tenant)  # another tenant's build of the name finished first
         unchanged = (
             old is not None and old.ready and old.key == record.key and old.rootfs == record.rootfs
         )
@@ -377,7 +392,9 @@ class Builder:
         store.put_image(record)
         try:
             await _emit(emit, type="log", message="starting the image and saving its template")
-            info = await self.manager.create(image=record.name, labels={BUILD_LABEL: record.name})
+            info = await self.manager.create(
+                image=record.name, labels={BUILD_LABEL: record.name}, tenant=record.tenant
+            )
             await self.manager.delete(info.id)
         except BaseException:
             if old is not None:
@@ -394,6 +411,11 @@ class Builder:
     async def _has_template(self, image: ImageRecord) -> bool:
         snaps = await self.manager.list_snapshots(templates=True)
         return any(s.template and s.image == image.name for s in snaps)
+
+
+def _check_owner(image: ImageRecord | None, tenant: str) -> None:
+    if image is not None and image.tenant != tenant:
+        raise Conflict(f"the image name {image.name!r} is taken; choose another", image=image.name)
 
 
 async def _emit(emit: Emit, **event: Any) -> None:

@@ -14,21 +14,25 @@ from sietch.config import MiB
 from sietch.core import images as user_images
 from sietch.core.models import ImageRecord
 from sietch.core.pool import is_pooled
-from sietch.errors import Conflict, ImageNotFound, InvalidArgument, SietchError
+from sietch.errors import Conflict, ImageNotFound, InvalidArgument, PermissionDenied, SietchError
 
 
 class Images:
-    """The images a server offers: its built-in ones and its users' (one per builder)."""
+    """The images a caller sees: the built-in ones (everyone's) and its tenant's user images
+    (``scope``: that tenant; None, an admin: every tenant's). Another tenant's image is as
+    unknown as one that does not exist."""
 
-    def __init__(self, builder: Builder) -> None:
+    def __init__(self, builder: Builder, scope: str | None = None) -> None:
         self.builder = builder
         self.manager = builder.manager
+        self.scope = scope
 
     def _builtin(self, name: str) -> dict[str, Any]:
         info = next(i for i in self.manager.images.list() if i.name == name and i.current)
         return {
             "name": name,
             "source": "builtin",
+            "tenant": None,
             "base": None,
             "size_bytes": info.disk_bytes,
             "disk_mib": math.ceil(info.size_bytes / MiB),
@@ -40,13 +44,13 @@ class Images:
     def _user(self, image: ImageRecord) -> dict[str, Any]:
         return {
             **image.model_dump(include={"name", "source", "base", "size_bytes", "disk_mib",
-                                        "created_at", "steps", "config", "key"}),
+                                        "created_at", "steps", "config", "key", "tenant"}),
         }  # fmt: skip
 
     def describe(self, name: str) -> dict[str, Any]:
         """One image with what uses it (sandboxes, snapshots)."""
         store = self.manager.store
-        if (image := store.get_image(name)) is not None and image.ready:
+        if (image := user_images.find(store, name, self.scope)) is not None and image.ready:
             found = self._user(image)
             found["layers"] = image.layers
         elif name in self._builtins():
@@ -58,7 +62,7 @@ class Images:
 
     def list(self) -> builtins.list[dict[str, Any]]:
         out = [self._builtin(n) for n in self._builtins()]
-        out += [self._user(i) for i in user_images.listed(self.manager.store)]
+        out += [self._user(i) for i in user_images.listed(self.manager.store, self.scope)]
         for item in out:
             item["users"] = self.users(item["name"])
         return out
@@ -77,7 +81,7 @@ class Images:
         Refused (409) while a sandbox or snapshot uses it, naming them; ``force``
         deletes those sandboxes first (tests, clean-up), never snapshots."""
         store = self.manager.store
-        if store.get_image(name) is None:
+        if user_images.find(store, name, self.scope) is None:
             if name in self.manager.images.names():
                 raise InvalidArgument(f"{name!r} is a built-in image and cannot be removed")
             raise ImageNotFound(f"no image named {name!r}", image=name)
@@ -100,7 +104,14 @@ class Images:
         store.delete_image(name)
 
     async def prune(self) -> builtins.list[str]:
-        """Delete cached layers no image needs (the build cache of removed or rebuilt ones)."""
+        """Delete cached layers no image needs (the build cache of removed or rebuilt ones).
+
+        The cache is shared by every tenant (a layer is its content's, whoever built it
+        first), so only an admin prunes it, as only an admin deletes a shared template."""
+        if self.scope is not None:
+            raise PermissionDenied(
+                "the build cache is shared by every tenant: pruning it needs an admin key"
+            )
         if self.builder.running:
             raise Conflict("a build is running; prune when it has finished")
         keep = {Path(p) for i in self.manager.store.all_images() for p in i.layers}

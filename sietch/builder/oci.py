@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from sietch.builder import safetar
-from sietch.builder.engine import Builder, Emit, check_name
+from sietch.builder.engine import Builder, Emit
 from sietch.config import MiB
-from sietch.core.models import ImageConfig, ImageRecord
+from sietch.core.models import DEFAULT_TENANT, ImageConfig, ImageRecord
 from sietch.errors import InvalidArgument
 from sietch.images.ext4 import mkfs, tree_size
 from sietch.images.rootfs import LABEL
@@ -146,9 +146,11 @@ def _import(archive: Path, work: Path, builder: Builder) -> tuple[Path, ImageCon
     return cached, image_config(config), key, len(layers)
 
 
-async def import_image(builder: Builder, name: str, archive: Path, emit: Emit) -> ImageRecord:
-    """Import the archive at ``archive`` as the image ``name`` (its template made)."""
-    check_name(name, builder.manager.images.names())
+async def import_image(
+    builder: Builder, name: str, archive: Path, emit: Emit, tenant: str = DEFAULT_TENANT
+) -> ImageRecord:
+    """Import the archive at ``archive`` as ``tenant``'s image ``name`` (its template made)."""
+    builder.claim(name, tenant)
     await asyncio.to_thread(builder.layers.prepare)
     work = await asyncio.to_thread(builder.layers.workdir, "import")
     try:
@@ -168,6 +170,7 @@ async def import_image(builder: Builder, name: str, archive: Path, emit: Emit) -
         steps=[f"import {count} layers"],
         created_at=datetime.now(UTC),
         config=config,
+        tenant=tenant,
     )
     async with builder.lock(name):
         return await builder.publish(record, emit)

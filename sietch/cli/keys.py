@@ -154,6 +154,7 @@ def set_quota(  # noqa: PLR0917 - typer passes options by name
     max_vcpus: LimitOption = None,
     max_memory_mib: LimitOption = None,
     max_snapshot_disk_mib: LimitOption = None,
+    max_image_disk_mib: LimitOption = None,
     create_rate_per_min: LimitOption = None,
     create_burst: Annotated[int | None, typer.Option(help="Creates back to back.")] = None,
     state_dir: StateDirOption = None,
@@ -165,6 +166,7 @@ def set_quota(  # noqa: PLR0917 - typer passes options by name
         "max_vcpus": max_vcpus,
         "max_memory_mib": max_memory_mib,
         "max_snapshot_disk_mib": max_snapshot_disk_mib,
+        "max_image_disk_mib": max_image_disk_mib,
         "create_rate_per_min": create_rate_per_min,
     }
     limits: dict[str, object] = {k: _limit(v) for k, v in given.items() if v is not None}

@@ -127,6 +127,8 @@ class ImageInfo(_Record):
     """env, user, workdir, start, ready, expose, labels."""
     users: list[str] = []
     """Sandboxes and snapshots that use it (only in get/list answers)."""
+    tenant: str | None = None
+    """The tenant that built or imported it (None: a built-in image, everyone's)."""
 
 
 class ProcessInfo(_Record):

@@ -76,5 +76,18 @@ def users(store: Store, name: str) -> list[str]:
     return found
 
 
-def listed(store: Store) -> list[ImageRecord]:
-    return [i for i in store.all_images() if i.ready]
+def listed(store: Store, scope: str | None = None) -> list[ImageRecord]:
+    """The ready images ``scope`` sees (None: an admin, every tenant's)."""
+    return [i for i in store.all_images() if i.ready and scope in (None, i.tenant)]
+
+
+def find(store: Store, name: str, scope: str | None = None) -> ImageRecord | None:
+    """The user image ``name`` if ``scope`` sees it: another tenant's is as unknown as one
+    that does not exist (a 404 that never confirms it does)."""
+    image = store.get_image(name)
+    return image if image is not None and scope in (None, image.tenant) else None
+
+
+def disk_bytes(store: Store, tenant: str) -> int:
+    """Host disk that ``tenant``'s user images take (their own layers, as listed)."""
+    return sum(i.size_bytes for i in store.all_images() if i.tenant == tenant)

@@ -312,7 +312,7 @@ class Manager:
         image, vcpus, memory, disk = self._resolve(spec)
         network = spec.network or self.default_network()
         self.check_capacity()
-        custom = self.store.get_image(image)
+        custom = user_images.find(self.store, image, spec.tenant)  # another's: unknown
         if custom is not None:  # a user image: its config under what the caller gave
             spec = spec.model_copy(update={"env": {**custom.config.env, **spec.env}})
             disk = disk if spec.disk_mib else max(disk, custom.disk_mib)
@@ -419,7 +419,7 @@ class Manager:
         return booted
 
     async def _provision(self, plan: Plan) -> SandboxInfo:
-        self.check_capacity()
+        self.check_capacity(f"resuming {plan.previous.id}" if plan.previous else "a new sandbox")
         sandbox = await self._provisioner.provision(plan, self.store)
         self._register(sandbox, fresh=True)
         return sandbox.info.model_copy()
@@ -428,14 +428,14 @@ class Manager:
         """Host memory each sandbox's cgroup allows beyond its guest RAM."""
         return self._provisioner.memory_overhead_mib()
 
-    def check_capacity(self) -> None:
-        """Refuse a new sandbox over the count limit (429) or the memory reserve (503)."""
+    def check_capacity(self, what: str = "a new sandbox") -> None:
+        """Refuse ``what`` over the sandbox count limit (429) or the memory reserve (503)."""
         if len(self._live) >= self.settings.max_sandboxes:
             raise LimitExceeded(
                 f"{len(self._live)} sandboxes are running, the limit is "
                 f"{self.settings.max_sandboxes} (SIETCH_MAX_SANDBOXES)"
             )
-        self.memory_guard.check()
+        self.memory_guard.check(what)
 
     def _image_paths(self, image: str | None, custom: ImageRecord | None) -> dict[str, Path]:
         paths = {
@@ -772,7 +772,10 @@ class Manager:
     async def _wake(self, info: SandboxInfo) -> SandboxInfo:
         assert info.snapshot_id is not None
         snap = await self.get_snapshot(info.snapshot_id)
-        woken = await self._provision(self.snapshots.wake_plan(snap, info))
+        # Waking is one more sandbox for the tenant's quota (429) and for the host's memory
+        # reserve (_provision's check_capacity, 503); refused, it stays hibernated as it was.
+        with self.quotas.admit(info.tenant, Usage(1, info.vcpus, info.memory_mib)):
+            woken = await self._provision(self.snapshots.wake_plan(snap, info))
         log.info("sandbox %s woke from %s", info.id, snap.id)
         return woken
 
@@ -906,13 +909,16 @@ class Manager:
         return [
             s
             for s in self.store.all_snapshots()
-            if (templates or not s.template) and not s.hibernation and _sees_snapshot(tenant, s)
+            if (templates or not s.template)
+            and not s.hibernation
+            and _sees_snapshot(tenant, s, self.store)
         ]
 
     async def get_snapshot(self, snapshot_id: str, tenant: str | None = None) -> SnapshotInfo:
-        """The snapshot; a template (shared) is seen by every tenant."""
+        """The snapshot; a template (shared) is seen by every tenant (a user image's: by its
+        tenant's)."""
         snap = self.store.get_snapshot(snapshot_id)
-        if snap is None or not _sees_snapshot(tenant, snap):
+        if snap is None or not _sees_snapshot(tenant, snap, self.store):
             raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
         return snap
 
@@ -965,8 +971,15 @@ def _sees(tenant: str | None, info: SandboxInfo) -> bool:
     return tenant is None or (info.tenant == tenant and not is_pooled(info))
 
 
-def _sees_snapshot(tenant: str | None, snap: SnapshotInfo) -> bool:
-    return tenant is None or snap.template or snap.tenant == tenant
+def _sees_snapshot(tenant: str | None, snap: SnapshotInfo, store: Store) -> bool:
+    """A template is everyone's, but one of a user image only its tenant's (restoring it
+    would run an image that tenant may not name)."""
+    if tenant is None or snap.tenant == tenant:
+        return True
+    if not snap.template:
+        return False
+    image = store.get_image(snap.image)  # None: a built-in image's
+    return image is None or image.tenant == tenant
 
 
 def _kill(pid: int | None) -> builtins.list[int]:

@@ -235,6 +235,9 @@ class ImageRecord(BaseModel):
     config: ImageConfig = Field(default_factory=ImageConfig)
     ready: bool = False
     """False while its build makes its template: not listed, not usable by others."""
+    tenant: str = DEFAULT_TENANT
+    """Who built or imported it: only that tenant's sandboxes and builds use it, only that
+    tenant (and an admin) sees it. Records from before tenants are ``default``'s."""
 
 
 class CommandResult(BaseModel):

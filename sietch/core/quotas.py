@@ -40,6 +40,9 @@ class Quota(BaseModel):
     """Guest RAM of those sandboxes, together."""
     max_snapshot_disk_mib: int | None = Field(default=None, ge=0)
     """Host disk its snapshots take; a snapshot is refused once they take this much."""
+    max_image_disk_mib: int | None = Field(default=None, ge=0)
+    """Host disk its user images take; a build or import is refused once they take this
+    much (what one will take is known only once it has run)."""
     create_rate_per_min: float | None = Field(default=None, gt=0)
     """Creates, restores and forks per minute on average."""
     create_burst: int = Field(default=10, ge=1)
@@ -96,14 +99,26 @@ def check(tenant: str, quota: Quota, used: Usage, adding: Usage) -> None:
 
 def check_snapshot_disk(tenant: str, quota: Quota, used_bytes: int) -> None:
     """Refuse a new snapshot once the tenant's snapshots take its whole allowance."""
-    limit = quota.max_snapshot_disk_mib
+    _check_disk(
+        tenant, "max_snapshot_disk_mib", quota.max_snapshot_disk_mib, used_bytes, "snapshots"
+    )
+
+
+def check_image_disk(tenant: str, quota: Quota, used_bytes: int) -> None:
+    """Refuse a new build or import once the tenant's images take its whole allowance."""
+    _check_disk(tenant, "max_image_disk_mib", quota.max_image_disk_mib, used_bytes, "images")
+
+
+def _check_disk(
+    tenant: str, quota_field: str, limit: int | None, used_bytes: int, what: str
+) -> None:
     if limit is not None and used_bytes >= limit * MiB:
         raise QuotaExceeded(
-            f"tenant {tenant!r}'s snapshots take {used_bytes / MiB:.0f} MiB, its quota is "
+            f"tenant {tenant!r}'s {what} take {used_bytes / MiB:.0f} MiB, its quota is "
             f"{limit} MiB: delete some, or have an admin raise it "
-            f"(sietch tenants set {tenant} --max-snapshot-disk-mib N)",
+            f"(sietch tenants set {tenant} {_option(quota_field)} N)",
             tenant=tenant,
-            quota="max_snapshot_disk_mib",
+            quota=quota_field,
             limit=limit,
             used=math.ceil(used_bytes / MiB),
             retry_after=RESOURCE_RETRY_AFTER_S,

@@ -437,6 +437,7 @@ class QuotaPublic(BaseModel):
     max_vcpus: int | None
     max_memory_mib: int | None
     max_snapshot_disk_mib: int | None
+    max_image_disk_mib: int | None
     create_rate_per_min: float | None
     create_burst: int
 
@@ -446,6 +447,7 @@ class UsagePublic(BaseModel):
     vcpus: int
     memory_mib: int
     snapshot_disk_mib: int
+    image_disk_mib: int
 
 
 class TenantPublic(BaseModel):

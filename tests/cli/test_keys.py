@@ -50,6 +50,8 @@ def test_tenants_set_and_ls(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     cleared = sietch(tmp_path, "tenants", "set", "acme", "--max-vcpus", "unlimited", "--json")
     assert json.loads(cleared.stdout)["max_vcpus"] is None
+    images = sietch(tmp_path, "tenants", "set", "acme", "--max-image-disk-mib", "64", "--json")
+    assert json.loads(images.stdout)["max_image_disk_mib"] == 64
     listed = json.loads(sietch(tmp_path, "tenants", "ls", "--json").stdout)
     assert listed[0]["name"] == "acme"
     assert listed[0]["quota"]["max_sandboxes"] == 3

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from sietch.core.quotas import Quota, QuotaGate, TokenBucket, Usage, check, check_snapshot_disk
+from sietch.core.quotas import (
+    Quota,
+    QuotaGate,
+    TokenBucket,
+    Usage,
+    check,
+    check_image_disk,
+    check_snapshot_disk,
+)
 from sietch.errors import LimitExceeded, QuotaExceeded
 
 
@@ -48,13 +58,21 @@ def test_exactly_at_the_limit_is_allowed() -> None:
     check("t", Quota(max_sandboxes=3, max_vcpus=3), Usage(2, 2, 0), Usage(1, 1, 0))
 
 
-def test_snapshot_disk_refuses_once_full() -> None:
-    """A snapshot is refused once the tenant's snapshots take its whole allowance."""
-    quota = Quota(max_snapshot_disk_mib=10)
-    check_snapshot_disk("t", quota, 10 * 1024 * 1024 - 1)
+@pytest.mark.parametrize(
+    ("check_disk", "field"),
+    [(check_snapshot_disk, "max_snapshot_disk_mib"), (check_image_disk, "max_image_disk_mib")],
+)
+def test_disk_quota_refuses_once_full(
+    check_disk: Callable[[str, Quota, int], None], field: str
+) -> None:
+    """A snapshot (an image build) is refused once the tenant's snapshots (images) take
+    their whole allowance, and the message names the option that raises it."""
+    quota = Quota(**{field: 10})
+    check_disk("t", quota, 10 * 1024 * 1024 - 1)
     with pytest.raises(QuotaExceeded) as caught:
-        check_snapshot_disk("t", quota, 10 * 1024 * 1024)
-    assert caught.value.details["quota"] == "max_snapshot_disk_mib"
+        check_disk("t", quota, 10 * 1024 * 1024)
+    assert caught.value.details["quota"] == field
+    assert "--" + field.replace("_", "-") in caught.value.message
 
 
 def test_gate_counts_what_is_being_made() -> None:

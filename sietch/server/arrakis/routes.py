@@ -30,6 +30,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from sietch.core import images as user_images
 from sietch.core.live import LiveSandbox
 from sietch.core.manager import Manager
 from sietch.core.models import PortMapping, SandboxInfo, SandboxState
@@ -121,8 +122,9 @@ def guest_path(path: str) -> str:
     return check_guest_path(posixpath.join(WORKDIR, path))
 
 
-async def image_for(manager: Manager, body: StartVMRequest) -> str | None:
-    """The image named by ``rootfs``; refuses any host path that is not a Sietch image.
+async def image_for(manager: Manager, body: StartVMRequest, tenant: str) -> str | None:
+    """The image named by ``rootfs`` (a user image only if ``tenant``'s: another tenant's is
+    unknown); refuses any host path that is not a Sietch image.
 
     Arrakis boots whatever kernel and disk paths the caller names: a way to read
     any file of the host into a VM. Sietch accepts only its own artefacts.
@@ -136,7 +138,9 @@ async def image_for(manager: Manager, body: StartVMRequest) -> str | None:
         return None
     if body.rootfs in images.names():
         return body.rootfs
-    if (custom := manager.store.get_image(body.rootfs)) is not None and custom.ready:
+    if (
+        custom := user_images.find(manager.store, body.rootfs, tenant)
+    ) is not None and custom.ready:
         return body.rootfs  # a user image (sietch build / image import), by name
     for image in await asyncio.to_thread(images.list):
         if image.current and Path(body.rootfs) == image.path:
@@ -170,7 +174,7 @@ async def start_vm(
             snap = await registry.get_snapshot(manager, body.snapshotId, caller.scope)
             info = await manager.restore(snap.id, labels=labels, tenant=caller.tenant)
         else:
-            image = await image_for(manager, body)
+            image = await image_for(manager, body, caller.tenant)
             info = await manager.create(image=image, labels=labels, tenant=caller.tenant)
         try:
             async with manager.use(info.id) as sandbox:

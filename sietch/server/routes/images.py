@@ -29,7 +29,7 @@ from sietch.builder.oci import import_image
 from sietch.core.manager import Manager
 from sietch.errors import InvalidArgument, SietchError
 from sietch.network.policy import NetworkPolicy
-from sietch.server.deps import ManagerDep
+from sietch.server.deps import CallerDep, ManagerDep
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/images", tags=["images"])
@@ -118,6 +118,7 @@ def _events(work: Path, run: Callable[[Emit], Awaitable[Any]]) -> StreamingRespo
 async def build_image(
     request: Request,
     builder: BuilderDep,
+    caller: CallerDep,
     *,
     name: Annotated[str, Query(description="The new image's name.")],
     dockerfile: Annotated[str, Query(description="The Dockerfile's path in the context.")] = (
@@ -149,7 +150,7 @@ async def build_image(
             )
         job = await builder.prepare(
             BuildRequest(name=name, dockerfile=text, context=context, build_args=args,
-                         disk_mib=disk_mib, network=network)
+                         disk_mib=disk_mib, network=network, tenant=caller.tenant)
         )  # fmt: skip
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, work, True)
@@ -172,38 +173,43 @@ def _dockerfile(context: Path, path: str) -> str:
 async def import_oci(
     request: Request,
     builder: BuilderDep,
+    caller: CallerDep,
     name: Annotated[str, Query(description="The new image's name.")],
 ) -> StreamingResponse:
     """Import a ``docker save`` tarball or an OCI image layout (the body, as a tar)."""
+    builder.claim(name, caller.tenant)  # a 4xx (quota: 429) before the upload, not an event
     work = await asyncio.to_thread(builder.layers.workdir, "upload")
     try:
         await _receive(request, work / "image.tar")
     except BaseException:
         await asyncio.to_thread(shutil.rmtree, work, True)
         raise
-    return _events(work, lambda emit: import_image(builder, name, work / "image.tar", emit))
+    return _events(
+        work, lambda emit: import_image(builder, name, work / "image.tar", emit, caller.tenant)
+    )
 
 
 @router.get("", name="list")
-async def list_images(builder: BuilderDep) -> dict[str, list[dict[str, Any]]]:
-    """Built-in and user images, with their size, base, steps and users."""
-    return {"data": Images(builder).list()}
+async def list_images(builder: BuilderDep, caller: CallerDep) -> dict[str, list[dict[str, Any]]]:
+    """Built-in and the tenant's user images (an admin: every tenant's), with their size,
+    base, steps and users."""
+    return {"data": Images(builder, caller.scope).list()}
 
 
 @router.get("/{name}", name="get")
-async def get_image(name: str, builder: BuilderDep) -> dict[str, Any]:
+async def get_image(name: str, builder: BuilderDep, caller: CallerDep) -> dict[str, Any]:
     """One image: its config, layers, steps, and the sandboxes and snapshots using it."""
-    return Images(builder).describe(name)
+    return Images(builder, caller.scope).describe(name)
 
 
 @router.delete("/{name}", name="delete", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_image(name: str, builder: BuilderDep) -> Response:
+async def delete_image(name: str, builder: BuilderDep, caller: CallerDep) -> Response:
     """Remove a user image (409 naming its users while sandboxes or snapshots use it)."""
-    await Images(builder).remove(name)
+    await Images(builder, caller.scope).remove(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/prune", name="prune")
-async def prune_images(builder: BuilderDep) -> dict[str, list[str]]:
-    """Delete cached build layers that no image needs."""
-    return {"removed": await Images(builder).prune()}
+async def prune_images(builder: BuilderDep, caller: CallerDep) -> dict[str, list[str]]:
+    """Delete cached build layers that no image needs (an admin key: the cache is shared)."""
+    return {"removed": await Images(builder, caller.scope).prune()}

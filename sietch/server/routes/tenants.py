@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sietch.config import MiB
+from sietch.core import images as user_images
 from sietch.server.deps import CallerDep, ManagerDep
 from sietch.server.schemas import QuotaPublic, TenantPublic, UsagePublic
 
@@ -27,5 +28,6 @@ async def get_tenant(caller: CallerDep, manager: ManagerDep) -> TenantPublic:
             vcpus=used.vcpus,
             memory_mib=used.memory_mib,
             snapshot_disk_mib=-(-manager.snapshot_bytes(tenant) // MiB),
+            image_disk_mib=-(-user_images.disk_bytes(manager.store, tenant) // MiB),
         ),
     )
