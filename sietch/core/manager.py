@@ -57,6 +57,7 @@ from sietch.errors import (
     SnapshotNotFound,
     describe_validation,
 )
+from sietch.images import rootfs
 from sietch.images.store import ImageStore
 from sietch.network import ports as netports
 from sietch.network.dns import system_resolvers
@@ -267,7 +268,7 @@ class Manager:
         s = self.settings
         image = spec.image or s.default_image
         vcpus = spec.vcpus or s.default_vcpus
-        memory = spec.memory_mib or s.default_memory_mib
+        memory = spec.memory_mib or max(s.default_memory_mib, rootfs.MEMORY_MIB.get(image, 0))
         disk = spec.disk_mib or s.default_disk_mib
         if not 1 <= vcpus <= s.max_vcpus:
             raise InvalidArgument(f"vcpus must be between 1 and {s.max_vcpus}, not {vcpus}")
@@ -315,9 +316,10 @@ class Manager:
         custom = user_images.find(self.store, image, spec.tenant)  # another's: unknown
         if custom is not None:  # a user image: its config under what the caller gave
             spec = spec.model_copy(update={"env": {**custom.config.env, **spec.env}})
-            disk = disk if spec.disk_mib else max(disk, custom.disk_mib)
         paths = await asyncio.to_thread(self._image_paths, image, custom)
         base_mib = custom.disk_mib if custom else -(-disks.image_size(paths["rootfs"]) // MiB)
+        if not spec.disk_mib:  # unless told otherwise, the image's own size at least
+            disk = max(disk, base_mib)
         if disk < base_mib:
             raise InvalidArgument(f"disk_mib must be at least {base_mib} for image {image!r}")
         key = None

@@ -86,6 +86,11 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+MEMORY_MIB = {"desktop": 1024}
+"""Guest RAM a sandbox of the image gets unless the caller says (Xfce, Chromium and
+code-server want more than the default); not part of the image, so not of its hash."""
+
+
 def recipe(name: str) -> Recipe:
     """The recipe called ``name``; :class:`ImageNotFound` names the known ones otherwise."""
     try:
