@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     TLS re-signing proxy. Handed to the step in RAM (``/dev/shm``), never baked into the image."""
     build_proxy_env: bool = False
     """Hand this process's ``http_proxy``/``https_proxy``/``no_proxy`` to RUN steps."""
+    sandbox_ca_bundle: FilePath | None = None
+    """The same for every new sandbox: written to its disk (``/etc/sietch/ca-bundle.pem``)
+    at create, with the variables above pointing at it in its environment."""
+    sandbox_proxy_env: bool = False
+    """Hand this process's proxy variables to every new sandbox's environment."""
 
     # -- API server (``sietch serve``) ---------------------------------------------
     host: str = "127.0.0.1"

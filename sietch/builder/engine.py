@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import os
 import re
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -39,6 +38,7 @@ from sietch.builder.layers import LayerCache
 from sietch.builder.steps import State, Step, chain_key, plan
 from sietch.config import MiB
 from sietch.core import images as user_images
+from sietch.core import trust
 from sietch.core.images import TOOLS_BUSYBOX
 from sietch.core.manager import Manager
 from sietch.core.models import DEFAULT_TENANT, ImageConfig, ImageRecord
@@ -54,11 +54,8 @@ BUILD_LABEL = "sietch.build"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._:-]{0,99}")
 _OUTPUT_KEPT = 8000
 
-_PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
 _CA_PATH = "/dev/shm/sietch-build-ca.pem"
 """In RAM (the agent mounts a tmpfs there): never in a layer."""
-_CA_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE",
-            "GIT_SSL_CAINFO", "NODE_EXTRA_CA_CERTS")  # fmt: skip
 
 Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
 
@@ -344,18 +341,10 @@ class Builder:
         """The CA bundle and proxy variables of the settings, for the RUN steps' env (they
         are not part of the cache keys, as Docker's proxy ARGs are not)."""
         settings = self.manager.settings
-        env = {}
-        if settings.build_proxy_env:
-            env = {k: v for k, v in os.environ.items() if k.lower() in _PROXY_VARS}
-        if settings.build_ca_bundle is not None:
-            bundle = await asyncio.to_thread(settings.build_ca_bundle.read_bytes)
-            async with self.manager.use(sandbox_id) as sb:  # the agent's writes skip /dev
-                script = f"cat > {_CA_PATH} && chmod 0644 {_CA_PATH}"
-                done = await sb.exec([TOOLS_BUSYBOX, "sh", "-c", script], stdin=bundle, user="root")
-            if done.exit_code != 0:
-                raise ImageBuildError(f"could not hand the CA bundle in: {done.stderr!r}")
-            env |= dict.fromkeys(_CA_VARS, _CA_PATH)
-        return env
+        async with self.manager.use(sandbox_id) as sb:
+            return await trust.hand_in(
+                sb, settings.build_ca_bundle, _CA_PATH, settings.build_proxy_env
+            )
 
     async def _commit(self, sandbox_id: str, key: str, parent: Path) -> Path:
         """Sync the guest, stop it, copy its disk overlay in as the layer ``key``."""

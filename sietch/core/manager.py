@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
-from sietch.core import desktop
+from sietch.core import desktop, trust
 from sietch.core import images as user_images
 from sietch.core.desktop import Desktops
 from sietch.core.hostmem import MemoryGuard
@@ -68,6 +68,8 @@ from sietch.vmm import accel, cgroups, jail, process
 from sietch.vmm.qemu import read_tail
 
 log = logging.getLogger(__name__)
+SANDBOX_CA = "/etc/sietch/ca-bundle.pem"
+"""Where ``SIETCH_SANDBOX_CA_BUNDLE`` goes on a new sandbox's disk."""
 
 
 class Manager:
@@ -298,6 +300,8 @@ class Manager:
         _, vcpus, memory, _ = self._resolve(spec)
         with self.quotas.admit(spec.tenant, Usage(1, vcpus, memory)):
             info = await self._create(spec)
+        if self.settings.sandbox_ca_bundle or self.settings.sandbox_proxy_env:
+            info = await self._trusting(info)
         if spec.resolution is None and spec.dpi is None:
             return info
         width, height = spec.resolution or (None, None)
@@ -308,6 +312,21 @@ class Manager:
                 await self.delete(info.id)
             raise
         return await self.get(info.id)
+
+    async def _trusting(self, info: SandboxInfo) -> SandboxInfo:
+        """Hand a new sandbox the configured CA bundle and proxy variables (its snapshots,
+        restores and forks keep them); deleted again if that fails."""
+        s = self.settings
+        try:
+            async with self.use(info.id) as sb:
+                env = await trust.hand_in(sb, s.sandbox_ca_bundle, SANDBOX_CA, s.sandbox_proxy_env)
+                sb.info.env = {**env, **sb.info.env}  # what the caller gave wins
+                self.store.put(sb.info)
+                return sb.info.model_copy()
+        except BaseException:
+            with contextlib.suppress(SietchError):
+                await self.delete(info.id)
+            raise
 
     async def _create(self, spec: SandboxSpec) -> SandboxInfo:
         image, vcpus, memory, disk = self._resolve(spec)

@@ -236,3 +236,30 @@ async def test_debian_slim_base_installs_from_a_local_apt_repository(
         assert r.stdout == b"hello from a local apt repository\n", r  # slim: no manual pages
     finally:
         await manager.delete(info.id)
+
+
+async def test_sandbox_ca_setting_lets_every_new_sandbox_trust_it(
+    manager: Manager, tls_site: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SIETCH_SANDBOX_CA_BUNDLE a new sandbox's curl trusts the test CA (without it,
+    a certificate error), and a command's own environment still wins."""
+    ca, url = tls_site
+    fetch = f"curl -sS {url}"
+    plain = await manager.create()
+    try:
+        refused = await manager.sandbox(plain.id).exec(fetch)
+        assert refused.exit_code != 0
+        assert b"certificate" in refused.stderr
+    finally:
+        await manager.delete(plain.id)
+    monkeypatch.setattr(
+        manager, "settings", manager.settings.model_copy(update={"sandbox_ca_bundle": ca})
+    )
+    info = await manager.create(env={"PIP_CERT": "/mine.pem"})
+    try:
+        sb = manager.sandbox(info.id)
+        assert (await sb.exec(fetch)).stdout == b"hello over tls\n"
+        assert info.env["SSL_CERT_FILE"] == "/etc/sietch/ca-bundle.pem"
+        assert info.env["PIP_CERT"] == "/mine.pem"
+    finally:
+        await manager.delete(info.id)
