@@ -216,7 +216,7 @@ def test_browser_links_of_a_sandbox_without_a_desktop(sb: Sandbox) -> None:
     assert sb.ide.revoke() == 1
     refused = httpx.get(url, timeout=30)
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
-    with pytest.raises(sietch.Conflict, match="image='desktop'"):
+    with pytest.raises(sietch.Conflict, match="the 'desktop' image"):
         sb.desktop.url()
     with pytest.raises(sietch.InvalidArgument, match="ttl"):
         sb.desktop.url(ttl=1)
