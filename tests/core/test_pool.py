@@ -11,8 +11,9 @@ from tests.conftest import SandboxFactory
 async def _pooled(manager: Manager, image: str = "default") -> set[str]:
     """Wait until the pool holds a ready sandbox of ``image``; return those pooled ids."""
     for _ in range(1200):
-        ready = manager.pool.ready()
-        ready = {i for i in ready if (await manager.get(i)).image == image}
+        # One may go between the two looks (the pool ends those of an older template).
+        infos = [manager.store.get(i) for i in manager.pool.ready()]
+        ready = {info.id for info in infos if info is not None and info.image == image}
         if ready:
             return ready
         await asyncio.sleep(0.1)
