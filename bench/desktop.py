@@ -22,14 +22,13 @@ import time
 from collections.abc import Awaitable
 
 import uvicorn
-from common import Target, free_port, median, new_state_dir, p95, reap, report
+from common import Target, admin_key, free_port, median, new_state_dir, p95, reap, report
 
 from sietch.client import AsyncClient, AsyncSandbox
 from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.images.store import ImageStore
 from sietch.server import create_app
-from sietch.server.auth import ApiKeys
 
 MiB = 1024 * 1024
 SPEC = {"memory_mib": 1024, "disk_mib": 4096}
@@ -115,9 +114,8 @@ async def main(runs: int, shots: int, idle: int) -> None:
     try:
         state.chmod(0o755)
         settings = Settings(state_dir=state, port=free_port())
-        keys = ApiKeys(settings.api_keys_path)
-        key = keys.add()
-        app = create_app(settings, api_keys=keys)
+        key = admin_key(state)
+        app = create_app(settings)
         config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
