@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import httpx2
+import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
@@ -325,7 +325,7 @@ async def test_mcp_screenshot_and_computer_tools(
     sb, _ = desk
     headers = {"Authorization": f"Bearer {api.key}"}
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=120) as http,
+        httpx.AsyncClient(headers=headers, timeout=120) as http,
         McpClient(streamable_http_client(f"{api.url}/mcp", http_client=http)) as mcp,
     ):
         shot = await mcp.call_tool("screenshot", {"sandbox_id": sb.id, "scale": 0.25})
