@@ -9,11 +9,20 @@ from tests.conftest import SandboxFactory
 
 
 async def _pooled(manager: Manager, image: str = "default") -> set[str]:
-    """Wait until the pool holds a ready sandbox of ``image``; return those pooled ids."""
+    """Wait until the pool holds a ready sandbox for a create of ``image`` with the default
+    sizes; return those pooled ids (the whole suite's pool also holds other sizes')."""
+    s = manager.settings
+    sizes = (s.default_vcpus, s.default_memory_mib, s.default_disk_mib)
     for _ in range(1200):
         # One may go between the two looks (the pool ends those of an older template).
         infos = [manager.store.get(i) for i in manager.pool.ready()]
-        ready = {info.id for info in infos if info is not None and info.image == image}
+        ready = {
+            info.id
+            for info in infos
+            if info is not None
+            and info.image == image
+            and (info.vcpus, info.memory_mib, info.disk_mib) == sizes
+        }
         if ready:
             return ready
         await asyncio.sleep(0.1)
