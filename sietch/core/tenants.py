@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from sietch._util import transaction
 from sietch.core.models import DEFAULT_TENANT
 from sietch.core.quotas import Quota
 from sietch.errors import Conflict, InvalidArgument, NotFound, describe_validation
@@ -149,15 +150,9 @@ class Tenants:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            self._version = None  # our own commits don't move data_version
+        with transaction(self._db, self._lock) as db:
+            yield db
+        self._version = None  # our own commits don't move data_version
 
     # -- what the server asks on every request -------------------------------------
 
