@@ -7,6 +7,7 @@ Cache layout (under ``<cache_dir>/images``; every name carries the hash of its r
     runtime/<hash>/            tools disk's python runtime (the slow mmdebstrap part)
     codeserver/<hash>/         code-server and its node, for the images that have it
     novnc/<hash>/              noVNC, which the server's desktop viewer serves (desktop images)
+    webui/<hash>/              the web console's npm packages (htmx, xterm.js, axe-core)
     rootfs-tree/<hash>/        a Debian rootfs' mmdebstrap tree, before its files and mkfs
     tools/<hash>.ext4
     rootfs/<name>-<hash>.ext4
@@ -29,6 +30,7 @@ from sietch.images import novnc as _novnc
 from sietch.images import rootfs as _rootfs
 from sietch.images import runtime as _runtime
 from sietch.images import tools as _tools
+from sietch.images import webui as _webui
 from sietch.images._cache import Cache
 from sietch.images.progress import Progress, no_progress
 
@@ -98,6 +100,7 @@ class ImageStore:
         ]
         if recipe.code_server:  # a desktop image: the server's viewer for it too
             steps.append(self._novnc)
+        steps.append(self._webui)  # the web console the server serves
         for done, step in enumerate(steps):
             step(_at_fraction(report, done / len(steps)))
         report(f"image {name}: ready", 1.0)
@@ -106,6 +109,10 @@ class ImageStore:
     def novnc(self) -> Path:
         """Where the noVNC library is (built with the desktop image; may not exist)."""
         return self._cache.path("novnc", _novnc.novnc_key())
+
+    def webui(self) -> Path:
+        """Where the web console's packages are (built with any image; may not exist)."""
+        return self._cache.path("webui", _webui.webui_key())
 
     def list(self) -> list[ImageInfo]:
         """Every built root image in the cache, current builds first within each name."""
@@ -131,7 +138,7 @@ class ImageStore:
         wanted = {Path(p).resolve() for p in keep} | self._current()
         removed = []
         kinds = (
-            *("kernel", "initramfs", "runtime", "codeserver", "novnc", "tools"),
+            *("kernel", "initramfs", "runtime", "codeserver", "novnc", "webui", "tools"),
             *("rootfs-tree", "rootfs"),
         )
         for kind in kinds:
@@ -179,6 +186,9 @@ class ImageStore:
     def _novnc(self, progress: Progress) -> Path:
         return self._cache.ensure(self.novnc(), lambda work: _novnc.build_novnc(work, progress))
 
+    def _webui(self, progress: Progress) -> Path:
+        return self._cache.ensure(self.webui(), lambda work: _webui.build_webui(work, progress))
+
     def _rootfs(self, name: str, progress: Progress) -> Path:
         recipe = _rootfs.recipe(name)
         final = self._cache.path("rootfs", f"{name}-{_rootfs.rootfs_key(recipe)}.ext4")
@@ -203,6 +213,7 @@ class ImageStore:
             self._cache.path("runtime", runtime_key),
             self._cache.path("codeserver", _codeserver.codeserver_key()),
             self.novnc(),
+            self.webui(),
             self._cache.path("tools", f"{tools_key}.ext4"),
         }
         for name, r in _rootfs.RECIPES.items():

@@ -14,7 +14,7 @@ from sietch import __version__
 from sietch.config import Settings, get_settings
 from sietch.core.manager import Manager
 from sietch.core.tenants import Tenants
-from sietch.server import arrakis, e2b, handlers
+from sietch.server import arrakis, console, e2b, handlers
 from sietch.server.deps import require_admin, require_api_key, require_manager
 from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
@@ -106,6 +106,7 @@ def create_app(
         metrics_router, dependencies=[Depends(require_api_key), Depends(require_admin)]
     )
     app.include_router(static_router)  # noVNC and the desktop viewer's script: public files
+    app.include_router(console.router)  # the web console at /ui (its own sign-in)
     # Arrakis' API, so py-arrakis works with a URL change (auth: sietch.server.arrakis.access).
     app.include_router(arrakis.public_router)
     app.include_router(arrakis.router)

@@ -27,10 +27,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Literal
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import HTTPConnection
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 
 from sietch.errors import AuthenticationError, InvalidArgument, PermissionDenied
 
@@ -70,6 +71,9 @@ class Grant:
     expires_at: float
     """Seconds since the epoch."""
     revoked: bool = False
+    subject: str = ""
+    """Whose session it is, when not a sandbox's: the console keeps its API key's digest
+    here, so that revoking the key ends the login."""
 
 
 @dataclass
@@ -81,7 +85,13 @@ class BrowserTokens:
     """Token digest -> grant."""
 
     def issue(
-        self, sandbox_id: str, purpose: str, *, ttl_s: float, view_only: bool = False
+        self,
+        sandbox_id: str,
+        purpose: str,
+        *,
+        ttl_s: float,
+        view_only: bool = False,
+        subject: str = "",
     ) -> tuple[str, Grant]:
         """A new token and its grant, valid for ``ttl_s`` seconds from now."""
         self._forget_ended()
@@ -92,6 +102,7 @@ class BrowserTokens:
             purpose=purpose,
             view_only=view_only,
             expires_at=self.clock() + ttl_s,
+            subject=subject,
         )
         self._grants[_digest(token)] = grant
         return token, grant
@@ -128,6 +139,12 @@ class BrowserTokens:
                 self._grants[digest] = replace(grant, revoked=True)
         return count
 
+    def revoke_token(self, token: str) -> None:
+        """End one grant (a sign-out)."""
+        digest = _digest(token)
+        if (grant := self._grants.get(digest)) is not None:
+            self._grants[digest] = replace(grant, revoked=True)
+
     def _forget_ended(self) -> None:
         horizon = self.clock() - _KEEP_ENDED_S
         for digest, grant in list(self._grants.items()):
@@ -148,6 +165,8 @@ class BrowserGate:
     tokens: BrowserTokens
     purpose: str
     prefix: Callable[[str], str]
+    samesite: Literal["lax", "strict"] = "lax"
+    """``strict`` for a gate whose cookie is set by a form post, not a link's visit."""
 
     @property
     def cookie(self) -> str:
@@ -179,16 +198,20 @@ class BrowserGate:
         query = _without_token(conn.url.query)
         clean = conn.url.path + (f"?{query}" if query else "")
         answer = RedirectResponse(clean, status_code=303, headers={"Cache-Control": "no-store"})
+        self.set_cookie(answer, conn, token, grant)
+        return answer
+
+    def set_cookie(self, answer: Response, conn: HTTPConnection, token: str, grant: Grant) -> None:
+        """Put ``token`` in this gate's httpOnly cookie, for as long as its grant lasts."""
         answer.set_cookie(
             self.cookie,
             token,
             max_age=max(1, int(grant.expires_at - self.tokens.clock())),
-            path=self.prefix(sandbox_id),
+            path=self.prefix(grant.sandbox_id),
             secure=conn.url.scheme in ("https", "wss"),
             httponly=True,
-            samesite="lax",
+            samesite=self.samesite,
         )
-        return answer
 
     def session(self, conn: HTTPConnection, sandbox_id: str) -> Grant:
         """The grant of the connection's cookie; refuses a WebSocket opened by another site."""
