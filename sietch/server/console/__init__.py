@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sietch.server.console import assets, auth_routes, sandboxes
+from sietch.server.console import assets, auth_routes, sandbox, sandboxes, snapshots
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-for _module in (assets, auth_routes, sandboxes):
+for _module in (assets, auth_routes, sandboxes, sandbox, snapshots):
     router.include_router(_module.router)
+router.include_router(sandbox.ws_router)
 
 __all__ = ["router"]

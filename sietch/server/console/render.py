@@ -19,14 +19,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from sietch.errors import SietchError, ValidationFailed, describe_validation
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
 
 SCRIPT_HEADER = "x-console"
 """Sent by the console's own scripts (fetch): they show an error's text themselves."""
@@ -96,10 +96,12 @@ class SignInFirst(Exception):
         self.location = location
 
 
-def validated(model: Callable[..., _T], data: Mapping[str, Any]) -> _T:
-    """``model(**data)``, its validation errors as :class:`ValidationFailed` (a message)."""
+def validated(model: type[_M], data: Mapping[str, Any]) -> _M:
+    """``data`` as a ``model`` (a request shape of the API), its validation errors as
+    :class:`ValidationFailed`: a message for the page. Not strict, as the API's JSON is:
+    a form's fields are all text (``"2"`` for 2)."""
     try:
-        return model(**data)
+        return model.model_validate(data, strict=False)
     except ValidationError as exc:
         raise ValidationFailed(describe_validation(exc.errors())) from None
 

@@ -19,7 +19,7 @@ from sietch.server.console.render import ConsoleRoute, back, page, validated
 from sietch.server.console.session import LoginDep
 from sietch.server.deps import ManagerDep, MetricsDep, StateDep
 from sietch.server.routes import lifecycle, sandboxes, snapshots
-from sietch.server.schemas import NetworkSet, SandboxCreate, SandboxPublic
+from sietch.server.schemas import SandboxCreate, SandboxPublic
 
 router = APIRouter(route_class=ConsoleRoute)
 Ids = Annotated[list[str], Form(default_factory=list)]
@@ -106,11 +106,9 @@ async def create(
         key: fields[key] for key in ("image", "vcpus", "memory_mib", "timeout_s") if key in fields
     }
     body["labels"] = sandboxes.parse_labels(split_labels(fields.get("labels", "")))
-    body["network"] = validated(
-        NetworkSet,
-        {"internet": fields.get("internet") == "on", "allow": fields.get("allow", "").split()},
-    )
-    spec = validated(SandboxCreate.model_validate, body)
+    allow = fields.get("allow", "").replace(",", " ").split()
+    body["network"] = {"internet": fields.get("internet") == "on", "allow": allow}
+    spec = validated(SandboxCreate, body)
     info = await sandboxes.create_sandbox(spec, manager, state, metrics, caller)
     return RedirectResponse(f"/ui/?notice=created+{info.id}", status_code=303)
 

@@ -45,8 +45,9 @@ static_router = APIRouter(prefix="/static", include_in_schema=False)
 _ASSETS = resources.files("sietch.server").joinpath("assets")
 _CSP = (
     "default-src 'self'; connect-src 'self'; img-src 'self' data: blob:; "
-    "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+    "style-src 'self' 'unsafe-inline'; frame-ancestors 'self'; base-uri 'none'"
 )
+"""Framed only by this server's own pages (the web console's desktop tab)."""
 
 
 def viewer_prefix(sandbox_id: str) -> str:
@@ -136,7 +137,7 @@ async def viewer_page(
         headers={
             "Cache-Control": "no-store",
             "Content-Security-Policy": _CSP,
-            "X-Frame-Options": "DENY",
+            "X-Frame-Options": "SAMEORIGIN",
         },
     )
 
