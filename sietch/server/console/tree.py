@@ -15,6 +15,8 @@ ROW = 48
 """Pixels per row, in the drawing and in the table beside it."""
 INDENT = 36
 PAD = 18
+SANDBOX_W = 130
+"""Room for one restored sandbox's id."""
 
 
 @dataclass
@@ -59,6 +61,12 @@ class Tree:
     def sandbox_x(self) -> int:
         """Where the restored sandboxes' column starts."""
         return PAD + max((n.depth for n in self.nodes), default=0) * INDENT + 300
+
+    @property
+    def width(self) -> int:
+        most = max((len(n.restored) for n in self.nodes), default=0)
+        return self.sandbox_x + max(1, most) * SANDBOX_W
+
 
 
 def layout(snapshots: Sequence[SnapshotPublic], sandboxes: Sequence[SandboxPublic]) -> Tree:
