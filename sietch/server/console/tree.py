@@ -68,7 +68,6 @@ class Tree:
         return self.sandbox_x + max(1, most) * SANDBOX_W
 
 
-
 def layout(snapshots: Sequence[SnapshotPublic], sandboxes: Sequence[SandboxPublic]) -> Tree:
     """Rows in depth-first order (oldest child first), with the parent edges."""
     ids = {s.id for s in snapshots}
