@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from sietch.images import desktop
-from tests.console.conftest import Console, create
+from tests.console.conftest import Console
 from tests.desktop.conftest import SPEC
 from tests.desktop.test_viewer import COLOUR, READY_S, Desktop, window_centre
 
@@ -28,7 +28,10 @@ def test_the_desktop_tab_shows_the_guest_screen(
 ) -> None:
     """A window of a known colour on a desktop sandbox's screen is that colour at the same
     spot of the embedded viewer's canvas; the page links to the sandbox's IDE."""
-    sandbox = Desktop(api, create(api, cleanup, **SPEC), console.server.url)
+    made = api.post("/sandboxes", json=SPEC, timeout=READY_S)  # a cold boot: minutes
+    assert made.status_code == 201, made.text
+    cleanup.append(made.json()["id"])
+    sandbox = Desktop(api, made.json()["id"], console.server.url)
     sandbox.wait_for(f"xdpyinfo -display {desktop.DISPLAY}")
     colour = "#{:02x}{:02x}{:02x}".format(*COLOUR)
     resources = [f"*{part}: {colour}" for part in ("background", "foreground", "borderColor")]

@@ -9,7 +9,9 @@ tenant (``LoginDep`` comes first in every signature: it runs before
 
 from __future__ import annotations
 
+from html import escape
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request, WebSocket
 from fastapi.responses import StreamingResponse
@@ -73,7 +75,8 @@ async def metrics(sandbox_id: str, caller: LoginDep, manager: ManagerDep) -> Res
     try:
         report = await manager.metrics(sandbox_id)
     except SietchError as exc:  # not live: say so where the charts would be
-        return Response(f'<p class="hint">No metrics: {exc.message}</p>', media_type="text/html")
+        message = escape(exc.message)
+        return Response(f'<p class="hint">No metrics: {message}</p>', media_type="text/html")
     return Response(charts(report), media_type="text/html")
 
 
@@ -225,8 +228,8 @@ async def download(caller: LoginDep, path: GuestPathDep, sandbox: SandboxDep) ->
     """The file's bytes, as ``GET /api/v1/sandboxes/{id}/files``, saved under its name."""
     del caller
     answer = await files.read_file(path, sandbox)
-    name = path.rpartition("/")[2].replace('"', "")
-    answer.headers["content-disposition"] = f'attachment; filename="{name}"'
+    name = quote(path.rpartition("/")[2])
+    answer.headers["content-disposition"] = f"attachment; filename*=UTF-8''{name}"
     return answer
 
 
