@@ -63,6 +63,7 @@ class Console:
 def console(browser: Browser, api_server: ApiServer) -> Iterator[Console]:
     """A fresh context (no cookies) at 1280x800 whose non-loopback requests are aborted."""
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    context.set_default_timeout(60_000)  # a loaded machine: pages that start VMs take time
     found = Console(api_server, context, context.new_page())
 
     def guard(route: Route) -> None:

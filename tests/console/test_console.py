@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.console.conftest import CREATE_S, Console, create
+from tests.console.conftest import CREATE_S, VIEWPORT, Console, create
 
 pytestmark = pytest.mark.timeout(900)
 CREATED_MS = CREATE_S * 1000
@@ -40,7 +40,7 @@ def test_create_use_and_delete_a_sandbox(
     console.shot("sign-in")
     console.sign_in()
     page.get_by_label("Labels").fill("test=create-use-delete")
-    page.get_by_role("button", name="Create", exact=True).click()
+    page.get_by_role("button", name="Create", exact=True).click(timeout=CREATED_MS)
     sandbox_id = new_row(page, "test=create-use-delete")
     cleanup.append(sandbox_id)
     expect(page.locator(f"tr[data-sandbox={sandbox_id}]")).to_have_attribute(
@@ -58,6 +58,13 @@ def test_create_use_and_delete_a_sandbox(
     page.keyboard.type("echo hi-$((6*7))\n")
     expect(page.locator("#terminal .xterm-rows")).to_contain_text("hi-42", timeout=60_000)
     console.shot("terminal")
+    before = page.locator("#terminal").get_attribute("data-size")
+    page.set_viewport_size({"width": 900, "height": 700})  # the PTY follows the window
+    expect(page.locator("#terminal")).not_to_have_attribute("data-size", before or "")
+    size = page.locator("#terminal").get_attribute("data-size")
+    page.keyboard.type("stty size\n")
+    expect(page.locator("#terminal .xterm-rows")).to_contain_text(f"{size}", timeout=60_000)
+    page.set_viewport_size(VIEWPORT)
 
     page.get_by_role("link", name="Files").click()
     page.wait_for_url(re.compile("/files$"))

@@ -9,6 +9,7 @@
   term.loadAddon(fit);
   term.open(box);
   fit.fit();
+  box.dataset.size = `${term.rows} ${term.cols}`;
   const url = new URL(box.dataset.socket, location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(url);
@@ -46,6 +47,7 @@
   });
   term.onResize(({ cols, rows }) => {
     if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "resize", cols, rows }));
+    box.dataset.size = `${rows} ${cols}`; // as `stty size` says it
   });
   window.addEventListener("resize", () => fit.fit());
 })();
