@@ -55,6 +55,7 @@ def test_the_overview_drives_the_sandbox(
     allow.fill("example.org 203.0.113.0/24")
     page.get_by_role("button", name="Save policy").click()
     expect(page.get_by_role("status")).to_contain_text("network policy changed")
+    console.shot("overview")
     policy = api.get(f"/sandboxes/{sandbox_id}").json()["network"]
     assert policy == {"internet": False, "allow": ["example.org", "203.0.113.0/24"]}
 
@@ -68,3 +69,4 @@ def test_the_overview_drives_the_sandbox(
 
     page.get_by_role("link", name="Console log").click()
     expect(page.locator("#log")).to_contain_text("sietch-agent")
+    console.shot("console-log")
