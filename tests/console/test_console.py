@@ -168,3 +168,30 @@ def test_main_pages_have_no_serious_accessibility_issue(
         "document.body.append(Object.assign(document.createElement('img'), {src: 'data:,'}))"
     )
     assert any(issue.startswith("image-alt") for issue in axe_issues(console.page))
+
+
+def test_filter_and_bulk_delete(console: Console, api: httpx.Client, cleanup: list[str]) -> None:
+    """The list filters by label and by state; two rows selected are deleted at once
+    after one confirmation, and the third sandbox stays."""
+    doomed = [create(api, cleanup, labels={"test": "bulk"}) for _ in range(2)]
+    kept = create(api, cleanup, labels={"test": "kept"})
+    assert api.post(f"/sandboxes/{kept}/pause").status_code == 200
+    console.sign_in()
+    page = console.page
+    page.get_by_label("Label", exact=True).fill("test=bulk")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("tr[data-sandbox]")).to_have_count(2)
+    page.get_by_label("Label", exact=True).fill("")
+    page.get_by_label("State").select_option("paused")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator(f"tr[data-sandbox={kept}]")).to_have_count(1)
+    expect(page.locator("tr[data-sandbox]")).to_have_count(1)
+
+    page.goto(console.url + "?label=test%3Dbulk")
+    for sandbox_id in doomed:
+        page.get_by_label(f"Select {sandbox_id}").check()
+    page.get_by_role("button", name="Delete selected…").click()
+    expect(page.get_by_text("these 2 sandboxes")).to_be_visible()
+    page.get_by_role("button", name="Delete", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("deleted 2")
+    assert [api.get(f"/sandboxes/{i}").status_code for i in [*doomed, kept]] == [404, 404, 200]
