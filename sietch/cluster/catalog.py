@@ -66,11 +66,14 @@ class NodeRecord:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a sandbox is: its node, owner and the record its node last reported."""
+    """Where a sandbox is: its node (and how to reach it), its owner, and the record its
+    node last reported."""
 
     node: str
     tenant: str
     record: dict[str, Any]
+    url: str
+    reachable: bool
 
 
 _CAPACITY = (
@@ -237,7 +240,26 @@ class Catalog:
             )
 
     def locate(self, sandbox_id: str) -> Placement | None:
-        rows = self.rows("SELECT node, tenant, record FROM sandboxes WHERE id = %s", (sandbox_id,))
+        """Where the sandbox is (one query: what a gateway asks on every request)."""
+        return self._placement("s.id = %s", sandbox_id)
+
+    def find_labelled(self, key: str, value: str, tenant: str | None) -> Placement | None:
+        """The sandbox of ``tenant`` (None: any) carrying label ``key=value``."""
+        return self._placement(
+            "s.record -> 'labels' ->> %s = %s AND (%s::text IS NULL OR s.tenant = %s)",
+            key,
+            value,
+            tenant,
+            tenant,
+        )
+
+    def _placement(self, where: str, *args: Any) -> Placement | None:
+        rows = self.rows(
+            "SELECT s.node, s.tenant, s.record, n.url, n.state = 'up' AND n.last_heartbeat > "
+            f"now() - %s * interval '1s' FROM sandboxes s JOIN nodes n ON n.name = s.node "
+            f"WHERE {where} LIMIT 1",
+            (self.node_timeout_s, *args),
+        )
         return Placement(*rows[0]) if rows else None
 
     def snapshot_holders(self, snapshot_id: str) -> list[tuple[str, str]]:

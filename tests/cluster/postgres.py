@@ -46,7 +46,10 @@ def _runner() -> list[str]:
 class Postgres:
     """One throwaway cluster: ``url(db)`` for a database; :meth:`database` makes one."""
 
-    def __init__(self) -> None:
+    def __init__(self, listen: tuple[str, ...] = (), clients: tuple[str, ...] = ()) -> None:
+        """``listen``: addresses besides loopback; ``clients``: the subnets they let in."""
+        self.listen = ("127.0.0.1", *listen)
+        self.clients = clients
         self.dir = short_tmpdir("pg")
         self.port = free_port()
         self.data = self.dir / "data"
@@ -72,6 +75,8 @@ class Postgres:
             check=True,
             capture_output=True,
         )
+        with open(self.data / "pg_hba.conf", "a") as hba:
+            hba.writelines(f"host all all {subnet} trust\n" for subnet in self.clients)
         subprocess.run(
             [
                 *runner,
@@ -82,8 +87,8 @@ class Postgres:
                 str(self.dir / "log"),
                 "-w",
                 "-o",
-                f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c max_connections=200",
+                f"-p {self.port} -k {self.dir} -c listen_addresses={','.join(self.listen)} "
+                "-c fsync=off -c max_connections=200",
                 "start",
             ],
             check=True,
@@ -98,17 +103,17 @@ class Postgres:
         )
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def url(self, db: str = "postgres") -> str:
-        return f"postgresql://sietch@127.0.0.1:{self.port}/{db}"
+    def url(self, db: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql://sietch@{host}:{self.port}/{db}"
 
     @contextmanager
     def database(self) -> Iterator[str]:
-        """A new empty database for one test; dropped after it. Yields its URL."""
+        """A new empty database for one test; dropped after it. Yields its name."""
         name = "t_" + secrets.token_hex(4)
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         try:
-            yield self.url(name)
+            yield name
         finally:
             with psycopg.connect(self.url(), autocommit=True) as conn:
                 conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
