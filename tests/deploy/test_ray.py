@@ -88,6 +88,16 @@ class Deployed:
     restart: Callable[[], sietch.ray.SietchOnRay]
     """:func:`sietch.ray.start` again, as the fixture first called it."""
 
+    def placed_on(self, sandbox_id: str) -> str:
+        """The node the catalog says holds the sandbox."""
+        placement = self.catalog.locate(sandbox_id)
+        assert placement is not None
+        return placement.node
+
+    def delete(self, sandbox_id: str) -> None:
+        with Client(self.sietch.gateway_url, self.api_key) as client:
+            Sandbox.connect(sandbox_id, client=client).kill()
+
     def server_pids(self, node_id: str) -> tuple[int, int]:
         """(reaper, server) of the node server actor on Ray node ``node_id``."""
         actor = ray.get_actor(actor_name(node_id), namespace=NAMESPACE)
@@ -162,7 +172,7 @@ def test_a_node_server_per_ray_node(deployed: Deployed) -> None:
 
 
 @ray.remote(num_cpus=0)
-def make_sandbox(api_key: str) -> tuple[str, str, str]:
+def make_sandbox(api_key: str) -> tuple[str, str | None, str]:
     """A trainer's task: a sandbox through sietch.ray's SDK; (its id, this node, its output)."""
     with sietch.ray.Sandboxes(api_key) as sandboxes:
         sb = sandboxes.create("minimal", memory_mib=256, keep=True)
@@ -173,20 +183,18 @@ def test_tasks_get_sandboxes_on_their_own_node(deployed: Deployed) -> None:
     """A task on each Ray node creates a sandbox and gets one on its own node (the
     catalog says where it is), which runs commands."""
     node_ids = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-    tasks = [
-        make_sandbox.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)
-        ).remote(deployed.api_key)
-        for node_id in node_ids
-    ]
+    tasks = [on_node(node_id, deployed.api_key) for node_id in node_ids]
     for node_id, (sandbox_id, node, output) in zip(node_ids, ray.get(tasks), strict=True):
         assert node == sietch.ray.node_name(node_id)
-        placement = deployed.catalog.locate(sandbox_id)
-        assert placement is not None
-        assert placement.node == node
+        assert deployed.placed_on(sandbox_id) == node
         assert output.startswith("from ")
-        with Client(deployed.sietch.gateway_url, deployed.api_key) as client:
-            Sandbox.connect(sandbox_id, client=client).kill()
+        deployed.delete(sandbox_id)
+
+
+def on_node(node_id: str, api_key: str) -> Any:
+    """:func:`make_sandbox` run on Ray node ``node_id``."""
+    strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    return make_sandbox.options(scheduling_strategy=strategy).remote(api_key)
 
 
 def test_a_dead_server_is_restarted_with_its_actor(deployed: Deployed) -> None:
@@ -220,13 +228,18 @@ def assert_gone(*pids: int) -> None:
 
 
 def test_servers_end_with_their_actor(deployed: Deployed) -> None:
-    """Killing a node's actor for good ends its reaper and server; start() again puts a
-    new server on that Ray node, and only there."""
+    """Killing a node's actor for good ends its reaper and server; a task on that Ray node
+    then gets a sandbox on another; start() again puts a new server on that Ray node."""
     node_id = worker_nodes()[-1]
     name = sietch.ray.node_name(node_id)
     reaper, server = deployed.server_pids(node_id)
     ray.kill(ray.get_actor(actor_name(node_id), namespace=NAMESPACE), no_restart=True)
     until(lambda: assert_gone(reaper, server))
+    # A task on that Ray node now gets a sandbox elsewhere.
+    sandbox_id, preferred, _ = ray.get(on_node(node_id, deployed.api_key))
+    assert preferred is None
+    assert deployed.placed_on(sandbox_id) != name
+    deployed.delete(sandbox_id)
     deployed.sietch = deployed.restart()
     new_reaper, new_server = deployed.server_pids(node_id)
     assert new_reaper != reaper
