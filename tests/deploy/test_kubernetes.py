@@ -16,8 +16,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import typer
 import yaml
 
+from sietch.cli.main import app
 from sietch.config import Settings
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
@@ -93,6 +95,7 @@ def test_there_are_manifests_for_every_part() -> None:
         ("Service", "sietch-catalog"),
         ("Secret", "sietch-cluster"),
         ("ConfigMap", "sietch-start"),
+        ("NetworkPolicy", "sietch-node-internal"),
     } <= kinds
     assert by_name("Deployment")["sietch-gateway"]["spec"]["replicas"] >= 2
 
@@ -152,22 +155,53 @@ def test_catalog_url_uses_the_catalog_password() -> None:
     )
 
 
+def selected(labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The pod templates whose labels include ``labels``."""
+    return [
+        obj["spec"]["template"]
+        for obj in OBJECTS
+        if obj["kind"] in WORKLOADS
+        and labels.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
+    ]
+
+
+def port_names(pods: dict[str, Any]) -> set[str]:
+    return {p["name"] for c in pods["spec"]["containers"] for p in c.get("ports", [])}
+
+
 def test_services_select_pods_on_named_ports() -> None:
     """Each Service selects the pods of one workload, and its target port is one of theirs."""
     for service in objects("Service"):
-        selector = service["spec"]["selector"]
-        [pods] = [
-            obj["spec"]["template"]
-            for obj in OBJECTS
-            if obj["kind"] in WORKLOADS
-            and selector.items() <= obj["spec"]["template"]["metadata"]["labels"].items()
-        ]
-        ports = {p["name"] for c in pods["spec"]["containers"] for p in c.get("ports", [])}
+        [pods] = selected(service["spec"]["selector"])
         for port in service["spec"]["ports"]:
-            assert port["targetPort"] in ports, service["metadata"]["name"]
+            assert port["targetPort"] in port_names(pods), service["metadata"]["name"]
+
+
+def test_network_policies_name_real_pods_and_ports() -> None:
+    """Each NetworkPolicy guards one workload's named port and lets in pods that exist."""
+    policies = objects("NetworkPolicy")
+    assert policies
+    for policy in policies:
+        [pods] = selected(policy["spec"]["podSelector"]["matchLabels"])
+        for rule in policy["spec"]["ingress"]:
+            for peer in rule["from"]:
+                assert len(selected(peer["podSelector"]["matchLabels"])) == 1
+            for port in rule["ports"]:
+                assert port["port"] in port_names(pods), policy["metadata"]["name"]
+
+
+START_SCRIPT = by_name("ConfigMap")["sietch-start"]["data"]["start.sh"]
 
 
 def test_start_script_is_valid_shell() -> None:
     """The ConfigMap's start script parses as POSIX shell (the stock image's /bin/sh)."""
-    script = by_name("ConfigMap")["sietch-start"]["data"]["start.sh"]
-    subprocess.run(["sh", "-n"], input=script, text=True, check=True)
+    subprocess.run(["sh", "-n"], input=START_SCRIPT, text=True, check=True)
+
+
+def test_start_script_runs_real_serve_options() -> None:
+    """The ``sietch serve`` options the start script runs each role with exist."""
+    serve = typer.main.get_command(app).commands["serve"]
+    options = {opt for param in serve.params for opt in param.opts}
+    used = re.findall(r"sietch serve (--[a-z-]+)", START_SCRIPT)
+    assert sorted(used) == ["--gateway", "--node"]
+    assert set(used) <= options
