@@ -199,9 +199,12 @@ def on_node(node_id: str, api_key: str) -> Any:
 
 def test_a_dead_server_is_restarted_with_its_actor(deployed: Deployed) -> None:
     """SIGKILL of a node's server: Ray restarts its actor, which starts a new server on
-    the same Ray node; the node is registered and reachable again."""
+    the same Ray node; the node is registered and reachable again, and the sandbox it
+    held still runs, through the gateway."""
     node_id = worker_nodes()[0]
     name = sietch.ray.node_name(node_id)
+    sandbox_id, _, _ = ray.get(on_node(node_id, deployed.api_key))
+    assert deployed.placed_on(sandbox_id) == name
     reaper, server = deployed.server_pids(node_id)
     os.kill(server, signal.SIGKILL)
     until(lambda: assert_gone(reaper, server))
@@ -211,8 +214,11 @@ def test_a_dead_server_is_restarted_with_its_actor(deployed: Deployed) -> None:
     actor = ray.get_actor(actor_name(node_id), namespace=NAMESPACE)
     url = ray.get(actor.ready.remote(WAIT_S))
     assert httpx.get(url + "/api/v1/health", timeout=10).status_code == 200
-    record = until(lambda: _reachable(deployed.catalog, name, url))
-    assert record.url == url
+    until(lambda: _reachable(deployed.catalog, name, url))
+    with Client(deployed.sietch.gateway_url, deployed.api_key) as client:
+        sb = Sandbox.connect(sandbox_id, client=client)
+        assert sb.exec("echo still here").stdout == "still here\n"
+    deployed.delete(sandbox_id)
 
 
 def _reachable(catalog: Catalog, name: str, url: str) -> Any:
