@@ -67,8 +67,9 @@ class ServerProcess:
         self.role = role
         host = ray.util.get_node_ip_address()
         self.port = port or free_port(host)
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
         server_env = {**os.environ, **env, "SIETCH_HOST": host}
+        scheme = "https" if server_env.get("SIETCH_TLS_CERT") else "http"
+        self.url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
         if state_dir is not None:
             server_env["SIETCH_STATE_DIR"] = state_dir
         if role == "node":

@@ -253,6 +253,16 @@ def test_servers_end_with_their_actor(deployed: Deployed) -> None:
     until(lambda: _reachable(deployed.catalog, name, deployed.sietch.nodes[name]))
 
 
+def test_public_surface_is_explicit() -> None:
+    """sietch.ray exports exactly its public names (``__all__``)."""
+    public = {
+        name
+        for name, value in vars(sietch.ray).items()
+        if not name.startswith("_") and not isinstance(value, type(sys))
+    }
+    assert public == set(sietch.ray.__all__)
+
+
 OWNER = """
 import subprocess, sys, time
 reaper = subprocess.Popen(
