@@ -41,15 +41,17 @@ def network_namespace(name: str) -> Iterator[None]:
 
 @contextmanager
 def ray_cluster(net: ClusterNet, temp_dir: Path) -> Iterator[Cluster]:
-    """The head and two Ray nodes, one CPU each, with this process as the driver."""
-    os.environ.update(RAY_ENV)
+    """The head and two Ray nodes, one CPU each, with this process as the driver; Ray's
+    files (sessions, logs, its current-cluster file) under ``temp_dir``."""
+    (temp_dir / "ray").mkdir()
+    saved = {name: os.environ.get(name) for name in (*RAY_ENV, "RAY_TMPDIR")}
+    os.environ.update({**RAY_ENV, "RAY_TMPDIR": str(temp_dir)})
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
             "num_cpus": 1,
             "node_ip_address": net.host_address,
             "include_dashboard": False,
-            "temp_dir": str(temp_dir),
         },
     )
     try:
@@ -63,3 +65,8 @@ def ray_cluster(net: ClusterNet, temp_dir: Path) -> Iterator[Cluster]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -6,6 +6,7 @@ sandboxes on their own Ray node; the servers restart with their actors and end w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -120,9 +121,14 @@ def deployed(
     state dir gone after the module."""
     state_root = short_tmpdir("sry")
     state_root.chmod(0o755)  # QEMU runs as an unprivileged user: it must reach its files
-    with deploy_postgres.database() as db:
+    with deploy_postgres.database() as db, contextlib.ExitStack() as cleanup:
         url = deploy_postgres.url(db, deploy_net.host_address)
         catalog = Catalog(url)
+        # Undone last to first, each whatever the one before it raised.
+        cleanup.callback(shutil.rmtree, state_root, ignore_errors=True)
+        cleanup.callback(catalog.close)
+        cleanup.callback(_reap_all, state_root)
+        cleanup.callback(sietch.ray.stop)
         api_key = ClusterTenants(catalog).create_key("default", "ray-tests", admin=True)[1]
 
         def start() -> sietch.ray.SietchOnRay:
@@ -136,17 +142,19 @@ def deployed(
             )
 
         deployed = Deployed(start(), catalog, api_key, start)
-        try:
-            yield deployed
-        finally:
-            with Client(deployed.sietch.gateway_url, api_key) as client:
-                for info in Sandbox.list(client=client):
-                    Sandbox.connect(info.id, client=client).kill()
-            sietch.ray.stop()
-            for state_dir in [d for d in state_root.iterdir() if d.is_dir()]:
-                asyncio.run(_reap(state_dir))
-            catalog.close()
-            shutil.rmtree(state_root, ignore_errors=True)
+        cleanup.callback(_delete_all, deployed)
+        yield deployed
+
+
+def _delete_all(deployed: Deployed) -> None:
+    with Client(deployed.sietch.gateway_url, deployed.api_key) as client:
+        for info in Sandbox.list(client=client):
+            Sandbox.connect(info.id, client=client).kill()
+
+
+def _reap_all(state_root: Path) -> None:
+    for state_dir in [d for d in state_root.iterdir() if d.is_dir()]:
+        asyncio.run(_reap(state_dir))
 
 
 async def _reap(state_dir: Path) -> None:
