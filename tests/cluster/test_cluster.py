@@ -28,9 +28,10 @@ from sietch.core.tenants import Caller
 from tests.cluster.harness import SECRET, Cluster, cluster
 from tests.cluster.network import ClusterNet
 from tests.cluster.postgres import Postgres
+from tests.server.harness import wait_listening
 
 SMALL = {"memory_mib": 256}
-CAPACITY = {"node-1": 6, "node-2": 12, "node-3": 12}
+CAPACITY = {"node-1": 8, "node-2": 14, "node-3": 14}
 """Sandbox slots per node (SIETCH_MAX_SANDBOXES): node-1 is the small one."""
 
 
@@ -103,6 +104,8 @@ def test_every_operation_works_through_either_gateway(sietch_cluster: Cluster) -
         term.send("echo $((6*7))\nexit\n")
         assert b"42" in b"".join(term)
         sb.expose(8000)
+        with c.client(1) as http:
+            wait_listening(http, made.id, 8000)
         headers = {"Authorization": f"Bearer {c.admin_key}"}
         for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.3), reraise=True):
             with attempt:
