@@ -1,5 +1,6 @@
 """Membership: a node registers itself in the catalog, heartbeats its capacity and reports
-what it holds; gateways mark the nodes that fell silent unreachable.
+what it holds; gateways mark the nodes that fell silent unreachable
+(:meth:`sietch.cluster.catalog.Catalog.mark_unreachable`).
 
 A node's report is a diff: after every change a request made (create, delete, fork,
 pause, ...: :meth:`NodeAgent.sync`) and at every heartbeat (timeouts, crashes), it
@@ -11,7 +12,6 @@ writes follow the lifecycle, not the clock. At start it writes everything it hol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -134,16 +134,6 @@ class NodeAgent:
                     await self.sync()
             except SietchError as exc:
                 log.warning("heartbeat of node %s failed: %s", self.name, exc)
-
-
-async def watch_nodes(catalog: Catalog, interval_s: float) -> None:
-    """A gateway's task: mark the nodes whose heartbeats stopped unreachable (their
-    sandboxes are then ``lost``), logging each once."""
-    while True:
-        with contextlib.suppress(SietchError):
-            for name in await asyncio.to_thread(catalog.mark_unreachable):
-                log.warning("node %s missed its heartbeats: unreachable", name)
-        await asyncio.sleep(interval_s)
 
 
 def json_of(record: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -34,8 +35,7 @@ from websockets.asyncio.client import ClientConnection
 
 from sietch import __version__
 from sietch.cluster import placement
-from sietch.cluster.catalog import Catalog, NodeRecord, Placement
-from sietch.cluster.membership import watch_nodes
+from sietch.cluster.catalog import Catalog, NodeRecord
 from sietch.cluster.tenants import ClusterTenants
 from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
 from sietch.config import Settings
@@ -76,6 +76,7 @@ _WS_NOT_FORWARDED = _NOT_FORWARDED | {
 }
 _RESPONSE_NOT_FORWARDED = frozenset(h.decode() for h in HOP_BY_HOP)
 CONNECT_TIMEOUT_S = 3.0
+_PLACEMENTS = 100_000
 
 
 def api_key(conn: HTTPConnection) -> str | None:
@@ -104,6 +105,11 @@ class Gateway:
         self.secret = settings.cluster_secret.get_secret_value()
         self.quotas = QuotaGate(tenants.quota, self.catalog.usage)
         self._http: httpx.AsyncClient | None = None
+        self._placements: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        """Sandbox id -> (node, tenant), which never change while the sandbox exists (a
+        deleted one's node answers 404 itself): one catalog read less per request."""
+        self._nodes: dict[str, NodeRecord] = {}
+        """The nodes as of the last look (every ``heartbeat_s``): who is reachable."""
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -119,7 +125,8 @@ class Gateway:
             follow_redirects=False,
             trust_env=False,
         )
-        watcher = asyncio.create_task(watch_nodes(self.catalog, self.settings.heartbeat_s))
+        await self.refresh()
+        watcher = asyncio.create_task(self._watch())
         try:
             yield
         finally:
@@ -129,6 +136,21 @@ class Gateway:
             await self._http.aclose()
             self._http = None
             self.catalog.close()
+
+    async def refresh(self) -> list[NodeRecord]:
+        nodes = await asyncio.to_thread(self.catalog.nodes)
+        self._nodes = {n.name: n for n in nodes}
+        return nodes
+
+    async def _watch(self) -> None:
+        """Mark the nodes whose heartbeats stopped unreachable (their sandboxes are then
+        ``lost``), logging each once, and keep the view of the nodes fresh."""
+        while True:
+            with contextlib.suppress(SietchError):
+                for name in await asyncio.to_thread(self.catalog.mark_unreachable):
+                    log.warning("node %s missed its heartbeats: unreachable", name)
+                await self.refresh()
+            await asyncio.sleep(self.settings.heartbeat_s)
 
     # -- who and where ----------------------------------------------------------------
 
@@ -146,24 +168,39 @@ class Gateway:
         return found
 
     async def nodes(self) -> list[NodeRecord]:
-        return await asyncio.to_thread(self.catalog.nodes)
+        """The nodes as the catalog has them now (placement needs what they hold now)."""
+        return await self.refresh()
 
-    async def sandbox_node(self, target: Target, caller: Caller | None) -> Placement:
-        """The placement of the sandbox the request names: 404 (as the node would say)
-        when unknown or another tenant's, 503 naming its node when that is unreachable."""
+    async def _placement(self, target: Target, scope: str | None) -> tuple[str, str] | None:
         assert target.key is not None
-        scope = caller.scope if caller is not None else None
         if target.kind == "vm":
             found = await asyncio.to_thread(self.catalog.find_labelled, VM_LABEL, target.key, scope)
-        else:
-            found = await asyncio.to_thread(self.catalog.locate, target.key)
-        if found is None or (scope is not None and found.tenant != scope):
+            return None if found is None else (found.node, found.tenant)
+        if (cached := self._placements.get(target.key)) is not None:
+            return cached
+        found = await asyncio.to_thread(self.catalog.locate, target.key)
+        if found is None:
+            return None
+        self._placements[target.key] = (found.node, found.tenant)
+        while len(self._placements) > _PLACEMENTS:
+            self._placements.popitem(last=False)
+        return found.node, found.tenant
+
+    async def sandbox_node(self, target: Target, caller: Caller | None) -> NodeRecord:
+        """The node of the sandbox the request names: 404 (as the node would say) when
+        unknown or another tenant's, 503 naming the node when that is unreachable."""
+        scope = caller.scope if caller is not None else None
+        found = await self._placement(target, scope)
+        if found is None or (scope is not None and found[1] != scope):
             if target.by_header:
                 raise BadGateway(f"The sandbox {target.key} was not found")
             raise SandboxNotFound(f"no sandbox with id {target.key!r}")
-        if not found.reachable:
-            raise _unreachable(found.node, f"sandbox {target.key}")
-        return found
+        node = self._nodes.get(found[0])
+        if node is None:  # a node that joined since the last look
+            node = {n.name: n for n in await self.nodes()}.get(found[0])
+        if node is None or not node.reachable:
+            raise _unreachable(found[0], f"sandbox {target.key}")
+        return node
 
     async def any_node(self, exclude: Sequence[str] = ()) -> NodeRecord:
         up = [n for n in await self.nodes() if n.reachable and n.name not in exclude]
@@ -395,21 +432,14 @@ class Gateway:
         target = classify(request.method, path, _lower(request), self.settings.proxy_domain)
         match target.kind:
             case "sandbox" | "vm":
-                found = await self.sandbox_node(target, caller)
-                return await self.forward(request, found.node, found.url, caller)
+                node = await self.sandbox_node(target, caller)
+                return await self.forward(request, node.name, node.url, caller)
             case "restore":
                 assert target.key is not None
                 return await self.restore(request, caller, target.key)
             case "snapshot":
                 assert target.key is not None
-                holders = await self.snapshot_holders(target.key, caller)
-                if request.method == "DELETE":  # every copy goes
-                    return await self.merged_delete(request, caller, holders)
-                nodes = {n.name: n for n in await self.nodes() if n.reachable}
-                node = next((nodes[h] for h in holders if h in nodes), None)
-                if node is None:
-                    raise _unreachable(holders[0], f"snapshot {target.key}")
-                return await self.forward(request, node.name, node.url, caller)
+                return await self.snapshot_request(request, caller, target.key)
             case "create":
                 return await self.create(request, caller)
             case "list" | "every":
@@ -417,6 +447,19 @@ class Gateway:
             case _:
                 node = await self.any_node()
                 return await self.forward(request, node.name, node.url, caller)
+
+    async def snapshot_request(
+        self, request: Request, caller: Caller | None, snapshot_id: str
+    ) -> Response:
+        """To a reachable node holding the snapshot; a delete to every one."""
+        holders = await self.snapshot_holders(snapshot_id, caller)
+        if request.method == "DELETE":  # every copy goes
+            return await self.merged_delete(request, caller, holders)
+        nodes = {n.name: n for n in await self.nodes() if n.reachable}
+        holder = next((nodes[h] for h in holders if h in nodes), None)
+        if holder is None:
+            raise _unreachable(holders[0], f"snapshot {snapshot_id}")
+        return await self.forward(request, holder.name, holder.url, caller)
 
     async def merged_delete(
         self, request: Request, caller: Caller | None, holders: list[str]
@@ -442,8 +485,8 @@ class Gateway:
                 "GET", websocket.url.path, _lower(websocket), self.settings.proxy_domain
             )
             if target.kind in ("sandbox", "vm"):
-                found = await self.sandbox_node(target, caller)
-                name, url = found.node, found.url
+                node = await self.sandbox_node(target, caller)
+                name, url = node.name, node.url
             else:
                 node = await self.any_node()
                 name, url = node.name, node.url
@@ -551,6 +594,8 @@ async def _deny(websocket: WebSocket, status: int, body: bytes) -> None:
 def create_gateway_app(settings: Settings, tenants: ClusterTenants) -> Starlette:
     """The gateway's ASGI app: every path, every method, HTTP and WebSocket."""
     gateway = Gateway(settings, tenants)
+    # httpx logs every request it sends at INFO: a line per forwarded request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
