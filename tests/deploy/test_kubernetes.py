@@ -133,6 +133,7 @@ def test_environment_makes_valid_settings(
     env = resolve(container["env"])
     role = container["command"][-1]
     assert role in {"node", "gateway"}
+    assert env["SIETCH_ROLE"] == role
     for name in [n for n in os.environ if n.startswith("SIETCH_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
