@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 Role = Literal["node", "gateway"]
 HEALTH = "/api/v1/health"
 """Answered by a node's internal port without the cluster secret, and by a gateway."""
+MIN_UPTIME_S = 10.0
+"""A server that exits sooner ends its actor only this long after it started: Ray
+restarts actors at once, and a server refused by a bad setting would otherwise spin."""
 
 
 def node_name(node_id: str) -> str:
@@ -79,6 +82,7 @@ class ServerProcess:
         else:
             server_env["SIETCH_PORT"] = str(self.port)
         self._stopping = threading.Event()
+        self._started = time.monotonic()
         reaper = [sys.executable, "-m", "sietch.ray._reaper"]
         self._reaper = subprocess.Popen(
             [*reaper, sietch_command(), "serve", f"--{role}"],
@@ -90,6 +94,8 @@ class ServerProcess:
     def _watch(self) -> None:
         status = self._reaper.wait()
         if not self._stopping.is_set():
+            # ready() reports the exit meanwhile, rather than a dead actor.
+            time.sleep(max(0.0, self._started + MIN_UPTIME_S - time.monotonic()))
             logger.error(
                 "sietch serve --%s exited with status %s: ending its actor, for Ray to "
                 "restart both",

@@ -32,6 +32,7 @@ from sietch.cluster.tenants import ClusterTenants
 from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.ray._cluster import NAMESPACE, actor_name
+from sietch.ray._server import ServerProcess
 from sietch.vmm import process
 from tests.cluster.network import ClusterNet
 from tests.cluster.postgres import Postgres
@@ -259,6 +260,21 @@ def test_servers_end_with_their_actor(deployed: Deployed) -> None:
     assert new_reaper != reaper
     assert alive(new_server)
     until(lambda: _reachable(deployed.catalog, name, deployed.sietch.nodes[name]))
+
+
+def test_a_server_refused_by_its_settings_is_reported(ray_nodes: Any) -> None:
+    """A server that cannot start (here: a gateway without a catalog) makes ready() fail
+    with its exit status, rather than wait out its timeout."""
+    actor = (
+        ray.remote(ServerProcess)
+        .options(num_cpus=0, max_restarts=0)
+        .remote("gateway", {"SIETCH_CATALOG_URL": "", "SIETCH_CLUSTER_SECRET": SECRET}, 0, None)
+    )
+    try:
+        with pytest.raises(ray.exceptions.RayTaskError, match=r"--gateway exited \(2\)"):
+            ray.get(actor.ready.remote(WAIT_S), timeout=WAIT_S)
+    finally:
+        ray.kill(actor)
 
 
 def test_public_surface_is_explicit() -> None:
