@@ -78,7 +78,8 @@ def spread(c: Cluster, creates: int) -> tuple[float, dict[str, int]]:
     def create(n: int) -> str:
         with c.client(n % 2) as http:
             answer = http.post("/sandboxes", json=SMALL)
-            answer.raise_for_status()
+            if answer.status_code != 201:
+                raise RuntimeError(f"a create failed: {answer.status_code} {answer.text}")
             return str(answer.json()["id"])
 
     with ThreadPoolExecutor(3) as pool:

@@ -35,6 +35,10 @@ from sietch.server.routes.sandboxes import to_public
 OPEN_PATHS = frozenset({"/api/v1/health"})
 """What a node answers without the secret: liveness probes, which learn nothing."""
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
+DATA_PLANE = ("/exec", "/files", "/processes", "/proxy/", "/e2b/envd/", "/cmd")
+"""Paths of the hot requests that run things in a sandbox rather than change what the
+node holds: not worth a report each (a sandbox one of them wakes is reported at the next
+heartbeat)."""
 
 
 class InternalPort:
@@ -70,7 +74,12 @@ class ReportChanges:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         agent = self.agent.agent
-        if scope["type"] != "http" or scope["method"] in _READS or agent is None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in _READS
+            or agent is None
+            or any(part in scope["path"] for part in DATA_PLANE)
+        ):
             await self.app(scope, receive, send)
             return
 

@@ -334,13 +334,17 @@ class Gateway:
         else:
             fitting = [nodes[h] for h in holders if h in nodes and placement.fits(nodes[h], need)]
             target = max(fitting, key=placement.score)
-        if target.name not in holders:
-            source = next((nodes[h] for h in holders if h in nodes and nodes[h].reachable), None)
-            if source is None:
-                raise _unreachable(holders[0], f"snapshot {snapshot_id}")
-            await self.copy_snapshot(snapshot_id, source, target)
-        upstream = await self.send(request, target.name, target.url, caller, raw)
-        return await _buffered(upstream)
+        tenant = caller.tenant if caller is not None else None
+        with self.quotas.admit(tenant, need) if tenant else contextlib.nullcontext():
+            if target.name not in holders:
+                source = next(
+                    (nodes[h] for h in holders if h in nodes and nodes[h].reachable), None
+                )
+                if source is None:
+                    raise _unreachable(holders[0], f"snapshot {snapshot_id}")
+                await self.copy_snapshot(snapshot_id, source, target)
+            upstream = await self.send(request, target.name, target.url, caller, raw)
+            return await _buffered(upstream)
 
     async def snapshot_holders(self, snapshot_id: str, caller: Caller | None) -> list[str]:
         held = await asyncio.to_thread(self.catalog.snapshot_holders, snapshot_id)
