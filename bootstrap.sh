@@ -19,9 +19,10 @@ APT_PACKAGES=(
 QEMU_PACKAGES=(qemu-system-x86 qemu-utils)
 QEMU_MIN_VERSION=1:10
 BACKPORTS_LIST=/etc/apt/sources.list.d/sietch-backports.sources
-# For the browser tests only (tests/desktop/test_viewer.py, tests/console: Playwright
-# drives it; its own browser downloads are not reachable).
-TEST_APT_PACKAGES=(chromium)
+# For the tests only: chromium for the browser tests (tests/desktop/test_viewer.py,
+# tests/console: Playwright drives it; its own browser downloads are not reachable),
+# postgresql for the cluster tests (tests/cluster start one of their own: initdb in a temp dir).
+TEST_APT_PACKAGES=(chromium postgresql)
 # Needed as commands, from whichever package has them: a machine may have another
 # vendor's nodejs, which bundles npm and conflicts with Debian's npm package.
 APT_COMMANDS=(npm)

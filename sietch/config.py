@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, FilePath, model_validator
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -142,6 +143,31 @@ class Settings(BaseSettings):
     (fields of :class:`sietch.core.quotas.Quota`); ``sietch tenants set`` overrides them
     for one tenant, limit by limit. Default: unlimited."""
 
+    # -- scale-out (see sietch.cluster; README "Scale out") ----------------------------
+    role: Literal["standalone", "node", "gateway"] = "standalone"
+    """standalone: one machine, as ever. node: the same server, registered in the cluster's
+    catalog and serving only its internal port. gateway: no VMs; the public API, forwarded
+    to the node holding each sandbox (``sietch serve --node`` / ``--gateway``)."""
+    catalog_url: str | None = None
+    """The cluster's catalog, ``postgresql://user:password@host/db`` (node and gateway)."""
+    cluster_secret: SecretStr | None = None
+    """What nodes and gateways authenticate to each other with (node and gateway)."""
+    node_name: str = Field(default_factory=socket.gethostname)
+    node_url: str | None = None
+    """Where gateways reach this node's internal API, e.g. ``http://10.0.0.5:7001``;
+    default: ``http://<host>:<internal_port>``."""
+    internal_port: int = Field(default=7001, ge=1, le=65535)
+    """A node's internal API: accepts only the cluster secret, refuses public API keys."""
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    node_timeout_s: float = Field(default=10.0, gt=0)
+    """A node silent this long is unreachable: its sandboxes are ``lost`` until it returns."""
+    placement_candidates: int = Field(default=2, ge=1)
+    """Nodes drawn at random for a create, the one with the most free memory and CPU wins."""
+
+    @property
+    def advertised_node_url(self) -> str:
+        return self.node_url or f"http://{self.host}:{self.internal_port}"
+
     @property
     def api_keys_path(self) -> Path:
         return self.api_key_file or self.state_dir / "api_keys"
@@ -166,6 +192,11 @@ class Settings(BaseSettings):
             raise ValueError("default_memory_mib must be within min/max_memory_mib")
         if not 0 < self.default_disk_mib <= self.max_disk_mib:
             raise ValueError("default_disk_mib must be between 1 and max_disk_mib")
+        if self.role != "standalone":
+            if not self.catalog_url:
+                raise ValueError(f"a {self.role} needs the cluster's catalog (catalog_url)")
+            if self.cluster_secret is None or len(self.cluster_secret.get_secret_value()) < 16:
+                raise ValueError(f"a {self.role} needs a cluster_secret of 16 characters or more")
         return self
 
 

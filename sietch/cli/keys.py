@@ -28,7 +28,7 @@ from sietch.cli._common import (
 from sietch.errors import describe_validation
 
 if TYPE_CHECKING:
-    from sietch.core.tenants import Tenants
+    from sietch.core.tenants import TenantStore
 
 keys_app = typer.Typer(help="API keys (local admin: changes the server's state dir).")
 tenants_app = typer.Typer(help="Tenants and their quotas (local admin: the server's state dir).")
@@ -43,8 +43,9 @@ LimitOption = Annotated[str | None, typer.Option(help=f"A number, or '{UNLIMITED
 
 
 @contextmanager
-def catalog(state_dir: Path | None) -> Iterator[Tenants]:
-    """The server's tenants catalog; errors are one red line."""
+def catalog(state_dir: Path | None) -> Iterator[TenantStore]:
+    """The server's tenants catalog (a cluster's, with SIETCH_ROLE and SIETCH_CATALOG_URL
+    set as for its gateways); errors are one red line."""
     with server_side("sietch keys"):
         from sietch.config import Settings
         from sietch.core.tenants import Tenants
@@ -53,12 +54,23 @@ def catalog(state_dir: Path | None) -> Iterator[Tenants]:
         settings = Settings(state_dir=state_dir) if state_dir else Settings()
     except ValidationError as exc:
         fail(describe_validation(exc.errors()), 2)
-    tenants = Tenants(settings.tenants_path)
+    with api_errors():
+        if settings.role != "standalone" and settings.catalog_url:
+            from sietch.cluster.catalog import Catalog
+            from sietch.cluster.tenants import ClusterTenants
+
+            shared = Catalog(settings.catalog_url)
+            tenants: TenantStore = ClusterTenants(shared)
+        else:
+            shared = None
+            tenants = Tenants(settings.tenants_path)
     try:
         with api_errors():
             yield tenants
     finally:
         tenants.close()
+        if shared is not None:
+            shared.close()
 
 
 @keys_app.command("create")

@@ -19,7 +19,7 @@ from sietch.errors import describe_validation
 
 if TYPE_CHECKING:
     from sietch.config import Settings
-    from sietch.core.tenants import Tenants
+    from sietch.core.tenants import TenantStore
 
 serve_app = typer.Typer()
 
@@ -50,12 +50,32 @@ def serve(  # noqa: PLR0917 - typer passes options by name
     tls_key: Annotated[
         Path | None, typer.Option(help="PEM private key of --tls-cert [SIETCH_TLS_KEY].")
     ] = None,
+    node: Annotated[
+        bool,
+        typer.Option(
+            "--node",
+            help="Serve as a cluster node: on SIETCH_INTERNAL_PORT, for gateways only "
+            "(SIETCH_ROLE=node; needs SIETCH_CATALOG_URL and SIETCH_CLUSTER_SECRET).",
+        ),
+    ] = False,
+    gateway: Annotated[
+        bool,
+        typer.Option(
+            "--gateway",
+            help="Serve as a cluster gateway: the public API, forwarded to the nodes "
+            "(SIETCH_ROLE=gateway).",
+        ),
+    ] = False,
 ) -> None:
     """Start the Sietch API server (sandboxes keep running across restarts)."""
     options = {"host": host, "port": port, "tls_cert": tls_cert, "tls_key": tls_key}
     overrides: dict[str, object] = {k: v for k, v in options.items() if v is not None}
     if no_auth:
         overrides["auth"] = False
+    if node and gateway:
+        fail("--node and --gateway exclude each other: one role per process", 2)
+    if node or gateway:
+        overrides["role"] = "node" if node else "gateway"
     # Settings first: a refused value is reported before the server's modules load.
     settings = _settings(overrides)
     with server_side("sietch serve"):
@@ -73,7 +93,10 @@ def serve(  # noqa: PLR0917 - typer passes options by name
             )
         )
     scheme = "https" if settings.tls_cert else "http"
-    err.print(f"Serving on {scheme}://{settings.host}:{settings.port} (docs at /docs)")
+    if settings.role == "node":
+        err.print(f"Node {settings.node_name} serving gateways on {settings.advertised_node_url}")
+    else:
+        err.print(f"Serving on {scheme}://{settings.host}:{settings.port} (docs at /docs)")
     run_server(settings, tenants=tenants, log_format=log_format)
 
 
@@ -88,7 +111,7 @@ def _settings(overrides: dict[str, object]) -> Settings:
         fail(describe_validation(exc.errors()), 2)
 
 
-def _tenants(settings: Settings, new_api_key: bool) -> Tenants:
+def _tenants(settings: Settings, new_api_key: bool) -> TenantStore:
     """The tenants catalog; a key made now (the first, or ``--new-api-key``) is shown once."""
     import secrets
 
@@ -98,10 +121,11 @@ def _tenants(settings: Settings, new_api_key: bool) -> Tenants:
     if new_api_key and settings.auth and new is None:
         new = tenants.create_key("default", f"admin-{secrets.token_hex(3)}", admin=True)[1]
     if new:
+        where = "the cluster catalog" if settings.role != "standalone" else settings.tenants_path
         err.print(
             Panel(
                 f"[bold]{new}[/]\n\nAn admin key of tenant 'default', shown only now (its "
-                f"hash is in {settings.tenants_path}). Clients read it from SIETCH_API_KEY:\n"
+                f"hash is in {where}). Clients read it from SIETCH_API_KEY:\n"
                 f"  export SIETCH_API_KEY={new}",
                 title="New API key",
                 border_style="green",

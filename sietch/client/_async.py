@@ -702,6 +702,7 @@ class AsyncSandbox(SandboxBase):
         allow: Sequence[str] | None = None,
         resolution: tuple[int, int] | None = None,
         dpi: int | None = None,
+        prefer_node: str | None = None,
         keep: bool = False,
         client: AsyncClient | None = None,
         url: str | None = None,
@@ -717,7 +718,8 @@ class AsyncSandbox(SandboxBase):
         paused or hibernated sandbox wakes it. ``keep=True`` keeps it when the
         ``async with`` block ends. ``internet`` and ``allow`` set its egress policy (see
         :meth:`set_network`). ``resolution`` (width, height) and ``dpi`` size a desktop
-        image's screen.
+        image's screen. ``prefer_node``: against a cluster's gateway, the node to put it on
+        if that one has room (e.g. the caller's own); elsewhere otherwise.
         """
         owned = client is None
         client = client or AsyncClient(url, api_key)
@@ -740,6 +742,7 @@ class AsyncSandbox(SandboxBase):
             },
             resolution=resolution,
             dpi=dpi,
+            prefer_node=prefer_node,
         )
         try:
             info = await client.call(call)
@@ -894,6 +897,7 @@ class AsyncSandbox(SandboxBase):
         auto_resume: bool | None = None,
         internet: bool | None = None,
         allow: Sequence[str] | None = None,
+        prefer_node: str | None = None,
         keep: bool = False,
         client: AsyncClient | None = None,
         url: str | None = None,
@@ -902,7 +906,8 @@ class AsyncSandbox(SandboxBase):
         """A new running sandbox from a snapshot; the original needn't exist any more.
 
         Its egress policy is the snapshotted sandbox's unless ``internet``/``allow`` say;
-        the timeouts are as for :meth:`create`."""
+        the timeouts are as for :meth:`create`. ``prefer_node``: against a cluster's
+        gateway, restore there (the snapshot is copied over first if need be)."""
         owned = client is None
         client = client or AsyncClient(url, api_key)
         call = Ops.restore(
@@ -918,6 +923,7 @@ class AsyncSandbox(SandboxBase):
                 "on_idle": on_idle,
                 "auto_resume": auto_resume,
             },
+            prefer_node=prefer_node,
         )
         try:
             info = await client.call(call)

@@ -356,6 +356,7 @@ class Ops:
         timeouts: Mapping[str, Any] | None = None,
         resolution: tuple[int, int] | None = None,
         dpi: int | None = None,
+        prefer_node: str | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
             **(timeouts or {}),
@@ -369,6 +370,7 @@ class Ops:
             network=network.model_dump() if network else None,
             resolution=list(resolution) if resolution else None,
             dpi=dpi,
+            prefer_node=prefer_node,
         )
         if template != "auto":
             body["template"] = template
@@ -443,6 +445,7 @@ class Ops:
         timeout_s: float | None,
         network: NetworkPolicy | None = None,
         timeouts: Mapping[str, Any] | None = None,
+        prefer_node: str | None = None,
     ) -> Call[SandboxInfo]:
         body = _drop_none(
             **(timeouts or {}),
@@ -451,6 +454,7 @@ class Ops:
             hostname=hostname,
             timeout_s=timeout_s,
             network=network.model_dump() if network else None,
+            prefer_node=prefer_node,
         )
         return Call(
             "POST", f"/snapshots/{snapshot_id}/restore", _model(SandboxInfo), json=body,

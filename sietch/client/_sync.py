@@ -692,6 +692,7 @@ class Sandbox(SandboxBase):
         allow: Sequence[str] | None = None,
         resolution: tuple[int, int] | None = None,
         dpi: int | None = None,
+        prefer_node: str | None = None,
         keep: bool = False,
         client: Client | None = None,
         url: str | None = None,
@@ -707,7 +708,8 @@ class Sandbox(SandboxBase):
         paused or hibernated sandbox wakes it. ``keep=True`` keeps it when the
         ``with`` block ends. ``internet`` and ``allow`` set its egress policy (see
         :meth:`set_network`). ``resolution`` (width, height) and ``dpi`` size a desktop
-        image's screen.
+        image's screen. ``prefer_node``: against a cluster's gateway, the node to put it on
+        if that one has room (e.g. the caller's own); elsewhere otherwise.
         """
         owned = client is None
         client = client or Client(url, api_key)
@@ -730,6 +732,7 @@ class Sandbox(SandboxBase):
             },
             resolution=resolution,
             dpi=dpi,
+            prefer_node=prefer_node,
         )
         try:
             info = client.call(call)
@@ -884,6 +887,7 @@ class Sandbox(SandboxBase):
         auto_resume: bool | None = None,
         internet: bool | None = None,
         allow: Sequence[str] | None = None,
+        prefer_node: str | None = None,
         keep: bool = False,
         client: Client | None = None,
         url: str | None = None,
@@ -892,7 +896,8 @@ class Sandbox(SandboxBase):
         """A new running sandbox from a snapshot; the original needn't exist any more.
 
         Its egress policy is the snapshotted sandbox's unless ``internet``/``allow`` say;
-        the timeouts are as for :meth:`create`."""
+        the timeouts are as for :meth:`create`. ``prefer_node``: against a cluster's
+        gateway, restore there (the snapshot is copied over first if need be)."""
         owned = client is None
         client = client or Client(url, api_key)
         call = Ops.restore(
@@ -908,6 +913,7 @@ class Sandbox(SandboxBase):
                 "on_idle": on_idle,
                 "auto_resume": auto_resume,
             },
+            prefer_node=prefer_node,
         )
         try:
             info = client.call(call)

@@ -25,6 +25,9 @@ class SandboxState(enum.StrEnum):
     HIBERNATED = "hibernated"
     """Saved to disk (memory, processes, disk) and its QEMU ended: it holds no RAM or CPU;
     ``resume`` (or any request, with ``auto_resume``) restores it under the same id."""
+    LOST = "lost"
+    """In a cluster: on a node that stopped answering (a gateway's listing says so); it
+    is back as it was when its node returns."""
 
 
 TimeoutAction = Literal["kill", "pause", "hibernate"]

@@ -309,6 +309,20 @@ class Snapshots:
         snap.size_bytes = cow.disk_usage(tmp)
         publish(tmp, final)
 
+    def adopt(self, tmp: Path) -> SnapshotInfo:
+        """Publish a snapshot directory copied from another node (``snapshot.json`` in it)
+        under its id, and record it: restorable here from now on."""
+        snap = SnapshotInfo.model_validate_json((tmp / "snapshot.json").read_text())
+        if self.host.store.get_snapshot(snap.id) is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return snap
+        if (tmp / "memory").exists():
+            seal_memory_file(tmp / "memory", self.host.run_as, self.host.settings.qemu_binary)
+        snap.size_bytes = cow.disk_usage(tmp)
+        publish(tmp, self.dir / snap.id)
+        self.host.store.put_snapshot(snap)
+        return snap
+
     # -- restore ---------------------------------------------------------------------
 
     def plan(

@@ -22,6 +22,7 @@ import re
 import secrets
 import sqlite3
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,20 +119,118 @@ def check_tenant_name(name: str) -> str:
     return name
 
 
-class Tenants:
-    """The catalog of tenants and keys; safe to open from several processes at once.
+class TenantStore(ABC):
+    """What the server asks of tenants and keys, wherever they are kept: this machine's
+    SQLite (:class:`Tenants`) or a cluster's catalog (``sietch.cluster.tenants``). The
+    parts that do no I/O live here, shared.
 
     ``defaults`` are the limits of every tenant (``SIETCH_TENANT_QUOTA``); a tenant's
     own, set by :meth:`set_quota`, replace them limit by limit.
     """
 
-    def __init__(self, path: Path, defaults: Mapping[str, object] | None = None) -> None:
+    def __init__(self, defaults: Mapping[str, object] | None = None) -> None:
         try:
             self._defaults = Quota.model_validate(defaults or {}).model_dump(exclude_unset=True)
         except ValidationError as exc:
             raise InvalidArgument(
                 "SIETCH_TENANT_QUOTA: " + describe_validation(exc.errors())
             ) from None
+
+    def _effective(self, own: Mapping[str, object]) -> Quota:
+        return Quota.model_validate({**self._defaults, **own})
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def lookup(self, key: str) -> Caller | None:
+        """The caller a key stands for; None if it is unknown or revoked."""
+        # A lookup by digest: its timing tells nothing that helps to forge a key.
+        return self.lookup_digest(digest(key))
+
+    @abstractmethod
+    def lookup_digest(self, key_digest: str) -> Caller | None:
+        """As :meth:`lookup`, by the key's :func:`digest`: for a session that must end when
+        its key is revoked, without keeping the key itself (the web console's login)."""
+
+    @abstractmethod
+    def quota(self, tenant: str) -> Quota:
+        """The tenant's quota: its own limits over the defaults (unlimited without either)."""
+
+    @abstractmethod
+    def has_keys(self) -> bool: ...
+
+    @abstractmethod
+    def _add_key(self, record: KeyRecord, key_digest: str) -> None:
+        """Store the key (its tenant made if new); Conflict if the tenant has that name."""
+
+    @abstractmethod
+    def keys(self, tenant: str | None = None, *, revoked: bool = False) -> list[KeyRecord]: ...
+
+    @abstractmethod
+    def _revoke(self, key_id: str) -> None: ...
+
+    @abstractmethod
+    def set_quota(self, tenant: str, **limits: object) -> Quota:
+        """Change some of a tenant's own limits (made if new): None makes one unlimited,
+        whatever the defaults say. Returns its own limits (pydantic's ValidationError for a
+        bad one)."""
+
+    @abstractmethod
+    def tenants(self) -> list[TenantRecord]: ...
+
+    @abstractmethod
+    def import_legacy(self, path: Path) -> int:
+        """Make each digest of a pre-tenant ``api_keys`` file an admin key of ``default``,
+        once (a key revoked later is not brought back); returns how many were imported."""
+
+    def create_key(self, tenant: str, name: str, *, admin: bool = False) -> tuple[KeyRecord, str]:
+        """A new key (its tenant made if new); returns its record and the key, seen only now."""
+        if not _KEY_NAME.fullmatch(name):
+            raise InvalidArgument(
+                f"a key name is 1-64 of A-Z, a-z, 0-9, '_', '.', '@', '-', not {name!r}"
+            )
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = KeyRecord(new_key_id(), tenant, name, admin, datetime.now(UTC))
+        self._add_key(record, digest(key))
+        return record, key
+
+    def revoke(self, key: str, tenant: str | None = None) -> KeyRecord:
+        """Revoke a key by id, or by name (within ``tenant`` when names repeat across tenants)."""
+        matches = [
+            k
+            for k in self.keys(tenant)
+            if key in (k.id, k.name) and (tenant is None or k.tenant == tenant)
+        ]
+        if not matches:
+            raise NotFound(f"no live key {key!r}" + (f" in tenant {tenant!r}" if tenant else ""))
+        if len(matches) > 1:
+            raise Conflict(
+                f"{len(matches)} keys are named {key!r} (tenants "
+                f"{', '.join(k.tenant for k in matches)}): name the tenant or use the key's id"
+            )
+        self._revoke(matches[0].id)
+        return matches[0]
+
+    def ensure_admin(self) -> str | None:
+        """With no live key at all, make an admin key of ``default``; returns it if made."""
+        if self.has_keys():
+            return None
+        return self.create_key(DEFAULT_TENANT, "admin", admin=True)[1]
+
+
+def new_key_id() -> str:
+    return "key-" + secrets.token_hex(4)
+
+
+def name_taken(tenant: str, name: str) -> Conflict:
+    return Conflict(f"tenant {tenant!r} already has a key named {name!r}")
+
+
+class Tenants(TenantStore):
+    """The catalog of tenants and keys in SQLite; safe to open from several processes."""
+
+    def __init__(self, path: Path, defaults: Mapping[str, object] | None = None) -> None:
+        super().__init__(defaults)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Created 0600 before SQLite opens it; its -wal and -shm files copy the mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -173,23 +272,12 @@ class Tenants:
         }
         self._quotas = {name: self._effective(json.loads(q)) for name, q in quotas}
 
-    def _effective(self, own: Mapping[str, object]) -> Quota:
-        return Quota.model_validate({**self._defaults, **own})
-
-    def lookup(self, key: str) -> Caller | None:
-        """The caller a key stands for; None if it is unknown or revoked."""
-        # A dict lookup by digest: its timing tells nothing that helps to forge a key.
-        return self.lookup_digest(digest(key))
-
     def lookup_digest(self, key_digest: str) -> Caller | None:
-        """As :meth:`lookup`, by the key's :func:`digest`: for a session that must end when
-        its key is revoked, without keeping the key itself (the web console's login)."""
         self._fresh()
         found = self._keys.get(key_digest)
         return None if found is None else found.caller()
 
     def quota(self, tenant: str) -> Quota:
-        """The tenant's quota: its own limits over the defaults (unlimited without either)."""
         self._fresh()
         return self._quotas.get(tenant) or self._effective({})
 
@@ -205,21 +293,13 @@ class Tenants:
             (check_tenant_name(tenant), _now()),
         )
 
-    def create_key(self, tenant: str, name: str, *, admin: bool = False) -> tuple[KeyRecord, str]:
-        """A new key (its tenant made if new); returns its record and the key, seen only now."""
-        if not _KEY_NAME.fullmatch(name):
-            raise InvalidArgument(
-                f"a key name is 1-64 of A-Z, a-z, 0-9, '_', '.', '@', '-', not {name!r}"
-            )
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        record = KeyRecord("key-" + secrets.token_hex(4), tenant, name, admin, datetime.now(UTC))
+    def _add_key(self, record: KeyRecord, key_digest: str) -> None:
         try:
             with self._tx() as db:
-                self._ensure_tenant(db, tenant)
-                self._insert_key(db, record, digest(key))
+                self._ensure_tenant(db, record.tenant)
+                self._insert_key(db, record, key_digest)
         except sqlite3.IntegrityError:
-            raise Conflict(f"tenant {tenant!r} already has a key named {name!r}") from None
-        return record, key
+            raise name_taken(record.tenant, record.name) from None
 
     @staticmethod
     def _insert_key(db: sqlite3.Connection, record: KeyRecord, key_digest: str) -> None:
@@ -253,28 +333,11 @@ class Tenants:
             for r in rows
         ]
 
-    def revoke(self, key: str, tenant: str | None = None) -> KeyRecord:
-        """Revoke a key by id, or by name (within ``tenant`` when names repeat across tenants)."""
-        matches = [
-            k
-            for k in self.keys(tenant)
-            if key in (k.id, k.name) and (tenant is None or k.tenant == tenant)
-        ]
-        if not matches:
-            raise NotFound(f"no live key {key!r}" + (f" in tenant {tenant!r}" if tenant else ""))
-        if len(matches) > 1:
-            raise Conflict(
-                f"{len(matches)} keys are named {key!r} (tenants "
-                f"{', '.join(k.tenant for k in matches)}): name the tenant or use the key's id"
-            )
+    def _revoke(self, key_id: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (_now(), matches[0].id))
-        return matches[0]
+            db.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (_now(), key_id))
 
     def set_quota(self, tenant: str, **limits: object) -> Quota:
-        """Change some of a tenant's own limits (made if new): None makes one unlimited,
-        whatever the defaults say. Returns its own limits (pydantic's ValidationError for a
-        bad one)."""
         with self._tx() as db:
             self._ensure_tenant(db, tenant)
             row = db.execute("SELECT quota FROM tenants WHERE name = ?", (tenant,)).fetchone()
@@ -299,8 +362,6 @@ class Tenants:
     # -- first start ---------------------------------------------------------------
 
     def import_legacy(self, path: Path) -> int:
-        """Make each digest of a pre-tenant ``api_keys`` file an admin key of ``default``,
-        once (a key revoked later is not brought back); returns how many were imported."""
         with self._lock:
             done = self._db.execute("SELECT 1 FROM meta WHERE key = ?", (_LEGACY_DONE,)).fetchone()
         if done:
@@ -314,18 +375,10 @@ class Tenants:
             self._ensure_tenant(db, DEFAULT_TENANT)
             for n, key_digest in enumerate(digests, 1):
                 name = "legacy" if n == 1 else f"legacy-{n}"
-                record = KeyRecord(
-                    "key-" + secrets.token_hex(4), DEFAULT_TENANT, name, True, datetime.now(UTC)
-                )
+                record = KeyRecord(new_key_id(), DEFAULT_TENANT, name, True, datetime.now(UTC))
                 self._insert_key(db, record, key_digest)
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (_LEGACY_DONE, str(path)))
         return len(digests)
-
-    def ensure_admin(self) -> str | None:
-        """With no live key at all, make an admin key of ``default``; returns it if made."""
-        if self.has_keys():
-            return None
-        return self.create_key(DEFAULT_TENANT, "admin", admin=True)[1]
 
 
 def _now() -> str:

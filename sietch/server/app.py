@@ -11,10 +11,12 @@ from fastapi import Depends, FastAPI
 from fastapi.routing import APIRoute
 
 from sietch import __version__
+from sietch.cluster.catalog import Catalog
+from sietch.cluster.tenants import ClusterTenants
 from sietch.config import Settings, get_settings
 from sietch.core.manager import Manager
-from sietch.core.tenants import Tenants
-from sietch.server import arrakis, console, e2b, handlers
+from sietch.core.tenants import Tenants, TenantStore
+from sietch.server import arrakis, console, e2b, handlers, node
 from sietch.server.deps import require_admin, require_api_key, require_manager
 from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
@@ -30,9 +32,17 @@ def _operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else route.name
 
 
-def open_tenants(settings: Settings) -> tuple[Tenants, str | None]:
+def open_tenants(settings: Settings) -> tuple[TenantStore, str | None]:
     """The tenants catalog, the pre-tenant key file imported into it; and, when it has no
-    key at all (a first start) and auth is on, a new admin key, returned to be shown once."""
+    key at all (a first start) and auth is on, a new admin key, returned to be shown once.
+
+    In a cluster, the catalog's tenants; a gateway makes the first key, a node none."""
+    if settings.role != "standalone":
+        assert settings.catalog_url is not None  # Settings refuses a cluster role without
+        catalog = Catalog(settings.catalog_url, node_timeout_s=settings.node_timeout_s)
+        shared = ClusterTenants(catalog, settings.tenant_quota)
+        first = settings.role == "gateway" and settings.auth
+        return shared, shared.ensure_admin() if first else None
     tenants = Tenants(settings.tenants_path, settings.tenant_quota)
     if imported := tenants.import_legacy(settings.api_keys_path):
         log.info(
@@ -46,7 +56,7 @@ def open_tenants(settings: Settings) -> tuple[Tenants, str | None]:
 def create_app(
     settings: Settings | None = None,
     *,
-    tenants: Tenants | None = None,
+    tenants: TenantStore | None = None,
     manager: Manager | None = None,
 ) -> FastAPI:
     """Build the app; the manager starts (and re-adopts running VMs) when it starts serving.
@@ -65,7 +75,11 @@ def create_app(
             )
     if not settings.auth:
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s may run code", settings.host)
-    state = ServerState(settings=settings, tenants=tenants, auth=settings.auth)
+    is_node = settings.role == "node"
+    state = ServerState(
+        settings=settings, tenants=tenants, auth=settings.auth, gateway_callers=is_node
+    )
+    agent = node.NodeAgentRef()
     mcp = McpEndpoint(lambda: require_manager(state), state)
 
     @asynccontextmanager
@@ -78,6 +92,9 @@ def create_app(
                     Manager(settings, persistent=True, quota_of=tenants.quota)
                 )
             state.manager = served
+            if is_node:
+                assert isinstance(tenants, ClusterTenants)
+                await stack.enter_async_context(node.membership(settings, tenants, served, agent))
             state.metrics.watch(served)
             log.info("manager started (accel=%s, state in %s)", served.accel, settings.state_dir)
             try:
@@ -98,6 +115,8 @@ def create_app(
     handlers.install(app)
     app.add_middleware(RequestMiddleware, settings=settings, metrics=state.metrics)
     app.add_middleware(e2b.SandboxTraffic)  # E2B's envd requests, named by their headers
+    if is_node:
+        node.install(app, settings, agent)
     if settings.proxy_domain:
         # Outermost, so the access log and metrics see the proxy route it re-addresses to.
         app.add_middleware(HostRoutes, domain=settings.proxy_domain)

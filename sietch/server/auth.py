@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.requests import HTTPConnection
 
+from sietch.cluster.wire import CALLER_HEADER, decode_caller
 from sietch.core.tenants import ANONYMOUS, Caller
 from sietch.errors import AuthenticationError
 from sietch.server.state import ServerState
@@ -33,6 +34,13 @@ def resolve(conn: HTTPConnection, key: str | None, missing: str) -> Caller:
     state: ServerState = conn.app.state.sietch
     if not state.auth:
         caller = ANONYMOUS
+    elif state.gateway_callers:
+        # A cluster node: the secret was checked (sietch.server.node); API keys mean nothing.
+        vouched = conn.headers.get(CALLER_HEADER)
+        found = decode_caller(vouched) if vouched else None
+        if found is None:
+            raise AuthenticationError(missing)
+        caller = found
     elif key is None:
         raise AuthenticationError(missing)
     else:

@@ -173,6 +173,11 @@ class SandboxCreate(TimeoutsCreate):
         "X server is resized.",
     )
     dpi: Annotated[int, Field(ge=MIN_DPI, le=MAX_DPI)] | None = None
+    prefer_node: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None,
+        description="In a cluster: the node to place it on if that one has room (locality); "
+        "a single server is its only node and ignores it.",
+    )
 
 
 class PortCreate(_Request):
@@ -252,6 +257,11 @@ class RestoreCreate(TimeoutsCreate):
     hostname: Annotated[SafeStr, Field(min_length=1, max_length=64)] | None = None
     network: NetworkSet | None = Field(
         default=None, description="Egress policy; default: the snapshot's sandbox's."
+    )
+    prefer_node: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None,
+        description="In a cluster: restore on this node, the snapshot copied there first if "
+        "it is elsewhere; a single server ignores it.",
     )
 
 

@@ -11,7 +11,7 @@ import httpx
 from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.core.quotas import TokenBucket
-from sietch.core.tenants import Tenants
+from sietch.core.tenants import TenantStore
 from sietch.errors import LimitExceeded
 from sietch.server.browser_auth import BrowserTokens
 from sietch.server.metrics import Metrics
@@ -23,10 +23,12 @@ _SERVICE_CLIENTS = 64
 @dataclass
 class ServerState:
     settings: Settings
-    tenants: Tenants
+    tenants: TenantStore
     """Tenants, their keys and quotas (quotas apply with authentication off too)."""
     auth: bool = True
     """False: every request is an admin of the default tenant (loopback only)."""
+    gateway_callers: bool = False
+    """A cluster node: the caller is the one a gateway vouches for (sietch.cluster.wire)."""
     metrics: Metrics = field(default_factory=Metrics)
     manager: Manager | None = None
     create_bucket: TokenBucket = field(init=False)

@@ -41,7 +41,7 @@ async def create_sandbox(
     """Boot a new sandbox, the caller's tenant's; returns once its agent answers."""
     state.admit_create()
     started = time.perf_counter()
-    spec = SandboxSpec(**body.model_dump(exclude={"network"}), tenant=caller.tenant)
+    spec = SandboxSpec(**body.model_dump(exclude={"network", "prefer_node"}), tenant=caller.tenant)
     spec.network = body.network.policy() if body.network else None
     info = await manager.create(spec)
     metrics.create_seconds.observe(time.perf_counter() - started)

@@ -1,0 +1,298 @@
+"""The cluster's catalog in PostgreSQL: nodes, and which node holds which sandbox,
+snapshot and image (tenants and keys: :mod:`.tenants`, on the same database).
+
+Writes per sandbox lifecycle (see bench/README.md): one row written when its node
+reports it (create), one per state change the node reports (pause, hibernate, ...),
+one delete; a node's heartbeat is one UPDATE of its own row. A gateway only reads,
+except that it marks silent nodes unreachable.
+
+One connection per process, in autocommit, guarded by a lock: every call is one
+statement or one short transaction, and PostgreSQL, not this process, orders writes
+between nodes and gateways. A broken connection is reopened on the next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from sietch.cluster import migrate
+from sietch.core.quotas import Usage
+from sietch.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+HELD = ("creating", "running", "paused")
+"""Sandbox states that hold a node's memory and CPU (and count against quotas)."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a node has and what of it is free, measured by the node at its heartbeat."""
+
+    vcpus: int
+    memory_mib: int
+    disk_mib: int
+    max_sandboxes: int
+    free_memory_mib: int
+    free_disk_mib: int
+    load: float
+    """The 1-minute load average."""
+    sandboxes: int
+    accelerator: str
+    qemu_version: str
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    name: str
+    url: str
+    capacity: Capacity
+    last_heartbeat: datetime
+    reachable: bool
+    """Heartbeat within ``node_timeout_s``; otherwise its sandboxes are ``lost``."""
+    placed: Usage
+    """What the catalog's sandboxes on it hold (up to date at every create, unlike the
+    heartbeat's measured figures)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a sandbox is: its node (and how to reach it), its owner, and the record its
+    node last reported."""
+
+    node: str
+    tenant: str
+    record: dict[str, Any]
+    url: str
+    reachable: bool
+
+
+_CAPACITY = (
+    "vcpus, memory_mib, disk_mib, max_sandboxes, free_memory_mib, free_disk_mib, load, "
+    "sandboxes, accelerator, qemu_version"
+)
+
+
+class Catalog:
+    """The catalog at ``url`` (``postgresql://...``); ``migrate``: upgrade its schema first."""
+
+    def __init__(self, url: str, *, node_timeout_s: float = 10.0, migrate_schema: bool = True):
+        self.url = url
+        self.node_timeout_s = node_timeout_s
+        if migrate_schema:
+            migrate.upgrade(url)
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            try:
+                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+            except psycopg.OperationalError as exc:
+                raise Unavailable(f"the cluster catalog is unreachable: {exc}") from exc
+        return self._conn
+
+    @contextmanager
+    def cursor(self, *, transaction: bool = False) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor on the shared connection (in one transaction if asked); a lost
+        connection is :class:`Unavailable` (503), and reopened next time."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                if transaction:
+                    with conn.transaction(), conn.cursor() as cur:
+                        yield cur
+                else:
+                    with conn.cursor() as cur:
+                        yield cur
+            except psycopg.OperationalError as exc:
+                raise Unavailable(f"the cluster catalog is unreachable: {exc}") from exc
+
+    def rows(self, query: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        with self.cursor() as cur:
+            cur.execute(query, args)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    # -- nodes ------------------------------------------------------------------------
+
+    def register(self, name: str, url: str, capacity: Capacity) -> None:
+        """Add the node or refresh its row (a restarted node: same name, maybe a new URL)."""
+        values = _capacity_values(capacity)
+        self.rows(
+            f"INSERT INTO nodes (name, url, {_CAPACITY}, registered_at, last_heartbeat, state) "
+            f"VALUES (%s, %s, {', '.join(['%s'] * len(values))}, now(), now(), 'up') "
+            "ON CONFLICT (name) DO UPDATE SET url = EXCLUDED.url, "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in _CAPACITY.split(", "))
+            + ", registered_at = now(), last_heartbeat = now(), state = 'up'",
+            (name, url, *values),
+        )
+
+    def heartbeat(self, name: str, capacity: Capacity) -> bool:
+        """One UPDATE of the node's row; False if it has none (removed: register again)."""
+        sets = ", ".join(f"{c} = %s" for c in _CAPACITY.split(", "))
+        with self.cursor() as cur:
+            cur.execute(
+                f"UPDATE nodes SET {sets}, last_heartbeat = now(), state = 'up' WHERE name = %s",
+                (*_capacity_values(capacity), name),
+            )
+            return cur.rowcount == 1
+
+    def nodes(self) -> list[NodeRecord]:
+        """Every registered node, reachable or not, with what its sandboxes hold."""
+        rows = self.rows(
+            f"SELECT n.name, n.url, {', '.join('n.' + c for c in _CAPACITY.split(', '))}, "
+            "n.last_heartbeat, n.state = 'up' AND n.last_heartbeat > now() - %s * interval '1s', "
+            "count(s.id), coalesce(sum(s.vcpus), 0), coalesce(sum(s.memory_mib), 0) "
+            "FROM nodes n LEFT JOIN sandboxes s ON s.node = n.name AND s.state = ANY(%s) "
+            "GROUP BY n.name ORDER BY n.name",
+            (self.node_timeout_s, list(HELD)),
+        )
+        return [
+            NodeRecord(r[0], r[1], Capacity(*r[2:12]), r[12], r[13], Usage(r[14], r[15], r[16]))
+            for r in rows
+        ]
+
+    def node(self, name: str) -> NodeRecord | None:
+        return next((n for n in self.nodes() if n.name == name), None)
+
+    def mark_unreachable(self) -> list[str]:
+        """Record the silent nodes as unreachable; the names that were up until now."""
+        rows = self.rows(
+            "UPDATE nodes SET state = 'unreachable' WHERE state = 'up' "
+            "AND last_heartbeat <= now() - %s * interval '1s' RETURNING name",
+            (self.node_timeout_s,),
+        )
+        return [r[0] for r in rows]
+
+    # -- what each node holds ---------------------------------------------------------
+
+    def report(
+        self,
+        node: str,
+        sandboxes: Mapping[str, dict[str, Any]],
+        gone: Sequence[str] = (),
+        *,
+        complete: bool = False,
+    ) -> None:
+        """The node's sandboxes that are new or changed (their records) and the ids it no
+        longer holds; ``complete``: ``sandboxes`` is all it holds (a start: drop the rest)."""
+        with self.cursor(transaction=True) as cur:
+            if complete:
+                cur.execute(
+                    "DELETE FROM sandboxes WHERE node = %s AND NOT id = ANY(%s)",
+                    (node, list(sandboxes)),
+                )
+            elif gone:
+                cur.execute(
+                    "DELETE FROM sandboxes WHERE node = %s AND id = ANY(%s)", (node, list(gone))
+                )
+            if sandboxes:
+                cur.executemany(
+                    "INSERT INTO sandboxes (id, node, tenant, state, vcpus, memory_mib, record) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                    "node = EXCLUDED.node, tenant = EXCLUDED.tenant, state = EXCLUDED.state, "
+                    "vcpus = EXCLUDED.vcpus, memory_mib = EXCLUDED.memory_mib, "
+                    "record = EXCLUDED.record",
+                    [
+                        (i, node, r["tenant"], r["state"], r["vcpus"], r["memory_mib"], Jsonb(r))
+                        for i, r in sandboxes.items()
+                    ],
+                )
+
+    def report_snapshots(self, node: str, snapshots: Mapping[str, tuple[str, int]]) -> None:
+        """All the snapshots the node holds now: id -> (tenant, size in bytes)."""
+        with self.cursor(transaction=True) as cur:
+            cur.execute(
+                "DELETE FROM snapshots WHERE node = %s AND NOT id = ANY(%s)",
+                (node, list(snapshots)),
+            )
+            if snapshots:
+                cur.executemany(
+                    "INSERT INTO snapshots (id, node, tenant, size_bytes) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (id, node) DO NOTHING",
+                    [(i, node, t, size) for i, (t, size) in snapshots.items()],
+                )
+
+    def report_images(self, node: str, images: Sequence[str]) -> None:
+        """All the images the node holds now."""
+        with self.cursor(transaction=True) as cur:
+            cur.execute(
+                "DELETE FROM images WHERE node = %s AND NOT name = ANY(%s)", (node, list(images))
+            )
+            cur.executemany(
+                "INSERT INTO images (name, node) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(name, node) for name in images],
+            )
+
+    def locate(self, sandbox_id: str) -> Placement | None:
+        """Where the sandbox is (one query: what a gateway asks on every request)."""
+        return self._placement("s.id = %s", sandbox_id)
+
+    def find_labelled(self, key: str, value: str, tenant: str | None) -> Placement | None:
+        """The sandbox of ``tenant`` (None: any) carrying label ``key=value``."""
+        return self._placement(
+            "s.record -> 'labels' ->> %s = %s AND (%s::text IS NULL OR s.tenant = %s)",
+            key,
+            value,
+            tenant,
+            tenant,
+        )
+
+    def _placement(self, where: str, *args: Any) -> Placement | None:
+        rows = self.rows(
+            "SELECT s.node, s.tenant, s.record, n.url, n.state = 'up' AND n.last_heartbeat > "
+            f"now() - %s * interval '1s' FROM sandboxes s JOIN nodes n ON n.name = s.node "
+            f"WHERE {where} LIMIT 1",
+            (self.node_timeout_s, *args),
+        )
+        return Placement(*rows[0]) if rows else None
+
+    def snapshot_holders(self, snapshot_id: str) -> list[tuple[str, str]]:
+        """The nodes holding the snapshot, with its tenant: ``[(node, tenant), ...]``."""
+        return [
+            (r[0], r[1])
+            for r in self.rows(
+                "SELECT node, tenant FROM snapshots WHERE id = %s ORDER BY node", (snapshot_id,)
+            )
+        ]
+
+    def image_holders(self, name: str) -> list[str]:
+        return [r[0] for r in self.rows("SELECT node FROM images WHERE name = %s", (name,))]
+
+    def sandboxes_on(self, nodes: Sequence[str], tenant: str | None) -> list[dict[str, Any]]:
+        """The last records of the sandboxes on ``nodes`` that ``tenant`` sees (None: all)."""
+        rows = self.rows(
+            "SELECT record FROM sandboxes WHERE node = ANY(%s) "
+            "AND (%s::text IS NULL OR tenant = %s) ORDER BY id",
+            (list(nodes), tenant, tenant),
+        )
+        return [r[0] for r in rows]
+
+    def usage(self, tenant: str) -> Usage:
+        """What the tenant's sandboxes hold over the whole cluster (those on unreachable
+        nodes too: they come back with their node)."""
+        row = self.rows(
+            "SELECT count(*), coalesce(sum(vcpus), 0), coalesce(sum(memory_mib), 0) "
+            "FROM sandboxes WHERE tenant = %s AND state = ANY(%s)",
+            (tenant, list(HELD)),
+        )[0]
+        return Usage(*row)
+
+
+def _capacity_values(capacity: Capacity) -> tuple[Any, ...]:
+    return tuple(getattr(capacity, c) for c in _CAPACITY.split(", "))

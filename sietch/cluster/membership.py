@@ -1,0 +1,145 @@
+"""Membership: a node registers itself in the catalog, heartbeats its capacity and reports
+what it holds; gateways mark the nodes that fell silent unreachable
+(:meth:`sietch.cluster.catalog.Catalog.mark_unreachable`).
+
+A node's report is a diff: after every change a request made (create, delete, fork,
+pause, ...: :meth:`NodeAgent.sync`) and at every heartbeat (timeouts, crashes), it
+writes the sandboxes whose state changed and deletes the ones gone, so the catalog's
+writes follow the lifecycle, not the clock. At start it writes everything it holds
+(``complete``), which is how a restarted node re-adopts its sandboxes in the catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from sietch.cluster.catalog import Capacity, Catalog
+from sietch.config import MiB, Settings
+from sietch.core.hostmem import mem_available
+from sietch.core.manager import Manager
+from sietch.core.models import SandboxInfo
+from sietch.core.pool import is_pooled
+from sietch.errors import SietchError
+from sietch.vmm.version import version_text
+
+log = logging.getLogger(__name__)
+
+Describe = Callable[[SandboxInfo], dict[str, Any]]
+"""A sandbox's record as the public API shows it (what a gateway lists for a lost one)."""
+
+
+def _mem_total() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    raise ValueError("no MemTotal in /proc/meminfo")
+
+
+class NodeAgent:
+    """This node's membership: ``await start()``, then ``run()`` as a task; ``sync()``
+    after a change. Every catalog call runs in a thread (psycopg is blocking)."""
+
+    def __init__(
+        self, catalog: Catalog, manager: Manager, settings: Settings, describe: Describe
+    ) -> None:
+        self.catalog = catalog
+        self.manager = manager
+        self.settings = settings
+        self.describe = describe
+        self.name = settings.node_name
+        self._qemu = version_text(settings.qemu_binary)
+        self._reported: dict[str, str] = {}
+        """Sandbox id -> the JSON of the record last reported."""
+        self._snapshots: dict[str, tuple[str, int]] = {}
+        self._images: list[str] = []
+        self._lock = asyncio.Lock()
+
+    def capacity(self) -> Capacity:
+        s = self.settings
+        disk = os.statvfs(s.state_dir)
+        free_memory = mem_available() - s.memory_reserve_mib * MiB
+        return Capacity(
+            vcpus=os.cpu_count() or 1,
+            memory_mib=_mem_total() // MiB,
+            disk_mib=disk.f_blocks * disk.f_frsize // MiB,
+            max_sandboxes=s.max_sandboxes,
+            free_memory_mib=max(free_memory, 0) // MiB,
+            free_disk_mib=disk.f_bavail * disk.f_frsize // MiB,
+            load=os.getloadavg()[0],
+            sandboxes=len(self.manager.live_sandboxes()),
+            accelerator=self.manager.accel,
+            qemu_version=self._qemu,
+        )
+
+    def _holdings(self) -> tuple[dict[str, str], dict[str, tuple[str, int]], list[str]]:
+        store = self.manager.store
+        sandboxes = {i.id: json_of(self.describe(i)) for i in store.all() if not is_pooled(i)}
+        snapshots = {
+            s.id: (s.tenant, s.size_bytes) for s in store.all_snapshots() if not s.template
+        }
+        images = sorted(
+            {i.name for i in self.manager.images.list()} | {i.name for i in store.all_images()}
+        )
+        return sandboxes, snapshots, images
+
+    async def start(self) -> None:
+        """Register (again, after a restart: same name) and report all this node holds."""
+        url = self.settings.advertised_node_url
+        await asyncio.to_thread(self.catalog.register, self.name, url, self.capacity())
+        await self.sync(complete=True)
+        log.info("node %s registered in the catalog at %s", self.name, url)
+
+    async def sync(self, *, complete: bool = False) -> None:
+        """Write what changed since the last report (everything, with ``complete``)."""
+        async with self._lock:
+            sandboxes, snapshots, images = self._holdings()
+            changed = {
+                i: record
+                for i, record in sandboxes.items()
+                if complete or self._reported.get(i) != record
+            }
+            gone = [i for i in self._reported if i not in sandboxes]
+            if changed or gone or complete:
+                await asyncio.to_thread(
+                    self.catalog.report,
+                    self.name,
+                    {i: _loads(r) for i, r in changed.items()},
+                    gone,
+                    complete=complete,
+                )
+                self._reported = sandboxes
+            if complete or snapshots != self._snapshots:
+                await asyncio.to_thread(self.catalog.report_snapshots, self.name, snapshots)
+                self._snapshots = snapshots
+            if complete or images != self._images:
+                await asyncio.to_thread(self.catalog.report_images, self.name, images)
+                self._images = images
+
+    async def run(self) -> None:
+        """Heartbeat every ``heartbeat_s`` until cancelled; an unreachable catalog is
+        logged and retried (the node keeps serving what it holds)."""
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                known = await asyncio.to_thread(self.catalog.heartbeat, self.name, self.capacity())
+                if not known:  # removed from the catalog meanwhile: join again
+                    await self.start()
+                else:
+                    await self.sync()
+            except SietchError as exc:
+                log.warning("heartbeat of node %s failed: %s", self.name, exc)
+
+
+def json_of(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded

@@ -1,0 +1,1 @@
+"""Alembic's script directory for the cluster catalog (see :mod:`sietch.cluster.migrate`)."""

@@ -1,0 +1,618 @@
+"""``sietch serve --gateway``: the public API of a cluster, forwarded to its nodes.
+
+Stateless: what it knows it reads from the catalog on every request (where a sandbox
+is, who a key belongs to, which nodes are up), so any number of gateways serve behind
+one address and a restart loses nothing. Each request goes, with the cluster secret and
+the caller it resolved, to the node that holds its sandbox (:mod:`.routing`): HTTP
+streamed both ways with httpx, WebSockets relayed message by message. A node that
+cannot be reached is a 503 naming it, at once if the catalog already says so, else as
+soon as the connection fails (a connect timeout of a few seconds at most): never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import websockets
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.asyncio.client import ClientConnection
+
+from sietch import __version__
+from sietch.cluster import placement
+from sietch.cluster.catalog import Catalog, NodeRecord
+from sietch.cluster.tenants import ClusterTenants
+from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
+from sietch.config import Settings
+from sietch.core.quotas import QuotaGate, Usage
+from sietch.core.tenants import ANONYMOUS, Caller
+from sietch.errors import (
+    AuthenticationError,
+    BadGateway,
+    InvalidArgument,
+    PayloadTooLarge,
+    SandboxNotFound,
+    SietchError,
+    SnapshotNotFound,
+    Unavailable,
+)
+from sietch.server.arrakis.registry import VM_LABEL
+from sietch.server.exec_ws import refuse
+from sietch.server.gateway.routing import Target, classify
+from sietch.server.handlers import error_response
+from sietch.server.routes.proxy.upstream import HOP_BY_HOP
+from sietch.server.routes.proxy.ws_relay import relay
+
+log = logging.getLogger(__name__)
+
+_NOT_FORWARDED = HOP_BY_HOP | {
+    b"authorization",
+    b"x-api-key",
+    SECRET_HEADER.encode(),
+    CALLER_HEADER.encode(),
+}
+_WS_NOT_FORWARDED = _NOT_FORWARDED | {
+    b"host",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"sec-websocket-extensions",
+    b"sec-websocket-protocol",
+    b"content-length",
+}
+_RESPONSE_NOT_FORWARDED = frozenset(h.decode() for h in HOP_BY_HOP)
+CONNECT_TIMEOUT_S = 3.0
+_PLACEMENTS = 100_000
+
+
+def api_key(conn: HTTPConnection) -> str | None:
+    """The key a client sent as Sietch (Bearer), Arrakis (Basic password) or E2B
+    (``X-API-Key``) does."""
+    if key := conn.headers.get("x-api-key"):
+        return key
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
+            return base64.b64decode(value, validate=True).decode().partition(":")[2] or None
+    return None
+
+
+class Gateway:
+    """The forwarding logic; one per app, its HTTP client opened in the lifespan."""
+
+    def __init__(self, settings: Settings, tenants: ClusterTenants) -> None:
+        assert settings.cluster_secret is not None
+        self.settings = settings
+        self.tenants = tenants
+        self.catalog: Catalog = tenants.catalog
+        self.secret = settings.cluster_secret.get_secret_value()
+        self.quotas = QuotaGate(tenants.quota, self.catalog.usage)
+        self._http: httpx.AsyncClient | None = None
+        self._placements: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        """Sandbox id -> (node, tenant), which never change while the sandbox exists (a
+        deleted one's node answers 404 itself): one catalog read less per request."""
+        self._nodes: dict[str, NodeRecord] = {}
+        """The nodes as of the last look (every ``heartbeat_s``): who is reachable."""
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise Unavailable("the gateway is starting or stopping")
+        return self._http
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(CONNECT_TIMEOUT_S, read=None, write=None, pool=None),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            follow_redirects=False,
+            trust_env=False,
+        )
+        await self.refresh()
+        watcher = asyncio.create_task(self._watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await self._http.aclose()
+            self._http = None
+            self.catalog.close()
+
+    async def refresh(self) -> list[NodeRecord]:
+        nodes = await asyncio.to_thread(self.catalog.nodes)
+        self._nodes = {n.name: n for n in nodes}
+        return nodes
+
+    async def _watch(self) -> None:
+        """Mark the nodes whose heartbeats stopped unreachable (their sandboxes are then
+        ``lost``), logging each once, and keep the view of the nodes fresh."""
+        while True:
+            with contextlib.suppress(SietchError):
+                for name in await asyncio.to_thread(self.catalog.mark_unreachable):
+                    log.warning("node %s missed its heartbeats: unreachable", name)
+                await self.refresh()
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    # -- who and where ----------------------------------------------------------------
+
+    async def caller(self, conn: HTTPConnection) -> Caller | None:
+        """The caller of the request's key; None without one (the node decides: browser
+        links, envd tokens and public routes carry none); 401 for an unknown key."""
+        if not self.settings.auth:
+            return ANONYMOUS
+        key = api_key(conn)
+        if key is None:
+            return None
+        found = await asyncio.to_thread(self.tenants.lookup, key)
+        if found is None:
+            raise AuthenticationError("invalid API key")
+        return found
+
+    async def nodes(self) -> list[NodeRecord]:
+        """The nodes as the catalog has them now (placement needs what they hold now)."""
+        return await self.refresh()
+
+    async def _placement(self, target: Target, scope: str | None) -> tuple[str, str] | None:
+        assert target.key is not None
+        if target.kind == "vm":
+            found = await asyncio.to_thread(self.catalog.find_labelled, VM_LABEL, target.key, scope)
+            return None if found is None else (found.node, found.tenant)
+        if (cached := self._placements.get(target.key)) is not None:
+            return cached
+        found = await asyncio.to_thread(self.catalog.locate, target.key)
+        if found is None:
+            return None
+        self._placements[target.key] = (found.node, found.tenant)
+        while len(self._placements) > _PLACEMENTS:
+            self._placements.popitem(last=False)
+        return found.node, found.tenant
+
+    async def sandbox_node(self, target: Target, caller: Caller | None) -> NodeRecord:
+        """The node of the sandbox the request names: 404 (as the node would say) when
+        unknown or another tenant's, 503 naming the node when that is unreachable."""
+        scope = caller.scope if caller is not None else None
+        found = await self._placement(target, scope)
+        if found is None or (scope is not None and found[1] != scope):
+            if target.by_header:
+                raise BadGateway(f"The sandbox {target.key} was not found")
+            raise SandboxNotFound(f"no sandbox with id {target.key!r}")
+        node = self._nodes.get(found[0])
+        if node is None:  # a node that joined since the last look
+            node = {n.name: n for n in await self.nodes()}.get(found[0])
+        if node is None or not node.reachable:
+            raise _unreachable(found[0], f"sandbox {target.key}")
+        return node
+
+    async def any_node(self, exclude: Sequence[str] = ()) -> NodeRecord:
+        up = [n for n in await self.nodes() if n.reachable and n.name not in exclude]
+        if not up:
+            raise Unavailable("no node of the cluster is reachable")
+        return random.choice(up)
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _headers(
+        self, conn: HTTPConnection, caller: Caller | None, drop: frozenset[bytes]
+    ) -> list[tuple[bytes, bytes]]:
+        headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in drop]
+        headers.append((SECRET_HEADER.encode(), self.secret.encode()))
+        if caller is not None:
+            headers.append((CALLER_HEADER.encode(), encode_caller(caller).encode()))
+        return headers
+
+    async def send(
+        self,
+        request: Request,
+        node: str,
+        url: str,
+        caller: Caller | None,
+        body: bytes | None = None,
+    ) -> httpx.Response:
+        """The request, sent on to ``url`` (a node's), its response not yet read."""
+        path = request.scope.get("raw_path") or request.url.path.encode()
+        query = request.scope.get("query_string", b"")
+        target = url + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        streamed = "content-length" in request.headers or "transfer-encoding" in request.headers
+        content: Any = body if body is not None else request.stream() if streamed else None
+        outgoing = self.http.build_request(
+            request.method,
+            target,
+            headers=self._headers(request, caller, _NOT_FORWARDED),
+            content=content,
+        )
+        try:
+            return await self.http.send(outgoing, stream=True)
+        except httpx.TransportError as exc:
+            raise _unreachable(node, "it", exc) from None
+
+    async def forward(
+        self,
+        request: Request,
+        node: str,
+        url: str,
+        caller: Caller | None,
+        body: bytes | None = None,
+    ) -> Response:
+        upstream = await self.send(request, node, url, caller, body)
+        return StreamingResponse(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            headers={
+                k: v
+                for k, v in upstream.headers.multi_items()
+                if k.lower() not in _RESPONSE_NOT_FORWARDED
+            },
+            background=BackgroundTask(upstream.aclose),
+        )
+
+    async def body(self, request: Request) -> tuple[bytes, dict[str, Any]]:
+        """A create's or restore's JSON body (bounded), and its fields."""
+        limit = self.settings.max_request_bytes
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise PayloadTooLarge(f"the request body exceeds {limit} bytes")
+        try:
+            fields = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            raise InvalidArgument("the request body is not valid JSON") from None
+        return raw, fields if isinstance(fields, dict) else {}
+
+    def need(self, fields: dict[str, Any]) -> Usage:
+        s = self.settings
+        vcpus, memory = fields.get("vcpus"), fields.get("memory_mib")
+        return Usage(
+            1,
+            vcpus if isinstance(vcpus, int) else s.default_vcpus,
+            memory if isinstance(memory, int) else s.default_memory_mib,
+        )
+
+    async def create(self, request: Request, caller: Caller | None) -> Response:
+        """Place a new sandbox (quota first, cluster-wide), then forward the create; a node
+        that turns out dead is skipped for the next best."""
+        raw, fields = await self.body(request)
+        need = self.need(fields)
+        prefer = fields.get("prefer_node")
+        tried: list[str] = []
+        tenant = caller.tenant if caller is not None else None
+        with self.quotas.admit(tenant, need) if tenant else contextlib.nullcontext():
+            while True:
+                nodes = [n for n in await self.nodes() if n.name not in tried]
+                node = placement.choose(
+                    nodes,
+                    need,
+                    candidates=self.settings.placement_candidates,
+                    prefer=prefer if isinstance(prefer, str) and prefer not in tried else None,
+                )
+                try:
+                    upstream = await self.send(request, node.name, node.url, caller, raw)
+                except Unavailable:
+                    log.warning("node %s did not answer a create: trying another", node.name)
+                    tried.append(node.name)
+                    continue
+                return await _buffered(upstream)
+
+    async def restore(self, request: Request, caller: Caller | None, snapshot_id: str) -> Response:
+        """Restore on a node holding the snapshot; or copy it first to ``prefer_node``, or
+        to the node placement picks when no holder has room."""
+        raw, fields = await self.body(request)
+        holders = await self.snapshot_holders(snapshot_id, caller)
+        nodes = {n.name: n for n in await self.nodes()}
+        prefer = fields.get("prefer_node")
+        need = self.need(fields)
+        if isinstance(prefer, str) and prefer in holders:
+            target = nodes[prefer]
+        elif isinstance(prefer, str) or not any(
+            placement.fits(nodes[h], need) for h in holders if h in nodes
+        ):
+            target = placement.choose(
+                list(nodes.values()),
+                need,
+                candidates=self.settings.placement_candidates,
+                prefer=prefer if isinstance(prefer, str) else None,
+            )
+        else:
+            fitting = [nodes[h] for h in holders if h in nodes and placement.fits(nodes[h], need)]
+            target = max(fitting, key=placement.score)
+        tenant = caller.tenant if caller is not None else None
+        with self.quotas.admit(tenant, need) if tenant else contextlib.nullcontext():
+            if target.name not in holders:
+                source = next(
+                    (nodes[h] for h in holders if h in nodes and nodes[h].reachable), None
+                )
+                if source is None:
+                    raise _unreachable(holders[0], f"snapshot {snapshot_id}")
+                await self.copy_snapshot(snapshot_id, source, target)
+            upstream = await self.send(request, target.name, target.url, caller, raw)
+            return await _buffered(upstream)
+
+    async def snapshot_holders(self, snapshot_id: str, caller: Caller | None) -> list[str]:
+        held = await asyncio.to_thread(self.catalog.snapshot_holders, snapshot_id)
+        scope = caller.scope if caller is not None else None
+        if not held or (scope is not None and held[0][1] != scope):
+            raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
+        return [node for node, _tenant in held]
+
+    async def copy_snapshot(self, snapshot_id: str, source: NodeRecord, target: NodeRecord) -> None:
+        """Have ``target`` fetch the snapshot from ``source``, node to node (the gateway
+        carries none of it)."""
+        log.info("copying snapshot %s from node %s to %s", snapshot_id, source.name, target.name)
+        try:
+            answer = await self.http.post(
+                f"{target.url}/internal/snapshots/{snapshot_id}/fetch",
+                json={"source": source.url},
+                headers={SECRET_HEADER: self.secret},
+            )
+        except httpx.TransportError as exc:
+            raise _unreachable(target.name, "it", exc) from None
+        if answer.status_code != 200:
+            raise BadGateway(
+                f"copying snapshot {snapshot_id} from node {source.name} to {target.name} "
+                f"failed: {answer.text[:500]}"
+            )
+
+    async def fan_out(
+        self, request: Request, caller: Caller | None
+    ) -> tuple[list[httpx.Response], list[str]]:
+        """The request sent to every reachable node at once; their answers, and the nodes
+        that are unreachable (in the catalog, or found so now)."""
+        nodes = await self.nodes()
+        up = [n for n in nodes if n.reachable]
+        raw = await request.body()
+
+        async def ask(node: NodeRecord) -> httpx.Response | None:
+            try:
+                answer = await self.send(request, node.name, node.url, caller, raw)
+            except Unavailable:
+                return None
+            await answer.aread()
+            return answer
+
+        answers = await asyncio.gather(*(ask(n) for n in up))
+        lost = [n.name for n in nodes if not n.reachable]
+        lost += [n.name for n, a in zip(up, answers, strict=True) if a is None]
+        return [a for a in answers if a is not None], lost
+
+    async def merged(self, request: Request, caller: Caller | None) -> Response:
+        """Every node's answer in one: lists concatenated (and counts summed); the first
+        error as it is. Sietch's own listing adds the sandboxes of unreachable nodes, as
+        ``lost``."""
+        answers, lost = await self.fan_out(request, caller)
+        for answer in answers:
+            if answer.status_code >= 400:
+                return _copy(answer)
+        merged = _merge([a.json() for a in answers])
+        if (
+            request.url.path.rstrip("/") == "/api/v1/sandboxes"
+            and lost
+            and isinstance(merged, dict)
+        ):
+            scope = caller.scope if caller is not None else None
+            records = await asyncio.to_thread(self.catalog.sandboxes_on, lost, scope)
+            wanted = [tuple(item.split("=", 1)) for item in request.query_params.getlist("label")]
+            for record in records:
+                labels = record.get("labels", {})
+                if all(labels.get(k) == v for k, v in wanted):
+                    merged["data"].append({**record, "state": "lost"})
+            merged["count"] = len(merged["data"])
+        return JSONResponse(merged)
+
+    async def http_endpoint(self, request: Request) -> Response:
+        try:
+            return await self.dispatch(request)
+        except SietchError as exc:
+            if exc.status >= 500:
+                log.warning("%s %s failed: %s", request.method, request.url.path, exc)
+            return error_response(exc)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.url.path)
+            return error_response(SietchError("internal error in the gateway (see its log)"))
+
+    async def dispatch(self, request: Request) -> Response:
+        path = request.url.path
+        if path == "/api/v1/health":
+            return JSONResponse({"status": "ok", "version": __version__})
+        caller = await self.caller(request)
+        target = classify(request.method, path, _lower(request), self.settings.proxy_domain)
+        match target.kind:
+            case "sandbox" | "vm":
+                node = await self.sandbox_node(target, caller)
+                return await self.forward(request, node.name, node.url, caller)
+            case "restore":
+                assert target.key is not None
+                return await self.restore(request, caller, target.key)
+            case "snapshot":
+                assert target.key is not None
+                return await self.snapshot_request(request, caller, target.key)
+            case "create":
+                return await self.create(request, caller)
+            case "list" | "every":
+                return await self.merged(request, caller)
+            case _:
+                node = await self.any_node()
+                return await self.forward(request, node.name, node.url, caller)
+
+    async def snapshot_request(
+        self, request: Request, caller: Caller | None, snapshot_id: str
+    ) -> Response:
+        """To a reachable node holding the snapshot; a delete to every one."""
+        holders = await self.snapshot_holders(snapshot_id, caller)
+        if request.method == "DELETE":  # every copy goes
+            return await self.merged_delete(request, caller, holders)
+        nodes = {n.name: n for n in await self.nodes() if n.reachable}
+        holder = next((nodes[h] for h in holders if h in nodes), None)
+        if holder is None:
+            raise _unreachable(holders[0], f"snapshot {snapshot_id}")
+        return await self.forward(request, holder.name, holder.url, caller)
+
+    async def merged_delete(
+        self, request: Request, caller: Caller | None, holders: list[str]
+    ) -> Response:
+        nodes = {n.name: n for n in await self.nodes()}
+        first: Response | None = None
+        for name in holders:
+            node = nodes.get(name)
+            if node is None or not node.reachable:
+                continue
+            answer = await _buffered(await self.send(request, name, node.url, caller, b""))
+            first = first or answer
+        if first is None:
+            raise _unreachable(holders[0], "the snapshot")
+        return first
+
+    # -- WebSocket --------------------------------------------------------------------
+
+    async def ws_endpoint(self, websocket: WebSocket) -> None:
+        try:
+            caller = await self.caller(websocket)
+            target = classify(
+                "GET", websocket.url.path, _lower(websocket), self.settings.proxy_domain
+            )
+            if target.kind in ("sandbox", "vm"):
+                node = await self.sandbox_node(target, caller)
+                name, url = node.name, node.url
+            else:
+                node = await self.any_node()
+                name, url = node.name, node.url
+            upstream = await self.ws_connect(websocket, name, url, caller)
+        except SietchError as exc:
+            await refuse(websocket, exc)
+            return
+        except websockets.exceptions.InvalidStatus as exc:
+            # The node refused the handshake (401, 404, 409...): pass its answer on.
+            await _deny(websocket, exc.response.status_code, bytes(exc.response.body or b""))
+            return
+        try:
+            await websocket.accept(subprotocol=upstream.subprotocol)
+            await relay(websocket, upstream)
+        finally:
+            await upstream.close()
+
+    async def ws_connect(
+        self, websocket: WebSocket, node: str, url: str, caller: Caller | None
+    ) -> ClientConnection:
+        path = websocket.scope.get("raw_path") or websocket.url.path.encode()
+        query = websocket.scope.get("query_string", b"")
+        ws_url = url.replace("http", "ws", 1) + path.decode("latin-1")
+        if query:
+            ws_url += "?" + query.decode("latin-1")
+        headers = self._headers(websocket, caller, _WS_NOT_FORWARDED)
+        try:
+            return await websockets.connect(
+                ws_url,
+                additional_headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                subprotocols=websocket.scope.get("subprotocols") or None,
+                max_size=None,
+                open_timeout=CONNECT_TIMEOUT_S * 3,
+                ping_interval=None,
+                compression=None,
+                proxy=None,
+            )
+        except websockets.exceptions.InvalidStatus:
+            raise
+        except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
+            raise _unreachable(node, "it", exc) from None
+
+
+def _unreachable(node: str, what: str, exc: Exception | None = None) -> Unavailable:
+    held = f"{what} is on node {node}, which " if what != "it" else f"node {node} "
+    why = f": {exc}" if exc is not None else " (it missed its heartbeats)"
+    return Unavailable(f"{held}is unreachable{why}", node=node, retry_after=5)
+
+
+def _lower(conn: HTTPConnection) -> dict[str, str]:
+    return {k.lower(): v for k, v in conn.headers.items()}
+
+
+async def _buffered(upstream: httpx.Response) -> Response:
+    try:
+        await upstream.aread()
+    finally:
+        await upstream.aclose()
+    return _copy(upstream)
+
+
+def _copy(answer: httpx.Response) -> Response:
+    return Response(
+        answer.content,
+        status_code=answer.status_code,
+        headers={
+            k: v
+            for k, v in answer.headers.multi_items()
+            if k.lower() not in _RESPONSE_NOT_FORWARDED | {"content-length", "content-encoding"}
+        },
+    )
+
+
+def _merge(bodies: list[Any]) -> Any:
+    """Lists concatenated; objects merged field by field (lists concatenated, ``count``
+    summed, anything else the first node's)."""
+    if not bodies:
+        return {"data": [], "count": 0}
+    if all(isinstance(b, list) for b in bodies):
+        return [item for b in bodies for item in b]
+    merged: dict[str, Any] = {}
+    for body in bodies:
+        for key, value in body.items():
+            if isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+            elif key == "count" and isinstance(value, int):
+                merged[key] = merged.get(key, 0) + value
+            else:
+                merged.setdefault(key, value)
+    return merged
+
+
+async def _deny(websocket: WebSocket, status: int, body: bytes) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            Response(body, status_code=status, media_type="application/json")
+        )
+    else:
+        message = "refused"
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            message = json.loads(body)["error"]["message"]
+        await websocket.close(4000 + status, message[:120])
+
+
+def create_gateway_app(settings: Settings, tenants: ClusterTenants) -> Starlette:
+    """The gateway's ASGI app: every path, every method, HTTP and WebSocket."""
+    gateway = Gateway(settings, tenants)
+    # httpx logs every request it sends at INFO: a line per forwarded request.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with gateway.running():
+            yield
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    app = Starlette(
+        routes=[
+            Route("/{path:path}", gateway.http_endpoint, methods=methods),
+            WebSocketRoute("/{path:path}", gateway.ws_endpoint),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

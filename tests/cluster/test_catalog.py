@@ -1,0 +1,136 @@
+"""The cluster catalog on a real PostgreSQL: migrations, nodes, placements, tenants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from sietch.cluster import migrate
+from sietch.cluster.catalog import Capacity, Catalog
+from sietch.cluster.tenants import ClusterTenants
+from sietch.core.quotas import Quota, Usage
+from sietch.core.tenants import Caller
+from sietch.errors import Conflict, InvalidArgument, NotFound
+
+CAPACITY = Capacity(2, 8192, 100_000, 64, 6000, 90_000, 0.5, 0, "tcg", "10.0.2")
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    made = Catalog(catalog_url, node_timeout_s=0.5)
+    yield made
+    made.close()
+
+
+def _record(sandbox_id: str, tenant: str = "acme", state: str = "running") -> dict[str, object]:
+    return {"id": sandbox_id, "tenant": tenant, "state": state, "vcpus": 1, "memory_mib": 256}
+
+
+def test_migrates_from_empty(catalog_url: str) -> None:
+    """An empty database is brought to the newest revision, every table there."""
+    assert migrate.current(catalog_url) is None
+    migrate.upgrade(catalog_url)
+    assert migrate.current(catalog_url) == migrate.head()
+    with psycopg.connect(catalog_url) as conn:
+        tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables")}
+    assert {"nodes", "sandboxes", "snapshots", "images", "tenants", "api_keys"} <= tables
+    migrate.upgrade(catalog_url)  # a second start finds nothing to do
+    assert migrate.current(catalog_url) == migrate.head()
+
+
+def test_migrates_from_the_previous_revision(catalog_url: str) -> None:
+    """A catalog at the revision before the newest keeps its rows through the upgrade."""
+    migrate.upgrade(catalog_url, "0001")
+    old = Catalog(catalog_url, migrate_schema=False)
+    old.register("n1", "http://10.0.0.1:7001", CAPACITY)
+    old.report("n1", {"sb-1": _record("sb-1")})
+    old.close()
+    catalog = Catalog(catalog_url)
+    try:
+        assert migrate.current(catalog_url) == migrate.head() != "0001"
+        assert [n.name for n in catalog.nodes()] == ["n1"]
+        assert catalog.locate("sb-1") is not None
+        _, key = ClusterTenants(catalog).create_key("acme", "ci")
+        assert ClusterTenants(catalog).lookup(key) == Caller("acme", "ci")
+    finally:
+        catalog.close()
+
+
+def test_a_silent_node_is_unreachable_until_it_heartbeats(catalog: Catalog) -> None:
+    """Registration makes a node reachable; silence past node_timeout_s makes it
+    unreachable (once marked); a heartbeat brings it back."""
+    catalog.register("n1", "http://10.0.0.1:7001", CAPACITY)
+    (node,) = catalog.nodes()
+    assert node.reachable and node.capacity == CAPACITY and node.url.endswith(":7001")
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.1), reraise=True):
+        with attempt:
+            assert not catalog.nodes()[0].reachable
+    assert catalog.mark_unreachable() == ["n1"]
+    assert catalog.mark_unreachable() == []
+    assert catalog.heartbeat("n1", CAPACITY)
+    assert catalog.nodes()[0].reachable
+    assert not catalog.heartbeat("n2", CAPACITY)  # never registered: it must register
+
+
+def test_reports_say_where_each_sandbox_is(catalog: Catalog) -> None:
+    """Reported sandboxes are located and counted per tenant and node; a complete report
+    drops what the node no longer holds, a partial one only what it names."""
+    catalog.register("n1", "http://a", CAPACITY)
+    catalog.register("n2", "http://b", CAPACITY)
+    catalog.report("n1", {"sb-1": _record("sb-1"), "sb-2": _record("sb-2", "other")})
+    catalog.report("n2", {"sb-3": _record("sb-3"), "sb-4": _record("sb-4", state="hibernated")})
+    placed = catalog.locate("sb-3")
+    assert placed is not None and (placed.node, placed.tenant) == ("n2", "acme")
+    assert catalog.usage("acme") == Usage(2, 2, 512)  # the hibernated one holds nothing
+    assert {n.name: n.placed.sandboxes for n in catalog.nodes()} == {"n1": 2, "n2": 1}
+    assert [r["id"] for r in catalog.sandboxes_on(["n1", "n2"], "acme")] == ["sb-1", "sb-3", "sb-4"]
+    catalog.report("n1", {}, ["sb-2"])
+    assert catalog.locate("sb-2") is None and catalog.locate("sb-1") is not None
+    catalog.report("n1", {"sb-5": _record("sb-5")}, complete=True)
+    assert catalog.locate("sb-1") is None and catalog.locate("sb-5") is not None
+    assert catalog.locate("sb-3") is not None  # another node's: untouched
+
+
+def test_snapshots_and_images_may_be_on_several_nodes(catalog: Catalog) -> None:
+    """A copied snapshot has a holder per node; a node's report replaces only its own."""
+    catalog.register("n1", "http://a", CAPACITY)
+    catalog.register("n2", "http://b", CAPACITY)
+    catalog.report_snapshots("n1", {"snap-1": ("acme", 10)})
+    catalog.report_snapshots("n2", {"snap-1": ("acme", 10), "snap-2": ("acme", 5)})
+    assert catalog.snapshot_holders("snap-1") == [("n1", "acme"), ("n2", "acme")]
+    catalog.report_snapshots("n2", {"snap-2": ("acme", 5)})
+    assert catalog.snapshot_holders("snap-1") == [("n1", "acme")]
+    catalog.report_images("n1", ["default"])
+    catalog.report_images("n2", ["default", "mine"])
+    assert sorted(catalog.image_holders("default")) == ["n1", "n2"]
+    assert catalog.image_holders("mine") == ["n2"]
+
+
+def test_cluster_tenants_behave_as_a_machines(catalog: Catalog) -> None:
+    """Keys, names, revocation seen by another gateway, quotas over the defaults: as the
+    SQLite catalog does, through the same interface."""
+    gateway = ClusterTenants(catalog, {"max_sandboxes": 5})
+    other = ClusterTenants(Catalog(catalog.url, migrate_schema=False))
+    assert gateway.ensure_admin() is not None and gateway.ensure_admin() is None
+    record, key = gateway.create_key("acme", "ci")
+    assert record.created_at <= datetime.now(UTC)
+    assert other.lookup(key) == Caller("acme", "ci") and other.lookup(key + "x") is None
+    with pytest.raises(Conflict):
+        gateway.create_key("acme", "ci")
+    with pytest.raises(InvalidArgument):
+        gateway.create_key("Not A Tenant", "ci")
+    assert gateway.quota("acme") == Quota(max_sandboxes=5)
+    gateway.set_quota("acme", max_vcpus=4)
+    gateway.set_quota("acme", max_sandboxes=None)
+    assert other.quota("acme") == Quota(max_sandboxes=None, max_vcpus=4)
+    assert {t.name: t.keys for t in other.tenants()} == {"acme": 1, "default": 1}
+    other.revoke("ci", "acme")
+    assert gateway.lookup(key) is None
+    assert [k.name for k in gateway.keys("acme", revoked=True)] == ["ci"]
+    with pytest.raises(NotFound):
+        gateway.revoke("ci", "acme")
+    other.catalog.close()

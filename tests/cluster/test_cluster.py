@@ -1,0 +1,249 @@
+"""Three nodes (each in a network namespace of its own) and two gateways on one catalog:
+placement, every kind of request through either gateway, snapshots copied between nodes,
+tenants across nodes, the nodes' internal port, and a node killed and brought back.
+
+The tests share one cluster and run in file order: the last one kills a node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from e2b import Sandbox as E2BSandbox
+from py_arrakis import SandboxManager
+from tenacity import Retrying, stop_after_delay, wait_fixed
+
+from sietch import Sandbox
+from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
+from sietch.core.tenants import Caller
+from tests.cluster.harness import SECRET, Cluster, cluster
+from tests.cluster.network import ClusterNet
+from tests.cluster.postgres import Postgres
+from tests.server.harness import wait_listening
+
+SMALL = {"memory_mib": 256}
+CAPACITY = {"node-1": 8, "node-2": 14, "node-3": 14}
+"""Sandbox slots per node (SIETCH_MAX_SANDBOXES): node-1 is the small one."""
+
+
+@pytest.fixture(scope="module")
+def sietch_cluster(cluster_net: ClusterNet, postgres: Postgres) -> Iterator[Cluster]:
+    settings = [{"max_sandboxes": str(n)} for n in CAPACITY.values()]
+    with cluster(cluster_net, postgres, settings, gateways=2) as made:
+        yield made
+
+
+def _node_of(c: Cluster, sandbox_id: str) -> str:
+    placed = c.catalog.locate(sandbox_id)
+    assert placed is not None, f"{sandbox_id} is not in the catalog"
+    return placed.node
+
+
+def _sdk(c: Cluster, gateway: int, key: str | None = None) -> dict[str, str]:
+    return {"url": c.gateways[gateway].url, "api_key": key or c.admin_key}
+
+
+def test_creates_spread_over_the_nodes_by_capacity(sietch_cluster: Cluster) -> None:
+    """30 creates through both gateways land on every node, none past its slots, the
+    small node holding no more than the others; each node's list is its own share."""
+    c = sietch_cluster
+
+    def create(n: int) -> str:
+        with c.client(n % 2) as http:
+            answer = http.post("/sandboxes", json={**SMALL, "labels": {"batch": "spread"}})
+            assert answer.status_code == 201, answer.text
+            return str(answer.json()["id"])
+
+    with ThreadPoolExecutor(3) as pool:
+        ids = list(pool.map(create, range(30)))
+    try:
+        counts = {name: 0 for name in CAPACITY}
+        for sandbox_id in ids:
+            counts[_node_of(c, sandbox_id)] += 1
+        assert all(counts[n] <= CAPACITY[n] for n in CAPACITY), counts
+        assert all(counts.values()), counts
+        assert counts["node-1"] <= min(counts["node-2"], counts["node-3"]), counts
+        print(f"spread {counts}, stddev {statistics.pstdev(counts.values()):.2f}")
+        with c.client(1) as http:
+            listed = http.get("/sandboxes", params={"label": "batch=spread"}).json()
+        assert sorted(s["id"] for s in listed["data"]) == sorted(ids)
+        assert listed["count"] == 30
+    finally:
+        with ThreadPoolExecutor(3) as pool, c.client(0) as http:
+            list(pool.map(lambda i: http.delete(f"/sandboxes/{i}"), ids))
+    for sandbox_id in ids:
+        assert c.catalog.locate(sandbox_id) is None
+
+
+def test_every_operation_works_through_either_gateway(sietch_cluster: Cluster) -> None:
+    """A sandbox made through one gateway is driven through the other with the SDK,
+    unchanged: streamed exec, files, processes, a PTY, the port proxy; the CLI lists it."""
+    c = sietch_cluster
+    with (
+        Sandbox.create(**SMALL, **_sdk(c, 0)) as made,
+        Sandbox.connect(made.id, **_sdk(c, 1)) as sb,
+    ):
+        seen: list[bytes] = []
+        result = sb.exec("for i in 1 2 3; do echo line$i; done", on_stdout=seen.append)
+        assert result.exit_code == 0 and b"".join(seen) == b"line1\nline2\nline3\n"
+        payload = os.urandom(3 << 20)
+        sb.files.write("/tmp/blob", payload)
+        assert made.files.read("/tmp/blob") == payload
+        server = sb.exec("cd /tmp && python3 -m http.server 8000", background=True)
+        assert any(p.pid == server.pid for p in made.process.list())
+        term = sb.pty("sh")
+        term.send("echo $((6*7))\nexit\n")
+        assert b"42" in b"".join(term)
+        sb.expose(8000)
+        with c.client(1) as http:
+            wait_listening(http, made.id, 8000)
+        headers = {"Authorization": f"Bearer {c.admin_key}"}
+        for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.3), reraise=True):
+            with attempt:
+                page = httpx.get(made.proxy_url(8000, "blob"), headers=headers, timeout=30)
+                assert page.status_code == 200 and page.content == payload
+        cli = subprocess.run(
+            [str(Path(sys.executable).parent / "sietch"), "ls", "--json"],
+            env=c.env(1),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert made.id in cli.stdout
+
+
+def test_e2b_and_arrakis_clients_work_through_a_gateway(
+    sietch_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The e2b SDK (REST and envd, routed by its sandbox header) and py-arrakis (routed
+    by VM name) create, run and kill through a gateway with only a URL change."""
+    c = sietch_cluster
+    url = c.gateways[1].url
+    for name, value in {
+        "E2B_API_KEY": c.admin_key,
+        "E2B_API_URL": url,
+        "E2B_SANDBOX_URL": url,
+    }.items():
+        monkeypatch.setenv(name, value)
+    e2b = E2BSandbox.create()
+    try:
+        assert e2b.commands.run("echo e2b").stdout == "e2b\n"
+        assert c.catalog.locate(e2b.sandbox_id) is not None
+    finally:
+        e2b.kill()
+    arrakis = SandboxManager(f"http://arrakis:{c.admin_key}@127.0.0.1:{c.gateways[0].port}")
+    vm = arrakis.start_sandbox("cluster-vm")
+    try:
+        assert "hi" in vm.run_cmd("echo hi")["output"]
+        assert "cluster-vm" in [v.name for v in arrakis.list_all()]
+    finally:
+        vm.destroy()
+
+
+def test_a_snapshot_taken_on_one_node_is_restored_on_another(sietch_cluster: Cluster) -> None:
+    """A snapshot on node-1, restored with prefer_node=node-2 through the other gateway,
+    is copied there first (checksummed) and comes back with its files; both hold it."""
+    c = sietch_cluster
+    with Sandbox.create(**SMALL, prefer_node="node-1", **_sdk(c, 0)) as source:
+        assert _node_of(c, source.id) == "node-1"
+        source.files.write("/root/note", b"taken on node-1")
+        snap = source.snapshot(name="to-copy")
+    with Sandbox.restore(snap.id, prefer_node="node-2", **_sdk(c, 1)) as copy:
+        assert _node_of(c, copy.id) == "node-2"
+        assert copy.files.read("/root/note") == b"taken on node-1"
+        assert copy.exec("echo restored").stdout == "restored\n"
+    assert [node for node, _ in c.catalog.snapshot_holders(snap.id)] == ["node-1", "node-2"]
+    with c.client(0) as http:
+        assert http.delete(f"/snapshots/{snap.id}").status_code == 204
+    for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.3), reraise=True):
+        with attempt:  # the other holder's copy goes too, and its report says so
+            assert c.catalog.snapshot_holders(snap.id) == []
+
+
+def test_tenants_are_isolated_and_quotas_hold_across_nodes(sietch_cluster: Cluster) -> None:
+    """A tenant's quota counts its sandboxes on every node; another tenant sees none of
+    them (404, as for an unknown id), through either gateway."""
+    c = sietch_cluster
+    c.tenants.set_quota("acme", max_sandboxes=2)
+    _, acme = c.tenants.create_key("acme", "ci")
+    _, beta = c.tenants.create_key("beta", "ci")
+    made = []
+    try:
+        for gateway, node in ((0, "node-2"), (1, "node-3")):
+            with c.client(gateway, acme) as http:
+                answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
+                assert answer.status_code == 201, answer.text
+                made.append(answer.json()["id"])
+        assert {_node_of(c, i) for i in made} == {"node-2", "node-3"}
+        with c.client(1, acme) as http:
+            refused = http.post("/sandboxes", json=SMALL)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        with c.client(0, beta) as http:
+            assert http.get(f"/sandboxes/{made[0]}").status_code == 404
+            exec_other = http.post(f"/sandboxes/{made[1]}/exec", json={"cmd": ["true"]})
+            assert exec_other.status_code == 404
+            assert http.get("/sandboxes").json()["count"] == 0
+    finally:
+        with c.client(0, acme) as http:
+            for sandbox_id in made:
+                http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def test_a_nodes_internal_port_refuses_public_api_keys(sietch_cluster: Cluster) -> None:
+    """Straight to a node, a valid API key is refused (401); only the cluster secret
+    gets in, and then only as the caller a gateway vouches for."""
+    c = sietch_cluster
+    node = c.nodes[0].url + "/api/v1/sandboxes"
+    keyed = httpx.get(node, headers={"Authorization": f"Bearer {c.admin_key}"})
+    assert keyed.status_code == 401
+    assert "cluster secret" in keyed.json()["error"]["message"]
+    assert httpx.get(node, headers={SECRET_HEADER: "wrong" * 8}).status_code == 401
+    no_caller = httpx.get(node, headers={SECRET_HEADER: SECRET})
+    assert no_caller.status_code == 401
+    vouched = {SECRET_HEADER: SECRET, CALLER_HEADER: encode_caller(Caller("default", "t", True))}
+    assert httpx.get(node, headers=vouched).status_code == 200
+
+
+def test_a_killed_node_loses_its_sandboxes_until_it_returns(sietch_cluster: Cluster) -> None:
+    """SIGKILL a node's server: requests for its sandbox get 503 naming it (never a hang),
+    listings show it lost, creates go to the other nodes; restarted, the node re-adopts
+    the sandbox and it answers again."""
+    c = sietch_cluster
+    victim = c.node("node-3")
+    with c.client(0) as http:
+        answer = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-3"})
+        assert answer.status_code == 201, answer.text
+        sandbox_id = answer.json()["id"]
+        assert _node_of(c, sandbox_id) == "node-3"
+        victim.stop(signal.SIGKILL)
+        try:
+            down = http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": ["true"]}, timeout=30)
+            assert down.status_code == 503 and "node-3" in down.json()["error"]["message"]
+            for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.5), reraise=True):
+                with attempt:
+                    listed = {s["id"]: s["state"] for s in http.get("/sandboxes").json()["data"]}
+                    assert listed.get(sandbox_id) == "lost"
+            elsewhere = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-3"})
+            assert elsewhere.status_code == 201, elsewhere.text
+            assert _node_of(c, elsewhere.json()["id"]) != "node-3"
+            http.delete(f"/sandboxes/{elsewhere.json()['id']}")
+        finally:
+            victim.up()
+        for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.5), reraise=True):
+            with attempt:
+                back = http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": ["echo", "back"]})
+                assert back.status_code == 200 and back.json()["stdout"] == "back\n"
+        assert http.get(f"/sandboxes/{sandbox_id}").json()["state"] == "running"
+        assert http.delete(f"/sandboxes/{sandbox_id}").status_code == 204
