@@ -100,6 +100,8 @@ class Node(Proc):
             "SIETCH_CLUSTER_SECRET": SECRET,
             "SIETCH_POOL_SIZE": "0",
             "SIETCH_INTERNET": "false",
+            # A node's first create cold-boots its template: minutes on a loaded TCG host.
+            "SIETCH_BOOT_TIMEOUT_S": "300",
             **{f"SIETCH_{k.upper()}": v for k, v in {**FAST, **extra}.items()},
         }
         super().__init__(state_dir, env, ["nsenter", f"--net=/run/netns/{ns}", "--"])
