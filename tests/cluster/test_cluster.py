@@ -216,6 +216,16 @@ def test_a_nodes_internal_port_refuses_public_api_keys(sietch_cluster: Cluster) 
     assert httpx.get(node, headers=vouched).status_code == 200
 
 
+def test_a_gateway_restart_loses_nothing(sietch_cluster: Cluster) -> None:
+    """Gateways keep no state: one restarted routes to the sandboxes made before."""
+    c = sietch_cluster
+    with Sandbox.create(**SMALL, **_sdk(c, 0)) as sb:
+        c.gateways[0].stop()
+        c.gateways[0].up()
+        with Sandbox.connect(sb.id, **_sdk(c, 0)) as again:
+            assert again.exec("echo still").stdout == "still\n"
+
+
 def test_a_killed_node_loses_its_sandboxes_until_it_returns(sietch_cluster: Cluster) -> None:
     """SIGKILL a node's server: requests for its sandbox get 503 naming it (never a hang),
     listings show it lost, creates go to the other nodes; restarted, the node re-adopts
