@@ -17,9 +17,9 @@ import json
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -69,6 +69,7 @@ from sietch.server.routes.proxy.ws_relay import relay
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 CONNECT_TIMEOUT_S = 3.0
 _PLACEMENTS = 100_000
 
@@ -89,6 +90,8 @@ class Gateway:
         deleted one's node answers 404 itself): one catalog read less per request."""
         self._nodes: dict[str, NodeRecord] = {}
         """The nodes as of the last look (every ``heartbeat_s``): who is reachable."""
+        self._lost: dict[str, asyncio.Event] = {}
+        """Per node: set while it is unreachable (what :meth:`unless_lost` waits for)."""
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -119,7 +122,31 @@ class Gateway:
     async def refresh(self) -> list[NodeRecord]:
         nodes = await asyncio.to_thread(self.catalog.nodes)
         self._nodes = {n.name: n for n in nodes}
+        for node in nodes:
+            lost = self._lost.setdefault(node.name, asyncio.Event())
+            if node.reachable:
+                lost.clear()
+            else:
+                lost.set()
         return nodes
+
+    async def unless_lost(self, node: str, work: Awaitable[T]) -> T:
+        """``work``, cut short by a 503 naming ``node`` if the node is found unreachable
+        meanwhile: a request on a node that froze (its process stopped, its machine cut
+        off) ends once its heartbeats stop, however long the call would have run."""
+        lost = self._lost.setdefault(node, asyncio.Event())
+        task = asyncio.ensure_future(work)
+        waiter = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise unreachable(node, "it", "it missed its heartbeats while answering")
+        return task.result()
 
     async def _watch(self) -> None:
         """Mark the nodes whose heartbeats stopped unreachable (their sandboxes are then
@@ -219,7 +246,7 @@ class Gateway:
             content=content,
         )
         try:
-            return await self.http.send(outgoing, stream=True)
+            return await self.unless_lost(node, self.http.send(outgoing, stream=True))
         except httpx.TransportError as exc:
             raise unreachable(node, "it", exc) from None
 
@@ -483,7 +510,9 @@ class Gateway:
             return
         try:
             await websocket.accept(subprotocol=upstream.subprotocol)
-            await relay(websocket, upstream)
+            await self.unless_lost(name, relay(websocket, upstream))
+        except Unavailable as exc:
+            await websocket.close(4000 + exc.status, exc.message[:120])
         finally:
             await upstream.close()
 

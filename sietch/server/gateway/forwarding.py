@@ -51,7 +51,7 @@ def api_key(conn: HTTPConnection) -> str | None:
     return None
 
 
-def unreachable(node: str, what: str, exc: Exception | None = None) -> Unavailable:
+def unreachable(node: str, what: str, exc: Exception | str | None = None) -> Unavailable:
     held = f"{what} is on node {node}, which " if what != "it" else f"node {node} "
     why = f": {exc}" if exc is not None else " (it missed its heartbeats)"
     return Unavailable(f"{held}is unreachable{why}", node=node, retry_after=5)
