@@ -129,3 +129,4 @@ async def membership(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        agent.close()
