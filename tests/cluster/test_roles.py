@@ -70,3 +70,30 @@ def test_the_first_gateway_prints_an_admin_key_of_the_catalog(catalog_url: str) 
         assert found is not None and found.admin
     finally:
         catalog.close()
+
+
+def test_sietch_keys_manage_the_cluster_catalog(catalog_url: str) -> None:
+    """With a gateway's settings, sietch keys create makes a key in the catalog, which a
+    gateway then resolves."""
+    env = {
+        **os.environ,
+        "SIETCH_ROLE": "gateway",
+        "SIETCH_CATALOG_URL": catalog_url,
+        "SIETCH_CLUSTER_SECRET": SECRET,
+    }
+    made = subprocess.run(
+        [SIETCH, "keys", "create", "--tenant", "acme", "--name", "ci"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    key = re.search(r"sk-sietch-[A-Za-z0-9_-]+", made.stdout + made.stderr)
+    assert key is not None
+    catalog = Catalog(catalog_url, migrate_schema=False)
+    try:
+        assert ClusterTenants(catalog).lookup(key.group()) is not None
+    finally:
+        catalog.close()
