@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,11 +27,13 @@ from sietch.cluster.tenants import ClusterTenants
 from sietch.cluster.wire import SECRET_HEADER, secret_matches
 from sietch.config import Settings
 from sietch.core.manager import Manager
-from sietch.errors import AuthenticationError
+from sietch.errors import AuthenticationError, SietchError
 from sietch.server.exec_ws import refuse
 from sietch.server.handlers import error_response
 from sietch.server.routes import internal
 from sietch.server.routes.sandboxes import to_public
+
+log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/api/v1/health"})
 """What a node answers without the secret: liveness probes, which learn nothing."""
@@ -85,7 +88,10 @@ class ReportChanges:
 
         async def reported(message: Message) -> None:
             if message["type"] == "http.response.start":
-                await agent.sync()
+                try:
+                    await agent.sync()
+                except SietchError as exc:  # the change is made: the heartbeat reports it
+                    log.warning("reporting to the catalog failed: %s", exc)
             await send(message)
 
         await self.app(scope, receive, reported)
@@ -123,3 +129,4 @@ async def membership(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        agent.close()

@@ -33,8 +33,9 @@ from tests.server.harness import free_port
 
 START_TIMEOUT_S = 120.0
 SECRET = "s3cret-" + secrets.token_hex(16)
-FAST = {"heartbeat_s": "0.5", "node_timeout_s": "3"}
-"""Membership at test speed: a silent node is unreachable after 3 s."""
+FAST = {"heartbeat_s": "0.5", "node_timeout_s": "10"}
+"""Heartbeats at test speed; a node is unreachable after the default 10 s of silence (a
+busy node on a loaded TCG host can be late by seconds)."""
 
 
 class Proc:
@@ -100,6 +101,8 @@ class Node(Proc):
             "SIETCH_CLUSTER_SECRET": SECRET,
             "SIETCH_POOL_SIZE": "0",
             "SIETCH_INTERNET": "false",
+            # A node's first create cold-boots its template: minutes on a loaded TCG host.
+            "SIETCH_BOOT_TIMEOUT_S": "300",
             **{f"SIETCH_{k.upper()}": v for k, v in {**FAST, **extra}.items()},
         }
         super().__init__(state_dir, env, ["nsenter", f"--net=/run/netns/{ns}", "--"])

@@ -216,6 +216,45 @@ def test_a_nodes_internal_port_refuses_public_api_keys(sietch_cluster: Cluster) 
     assert httpx.get(node, headers=vouched).status_code == 200
 
 
+def test_a_gateway_restart_loses_nothing(sietch_cluster: Cluster) -> None:
+    """Gateways keep no state: one restarted routes to the sandboxes made before."""
+    c = sietch_cluster
+    with Sandbox.create(**SMALL, **_sdk(c, 0)) as sb:
+        c.gateways[0].stop()
+        c.gateways[0].up()
+        with Sandbox.connect(sb.id, **_sdk(c, 0)) as again:
+            assert again.exec("echo still").stdout == "still\n"
+
+
+def test_a_call_on_a_frozen_node_ends_in_a_503(sietch_cluster: Cluster) -> None:
+    """A node whose server stops answering mid-call (SIGSTOP): a blocking exec on it ends
+    in a 503 naming the node once its heartbeats stop, not when the command would end;
+    the node thawed, the sandbox answers again."""
+    c = sietch_cluster
+    frozen = c.node("node-2")
+    assert frozen.proc is not None
+    with c.client(1) as http:
+        answer = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-2"})
+        assert answer.status_code == 201, answer.text
+        sandbox_id = answer.json()["id"]
+        assert _node_of(c, sandbox_id) == "node-2"
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(
+                http.post, f"/sandboxes/{sandbox_id}/exec", json={"cmd": ["sleep", "3600"]}
+            )
+            frozen.proc.send_signal(signal.SIGSTOP)
+            try:
+                cut = call.result()
+            finally:
+                frozen.proc.send_signal(signal.SIGCONT)
+        assert cut.status_code == 503 and "node-2" in cut.json()["error"]["message"]
+        for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.5), reraise=True):
+            with attempt:
+                back = http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": ["echo", "up"]})
+                assert back.status_code == 200 and back.json()["stdout"] == "up\n"
+        assert http.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+
+
 def test_a_killed_node_loses_its_sandboxes_until_it_returns(sietch_cluster: Cluster) -> None:
     """SIGKILL a node's server: requests for its sandbox get 503 naming it (never a hang),
     listings show it lost, creates go to the other nodes; restarted, the node re-adopts

@@ -12,16 +12,14 @@ soon as the connection fails (a connect timeout of a few seconds at most): never
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -53,45 +51,27 @@ from sietch.errors import (
 )
 from sietch.server.arrakis.registry import VM_LABEL
 from sietch.server.exec_ws import refuse
+from sietch.server.gateway.forwarding import (
+    NOT_FORWARDED,
+    RESPONSE_NOT_FORWARDED,
+    WS_NOT_FORWARDED,
+    api_key,
+    buffered,
+    copy_response,
+    deny,
+    lower_headers,
+    merge,
+    unreachable,
+)
 from sietch.server.gateway.routing import Target, classify
 from sietch.server.handlers import error_response
-from sietch.server.routes.proxy.upstream import HOP_BY_HOP
 from sietch.server.routes.proxy.ws_relay import relay
 
 log = logging.getLogger(__name__)
 
-_NOT_FORWARDED = HOP_BY_HOP | {
-    b"authorization",
-    b"x-api-key",
-    SECRET_HEADER.encode(),
-    CALLER_HEADER.encode(),
-}
-_WS_NOT_FORWARDED = _NOT_FORWARDED | {
-    b"host",
-    b"sec-websocket-key",
-    b"sec-websocket-version",
-    b"sec-websocket-extensions",
-    b"sec-websocket-protocol",
-    b"content-length",
-}
-_RESPONSE_NOT_FORWARDED = frozenset(h.decode() for h in HOP_BY_HOP)
+T = TypeVar("T")
 CONNECT_TIMEOUT_S = 3.0
 _PLACEMENTS = 100_000
-
-
-def api_key(conn: HTTPConnection) -> str | None:
-    """The key a client sent as Sietch (Bearer), Arrakis (Basic password) or E2B
-    (``X-API-Key``) does."""
-    if key := conn.headers.get("x-api-key"):
-        return key
-    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
-    value = value.strip()
-    if scheme.lower() == "bearer" and value:
-        return value
-    if scheme.lower() == "basic" and value:
-        with contextlib.suppress(binascii.Error, UnicodeDecodeError):
-            return base64.b64decode(value, validate=True).decode().partition(":")[2] or None
-    return None
 
 
 class Gateway:
@@ -110,6 +90,8 @@ class Gateway:
         deleted one's node answers 404 itself): one catalog read less per request."""
         self._nodes: dict[str, NodeRecord] = {}
         """The nodes as of the last look (every ``heartbeat_s``): who is reachable."""
+        self._lost: dict[str, asyncio.Event] = {}
+        """Per node: set while it is unreachable (what :meth:`unless_lost` waits for)."""
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -140,7 +122,31 @@ class Gateway:
     async def refresh(self) -> list[NodeRecord]:
         nodes = await asyncio.to_thread(self.catalog.nodes)
         self._nodes = {n.name: n for n in nodes}
+        for node in nodes:
+            lost = self._lost.setdefault(node.name, asyncio.Event())
+            if node.reachable:
+                lost.clear()
+            else:
+                lost.set()
         return nodes
+
+    async def unless_lost(self, node: str, work: Awaitable[T]) -> T:
+        """``work``, cut short by a 503 naming ``node`` if the node is found unreachable
+        meanwhile: a request on a node that froze (its process stopped, its machine cut
+        off) ends once its heartbeats stop, however long the call would have run."""
+        lost = self._lost.setdefault(node, asyncio.Event())
+        task = asyncio.ensure_future(work)
+        waiter = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            raise unreachable(node, "it", "it missed its heartbeats while answering")
+        return task.result()
 
     async def _watch(self) -> None:
         """Mark the nodes whose heartbeats stopped unreachable (their sandboxes are then
@@ -199,7 +205,7 @@ class Gateway:
         if node is None:  # a node that joined since the last look
             node = {n.name: n for n in await self.nodes()}.get(found[0])
         if node is None or not node.reachable:
-            raise _unreachable(found[0], f"sandbox {target.key}")
+            raise unreachable(found[0], f"sandbox {target.key}")
         return node
 
     async def any_node(self, exclude: Sequence[str] = ()) -> NodeRecord:
@@ -236,13 +242,13 @@ class Gateway:
         outgoing = self.http.build_request(
             request.method,
             target,
-            headers=self._headers(request, caller, _NOT_FORWARDED),
+            headers=self._headers(request, caller, NOT_FORWARDED),
             content=content,
         )
         try:
-            return await self.http.send(outgoing, stream=True)
+            return await self.unless_lost(node, self.http.send(outgoing, stream=True))
         except httpx.TransportError as exc:
-            raise _unreachable(node, "it", exc) from None
+            raise unreachable(node, "it", exc) from None
 
     async def forward(
         self,
@@ -259,7 +265,7 @@ class Gateway:
             headers={
                 k: v
                 for k, v in upstream.headers.multi_items()
-                if k.lower() not in _RESPONSE_NOT_FORWARDED
+                if k.lower() not in RESPONSE_NOT_FORWARDED
             },
             background=BackgroundTask(upstream.aclose),
         )
@@ -310,7 +316,7 @@ class Gateway:
                     log.warning("node %s did not answer a create: trying another", node.name)
                     tried.append(node.name)
                     continue
-                return await _buffered(upstream)
+                return await buffered(upstream)
 
     async def restore(self, request: Request, caller: Caller | None, snapshot_id: str) -> Response:
         """Restore on a node holding the snapshot; or copy it first to ``prefer_node``, or
@@ -341,10 +347,10 @@ class Gateway:
                     (nodes[h] for h in holders if h in nodes and nodes[h].reachable), None
                 )
                 if source is None:
-                    raise _unreachable(holders[0], f"snapshot {snapshot_id}")
+                    raise unreachable(holders[0], f"snapshot {snapshot_id}")
                 await self.copy_snapshot(snapshot_id, source, target)
             upstream = await self.send(request, target.name, target.url, caller, raw)
-            return await _buffered(upstream)
+            return await buffered(upstream)
 
     async def snapshot_holders(self, snapshot_id: str, caller: Caller | None) -> list[str]:
         held = await asyncio.to_thread(self.catalog.snapshot_holders, snapshot_id)
@@ -364,7 +370,7 @@ class Gateway:
                 headers={SECRET_HEADER: self.secret},
             )
         except httpx.TransportError as exc:
-            raise _unreachable(target.name, "it", exc) from None
+            raise unreachable(target.name, "it", exc) from None
         if answer.status_code != 200:
             raise BadGateway(
                 f"copying snapshot {snapshot_id} from node {source.name} to {target.name} "
@@ -400,8 +406,8 @@ class Gateway:
         answers, lost = await self.fan_out(request, caller)
         for answer in answers:
             if answer.status_code >= 400:
-                return _copy(answer)
-        merged = _merge([a.json() for a in answers])
+                return copy_response(answer)
+        merged = merge([a.json() for a in answers])
         if (
             request.url.path.rstrip("/") == "/api/v1/sandboxes"
             and lost
@@ -433,7 +439,7 @@ class Gateway:
         if path == "/api/v1/health":
             return JSONResponse({"status": "ok", "version": __version__})
         caller = await self.caller(request)
-        target = classify(request.method, path, _lower(request), self.settings.proxy_domain)
+        target = classify(request.method, path, lower_headers(request), self.settings.proxy_domain)
         match target.kind:
             case "sandbox" | "vm":
                 node = await self.sandbox_node(target, caller)
@@ -462,7 +468,7 @@ class Gateway:
         nodes = {n.name: n for n in await self.nodes() if n.reachable}
         holder = next((nodes[h] for h in holders if h in nodes), None)
         if holder is None:
-            raise _unreachable(holders[0], f"snapshot {snapshot_id}")
+            raise unreachable(holders[0], f"snapshot {snapshot_id}")
         return await self.forward(request, holder.name, holder.url, caller)
 
     async def merged_delete(
@@ -474,10 +480,10 @@ class Gateway:
             node = nodes.get(name)
             if node is None or not node.reachable:
                 continue
-            answer = await _buffered(await self.send(request, name, node.url, caller, b""))
+            answer = await buffered(await self.send(request, name, node.url, caller, b""))
             first = first or answer
         if first is None:
-            raise _unreachable(holders[0], "the snapshot")
+            raise unreachable(holders[0], "the snapshot")
         return first
 
     # -- WebSocket --------------------------------------------------------------------
@@ -486,7 +492,7 @@ class Gateway:
         try:
             caller = await self.caller(websocket)
             target = classify(
-                "GET", websocket.url.path, _lower(websocket), self.settings.proxy_domain
+                "GET", websocket.url.path, lower_headers(websocket), self.settings.proxy_domain
             )
             if target.kind in ("sandbox", "vm"):
                 node = await self.sandbox_node(target, caller)
@@ -500,11 +506,13 @@ class Gateway:
             return
         except websockets.exceptions.InvalidStatus as exc:
             # The node refused the handshake (401, 404, 409...): pass its answer on.
-            await _deny(websocket, exc.response.status_code, bytes(exc.response.body or b""))
+            await deny(websocket, exc.response.status_code, bytes(exc.response.body or b""))
             return
         try:
             await websocket.accept(subprotocol=upstream.subprotocol)
-            await relay(websocket, upstream)
+            await self.unless_lost(name, relay(websocket, upstream))
+        except Unavailable as exc:
+            await websocket.close(4000 + exc.status, exc.message[:120])
         finally:
             await upstream.close()
 
@@ -516,7 +524,7 @@ class Gateway:
         ws_url = url.replace("http", "ws", 1) + path.decode("latin-1")
         if query:
             ws_url += "?" + query.decode("latin-1")
-        headers = self._headers(websocket, caller, _WS_NOT_FORWARDED)
+        headers = self._headers(websocket, caller, WS_NOT_FORWARDED)
         try:
             return await websockets.connect(
                 ws_url,
@@ -531,68 +539,7 @@ class Gateway:
         except websockets.exceptions.InvalidStatus:
             raise
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            raise _unreachable(node, "it", exc) from None
-
-
-def _unreachable(node: str, what: str, exc: Exception | None = None) -> Unavailable:
-    held = f"{what} is on node {node}, which " if what != "it" else f"node {node} "
-    why = f": {exc}" if exc is not None else " (it missed its heartbeats)"
-    return Unavailable(f"{held}is unreachable{why}", node=node, retry_after=5)
-
-
-def _lower(conn: HTTPConnection) -> dict[str, str]:
-    return {k.lower(): v for k, v in conn.headers.items()}
-
-
-async def _buffered(upstream: httpx.Response) -> Response:
-    try:
-        await upstream.aread()
-    finally:
-        await upstream.aclose()
-    return _copy(upstream)
-
-
-def _copy(answer: httpx.Response) -> Response:
-    return Response(
-        answer.content,
-        status_code=answer.status_code,
-        headers={
-            k: v
-            for k, v in answer.headers.multi_items()
-            if k.lower() not in _RESPONSE_NOT_FORWARDED | {"content-length", "content-encoding"}
-        },
-    )
-
-
-def _merge(bodies: list[Any]) -> Any:
-    """Lists concatenated; objects merged field by field (lists concatenated, ``count``
-    summed, anything else the first node's)."""
-    if not bodies:
-        return {"data": [], "count": 0}
-    if all(isinstance(b, list) for b in bodies):
-        return [item for b in bodies for item in b]
-    merged: dict[str, Any] = {}
-    for body in bodies:
-        for key, value in body.items():
-            if isinstance(value, list):
-                merged.setdefault(key, []).extend(value)
-            elif key == "count" and isinstance(value, int):
-                merged[key] = merged.get(key, 0) + value
-            else:
-                merged.setdefault(key, value)
-    return merged
-
-
-async def _deny(websocket: WebSocket, status: int, body: bytes) -> None:
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(
-            Response(body, status_code=status, media_type="application/json")
-        )
-    else:
-        message = "refused"
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            message = json.loads(body)["error"]["message"]
-        await websocket.close(4000 + status, message[:120])
+            raise unreachable(node, "it", exc) from None
 
 
 def create_gateway_app(settings: Settings, tenants: ClusterTenants) -> Starlette:
