@@ -20,12 +20,18 @@ from importlib import resources
 PORT = 49999
 """Where the gateway listens (every guest address): the SDK's ``JUPYTER_PORT``."""
 GATEWAY = "/usr/local/bin/sietch-kernel-gateway"
+READY_TIMEOUT_S = 1200
+"""Seconds the template boot waits for the warm kernel (see the agent's services.py)."""
 KERNEL_EXTENSION = "usr/lib/python3/dist-packages/sietch_kernel.py"
 """On the sys.path of Debian's every python3, whatever its minor version."""
 
 PACKAGES = (
     *("python3-ipykernel", "python3-jupyter-client"),
     *("python3-numpy", "python3-pandas", "python3-matplotlib"),
+    # matplotlib's fonttools wants scipy or munkres: scipy would bring pythran, boost,
+    # g++ and OpenBLAS (+600 MB), and OpenBLAS picks code for the CPU it guesses, which
+    # crashes (SIGILL) on TCG's qemu64. numpy then uses the reference BLAS.
+    *("python3-munkres", "libblas3", "liblapack3"),
 )
 
 _KERNEL_CONFIG = """\
@@ -58,6 +64,7 @@ def files(user: str) -> tuple[tuple[str, int, bytes], ...]:
         ("etc/ipython/ipython_kernel_config.py", 0o644, _KERNEL_CONFIG.encode()),
         ("etc/sietch/start", 0o755, start.encode()),
         ("etc/sietch/ready", 0o755, ready.encode()),
+        ("etc/sietch/ready-timeout", 0o644, f"{READY_TIMEOUT_S}\n".encode()),
     )
 
 

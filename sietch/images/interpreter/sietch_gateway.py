@@ -59,6 +59,8 @@ FORMATS = {
 """Jupyter's MIME types to the SDK's ``Result`` fields (others go to ``extra``);
 the last two are ``sietch_kernel``'s."""
 LANGUAGES = ("python", "python3")
+ALIVE_CHECK_S = 5.0
+"""How often a cell with no output looks whether its kernel still lives."""
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -136,6 +138,20 @@ class Context:
             await self.manager.restart_kernel(now=True)
             await self._connect()
 
+    async def _revive(self, emit: Emit) -> None:
+        """The kernel died mid-cell (killed for memory, say): say so, start a new one."""
+        log.warning("context %s: the kernel died; restarting it", self.id)
+        emit(
+            _failure(
+                "KernelDied",
+                "the kernel process died (killed, or out of memory) and was restarted: "
+                "its variables and imports are gone",
+            )
+        )
+        self.client.stop_channels()
+        await self.manager.restart_kernel(now=True)
+        await self._connect()
+
     async def stop(self) -> None:
         async with self.lock:
             self.client.stop_channels()
@@ -165,7 +181,13 @@ class Context:
             code, silent=silent, store_history=not silent, allow_stdin=False
         )
         while True:
-            msg = await self.client.get_iopub_msg()
+            try:
+                msg = await self.client.get_iopub_msg(timeout=ALIVE_CHECK_S)
+            except queue.Empty:
+                if await self.manager.is_alive():
+                    continue
+                await self._revive(emit)
+                return
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue  # left over from a cell whose client went away
             if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
@@ -325,12 +347,12 @@ class Execute(Handler):
             return
         if task.exception() is not None:
             log.error("context %s failed: %r", context.id, task.exception())
-            self.write(json.dumps(_failure(repr(task.exception()))) + "\n")
+            self.write(json.dumps(_failure("GatewayError", repr(task.exception()))) + "\n")
         self.finish(json.dumps({"type": "end_of_execution"}) + "\n")
 
 
-def _failure(value: str) -> dict[str, Any]:
-    return {"type": "error", "name": "GatewayError", "value": value, "traceback": ""}
+def _failure(name: str, value: str) -> dict[str, Any]:
+    return {"type": "error", "name": name, "value": value, "traceback": ""}
 
 
 class Contexts(Handler):
