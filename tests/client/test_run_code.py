@@ -63,6 +63,16 @@ def test_timeout_interrupts(ci: Sandbox) -> None:
     assert ci.run_code("'alive'").text == "alive"
 
 
+def test_restored_sandboxes_run_code(ci: Sandbox) -> None:
+    """Sandboxes restored from the image's template (the warm pool's and the next) run
+    code at once, each in a kernel of its own with nothing defined yet."""
+    ci.run_code("mine = 1")
+    for _ in range(2):
+        with Sandbox.create("code-interpreter", request_timeout=CREATE_TIMEOUT_S) as sb:
+            done = sb.run_code("'mine' in globals(), 6 * 7")
+            assert done.error is None and done.text == "(False, 42)"
+
+
 def test_not_a_code_interpreter(sdk_env: None) -> None:
     """A sandbox of another image refuses run_code with a Conflict that names the image."""
     with Sandbox.create() as sb, pytest.raises(Conflict, match="code-interpreter"):

@@ -61,6 +61,8 @@ the last two are ``sietch_kernel``'s."""
 LANGUAGES = ("python", "python3")
 ALIVE_CHECK_S = 5.0
 """How often a cell with no output looks whether its kernel still lives."""
+RESTORE_JUMP_S = 2.0
+"""A step of the wall clock against the monotonic one this big means a restore."""
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -118,6 +120,9 @@ class Context:
         self.lock = asyncio.Lock()
         self.manager = AsyncKernelManager(kernel_name="python3")
         self.client: Any = None
+        self.stale = False
+        """Set when the VM was restored from a snapshot: the client's sockets, made
+        before, no longer hear the kernel (a new client does), so it is made anew."""
 
     def public(self) -> dict[str, str]:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
@@ -168,6 +173,11 @@ class Context:
     ) -> None:
         """Run one cell, emitting its output lines; returns once the kernel is idle."""
         async with self.lock:
+            if self.stale:
+                log.info("context %s: reconnecting to its kernel after a restore", self.id)
+                self.client.stop_channels()
+                await self._connect()
+                self.stale = False
             if env:
                 await self._cell(f"__import__('sietch_kernel').push_env({env!r})", _drop, True)
             try:
@@ -388,6 +398,21 @@ class Restart(Handler):
         await self._guard(restart)
 
 
+async def watch_restores(gateway: Gateway) -> None:
+    """Mark every context stale when the VM has been restored from a snapshot: the agent
+    then steps the wall clock to the present, while the monotonic clock runs on from the
+    snapshot, so the two part by the time the snapshot slept."""
+    offset = time.time() - time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)
+        now = time.time() - time.monotonic()
+        if abs(now - offset) > RESTORE_JUMP_S:
+            log.info("the clock stepped %.1f s: restored from a snapshot", now - offset)
+            for context in gateway.contexts.values():
+                context.stale = True
+        offset = now
+
+
 async def serve(args: argparse.Namespace) -> None:
     gateway = Gateway(args.cwd)
     routes: list[Any] = [
@@ -399,8 +424,9 @@ async def serve(args: argparse.Namespace) -> None:
     ]
     tornado.web.Application(routes).listen(args.port, address="0.0.0.0")
     log.info("listening on port %d", args.port)
+    watcher = asyncio.create_task(watch_restores(gateway))
     await gateway.start()
-    await asyncio.Event().wait()
+    await watcher  # runs for as long as the gateway does
 
 
 def main() -> None:
