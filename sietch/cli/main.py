@@ -6,6 +6,7 @@ import typer
 
 from sietch.cli.browser import browser_app
 from sietch.cli.build import build_app
+from sietch.cli.code import code_app
 from sietch.cli.commands import commands_app
 from sietch.cli.desktop import desktop_app
 from sietch.cli.files import files_app
@@ -27,7 +28,7 @@ app = typer.Typer(
 # Verbs at the top level (sietch create, sietch exec ...), as with docker.
 for verbs in (
     *(serve_app, sandbox_app, commands_app, files_app, snapshots_app, lifecycle_app, mcp_app),
-    *(top_app, browser_app, build_app),
+    *(top_app, browser_app, build_app, code_app),
 ):
     app.add_typer(verbs)
 app.add_typer(image_app, name="image")

@@ -16,8 +16,11 @@ from sietch.client._async import (
 )
 from sietch.client._core import NOT_GIVEN
 from sietch.client._models import (
+    CodeError,
+    CodeResult,
     CommandResult,
     DesktopView,
+    Execution,
     FileInfo,
     ImageInfo,
     NetworkPolicy,
@@ -58,9 +61,12 @@ __all__ = [
     "AsyncPty",
     "AsyncSandbox",
     "Client",
+    "CodeError",
+    "CodeResult",
     "CommandResult",
     "Desktop",
     "DesktopView",
+    "Execution",
     "FileInfo",
     "Files",
     "Ide",

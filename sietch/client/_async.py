@@ -22,6 +22,8 @@ from websockets.asyncio.client import ClientConnection
 
 from sietch.client import _images as images_io
 from sietch.client._base import SandboxBase
+from sietch.client._code import DEFAULT_TIMEOUT_S as CODE_TIMEOUT_S
+from sietch.client._code import ExecutionBuilder, run_code_call
 from sietch.client._core import (
     CHUNK,
     DEFAULT_SHELL,
@@ -55,6 +57,7 @@ from sietch.client._io_async import (
 from sietch.client._models import (
     CommandResult,
     DesktopView,
+    Execution,
     FileInfo,
     ImageInfo,
     NetworkPolicy,
@@ -1045,6 +1048,34 @@ class AsyncSandbox(SandboxBase):
             cmd or DEFAULT_SHELL, env=env, cwd=cwd, user=user, pty=True, cols=cols, rows=rows
         )
         return AsyncPty(await _Streamed.open(self.client, self.id, first, capture=False))
+
+    async def run_code(
+        self,
+        code: str,
+        context: str | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = CODE_TIMEOUT_S,
+        on_stdout: AsyncOutputCallback | None = None,
+        on_stderr: AsyncOutputCallback | None = None,
+    ) -> Execution:
+        """Run Python in the sandbox's Jupyter kernel (image ``code-interpreter``), which
+        keeps its names and imports from one call to the next.
+
+        ``context`` names another kernel of the sandbox (an id of the E2B API's code
+        contexts); ``env`` is set for this run only; after ``timeout`` seconds the cell is
+        interrupted (its :class:`Execution` then has a ``TimeoutError``). What it prints
+        is handed to ``on_stdout``/``on_stderr`` (bytes) as it comes; figures come back in
+        ``results`` as PNG bytes (:attr:`Execution.images`), with their chart data.
+        """
+        builder = ExecutionBuilder()
+        call = run_code_call(self.id, code, context=context, env=env, timeout=timeout)
+        async with self.client.stream(call) as response:
+            async for line in response.aiter_lines():
+                if (out := builder.feed(line)) is not None:
+                    kind, text = out
+                    await call_back(on_stdout if kind == "stdout" else on_stderr, text.encode())
+        return builder.result()
 
     async def metrics(self) -> SandboxMetrics:
         """What the sandbox uses now (host CPU and memory, the guest's memory, disk and

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Record(BaseModel):
@@ -243,3 +243,57 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+class CodeResult(_Record):
+    """One rich output of a cell: its value (``is_main_result``) or something it displayed
+    (a chart, a table); each format it came in is set."""
+
+    # Image bytes are base64 in JSON (model_dump(mode="json"), the CLI's --json).
+    model_config = ConfigDict(
+        extra="allow", frozen=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+    text: str | None = None
+    html: str | None = None
+    markdown: str | None = None
+    svg: str | None = None
+    png: bytes | None = None
+    jpeg: bytes | None = None
+    latex: str | None = None
+    json_data: Any = Field(None, alias="json")
+    javascript: str | None = None
+    data: Any = None
+    """A pandas DataFrame's columns."""
+    chart: dict[str, Any] | None = None
+    """A matplotlib figure's data: ``type`` (line, scatter, bar, ...), ``title``, ``elements``."""
+    is_main_result: bool = False
+    extra: dict[str, Any] = {}
+
+
+class CodeError(_Record):
+    """The exception a cell raised."""
+
+    name: str
+    value: str
+    traceback: str
+
+
+class Execution(_Record):
+    """What a cell did: its output, its results, and the error it raised if it did."""
+
+    stdout: str = ""
+    stderr: str = ""
+    results: list[CodeResult] = []
+    error: CodeError | None = None
+    execution_count: int | None = None
+
+    @property
+    def text(self) -> str | None:
+        """The cell's value as text (its last expression), if it had one."""
+        return next((r.text for r in self.results if r.is_main_result), None)
+
+    @property
+    def images(self) -> list[bytes]:
+        """Every PNG or JPEG the cell displayed, in order."""
+        return [img for r in self.results for img in (r.png, r.jpeg) if img is not None]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from sietch.errors import ImageBuildError, ImageNotFound
-from sietch.images import desktop
+from sietch.images import desktop, interpreter
 from sietch.images._cache import digest, file_digest
 from sietch.images._run import run
 from sietch.images.busybox import busybox, install_applets
@@ -82,6 +82,17 @@ RECIPES: dict[str, Recipe] = {
         hooks=_ADD_USER + desktop.hooks(USER, UID),
         files=desktop.files(USER, UID),
         code_server=True,
+    ),
+    "code-interpreter": Recipe(
+        name="code-interpreter",
+        description=(
+            "default plus a running Jupyter kernel (numpy, pandas, matplotlib) behind "
+            "e2b-code-interpreter's gateway on port 49999"
+        ),
+        size_mib=2048,
+        packages=_DEFAULT_PACKAGES + interpreter.PACKAGES,
+        hooks=_ADD_USER + interpreter.hooks(USER, UID),
+        files=interpreter.files(USER),
     ),
 }
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from sietch.errors import PayloadTooLarge
 from sietch.mcp.models import (
     READ_LIMIT,
+    CodeRun,
     CommandResult,
     DesktopOut,
     DirEntry,
@@ -46,6 +47,9 @@ class Backend(Protocol):
     async def run(
         self, sandbox_id: str, command: str, timeout_s: float, cwd: str | None
     ) -> CommandResult: ...
+    async def run_code(
+        self, sandbox_id: str, code: str, context_id: str | None, timeout_s: float
+    ) -> CodeRun: ...
     async def write_file(self, sandbox_id: str, path: str, content: bytes) -> FileWritten: ...
     async def read_file(self, sandbox_id: str, path: str) -> bytes: ...
     async def list_dir(self, sandbox_id: str, path: str, depth: int) -> list[DirEntry]: ...

@@ -6,6 +6,9 @@ tools and their output schemas are written once.
 
 from __future__ import annotations
 
+import base64
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 OUTPUT_LIMIT = 64 * 1024
@@ -34,6 +37,44 @@ class CommandResult(BaseModel):
     truncated: bool = Field(
         default=False, description=f"Output beyond {OUTPUT_LIMIT} bytes per stream was dropped."
     )
+
+
+class CodeRun(BaseModel):
+    """What run_code did; its figures travel beside it as images."""
+
+    stdout: str = ""
+    stderr: str = ""
+    result: str | None = Field(default=None, description="The value of the last line, as text.")
+    error: str | None = Field(default=None, description="The exception it raised: its traceback.")
+    execution_count: int | None = None
+    images: list[bytes] = Field(default=[], exclude=True)
+    """PNGs the code showed (matplotlib figures)."""
+    truncated: bool = Field(
+        default=False, description=f"Output beyond {OUTPUT_LIMIT} bytes per stream was dropped."
+    )
+
+    def capped(self) -> CodeRun:
+        """This run with stdout and stderr cut as run_command's are."""
+        out, cut_out = capped(self.stdout.encode())
+        err, cut_err = capped(self.stderr.encode())
+        return self.model_copy(
+            update={"stdout": out, "stderr": err, "truncated": cut_out or cut_err}
+        )
+
+    def add(self, line: dict[str, Any]) -> None:
+        """Take one line of the kernel gateway's stream (sietch.core.interpreter)."""
+        kind = line.get("type")
+        if kind in ("stdout", "stderr"):
+            setattr(self, kind, getattr(self, kind) + line["text"])
+        elif kind == "result":
+            if line.get("is_main_result"):
+                self.result = line.get("text")
+            if isinstance(line.get("png"), str):
+                self.images.append(base64.b64decode(line["png"]))
+        elif kind == "error":
+            self.error = line.get("traceback") or f"{line['name']}: {line['value']}"
+        elif kind == "number_of_executions":
+            self.execution_count = line["execution_count"]
 
 
 class FileWritten(BaseModel):

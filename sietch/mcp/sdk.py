@@ -14,6 +14,7 @@ from sietch.errors import SietchError
 from sietch.mcp.backend import MCP_LABEL, TimeoutAction, snapshot_out, too_large
 from sietch.mcp.models import (
     READ_LIMIT,
+    CodeRun,
     CommandResult,
     DesktopOut,
     DirEntry,
@@ -85,6 +86,22 @@ class ClientBackend:
             stderr=stderr,
             timed_out=result.timed_out,
             truncated=cut_out or cut_err or result.truncated,
+        )
+
+    async def run_code(
+        self, sandbox_id: str, code: str, context_id: str | None, timeout_s: float
+    ) -> CodeRun:
+        sandbox = await self._sandbox(sandbox_id)
+        done = await sandbox.run_code(code, context_id, timeout=timeout_s)
+        return CodeRun(
+            stdout=done.stdout,
+            stderr=done.stderr,
+            result=done.text,
+            error=None
+            if done.error is None
+            else done.error.traceback or f"{done.error.name}: {done.error.value}",
+            execution_count=done.execution_count,
+            images=[r.png for r in done.results if r.png is not None],
         )
 
     async def write_file(self, sandbox_id: str, path: str, content: bytes) -> FileWritten:

@@ -25,6 +25,7 @@ from sietch import __version__
 from sietch.errors import SietchError
 from sietch.mcp.backend import Backend, TimeoutAction
 from sietch.mcp.models import (
+    CodeRun,
     CommandResult,
     DesktopOut,
     DirEntry,
@@ -137,6 +138,29 @@ class Tools:
         """
         with tool_errors():
             return await self.backend.run(sandbox_id, command, timeout_s, cwd)
+
+    async def run_code(
+        self,
+        sandbox_id: SandboxId,
+        code: Annotated[str, Field(min_length=1, description="Python, as in a notebook cell.")],
+        context_id: Annotated[
+            str | None, Field(description="Another kernel of the sandbox; default: the main one.")
+        ] = None,
+        timeout_s: Annotated[
+            float, Field(gt=0, le=3600, description="Interrupt the code after this many seconds.")
+        ] = 300,
+    ) -> list[str | Image]:
+        """Run Python in a code-interpreter sandbox (create_sandbox with image
+        "code-interpreter"): a Jupyter kernel that keeps variables and imports between calls,
+        with numpy, pandas and matplotlib. Returns JSON (stdout, stderr, result: the last
+        line's value, error: the traceback), then every figure shown as an image. Each
+        stream is cut at 64 KiB (truncated is true).
+        """
+        with tool_errors():
+            run: CodeRun = await self.backend.run_code(sandbox_id, code, context_id, timeout_s)
+        parts: list[str | Image] = [run.capped().model_dump_json()]
+        parts += [Image(data=png, format="png") for png in run.images]
+        return parts
 
     async def write_file(
         self,
@@ -354,6 +378,7 @@ ANNOTATIONS: dict[str, ToolAnnotations] = {
     "create_sandbox": _CHANGES,
     "list_sandboxes": _READ_ONLY,
     "run_command": _DESTROYS,
+    "run_code": _DESTROYS,
     "write_file": _DESTROYS,
     "read_file": _READ_ONLY,
     "list_directory": _READ_ONLY,

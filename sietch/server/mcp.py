@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sietch._util import Capped
 from sietch.config import Settings
+from sietch.core import interpreter
 from sietch.core.computer import parse_action
 from sietch.core.desktop import encode
 from sietch.core.live import LiveSandbox
@@ -35,6 +36,7 @@ from sietch.mcp.backend import MCP_LABEL, TimeoutAction, snapshot_out, too_large
 from sietch.mcp.models import (
     OUTPUT_LIMIT,
     READ_LIMIT,
+    CodeRun,
     CommandResult,
     DesktopOut,
     DirEntry,
@@ -152,6 +154,19 @@ class ManagerBackend:
             timed_out=result.timed_out,
             truncated=cut_out or cut_err or out.truncated or err.truncated,
         )
+
+    async def run_code(
+        self, sandbox_id: str, code: str, context_id: str | None, timeout_s: float
+    ) -> CodeRun:
+        manager = self._own(sandbox_id)
+        client = self._state.proxy_client()
+        run = CodeRun()
+        lines = interpreter.run_code(
+            manager, client, sandbox_id, code, context_id=context_id, timeout_s=timeout_s
+        )
+        async for line in lines:
+            run.add(line)
+        return run
 
     async def write_file(self, sandbox_id: str, path: str, content: bytes) -> FileWritten:
         async with self._use(sandbox_id) as sandbox:

@@ -35,6 +35,9 @@ READY = "/etc/sietch/ready"
 LOG = "/var/log/sietch/start.log"
 READY_TIMEOUT = 300.0
 """Seconds the services get to come up: an Xfce desktop takes tens of them under emulation."""
+READY_TIMEOUT_FILE = "/etc/sietch/ready-timeout"
+"""An image whose services take longer says how long, in seconds (the code interpreter's
+kernel imports numpy, pandas and matplotlib: minutes under emulation on a loaded host)."""
 READY_INTERVAL = 0.5
 NICE = 10
 PROBE_TIMEOUT = 30.0
@@ -96,7 +99,8 @@ async def start(agent: Agent) -> None:
         services.state = "up"
         return
     exited = proc.when_exited()
-    deadline = time.monotonic() + READY_TIMEOUT
+    timeout = _ready_timeout()
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         probe = agent.processes.spawn(_spec([READY], timeout=PROBE_TIMEOUT))
         await probe.when_exited()
@@ -111,8 +115,16 @@ async def start(agent: Agent) -> None:
             return
         await asyncio.sleep(READY_INTERVAL)
     services.state = "failed"
-    services.detail = f"{READY} did not succeed within {READY_TIMEOUT:.0f}s; see {LOG}"
+    services.detail = f"{READY} did not succeed within {timeout:.0f}s; see {LOG}"
     log.warning("%s", services.detail)
+
+
+def _ready_timeout() -> float:
+    try:
+        with open(READY_TIMEOUT_FILE) as f:
+            return max(READY_TIMEOUT, float(f.read().strip()))
+    except (OSError, ValueError):
+        return READY_TIMEOUT
 
 
 async def op_ready(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[str, Any]:

@@ -63,16 +63,45 @@ def envelope(message: dict[str, Any], flags: int = 0) -> bytes:
     return struct.pack(">BI", flags, len(data)) + data
 
 
+def _header(data: bytes | bytearray) -> tuple[int, int]:
+    """An envelope's flags and length; refuses compression and oversized messages."""
+    flags, length = struct.unpack(">BI", data[:5])
+    if flags & COMPRESSED:
+        raise InvalidArgument("compressed Connect messages are not supported")
+    if length > MAX_MESSAGE:
+        raise InvalidArgument(f"Connect messages are at most {MAX_MESSAGE} bytes here")
+    return flags, length
+
+
 def unwrap(body: bytes) -> dict[str, Any]:
     """The one message of a server-stream request body (an envelope)."""
     if len(body) < 5:
         raise InvalidArgument("a Connect stream request is one envelope: 5-byte header first")
-    flags, length = struct.unpack(">BI", body[:5])
-    if flags & COMPRESSED:
-        raise InvalidArgument("compressed Connect messages are not supported")
+    _, length = _header(body)
     if length != len(body) - 5:
         raise InvalidArgument(f"the envelope says {length} bytes but {len(body) - 5} followed it")
     return parse(body[5:])
+
+
+async def client_stream(request: Request) -> AsyncIterator[dict[str, Any]]:
+    """The messages of a client-streaming call as they arrive (the body is a run of
+    envelopes; a client's end-of-stream envelope, if it sends one, ends it)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != STREAM_TYPE:
+        raise InvalidArgument(f"a client-streaming call is sent as {STREAM_TYPE}")
+    pending = bytearray()
+    async for chunk in request.stream():
+        pending.extend(chunk)
+        while len(pending) >= 5:
+            flags, length = _header(pending)
+            if len(pending) < 5 + length:
+                break
+            data = bytes(pending[5 : 5 + length])
+            del pending[: 5 + length]
+            if flags & END_STREAM:
+                return
+            yield parse(data)
+    if pending:
+        raise InvalidArgument("the Connect stream ended inside an envelope")
 
 
 def parse(data: bytes) -> dict[str, Any]:
@@ -118,6 +147,11 @@ def stream_response(messages: AsyncIterator[dict[str, Any]]) -> StreamingRespons
             yield end_of_stream(None)
 
     return StreamingResponse(body(), media_type=STREAM_TYPE)
+
+
+def client_stream_reply(message: dict[str, Any]) -> Response:
+    """A client stream's answer: its one message, then the end of the stream."""
+    return Response(envelope(message) + end_of_stream(None), media_type=STREAM_TYPE)
 
 
 def stream_failure(exc: SietchError) -> Response:

@@ -294,16 +294,42 @@ async def process_send_input(
 ) -> Message:
     async with manager.use(sandbox_id) as sandbox:
         pid = await _pid(sandbox, message)
+    await _open(sandbox_id, pid).send_stdin(_input(message))
+    return {}
+
+
+def _input(message: Message) -> bytes:
+    """The bytes of a message's ``input`` (``ProcessInput``: stdin or pty, base64)."""
     given = message.get("input") or {}
     data = given.get("stdin", given.get("pty"))
     if not isinstance(data, str):
         raise InvalidArgument("input.stdin or input.pty (base64) is required")
     try:
-        raw = base64.b64decode(data, validate=True)
+        return base64.b64decode(data, validate=True)
     except binascii.Error:
         raise InvalidArgument("input is not base64") from None
-    await _open(sandbox_id, pid).send_stdin(raw)
-    return {}
+
+
+@router.post("/process.Process/StreamInput", name="process-stream-input")
+async def process_stream_input(sandbox_id: str, request: Request, manager: ManagerDep) -> Response:
+    """Client streaming: a ``start`` event naming the process, then ``data`` events whose
+    input goes to it in order as they arrive (``keepalive`` events are skipped)."""
+    try:
+        messages = connect.client_stream(request)
+        empty: Message = {}
+        start = (await anext(messages, empty)).get("start")
+        if not isinstance(start, dict):
+            raise InvalidArgument("a StreamInput stream starts with a start event (process)")
+        async with manager.use(sandbox_id) as sandbox:
+            pid = await _pid(sandbox, start)
+        execution = _open(sandbox_id, pid)
+        async for message in messages:
+            data = message.get("data")
+            if isinstance(data, dict):
+                await execution.send_stdin(_input(data))
+    except SietchError as exc:
+        return connect.stream_failure(exc)
+    return connect.client_stream_reply({})
 
 
 @unary("process.Process/CloseStdin")

@@ -45,6 +45,8 @@ DEFAULT_TIMEOUT_S = 300
 CLIENT_ID = "sietch"
 MAX_PAGE = 100
 SNAPSHOT_PREFIX = "snap-"
+TEMPLATE_IMAGES = {"code-interpreter-v1": "code-interpreter"}
+"""E2B's template names for Sietch's built-in images (e2b-code-interpreter's default)."""
 T = TypeVar("T")
 
 
@@ -135,6 +137,9 @@ def created(info: SandboxInfo, state: ServerState, request: Request) -> dict[str
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": access_token(state, info.id),
+        # Sent back by the SDK on requests to the sandbox's other ports (the code
+        # interpreter's contexts): the port proxy lets it in as the owner's.
+        "trafficAccessToken": access_token(state, info.id),
         # Without a domain the SDK would address E2B's own cloud.
         "domain": state.settings.proxy_domain or request.url.netloc,
     }
@@ -196,7 +201,11 @@ async def create(
             **timeouts,
         )
     else:
-        image = None if body.template_id == DEFAULT_TEMPLATE else body.template_id
+        image = (
+            None
+            if body.template_id == DEFAULT_TEMPLATE
+            else TEMPLATE_IMAGES.get(body.template_id, body.template_id)
+        )
         spec = SandboxSpec(
             image=image,
             env=body.env_vars,

@@ -10,6 +10,9 @@ A request to another port is let in by the sandbox's envd access token (``X-Acce
 or E2B's ``E2B-Traffic-Access-Token``) as its owner's, and the port is exposed on first
 use (every port of an E2B sandbox is reachable); without the token it needs a Sietch API
 key, as the port proxy always does.
+
+A signed file URL (``/files?...&signature=``) names no sandbox: the sandbox whose token
+signed it is the one it goes to.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hmac
 import json
 from urllib.parse import quote
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sietch.core.models import SandboxState
@@ -25,7 +29,7 @@ from sietch.core.tenants import Caller
 from sietch.errors import InvalidArgument, SietchError
 from sietch.server.auth import CALLER
 from sietch.server.deps import require_manager
-from sietch.server.e2b.access import access_token
+from sietch.server.e2b.access import FILES_PATH, access_token, signs
 from sietch.server.routes.proxy import http_proxy, ws_relay
 from sietch.server.routes.proxy.upstream import HOST_ROUTED
 from sietch.server.state import ServerState
@@ -45,6 +49,12 @@ class SandboxTraffic:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers", ())) if scope["type"] in ("http", "websocket") else {}
         raw_id = headers.get(b"e2b-sandbox-id")
+        if raw_id is None and _signed_file_url(scope):
+            found = await _signer(scope)
+            if found is None:
+                await _refuse(scope, send, 401, "invalid or expired file URL signature")
+                return
+            raw_id = found.encode()
         if raw_id is None:
             await self.app(scope, receive, send)
             return
@@ -70,6 +80,27 @@ class SandboxTraffic:
         raw = scope.get("raw_path") or scope["path"].encode()
         scope = {**scope, "path": prefix + scope["path"], "raw_path": prefix.encode() + raw}
         await self.app(scope, receive, send)
+
+
+def _signed_file_url(scope: Scope) -> bool:
+    """A signed envd file URL (the SDK's ``download_url``/``upload_url``): it names no
+    sandbox, as ``E2B_SANDBOX_URL`` serves them all."""
+    return (
+        scope["type"] == "http"
+        and scope["path"] == FILES_PATH
+        and b"signature=" in scope.get("query_string", b"")
+    )
+
+
+async def _signer(scope: Scope) -> str | None:
+    """The sandbox whose access token signed the URL, if one did: the signature is an
+    HMAC-like hash of the token, so trying each sandbox's is cheap and exact."""
+    state: ServerState = scope["app"].state.sietch
+    conn = HTTPConnection(scope)
+    for info in await require_manager(state).list():
+        if info.state is not SandboxState.DEAD and signs(conn, access_token(state, info.id)):
+            return info.id
+    return None
 
 
 async def _exists(scope: Scope, sandbox_id: str) -> bool:

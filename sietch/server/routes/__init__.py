@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends
 
 from sietch.server.deps import require_api_key
 from sietch.server.routes import (
+    code,
     commands,
     desktop,
     files,
@@ -32,6 +33,7 @@ _routers = (
     tenants,
     sandboxes,
     commands,
+    code,
     processes,
     files,
     snapshots,
