@@ -355,13 +355,14 @@ class Snapshots:
 
     def wake_plan(self, snap: SnapshotInfo, sleeping: SandboxInfo) -> Plan:
         """How a hibernated sandbox comes back from its hibernation snapshot ``snap``: the
-        same record (id, labels, network, timeouts), its ports on the same host ports where
-        they are free."""
+        same record (id, labels, network, timeouts), its ports (the record's: unexposed
+        while it slept, one stays so) on the same host ports where they are free."""
         info = sleeping.model_copy(
             update={"state": SandboxState.CREATING, "pid": None, "ports": [], "error": None}
         )
         plan = self._plan(snap, info, None)
         assert plan.restore is not None
+        plan.restore.ports = [p.guest_port for p in sleeping.ports]
         plan.restore.host_ports = {p.guest_port: p.host_port for p in sleeping.ports}
         plan.previous = sleeping
         return plan
