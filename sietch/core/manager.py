@@ -820,10 +820,22 @@ class Manager:
             async with sb.exclusive(self.settings.lock_wait_s):
                 if was_running:  # stopped from here on: nothing it does after the save is lost
                     await sb.pause()
+
+            ended: builtins.list[bool] = []
+
+            async def end_vm() -> None:  # saved: its QEMU goes before the files' fsyncs
+                ended.append(self._live.pop(sandbox_id, None) is not None)  # not a death
+                await sb.machine.kill()
+
             try:
-                snap = await self.snapshots.take(sb, f"hibernation of {sb.id}", hibernation=True)
-            except BaseException:
-                if was_running and sb.machine.running:
+                snap = await self.snapshots.take(
+                    sb, f"hibernation of {sb.id}", hibernation=True, frozen=end_vm
+                )
+            except BaseException as exc:
+                if any(ended):  # saved, not made durable, and its VM gone
+                    await sb.stop()
+                    self._mark_dead(sb.info, f"its hibernation could not be saved: {exc}")
+                elif was_running and sb.machine.running:
                     await self._set_paused(sandbox_id, False)
                 raise
             before = sb.info.snapshot_id
