@@ -13,8 +13,9 @@ MemAvailable regained per sandbox after hibernating ``--sandboxes`` of them at o
 density_idle_sandboxes: idle default sandboxes created ``--step`` at a time; after each
 step every one, in turn, must answer an exec within ``--answer-s`` (2 s); the figure is
 the most that did, up to ``--cap-idle``. density_with_hibernation: the same with
-``idle_timeout_s`` hibernating them, every one asleep before each round, so each
-answer includes its wake; up to ``--cap-hibernated``. A cap of 0 skips that part, and
+``idle_timeout_s`` (``--idle-s``) hibernating them, ``--step-hibernated`` at a time,
+every one asleep before each round, so each answer includes its wake; up to
+``--cap-hibernated``. A cap of 0 skips that part, and
 ``--skip-timings`` the timings and the freed memory. Each stops at the first slow
 answer, or when a create is refused (the memory reserve, the sandbox limit), and says
 why (``*_stopped``).
@@ -192,12 +193,13 @@ async def main(args: argparse.Namespace) -> None:
             figures["hibernate_freed_mib"] = await freed(m, args.sandboxes, args.write_mib)
             figures.update(runs=args.runs, sandboxes=args.sandboxes, write_mib=args.write_mib)
             targets.update(TARGETS)
-        for cap, idle_s, name in (
-            (args.cap_idle, None, "density_idle_sandboxes"),
-            (args.cap_hibernated, args.idle_s, "density_with_hibernation"),
+            print(f"timings: {figures}, load {os.getloadavg()}", file=sys.stderr, flush=True)
+        for cap, step, idle_s, name in (
+            (args.cap_idle, args.step, None, "density_idle_sandboxes"),
+            (args.cap_hibernated, args.step_hibernated, args.idle_s, "density_with_hibernation"),
         ):
             if cap:
-                figures.update(await density(m, cap, args.step, args.answer_s, idle_s))
+                figures.update(await density(m, cap, step, args.answer_s, idle_s))
                 targets[name] = DENSITY[name]
     report(figures, targets)
 
@@ -212,7 +214,10 @@ if __name__ == "__main__":
     parser.add_argument(
         "--cap-hibernated", type=int, default=400, help="most hibernating ones (0: skip)"
     )
-    parser.add_argument("--step", type=int, default=10, help="sandboxes added between rounds")
+    parser.add_argument("--step", type=int, default=10, help="idle ones added between rounds")
+    parser.add_argument(
+        "--step-hibernated", type=int, default=50, help="hibernating ones added between rounds"
+    )
     parser.add_argument("--answer-s", type=float, default=2.0, help="each exec answers within")
     parser.add_argument("--idle-s", type=float, default=5.0, help="their idle_timeout_s")
     asyncio.run(main(parser.parse_args()))
