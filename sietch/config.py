@@ -82,9 +82,10 @@ class Settings(BaseSettings):
     """Tasks (processes and threads) a sandbox's host side may have; QEMU runs ~10-70."""
     cgroup_io_weight: int | None = Field(default=100, ge=1, le=1000)
     """Block I/O weight (where the I/O scheduler has one, e.g. BFQ); unset: untouched."""
-    jail: bool = False
+    jail: bool = True
     """Run each QEMU in a root (only its own files), PID and IPC namespace of its own, with
-    no capabilities (root only; see sietch.vmm.jail)."""
+    no capabilities (as root, where namespaces may be made: else unjailed, and the log and
+    ``/api/v1/info`` say why; see sietch.vmm.jail)."""
     metrics_interval_s: float = Field(default=5.0, gt=0)
     """How often each sandbox's host-side use is sampled (``GET .../metrics`` history)."""
     metrics_history: int = Field(default=120, ge=1)

@@ -150,6 +150,7 @@ class LiveSandbox:
         config: MachineConfig,
         cgroup: tuple[Cgroup, Limits] | None = None,
         jail_dir: Path | None = None,
+        relay_hooks: relay.RelayHooks | None = None,
     ) -> None:
         self.info = info
         self.workdir = config.workdir
@@ -162,6 +163,8 @@ class LiveSandbox:
         self.limits: Limits | None = cgroup[1] if cgroup else None
         self.jail_dir = jail_dir
         """Where jailed QEMUs' roots are mounted (each in its own namespace); None: no jail."""
+        self.relay_hooks = relay_hooks
+        """What its port relays hold per connection, and the listeners they take over."""
         self.lock = RWLock()
         self.log = logging.LoggerAdapter(log, {"sandbox": info.id})
         self._services: dict[int, relay.UnixRelay] = {}
@@ -297,10 +300,10 @@ class LiveSandbox:
         assert self.network is not None
         if host_port:
             try:
-                return await self.network.open_relay(inner_port, host_port)
+                return await self.network.open_relay(inner_port, host_port, self.relay_hooks)
             except OSError:
                 pass  # taken meanwhile: any free one
-        return await self.network.open_relay(inner_port)
+        return await self.network.open_relay(inner_port, hooks=self.relay_hooks)
 
     async def unforward(self, mapping: PortMapping) -> None:
         inner = (await netports.forwards(self.machine)).get(mapping.guest_port)

@@ -61,7 +61,9 @@ from sietch.images import rootfs
 from sietch.images.store import ImageStore
 from sietch.network import ports as netports
 from sietch.network.dns import system_resolvers
+from sietch.network.parking import Parking
 from sietch.network.policy import NetworkPolicy
+from sietch.network.relay import RelayHooks
 from sietch.storage import disks
 from sietch.storage.layout import StateLayout
 from sietch.vmm import accel, cgroups, jail, process
@@ -135,6 +137,9 @@ class Manager:
         """Front ends that keep a sandbox busy (relays, viewers) hold its leases here."""
         self.desktops = Desktops()
         """The host's VNC connections to desktop sandboxes (screenshots)."""
+        self.parking = Parking(self.awake)
+        """Hibernated sandboxes' exposed host ports: a connection wakes them."""
+        self._provisioner.relay_hooks = self._relay_hooks
         self.quotas = QuotaGate(quota_of or (lambda _tenant: Quota()), self.usage)
 
     # -- start and stop ---------------------------------------------------------
@@ -177,6 +182,7 @@ class Manager:
                 await self.destroy(sb.id)
         self._live.clear()
         await self.desktops.close()
+        await self.parking.close()
         if not keep_storage:
             with contextlib.suppress(SietchError):
                 await asyncio.to_thread(self.layout.release)
@@ -211,6 +217,7 @@ class Manager:
             pid = found.pop(info.id, None)
             if self._sleeping(info):  # nothing runs: the record and its snapshot wait
                 killed += _kill(pid)
+                await self._park(info)
                 continue
             if is_pooled(info):  # never handed out: not worth adopting
                 killed += _kill(pid)
@@ -554,14 +561,42 @@ class Manager:
         if sandbox is not None:
             if sandbox.info.state is SandboxState.PAUSED:
                 # Its agent cannot answer: refuse now rather than hang.
-                raise SandboxNotRunning(
-                    f"sandbox {sandbox_id} is paused", state=SandboxState.PAUSED
-                )
+                raise not_running(sandbox.info)
             return sandbox
         info = self.store.get(sandbox_id)
         if info is None:
             raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
-        raise SandboxNotRunning(f"sandbox {sandbox_id} is {info.state.value}", state=info.state)
+        raise not_running(info)
+
+    def check_reachable(self, sandbox_id: str) -> None:
+        """404 unknown, 409 unless it runs or a request would wake it (``auto_resume``): for
+        what hands out a link to it (the IDE) without driving it yet."""
+        info = self.store.get(sandbox_id)
+        if info is None:
+            raise SandboxNotFound(f"no sandbox with id {sandbox_id!r}")
+        asleep = info.state in (SandboxState.PAUSED, SandboxState.HIBERNATED)
+        if not (info.state is SandboxState.RUNNING or (asleep and info.auto_resume)):
+            raise not_running(info)
+
+    def _hibernated(self, sandbox_id: str) -> SandboxInfo | None:
+        """The record of a hibernated sandbox (not waking): what changes only its record."""
+        if sandbox_id in self._live or self.lifecycle.transition(sandbox_id).locked():
+            return None
+        info = self.store.get(sandbox_id)
+        return info if info is not None and info.state is SandboxState.HIBERNATED else None
+
+    async def _woken(self, sandbox_id: str) -> LiveSandbox:
+        """The live sandbox (running or paused) for what needs its VM but not its agent
+        (snapshot, fork, expose): a hibernated one is woken first (``auto_resume``; else
+        :class:`SandboxNotRunning`), a paused one stays paused."""
+        if sandbox_id not in self._live:
+            info = self.store.get(sandbox_id)
+            if info is not None and info.auto_resume:
+                async with self.lifecycle.transition(sandbox_id):
+                    info = await self.get(sandbox_id)
+                    if info.state is SandboxState.HIBERNATED:
+                        await self._wake(info)
+        return self._live_sandbox(sandbox_id)
 
     @asynccontextmanager
     async def use(self, sandbox_id: str) -> AsyncIterator[LiveSandbox]:
@@ -632,6 +667,7 @@ class Manager:
             await sandbox.stop()
             await sandbox.lock.idle(self.settings.lock_wait_s)
         await self._provisioner.discard(sandbox_id, self._store)
+        self.parking.release(sandbox_id)
         self.lifecycle.forget(sandbox_id)
         if info is not None and info.snapshot_id is not None:
             await self._drop_hibernation(info.snapshot_id)
@@ -666,7 +702,7 @@ class Manager:
     async def expose(self, sandbox_id: str, guest_port: int) -> PortMapping:
         """Make a guest TCP port reachable on a free 127.0.0.1 port (again: the same one)."""
         netports.check_port(guest_port)
-        sb = self._live_sandbox(sandbox_id)
+        sb = await self._woken(sandbox_id)
         async with sb.exclusive(self.settings.lock_wait_s):
             for mapping in sb.info.ports:
                 if mapping.guest_port == guest_port:
@@ -678,8 +714,15 @@ class Manager:
         return mapping.model_copy()
 
     async def unexpose(self, sandbox_id: str, guest_port: int) -> None:
-        """Close the host port of an exposed guest port (NotFound if it was not exposed)."""
+        """Close the host port of an exposed guest port (NotFound if it was not exposed); a
+        hibernated sandbox's record lets it go, and it wakes without it."""
         netports.check_port(guest_port)
+        if (asleep := self._hibernated(sandbox_id)) is not None:
+            mapping = self._mapping(asleep, guest_port)
+            asleep.ports.remove(mapping)
+            self.store.put(asleep)
+            self.parking.release(sandbox_id, [mapping.host_port])
+            return
         sb = self._live_sandbox(sandbox_id)
         async with sb.exclusive(self.settings.lock_wait_s):
             mapping = self._mapping(sb.info, guest_port)
@@ -712,7 +755,14 @@ class Manager:
     # -- network policy (see sietch.network.policy) --------------------------------
 
     async def set_network(self, sandbox_id: str, policy: NetworkPolicy) -> SandboxInfo:
-        """Replace a running sandbox's egress policy; it applies to new connections at once."""
+        """Replace a sandbox's egress policy; it applies to new connections at once (a
+        hibernated sandbox's record takes it, for when it wakes)."""
+        if (asleep := self._hibernated(sandbox_id)) is not None:
+            if not self._isolate:
+                refuse_egress(policy)
+            asleep.network = policy
+            self.store.put(asleep)
+            return asleep.model_copy()
         sb = self._live_sandbox(sandbox_id)
         async with sb.exclusive(self.settings.lock_wait_s):
             if sb.network is not None:
@@ -770,10 +820,22 @@ class Manager:
             async with sb.exclusive(self.settings.lock_wait_s):
                 if was_running:  # stopped from here on: nothing it does after the save is lost
                     await sb.pause()
+
+            ended: builtins.list[bool] = []
+
+            async def end_vm() -> None:  # saved: its QEMU goes before the files' fsyncs
+                ended.append(self._live.pop(sandbox_id, None) is not None)  # not a death
+                await sb.machine.kill()
+
             try:
-                snap = await self.snapshots.take(sb, f"hibernation of {sb.id}", hibernation=True)
-            except BaseException:
-                if was_running and sb.machine.running:
+                snap = await self.snapshots.take(
+                    sb, f"hibernation of {sb.id}", hibernation=True, frozen=end_vm
+                )
+            except BaseException as exc:
+                if any(ended):  # saved, not made durable, and its VM gone
+                    await sb.stop()
+                    self._mark_dead(sb.info, f"its hibernation could not be saved: {exc}")
+                elif was_running and sb.machine.running:
                     await self._set_paused(sandbox_id, False)
                 raise
             before = sb.info.snapshot_id
@@ -785,6 +847,7 @@ class Manager:
             info.expires_at = None
             self.store.put(info)
             await self._provisioner.discard(sandbox_id, None)  # the snapshot has its disk
+            await self._park(info)
             if before is not None:
                 await self._drop_hibernation(before)
             sb.log.info("hibernated into %s", snap.id)
@@ -795,10 +858,30 @@ class Manager:
         snap = await self.get_snapshot(info.snapshot_id)
         # Waking is one more sandbox for the tenant's quota (429) and for the host's memory
         # reserve (_provision's check_capacity, 503); refused, it stays hibernated as it was.
-        with self.quotas.admit(info.tenant, Usage(1, info.vcpus, info.memory_mib)):
-            woken = await self._provision(self.snapshots.wake_plan(snap, info))
+        try:
+            with self.quotas.admit(info.tenant, Usage(1, info.vcpus, info.memory_mib)):
+                woken = await self._provision(self.snapshots.wake_plan(snap, info))
+        except BaseException:
+            await self._park(info)  # what its failed relays had taken over and closed
+            raise
+        self.parking.release(info.id)  # ports it came back without
+        self.activity.touch(info.id)  # waking counts: its idle time starts now
         log.info("sandbox %s woke from %s", info.id, snap.id)
         return woken
+
+    async def _park(self, info: SandboxInfo) -> None:
+        """Keep a hibernated sandbox's exposed host ports, so a connection wakes it; only
+        relays can hand them back (without a namespace QEMU's own forward holds them)."""
+        if self._isolate and info.ports:
+            await self.parking.park(info.id, [p.host_port for p in info.ports])
+
+    def _relay_hooks(self, sandbox_id: str) -> RelayHooks:
+        """A sandbox's relays keep it busy while a connection is open, and take over the
+        host ports its hibernation kept."""
+        return RelayHooks(
+            hold=lambda: self.activity.busy(sandbox_id),
+            listener=lambda port: self.parking.take(sandbox_id, port),
+        )
 
     async def set_timeout(self, sandbox_id: str, **changes: Any) -> SandboxInfo:
         """Change a sandbox's :class:`Timeouts` fields; a ``timeout_s`` given counts from now
@@ -851,7 +934,7 @@ class Manager:
         snapshot that long from now, once no sandbox or child snapshot uses it."""
         if ttl_s is not None and ttl_s <= 0:
             raise InvalidArgument("ttl_s must be positive")
-        sb = self._live_sandbox(sandbox_id)
+        sb = await self._woken(sandbox_id)
         tenant = sb.info.tenant
         check_snapshot_disk(tenant, self.quotas.quota_of(tenant), self.snapshot_bytes(tenant))
         with self.activity.busy(sandbox_id):
@@ -897,7 +980,7 @@ class Manager:
             raise LimitExceeded(
                 f"forking {count} would exceed {limit} sandboxes (SIETCH_MAX_SANDBOXES)"
             )
-        source = self._live_sandbox(sandbox_id).info
+        source = (await self._woken(sandbox_id)).info
         each = Usage(1, source.vcpus, source.memory_mib)
         with self.quotas.admit(source.tenant, each.times(count)):
             return await self._fork(sandbox_id, count, labels)
@@ -980,6 +1063,18 @@ class Manager:
         if not self.store.snapshot_users(snapshot_id):
             log.info("snapshot %s expired (ttl_s)", snapshot_id)
             await asyncio.to_thread(self.snapshots.remove, snapshot_id)
+
+
+def not_running(info: SandboxInfo) -> SandboxNotRunning:
+    """409 ``sandbox_not_running`` (``details.state``) saying what to do about it."""
+    what = {
+        SandboxState.PAUSED: "is paused: resume it first",
+        SandboxState.HIBERNATED: "is hibernated (saved to disk, no VM runs): resume it first",
+        SandboxState.DEAD: f"is dead ({info.error or 'its VM stopped'}): delete it",
+    }.get(info.state, f"is {info.state.value}")
+    if info.state in (SandboxState.PAUSED, SandboxState.HIBERNATED) and not info.auto_resume:
+        what += " (its auto_resume is off)"
+    return SandboxNotRunning(f"sandbox {info.id} {what}", state=info.state)
 
 
 def _timeouts(source: Timeouts) -> Timeouts:

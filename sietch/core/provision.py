@@ -32,6 +32,7 @@ from sietch.core.live import LiveSandbox
 from sietch.core.models import SandboxInfo, SandboxState, Screen
 from sietch.core.store import Store
 from sietch.errors import AgentUnavailable, BootError, SietchError
+from sietch.network.relay import RelayHooks
 from sietch.storage import disks
 from sietch.vmm import snapshot as vmsnap
 from sietch.vmm.cgroups import Hierarchy, Limits
@@ -139,6 +140,8 @@ class Provisioner:
         """Where sandboxes' cgroups go; None: none can be made here (see the server info)."""
         self.jail_dir: Path | None = None
         """Set (by the manager) when QEMUs run jailed (see :mod:`sietch.vmm.jail`)."""
+        self.relay_hooks: Callable[[str], RelayHooks] | None = None
+        """Set (by the manager): what a sandbox's port relays hold and take over, by id."""
 
     def limits(self, info: SandboxInfo) -> Limits:
         """What a sandbox of this size may use on the host."""
@@ -161,7 +164,8 @@ class Provisioner:
         cgroup = None
         if self.cgroups is not None:
             cgroup = (self.cgroups.cgroup(info.id), self.limits(info))
-        return LiveSandbox(info, config, cgroup, self.jail_dir)
+        hooks = self.relay_hooks(info.id) if self.relay_hooks is not None else None
+        return LiveSandbox(info, config, cgroup, self.jail_dir, hooks)
 
     def machine_config(
         self, info: SandboxInfo, paths: dict[str, Path] | None = None
@@ -236,7 +240,7 @@ class Provisioner:
                 if plan.booted is not None:
                     await plan.booted(sandbox)
             else:
-                await self._restore(sandbox, plan.restore, plan.hostname)
+                await self._restore(sandbox, plan.restore, plan.hostname, plan.previous is None)
                 if plan.restore.desktop is not None:
                     await desktop.personalize(sandbox, plan.restore.desktop)
             if plan.info.disk_mib > plan.base_mib:
@@ -274,7 +278,13 @@ class Provisioner:
                 console=read_tail(console, 4000),
             ) from exc
 
-    async def _restore(self, sandbox: LiveSandbox, source: Restore, hostname: str | None) -> None:
+    async def _restore(
+        self, sandbox: LiveSandbox, source: Restore, hostname: str | None, new_mac: bool
+    ) -> None:
+        """Load the snapshot and fix the copy up; a copy (not a sandbox waking) gets a MAC of
+        its own. A waking one keeps its MAC (the device state brings it back): changed, the
+        guest would answer slirp's ARP with the old one in a race with the change, after
+        which slirp sends every packet for the guest to a MAC its NIC drops."""
         machine, info = sandbox.machine, sandbox.info
         try:
             t1 = time.monotonic()
@@ -282,7 +292,7 @@ class Provisioner:
             t2 = time.monotonic()
             await vmsnap.resume(machine)
             t3 = time.monotonic()
-            hello = fixup(mac=machine.config.mac, hostname=hostname)
+            hello = fixup(mac=machine.config.mac if new_mac else None, hostname=hostname)
             await sandbox.agent.connect(self.settings.boot_timeout_s, **hello)
             t4 = time.monotonic()
             # A fresh QEMU has none of the original's forwards: the snapshot's

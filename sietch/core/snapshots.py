@@ -56,6 +56,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -156,11 +157,14 @@ class Snapshots:
         *,
         ttl_s: float | None = None,
         hibernation: bool = False,
+        frozen: Callable[[], Awaitable[None]] | None = None,
     ) -> SnapshotInfo:
         """Save the whole machine; it keeps running (or stays paused) afterwards.
 
         ``ttl_s``: deleted that long from now once nothing uses it; ``hibernation``:
-        the saved machine of a sandbox going to sleep, internal to it.
+        the saved machine of a sandbox going to sleep, internal to it; ``frozen``: called
+        once everything is saved from the VM, before the files are made durable (a
+        hibernation ends the VM there rather than after the fsyncs).
 
         The sandbox's lock is held exclusively only while the VM is stopped
         (device state saved, files frozen); the copies of the lower disk
@@ -177,6 +181,8 @@ class Snapshots:
                 try:
                     await vmsnap.pause(sb.machine)
                     await self._freeze(sb, tmp, sid)
+                    if frozen is not None:
+                        await frozen()
                 finally:
                     if was_running and sb.machine.running:
                         await vmsnap.resume(sb.machine)
@@ -369,13 +375,14 @@ class Snapshots:
 
     def wake_plan(self, snap: SnapshotInfo, sleeping: SandboxInfo) -> Plan:
         """How a hibernated sandbox comes back from its hibernation snapshot ``snap``: the
-        same record (id, labels, network, timeouts), its ports on the same host ports where
-        they are free."""
+        same record (id, labels, network, timeouts), its ports (the record's: unexposed
+        while it slept, one stays so) on the same host ports where they are free."""
         info = sleeping.model_copy(
             update={"state": SandboxState.CREATING, "pid": None, "ports": [], "error": None}
         )
         plan = self._plan(snap, info, None)
         assert plan.restore is not None
+        plan.restore.ports = [p.guest_port for p in sleeping.ports]
         plan.restore.host_ports = {p.guest_port: p.host_port for p in sleeping.ports}
         plan.previous = sleeping
         return plan

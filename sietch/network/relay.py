@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import socket
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,22 @@ CHUNK = 256 * 1024
 
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+Hold = Callable[[], contextlib.AbstractContextManager[object]]
+"""Entered for as long as one relayed connection is open (an activity lease)."""
+
+
+def _no_listener(host_port: int) -> socket.socket | None:
+    del host_port
+    return None
+
+
+@dataclass(frozen=True)
+class RelayHooks:
+    """What a sandbox's relays do besides relaying: hold a lease per open connection, and
+    start on a listening socket kept for their host port (see :mod:`sietch.network.parking`)."""
+
+    hold: Hold = contextlib.nullcontext
+    listener: Callable[[int], socket.socket | None] = _no_listener
 
 
 async def connect(namespace: int | None, port: int) -> Streams:
@@ -84,20 +102,26 @@ class Relay:
     references to tasks), and :meth:`close` ends them all.
     """
 
-    def __init__(self, namespace: int, port: int) -> None:
+    def __init__(self, namespace: int, port: int, hold: Hold = contextlib.nullcontext) -> None:
         self.namespace = namespace
         self.port = port
+        self.hold = hold
         self.server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[Any]] = set()
 
-    async def start(self, host_port: int = 0) -> int:
-        """Listen on ``host_port`` of the host's loopback (0: any free one); returns it."""
-        self.server = await asyncio.start_server(self._handle, HOST, host_port, limit=CHUNK)
+    async def start(self, host_port: int = 0, sock: socket.socket | None = None) -> int:
+        """Listen on ``host_port`` of the host's loopback (0: any free one), or on ``sock``
+        (listening already); returns the port."""
+        if sock is not None:
+            self.server = await asyncio.start_server(self._handle, sock=sock, limit=CHUNK)
+        else:
+            self.server = await asyncio.start_server(self._handle, HOST, host_port, limit=CHUNK)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         inner = functools.partial(connect, self.namespace, self.port)
-        await bridge((reader, writer), inner, self._connections)
+        with self.hold():
+            await bridge((reader, writer), inner, self._connections)
 
     async def close(self) -> None:
         await _close(self.server, self._connections)

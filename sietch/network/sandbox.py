@@ -122,10 +122,20 @@ class SandboxNetwork:
         await nft.run(self.namespace, ruleset(policy, host_addresses()))
         self.policy = policy
 
-    async def open_relay(self, inner_port: int, host_port: int = 0) -> int:
-        """Relay a free host port (or ``host_port``) to ``inner_port`` in the namespace."""
-        new = relay.Relay(self.namespace, inner_port)
-        port = await new.start(host_port)
+    async def open_relay(
+        self, inner_port: int, host_port: int = 0, hooks: relay.RelayHooks | None = None
+    ) -> int:
+        """Relay a free host port (or ``host_port``: the listener ``hooks`` kept for it, if
+        any) to ``inner_port`` in the namespace."""
+        hooks = hooks or relay.RelayHooks()
+        new = relay.Relay(self.namespace, inner_port, hooks.hold)
+        kept = hooks.listener(host_port) if host_port else None
+        try:
+            port = await new.start(host_port, kept)
+        except BaseException:
+            if kept is not None:
+                kept.close()
+            raise
         self._relays[port] = new
         return port
 

@@ -34,7 +34,7 @@ import os
 import shutil
 import struct
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +204,10 @@ class _Root:
         os.chdir("/")
 
 
-def _spawn(jail: Jail, argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """On the launcher thread: new namespaces, the root, fork QEMU, come back."""
+@contextlib.contextmanager
+def _namespaces() -> Iterator[None]:
+    """On the launcher thread: new mount (private from here on), PID and IPC namespaces for
+    the ``with`` block, then the thread's own again (network too: a jail may enter one)."""
     own = {
         name: os.open(f"/proc/thread-self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
         for name in (*_NAMESPACES, "net")
@@ -215,16 +217,27 @@ def _spawn(jail: Jail, argv: list[str], options: dict[str, Any]) -> subprocess.P
         try:
             # Nothing mounted from here on may propagate to the host.
             _mount(None, "/", None, MS_REC | MS_PRIVATE)
-            if jail.netns is not None:
-                _check(_libc.setns(jail.netns, CLONE_NEWNET), "setns(net)")
-            _Root(jail.base).build(jail)
-            return subprocess.Popen(argv, cwd="/", **options)
+            yield
         finally:
             for name, flag in (*_NAMESPACES.items(), ("net", CLONE_NEWNET)):
                 _check(_libc.setns(own[name], flag), f"setns back ({name})")
     finally:
         for fd in own.values():
             os.close(fd)
+
+
+def _spawn(jail: Jail, argv: list[str], options: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """On the launcher thread: new namespaces, the root, fork QEMU, come back."""
+    with _namespaces():
+        if jail.netns is not None:
+            _check(_libc.setns(jail.netns, CLONE_NEWNET), "setns(net)")
+        _Root(jail.base).build(jail)
+        return subprocess.Popen(argv, cwd="/", **options)
+
+
+def _probe() -> None:
+    with _namespaces():
+        pass
 
 
 _LAUNCHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sietch-jail")
@@ -245,7 +258,12 @@ def supported() -> str | None:
     """None if jails can be made here, else why not."""
     if os.geteuid() != 0:
         return "the QEMU jail needs Sietch to run as root"
-    with contextlib.suppress(OSError):
+    try:
         os.stat("/proc/thread-self/ns/pid_for_children")
-        return None
-    return "this kernel has no PID namespaces"
+    except OSError:
+        return "this kernel has no PID namespaces"
+    try:  # root in a container may still be refused namespaces or mounts
+        _LAUNCHER.submit(_probe).result()
+    except OSError as exc:
+        return f"the QEMU jail's namespaces are refused here ({exc}); set SIETCH_JAIL=false"
+    return None

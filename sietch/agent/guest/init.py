@@ -35,7 +35,9 @@ RB_POWER_OFF = 0x4321FEDC
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 SIOCSIFHWADDR = 0x8924
+SIOCGIFADDR = 0x8915
 ARPHRD_ETHER = 1
+ETH_P_ARP = 0x0806
 
 
 @functools.cache
@@ -237,6 +239,18 @@ def set_mac(interface: str, mac: str) -> None:
     req = struct.pack("16sH6s8x", interface.encode(), ARPHRD_ETHER, raw)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         fcntl.ioctl(sock.fileno(), SIOCSIFHWADDR, req)
+        try:
+            ip = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, struct.pack("40s", interface.encode()))
+        except OSError:
+            return  # no address yet: nobody has learnt the old MAC for one
+    # The guest ran between the restore and this change, and may have told slirp its old
+    # MAC (an ARP reply or request); slirp keeps that, so every packet for the guest would
+    # go to a MAC its NIC now drops. A gratuitous ARP makes slirp learn the new one.
+    addr = ip[20:24]
+    arp = struct.pack("!HHBBH", ARPHRD_ETHER, 0x0800, 6, 4, 1) + raw + addr + bytes(6) + addr
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as packet:
+        packet.bind((interface, 0))
+        packet.send(b"\xff" * 6 + raw + struct.pack("!H", ETH_P_ARP) + arp)
 
 
 def power_off() -> None:

@@ -65,7 +65,7 @@ async def ide_url(
 ) -> IdePublic:
     """A link to code-server in the sandbox, through this server."""
     ttl_s = check_ttl(ttl)
-    manager.sandbox(sandbox_id)  # 404 or 409 now, not in the browser later
+    manager.check_reachable(sandbox_id)  # 404 or 409 now, not in the browser later
     url, grant = gate(state).link(
         str(request.base_url), sandbox_id, ttl_s=ttl_s, query={"folder": folder}
     )
