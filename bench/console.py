@@ -17,21 +17,20 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 from common import Target, api_server, median, p95, report
 from playwright.sync_api import Page, sync_playwright
 
+# The console tests' Chromium flags: reused, not copied.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.desktop.browser import ARGS as CHROMIUM_ARGS
+
 TARGETS = {"list_ready_ms": Target(500), "terminal_echo_ms": Target(100)}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SETTINGS = {
     "SIETCH_CREATE_RATE_PER_MIN": "6000",
     "SIETCH_CREATE_BURST": "100",

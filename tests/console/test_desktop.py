@@ -13,7 +13,7 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 from sietch.images import desktop
 from tests.console.conftest import Console
 from tests.desktop.conftest import SPEC
-from tests.desktop.test_viewer import COLOUR, READY_S, Desktop, window_centre
+from tests.desktop.test_viewer import COLOUR, READY_S, Desktop, show_colour_window, window_centre
 
 pytestmark = pytest.mark.timeout(1500)
 PIXEL = """([x, y]) => {
@@ -33,18 +33,7 @@ def test_the_desktop_tab_shows_the_guest_screen(
     cleanup.append(made.json()["id"])
     sandbox = Desktop(api, made.json()["id"], console.server.url)
     sandbox.wait_for(f"xdpyinfo -display {desktop.DISPLAY}")
-    colour = "#{:02x}{:02x}{:02x}".format(*COLOUR)
-    resources = [f"*{part}: {colour}" for part in ("background", "foreground", "borderColor")]
-    started = api.post(
-        f"/sandboxes/{sandbox.id}/processes",
-        json={
-            "cmd": ["xmessage", "-title", "sietch-colour", "-center", "-geometry", "800x500",
-                    *(arg for r in resources for arg in ("-xrm", r)), "sietch"],
-            "user": "user",
-            "env": {"DISPLAY": desktop.DISPLAY},
-        },
-    )  # fmt: skip
-    assert started.status_code == 201, started.text
+    show_colour_window(api, sandbox.id)
 
     console.sign_in()
     page = console.page

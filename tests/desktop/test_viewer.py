@@ -126,6 +126,23 @@ def window_centre(sandbox: Desktop, title: str) -> tuple[int, int]:
     return x + values["Width"] // 2, y + values["Height"] // 2
 
 
+def show_colour_window(http: httpx.Client, sandbox_id: str) -> None:
+    """Open an xmessage on the guest's screen, every part of it (its text too) in
+    ``COLOUR``: a window of a known colour at the screen's centre."""
+    colour = "#{:02x}{:02x}{:02x}".format(*COLOUR)
+    resources = [f"*{part}: {colour}" for part in ("background", "foreground", "borderColor")]
+    started = http.post(
+        f"/sandboxes/{sandbox_id}/processes",
+        json={
+            "cmd": ["xmessage", "-title", "sietch-colour", "-center", "-geometry", "800x500",
+                    *(arg for r in resources for arg in ("-xrm", r)), "sietch"],
+            "user": "user",
+            "env": {"DISPLAY": desktop.DISPLAY},
+        },
+    )  # fmt: skip
+    assert started.status_code == 201, started.text
+
+
 def open_viewer(page: Page, url: str, state: str = "connected") -> None:
     response = page.goto(url)
     assert response is not None and response.ok, response and response.status
@@ -139,19 +156,7 @@ def test_viewer_shows_the_desktop(sandbox: Desktop, page: Page) -> None:
     view = sandbox.get("desktop")
     assert (view["width"], view["height"]) == (1280, 800)
     assert len(view["vnc_password"]) == 8 and view["view_only"] is False
-    colour = "#{:02x}{:02x}{:02x}".format(*COLOUR)
-    # xmessage, every part of it in one colour (its text too): a window of a known colour.
-    resources = [f"*{part}: {colour}" for part in ("background", "foreground", "borderColor")]
-    started = sandbox.http.post(
-        f"/sandboxes/{sandbox.id}/processes",
-        json={
-            "cmd": ["xmessage", "-title", "sietch-colour", "-center", "-geometry", "800x500",
-                    *(arg for r in resources for arg in ("-xrm", r)), "sietch"],
-            "user": "user",
-            "env": {"DISPLAY": desktop.DISPLAY},
-        },
-    )  # fmt: skip
-    assert started.status_code == 201, started.text
+    show_colour_window(sandbox.http, sandbox.id)
     open_viewer(page, view["viewer_url"])
     RESULTS.mkdir(exist_ok=True)
     try:
