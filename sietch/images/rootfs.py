@@ -83,10 +83,21 @@ RECIPES: dict[str, Recipe] = {
         files=desktop.files(USER, UID),
         code_server=True,
     ),
+    # The same Debian tree (one build serves both), none of Sietch's desktop services.
+    desktop.E2B_IMAGE: Recipe(
+        name=desktop.E2B_IMAGE,
+        description=(
+            "the desktop's programs with nothing started (E2B's `desktop` template: the "
+            "e2b-desktop SDK starts Xvfb, Xfce, x11vnc and noVNC itself); no code-server"
+        ),
+        size_mib=4096,
+        packages=_DEFAULT_PACKAGES + desktop.PACKAGES,
+        hooks=_ADD_USER + desktop.hooks(USER, UID),
+    ),
 }
 
 
-MEMORY_MIB = {"desktop": 1024}
+MEMORY_MIB = {"desktop": 1024, desktop.E2B_IMAGE: 1024}
 """Guest RAM a sandbox of the image gets unless the caller says (Xfce, Chromium and
 code-server want more than the default); not part of the image, so not of its hash."""
 
