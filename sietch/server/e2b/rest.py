@@ -32,6 +32,7 @@ from sietch.errors import (
     SnapshotNotFound,
     describe_validation,
 )
+from sietch.images.desktop import E2B_IMAGE as DESKTOP_IMAGE
 from sietch.network.policy import NetworkPolicy
 from sietch.server.deps import ManagerDep, MetricsDep, StateDep, check_path
 from sietch.server.e2b.access import access_token, authenticate
@@ -40,6 +41,9 @@ from sietch.server.state import ServerState
 ENVD_VERSION = "0.5.7"
 """What the SDK checks features against: 0.5.7 enables octet-stream uploads."""
 DEFAULT_TEMPLATE = "base"
+TEMPLATE_IMAGES: dict[str, str] = {"desktop": DESKTOP_IMAGE}
+"""E2B template ids whose Sietch image has another name (e2b-desktop starts its own X
+server, so its template is the desktop image without Sietch's desktop running)."""
 DEFAULT_TIMEOUT_S = 300
 """E2B's default sandbox lifetime when a create names none."""
 CLIENT_ID = "sietch"
@@ -115,7 +119,9 @@ class RefreshBody(BaseModel):
 
 
 def template_of(info: SandboxInfo, default_image: str) -> str:
-    return DEFAULT_TEMPLATE if info.image == default_image else info.image
+    if info.image == default_image:
+        return DEFAULT_TEMPLATE
+    return next((t for t, image in TEMPLATE_IMAGES.items() if image == info.image), info.image)
 
 
 def _state(info: SandboxInfo) -> str:
@@ -135,6 +141,8 @@ def created(info: SandboxInfo, state: ServerState, request: Request) -> dict[str
         "clientID": CLIENT_ID,
         "envdVersion": ENVD_VERSION,
         "envdAccessToken": access_token(state, info.id),
+        # What the SDK's users send to the sandbox's other ports (E2B-Traffic-Access-Token).
+        "trafficAccessToken": access_token(state, info.id),
         # Without a domain the SDK would address E2B's own cloud.
         "domain": state.settings.proxy_domain or request.url.netloc,
     }
@@ -196,7 +204,8 @@ async def create(
             **timeouts,
         )
     else:
-        image = None if body.template_id == DEFAULT_TEMPLATE else body.template_id
+        template = body.template_id
+        image = None if template == DEFAULT_TEMPLATE else TEMPLATE_IMAGES.get(template, template)
         spec = SandboxSpec(
             image=image,
             env=body.env_vars,
