@@ -83,6 +83,13 @@ def files(user: str, uid: int) -> tuple[tuple[str, int, bytes], ...]:
     )
 
 
+def e2b_files() -> tuple[tuple[str, int, bytes], ...]:
+    """The files the desktop-e2b image (:data:`E2B_IMAGE`) adds: noVNC's proxy, where
+    :data:`NOVNC_E2B` (a link to Debian's noVNC) leads the SDK, started without numpy."""
+    proxy = resources.files("sietch.images").joinpath("desktop/novnc_proxy").read_bytes()
+    return (("usr/share/novnc/utils/novnc_proxy", 0o755, proxy),)
+
+
 def hooks(user: str, uid: int) -> tuple[str, ...]:
     """Shell run in the tree (``$1``) after the packages, once the user exists.
 

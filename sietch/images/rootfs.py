@@ -93,6 +93,7 @@ RECIPES: dict[str, Recipe] = {
         size_mib=4096,
         packages=_DEFAULT_PACKAGES + desktop.PACKAGES,
         hooks=_ADD_USER + desktop.hooks(USER, UID),
+        files=desktop.e2b_files(),
     ),
 }
 
