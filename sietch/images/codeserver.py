@@ -37,12 +37,35 @@ GUEST_DIR = "/opt/code-server"
 ENTRY = "lib/node_modules/code-server/out/node/entry.js"
 """The package's ``bin``, relative to the artefact: run as ``bin/node ENTRY``."""
 _FORMAT = 1
+HANDSHAKE = (
+    "lib/node_modules/code-server/out/node/wrapper.js",
+    "const timeoutInterval = 10000;",
+    "const timeoutInterval = 600000;",
+)
+"""code-server's parent process gives its child 10 s of wall time to load VS Code's server
+and answer a handshake, then exits ("error timed out"). An emulated guest needs longer, so
+code-server restarted for ever and kept the guest's CPU busy: in a sandbox restored from the
+desktop template (whose code-server was between two such tries) Chromium then took from
+minutes to over ten to show its first window. The image's copy waits up to 10 minutes
+(file, line as shipped, line in the image)."""
 NPM_FLAGS = ("--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=error")
 
 
 def codeserver_key() -> str:
     """Hash of the code-server build: the pinned packages and the host suite it compiles on."""
     return digest("code-server", _FORMAT, CODE_SERVER, NODE, NPM, SUITE, GUEST_DIR, ENTRY)
+
+
+def patch_for_emulation(installed: Path) -> None:
+    """Apply :data:`HANDSHAKE` to the copy of the artefact at ``installed`` (a tree's own:
+    the file is replaced, not written through, so a hard-linked cache stays as built)."""
+    rel, old, new = HANDSHAKE
+    path = installed / rel
+    text = path.read_text()
+    if old not in text:
+        raise ImageBuildError(f"{CODE_SERVER}: {rel} no longer has {old!r}; update HANDSHAKE")
+    path.unlink()
+    path.write_text(text.replace(old, new))
 
 
 def host_npm() -> str:

@@ -41,6 +41,10 @@ BROWSER = (
     *("--password-store=basic", "--disable-background-networking", "--disable-component-update"),
 )
 """How the computer-use API opens a URL: a second call opens a tab in the running browser."""
+E2B_IMAGE = "desktop-e2b"
+"""This image's programs without its services: what E2B's ``desktop`` template maps to."""
+NOVNC_E2B = "/opt/noVNC"
+"""Where the e2b-desktop SDK runs noVNC from (``utils/novnc_proxy``, ``vnc.html``)."""
 LOG = "/var/log/sietch/start.log"
 """The services' output (the agent's ``services.LOG``)."""
 
@@ -49,8 +53,9 @@ PACKAGES = (
     *("xfce4-session", "xfwm4", "xfdesktop4", "xfce4-panel", "xfce4-settings", "xfce4-terminal"),
     *("chromium", "xdotool", "wmctrl", "x11-utils", "x11-xserver-utils", "xclip", "scrot"),
     *("xdg-utils", "fonts-dejavu-core", "fonts-liberation"),
-    # What the e2b-desktop SDK starts by name, so an E2B-compatible image can reuse this one.
-    *("xvfb", "x11vnc", "novnc", "websockify"),
+    # What the e2b-desktop SDK (2.7) runs by name, so E2B's desktop template can be this tree
+    # (E2B_IMAGE): Xvfb, startxfce4, x11vnc, /opt/noVNC/utils/novnc_proxy, netstat, gtk-launch.
+    *("xvfb", "x11vnc", "novnc", "websockify", "net-tools", "libgtk-3-bin"),
     # code-server's native modules (kerberos) load these; its terminal wants a shell's tools.
     *("libkrb5-3", "libgssapi-krb5-2", "openssl"),
 )
@@ -78,6 +83,13 @@ def files(user: str, uid: int) -> tuple[tuple[str, int, bytes], ...]:
     )
 
 
+def e2b_files() -> tuple[tuple[str, int, bytes], ...]:
+    """The files the desktop-e2b image (:data:`E2B_IMAGE`) adds: noVNC's proxy, where
+    :data:`NOVNC_E2B` (a link to Debian's noVNC) leads the SDK, started without numpy."""
+    proxy = resources.files("sietch.images").joinpath("desktop/novnc_proxy").read_bytes()
+    return (("usr/share/novnc/utils/novnc_proxy", 0o755, proxy),)
+
+
 def hooks(user: str, uid: int) -> tuple[str, ...]:
     """Shell run in the tree (``$1``) after the packages, once the user exists.
 
@@ -90,4 +102,5 @@ def hooks(user: str, uid: int) -> tuple[str, ...]:
         f"install -d {panel}",
         f'cp "$1/etc/xdg/xfce4/panel/default.xml" {panel}/xfce4-panel.xml',
         f'chroot "$1" chown -R {user}:{user} /home/{user}/.config',
+        f'ln -s /usr/share/novnc "$1{NOVNC_E2B}"',
     )

@@ -16,7 +16,7 @@ from sietch.images._cache import digest, file_digest
 from sietch.images._run import run
 from sietch.images.busybox import busybox, install_applets
 from sietch.images.codeserver import GUEST_DIR as CODE_SERVER_DIR
-from sietch.images.codeserver import codeserver_key
+from sietch.images.codeserver import HANDSHAKE, codeserver_key, patch_for_emulation
 from sietch.images.debootstrap import NO_DOCS, SOURCES, SUITE, mmdebstrap
 from sietch.images.ext4 import MKFS_OPTIONS, MiB, mkfs
 from sietch.images.progress import Progress
@@ -94,10 +94,22 @@ RECIPES: dict[str, Recipe] = {
         hooks=_ADD_USER + interpreter.hooks(USER, UID),
         files=interpreter.files(USER),
     ),
+    # The same Debian tree (one build serves both), none of Sietch's desktop services.
+    desktop.E2B_IMAGE: Recipe(
+        name=desktop.E2B_IMAGE,
+        description=(
+            "the desktop's programs with nothing started (E2B's `desktop` template: the "
+            "e2b-desktop SDK starts Xvfb, Xfce, x11vnc and noVNC itself); no code-server"
+        ),
+        size_mib=4096,
+        packages=_DEFAULT_PACKAGES + desktop.PACKAGES,
+        hooks=_ADD_USER + desktop.hooks(USER, UID),
+        files=desktop.e2b_files(),
+    ),
 }
 
 
-MEMORY_MIB = {"desktop": 1024}
+MEMORY_MIB = {"desktop": 1024, desktop.E2B_IMAGE: 1024}
 """Guest RAM a sandbox of the image gets unless the caller says (Xfce, Chromium and
 code-server want more than the default); not part of the image, so not of its hash."""
 
@@ -117,7 +129,7 @@ def rootfs_key(r: Recipe) -> str:
         (SOURCES, NO_DOCS) if r.base == "debian" else (file_digest(busybox()),)
     )
     if r.code_server:
-        extra += (codeserver_key(),)
+        extra += (codeserver_key(), HANDSHAKE)
     content = dataclasses.replace(r, description="")  # rewording it needs no rebuild
     return digest("rootfs", _FORMAT, content, SUITE, _etc_files(), MKFS_OPTIONS, *extra)
 
@@ -215,9 +227,9 @@ def build_rootfs(
             raise ImageBuildError(f"the {r.name!r} image needs the built code-server")
         progress(f"rootfs {r.name}: adding code-server", None)
         # Hard links: hundreds of MB on the cache's own filesystem, only read by mkfs.
-        shutil.copytree(
-            code_server, tree / CODE_SERVER_DIR.lstrip("/"), symlinks=True, copy_function=os.link
-        )
+        installed = tree / CODE_SERVER_DIR.lstrip("/")
+        shutil.copytree(code_server, installed, symlinks=True, copy_function=os.link)
+        patch_for_emulation(installed)
     progress(f"rootfs {r.name}: mkfs.ext4", None)
     image = mkfs(tree, work / "rootfs.ext4", r.size_mib * MiB, label=LABEL)
     shutil.rmtree(tree)

@@ -90,12 +90,12 @@ def test_kernel_change_changes_initramfs_hash() -> None:
 
 def test_unknown_name_is_image_not_found(store: ImageStore) -> None:
     """An unknown image name says which names exist, before building anything."""
-    msg = "no image named 'x'; known: default, minimal, desktop"
+    msg = "no image named 'x'; known: default, minimal, desktop, code-interpreter, desktop-e2b"
     with pytest.raises(ImageNotFound, match=msg):
         store.rootfs("x")
     with pytest.raises(ImageNotFound, match=msg):
         store.build("x")
-    assert store.names() == ["default", "minimal", "desktop"]
+    assert store.names() == ["default", "minimal", "desktop", "code-interpreter", "desktop-e2b"]
 
 
 @pytest.mark.timeout(BUILD_TIMEOUT)

@@ -32,6 +32,7 @@ from sietch.errors import (
     SnapshotNotFound,
     describe_validation,
 )
+from sietch.images.desktop import E2B_IMAGE as DESKTOP_IMAGE
 from sietch.network.policy import NetworkPolicy
 from sietch.server.deps import ManagerDep, MetricsDep, StateDep, check_path
 from sietch.server.e2b.access import access_token, authenticate
@@ -40,13 +41,18 @@ from sietch.server.state import ServerState
 ENVD_VERSION = "0.5.7"
 """What the SDK checks features against: 0.5.7 enables octet-stream uploads."""
 DEFAULT_TEMPLATE = "base"
+TEMPLATE_IMAGES: dict[str, str] = {
+    "code-interpreter-v1": "code-interpreter",
+    "desktop": DESKTOP_IMAGE,
+}
+"""E2B template ids whose Sietch image has another name: e2b-code-interpreter's default,
+and e2b-desktop's (which starts its own X server, so its template is the desktop image
+without Sietch's desktop running)."""
 DEFAULT_TIMEOUT_S = 300
 """E2B's default sandbox lifetime when a create names none."""
 CLIENT_ID = "sietch"
 MAX_PAGE = 100
 SNAPSHOT_PREFIX = "snap-"
-TEMPLATE_IMAGES = {"code-interpreter-v1": "code-interpreter"}
-"""E2B's template names for Sietch's built-in images (e2b-code-interpreter's default)."""
 T = TypeVar("T")
 
 
@@ -117,7 +123,9 @@ class RefreshBody(BaseModel):
 
 
 def template_of(info: SandboxInfo, default_image: str) -> str:
-    return DEFAULT_TEMPLATE if info.image == default_image else info.image
+    if info.image == default_image:
+        return DEFAULT_TEMPLATE
+    return next((t for t, image in TEMPLATE_IMAGES.items() if image == info.image), info.image)
 
 
 def _state(info: SandboxInfo) -> str:
@@ -201,11 +209,8 @@ async def create(
             **timeouts,
         )
     else:
-        image = (
-            None
-            if body.template_id == DEFAULT_TEMPLATE
-            else TEMPLATE_IMAGES.get(body.template_id, body.template_id)
-        )
+        template = body.template_id
+        image = None if template == DEFAULT_TEMPLATE else TEMPLATE_IMAGES.get(template, template)
         spec = SandboxSpec(
             image=image,
             env=body.env_vars,

@@ -9,7 +9,8 @@ API.
 A request to another port is let in by the sandbox's envd access token (``X-Access-Token``,
 or E2B's ``E2B-Traffic-Access-Token``) as its owner's, and the port is exposed on first
 use (every port of an E2B sandbox is reachable); without the token it needs a Sietch API
-key, as the port proxy always does.
+key, as the port proxy always does. The same holds for a ``{port}-{id}.{domain}`` host
+(``SIETCH_PROXY_DOMAIN``), the form of the SDK's ``get_host`` and e2b-desktop's stream URL.
 
 A signed file URL (``/files?...&signature=``) names no sandbox: the sandbox whose token
 signed it is the one it goes to.
@@ -31,7 +32,7 @@ from sietch.server.auth import CALLER
 from sietch.server.deps import require_manager
 from sietch.server.e2b.access import FILES_PATH, access_token, signs
 from sietch.server.routes.proxy import http_proxy, ws_relay
-from sietch.server.routes.proxy.upstream import HOST_ROUTED
+from sietch.server.routes.proxy.upstream import HOST_ROUTED, HOST_TARGET
 from sietch.server.state import ServerState
 
 ENVD_PORT = 49983
@@ -56,6 +57,15 @@ class SandboxTraffic:
                 return
             raw_id = found.encode()
         if raw_id is None:
+            target = scope.get(HOST_TARGET)
+            if target is not None and any(h in headers for h in TOKEN_HEADERS):
+                # A `{port}-{id}.{domain}` host (SIETCH_PROXY_DOMAIN, already re-addressed to
+                # the port proxy) with the sandbox's token, as e2b-desktop's stream URL is used.
+                try:
+                    await _port_prefix(scope, headers, target[1], target[0])
+                except SietchError as exc:
+                    await _refuse(scope, send, exc.status, exc.message)
+                    return
             await self.app(scope, receive, send)
             return
         sandbox_id = raw_id.decode(errors="replace")

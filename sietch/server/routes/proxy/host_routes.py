@@ -11,7 +11,7 @@ import re
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sietch.server.routes.proxy import http_proxy, ws_relay
-from sietch.server.routes.proxy.upstream import HOST_ROUTED
+from sietch.server.routes.proxy.upstream import HOST_ROUTED, HOST_TARGET
 
 
 class HostRoutes:
@@ -41,6 +41,7 @@ class HostRoutes:
                 "path": prefix + scope["path"],
                 "raw_path": prefix.encode() + raw_path,
                 HOST_ROUTED: True,
+                HOST_TARGET: (int(port), sandbox_id),
             }
         await self.app(scope, receive, send)
 

@@ -22,6 +22,8 @@ HOP_BY_HOP = frozenset(
 """Headers (RFC 9110 7.6.1) that belong to one connection, not to the message."""
 HOST_ROUTED = "sietch.host_routed"
 """Scope key set by :class:`~.host_routes.HostRoutes`: the guest sees the request at its root."""
+HOST_TARGET = "sietch.host_target"
+"""Scope key set by :class:`~.host_routes.HostRoutes`: (guest port, sandbox id) of the host."""
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization"}
 
 
