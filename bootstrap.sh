@@ -159,7 +159,7 @@ main() {
             exec "$VENV/bin/sietch" serve "$@"
             ;;
         test)
-            build_images default minimal desktop code-interpreter
+            build_images default minimal desktop desktop-e2b code-interpreter
             exec "$VENV/bin/python" -m pytest "$@"
             ;;
         *)
