@@ -17,8 +17,14 @@ from tests.snapshots.conftest import Tracker
 COUNTER = "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/count; sleep 0.05; done"
 
 
-async def count(sb: LiveSandbox) -> int:
-    return int((await sb.exec(["cat", "/dev/shm/count"])).stdout)
+async def count(sb: LiveSandbox, timeout: float = 30.0) -> int:
+    """The counter's value. ``echo > file`` truncates before it writes, so a read can fall
+    between the two (or before the first write): read again until a number is there."""
+    deadline = time.monotonic() + timeout
+    while not (out := (await sb.exec(["cat", "/dev/shm/count"])).stdout.strip()):
+        assert time.monotonic() < deadline, "the counter never wrote its file"
+        await asyncio.sleep(0.05)
+    return int(out)
 
 
 async def counting(sb: LiveSandbox, above: int, timeout: float = 30.0) -> int:
