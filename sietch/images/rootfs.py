@@ -58,6 +58,18 @@ _ADD_USER = (
     f'chmod 0440 "$1/etc/sudoers.d/{USER}"',
 )
 
+_DESKTOP = Recipe(
+    name="desktop",
+    description=(
+        "default plus an Xfce desktop on TigerVNC (running at boot), code-server and Chromium"
+    ),
+    size_mib=4096,
+    packages=_DEFAULT_PACKAGES + desktop.PACKAGES,
+    hooks=_ADD_USER + desktop.hooks(USER, UID),
+    files=desktop.files(USER, UID),
+    code_server=True,
+)
+
 RECIPES: dict[str, Recipe] = {
     "default": Recipe(
         name="default",
@@ -72,17 +84,7 @@ RECIPES: dict[str, Recipe] = {
         size_mib=256,
         base="busybox",
     ),
-    "desktop": Recipe(
-        name="desktop",
-        description=(
-            "default plus an Xfce desktop on TigerVNC (running at boot), code-server and Chromium"
-        ),
-        size_mib=4096,
-        packages=_DEFAULT_PACKAGES + desktop.PACKAGES,
-        hooks=_ADD_USER + desktop.hooks(USER, UID),
-        files=desktop.files(USER, UID),
-        code_server=True,
-    ),
+    "desktop": _DESKTOP,
     "code-interpreter": Recipe(
         name="code-interpreter",
         description=(
@@ -95,16 +97,15 @@ RECIPES: dict[str, Recipe] = {
         files=interpreter.files(USER),
     ),
     # The same Debian tree (one build serves both), none of Sietch's desktop services.
-    desktop.E2B_IMAGE: Recipe(
+    desktop.E2B_IMAGE: dataclasses.replace(
+        _DESKTOP,
         name=desktop.E2B_IMAGE,
         description=(
             "the desktop's programs with nothing started (E2B's `desktop` template: the "
             "e2b-desktop SDK starts Xvfb, Xfce, x11vnc and noVNC itself); no code-server"
         ),
-        size_mib=4096,
-        packages=_DEFAULT_PACKAGES + desktop.PACKAGES,
-        hooks=_ADD_USER + desktop.hooks(USER, UID),
         files=desktop.e2b_files(),
+        code_server=False,
     ),
 }
 
