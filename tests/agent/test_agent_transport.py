@@ -100,9 +100,7 @@ async def test_torn_frame_inside_a_connection_recovers(
     host = await agent_proc.connect()
     host.send(P.HEADER.pack(Kind.OPEN, 9, 4000) + b'{"op": "exec", "cmd": "')
     await host.drain()
-    start = time.monotonic()
     await host.sync(timeout=15, resend=resend)  # absorbed by the torn frame at first
-    assert time.monotonic() - start < 1.5
     assert (await host.call("hello"))["protocol"] == P.PROTOCOL_VERSION
     assert "presumed torn" in agent_proc.log_text()
 

@@ -80,11 +80,10 @@ def test_exec_streams_through_callbacks(sb: Sandbox) -> None:
 
 def test_exec_timeout(sb: Sandbox) -> None:
     """A command that outlives its timeout is killed and reported as timed out."""
-    result = sb.exec("echo started; sleep 30", timeout=1)
+    result = sb.exec("echo started; sleep 3600", timeout=1)  # returns only through the kill
     assert result.timed_out
     assert result.exit_code != 0
     assert result.stdout == "started\n"
-    assert result.duration_s < 20
 
 
 def test_background_process(sb: Sandbox) -> None:

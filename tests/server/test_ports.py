@@ -225,18 +225,17 @@ def test_websocket_through_the_proxy(web: tuple[httpx.Client, str], api_server: 
         http.delete(f"/sandboxes/{sandbox_id}/ports/8000")
 
 
-# Tries each address given on the command line; prints what happened and how fast.
+# Tries each address given on the command line; prints what happened (a refusal, or the
+# 10 s connect timeout a silently dropped SYN ends in).
 CONNECT = """
-import json, socket, sys, time
+import json, socket, sys
 port, out = int(sys.argv[1]), {}
 for addr in sys.argv[2:]:
-    t = time.monotonic()
     try:
         socket.create_connection((addr, port), timeout=10).close()
         out[addr] = {"ok": True}
     except OSError as exc:
-        out[addr] = {"ok": False, "error": repr(exc)}
-    out[addr]["seconds"] = time.monotonic() - t
+        out[addr] = {"ok": False, "error": type(exc).__name__, "detail": str(exc)}
 print(json.dumps(out))
 """
 
@@ -251,7 +250,7 @@ def test_guest_cannot_reach_the_api(web: tuple[httpx.Client, str], api_server: A
     tried = json.loads(str(result["stdout"]))
     assert set(tried) == set(addresses)
     for addr, outcome in tried.items():
-        assert outcome["ok"] is False and outcome["seconds"] < 5, (addr, outcome)
+        assert outcome == {**outcome, "ok": False, "error": "ConnectionRefusedError"}, addr
 
 
 def test_set_network_over_the_api(web: tuple[httpx.Client, str]) -> None:
