@@ -52,6 +52,7 @@ from sietch.errors import (
 )
 from sietch.server.arrakis.registry import VM_LABEL
 from sietch.server.exec_ws import refuse
+from sietch.server.gateway.bodiless import SMALL_ANSWER, BodilessForwarder, bodiless
 from sietch.server.gateway.copies import Copier
 from sietch.server.gateway.forwarding import (
     NOT_FORWARDED,
@@ -75,7 +76,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 3.0
-SMALL_ANSWER = 64 * 1024
 _CALLERS = 10_000
 _PLACEMENTS = 100_000
 
@@ -92,6 +92,7 @@ class Gateway:
         self.quotas = QuotaGate(tenants.quota, self.catalog.usage)
         self._http: httpx.AsyncClient | None = None
         self._copier: Copier | None = None
+        self._bodiless: BodilessForwarder | None = None
         self._placements: OrderedDict[str, tuple[str, str]] = OrderedDict()
         """Sandbox id -> (node, tenant): one catalog read less per request. A sandbox keeps
         its node (a deleted one's node answers 404 itself) unless a hibernated one moves
@@ -115,6 +116,12 @@ class Gateway:
         return self._http
 
     @property
+    def bodiless(self) -> BodilessForwarder:
+        if self._bodiless is None:
+            raise Unavailable("the gateway is starting or stopping")
+        return self._bodiless
+
+    @property
     def copier(self) -> Copier:
         if self._copier is None:
             raise Unavailable("the gateway is starting or stopping")
@@ -129,6 +136,7 @@ class Gateway:
             trust_env=False,
         )
         self._copier = Copier(self._http, self.secret)
+        self._bodiless = BodilessForwarder(CONNECT_TIMEOUT_S)
         self._moves_seen = await asyncio.to_thread(self.catalog.now)
         await self.refresh()
         watcher = asyncio.create_task(self._watch())
@@ -139,7 +147,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._http.aclose()
-            self._http = self._copier = None
+            await self.bodiless.close()
+            self._http = self._copier = self._bodiless = None
             self.catalog.close()
 
     async def refresh(self) -> list[NodeRecord]:
@@ -306,9 +315,7 @@ class Gateway:
         body: bytes | None = None,
     ) -> httpx.Response:
         """The request, sent on to ``url`` (a node's), its response not yet read."""
-        path = request.scope.get("raw_path") or request.url.path.encode()
-        query = request.scope.get("query_string", b"")
-        target = url + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        target = _target(request, url)
         streamed = "content-length" in request.headers or "transfer-encoding" in request.headers
         content: Any = body if body is not None else request.stream() if streamed else None
         outgoing = self.http.build_request(
@@ -330,13 +337,16 @@ class Gateway:
         caller: Caller | None,
         body: bytes | None = None,
     ) -> Response:
+        if body is None and bodiless(request):
+            sent = self._headers(request, caller, NOT_FORWARDED)
+            target = _target(request, url)
+            return await self.bodiless.forward(request, node, target, sent, self.unless_lost)
         upstream = await self.send(request, node, url, caller, body)
         kept = upstream.headers.multi_items()
         headers = {k: v for k, v in kept if k.lower() not in RESPONSE_NOT_FORWARDED}
         length = upstream.headers.get("content-length", "")
         if length.isdigit() and int(length) <= SMALL_ANSWER:
-            # A record or an error: answered whole (a streamed answer costs a task
-            # group in Starlette, a few hundred microseconds).
+            # A record or an error: answered whole, as the bodiless path does.
             try:
                 content = b"".join([chunk async for chunk in upstream.aiter_raw()])
             finally:
@@ -684,6 +694,13 @@ class Gateway:
             raise
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise unreachable(node, "it", exc) from None
+
+
+def _target(request: Request, url: str) -> str:
+    """The node's URL for the request: its raw path and query, as the client sent them."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    return url + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
 
 
 def create_gateway_app(settings: Settings, tenants: ClusterTenants) -> Starlette:
