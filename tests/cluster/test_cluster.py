@@ -298,6 +298,31 @@ def test_forks_count_against_the_cluster_wide_quota(sietch_cluster: Cluster) -> 
                 http.delete(f"/sandboxes/{sandbox_id}")
 
 
+def test_a_revoked_key_is_refused_on_its_next_record_read(sietch_cluster: Cluster) -> None:
+    """A record read goes to the node before the key is checked again (read-ahead), yet a
+    key revoked between two reads gets 401 on the second, through either gateway."""
+    c = sietch_cluster
+    _, key = c.tenants.create_key("epsilon", "ci")
+    with c.client(0, key) as http:
+        answer = http.post("/sandboxes", json=SMALL)
+        assert answer.status_code == 201, answer.text
+        sandbox_id = answer.json()["id"]
+    try:
+        for gateway in (0, 1):
+            with c.client(gateway, key) as http:
+                for _ in range(2):  # the second read is sent ahead
+                    assert http.get(f"/sandboxes/{sandbox_id}").status_code == 200
+        c.tenants.revoke("ci", "epsilon")
+        for gateway in (0, 1):
+            with c.client(gateway, key) as http:
+                refused = http.get(f"/sandboxes/{sandbox_id}")
+                assert refused.status_code == 401, refused.text
+                assert sandbox_id not in refused.text
+    finally:
+        with c.client(0) as http:
+            http.delete(f"/sandboxes/{sandbox_id}")
+
+
 def test_templates_are_found_by_id_through_a_gateway(sietch_cluster: Cluster) -> None:
     """A node's template, listed through a gateway, is read by its id through either
     gateway, and a tenant restores it by id (templates are everyone's)."""
