@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
@@ -23,6 +23,10 @@ from sietch.core.manager import Manager
 from sietch.core.models import SandboxInfo
 from sietch.vmm import process
 from tests.network.outside import Outside, outside_network
+
+if TYPE_CHECKING:  # imported where used: both import short_tmpdir from here
+    from tests.cluster.network import ClusterNet
+    from tests.cluster.postgres import Postgres
 
 RESULTS = Path(__file__).resolve().parent.parent / "test-results"
 
@@ -61,6 +65,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if report.when == "call":
         item.stash[_FAILED] = report.failed
     return report
+
+
+@pytest.fixture(scope="session")
+def cluster_net() -> Iterator[ClusterNet]:
+    """The bridge that cluster nodes' and Ray nodes' namespaces hang on (tests/cluster,
+    tests/deploy, bench/cluster.py): one per run."""
+    from tests.cluster.network import ClusterNet
+
+    net = ClusterNet()
+    net.up()
+    yield net
+    net.down()
+
+
+@pytest.fixture(scope="session")
+def postgres(cluster_net: ClusterNet) -> Iterator[Postgres]:
+    """One PostgreSQL for the whole run (initdb and start cost seconds), reachable from the
+    nodes' namespaces too; each cluster, Ray deployment and catalog test makes a database
+    of its own in it."""
+    from tests.cluster.postgres import Postgres
+
+    server = Postgres(listen=(cluster_net.host_address,), clients=(cluster_net.subnet,))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

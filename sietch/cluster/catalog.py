@@ -6,16 +6,17 @@ reports it (create), one per state change the node reports (pause, hibernate, ..
 one delete; a node's heartbeat is one UPDATE of its own row. A gateway only reads,
 except that it marks silent nodes unreachable.
 
-One connection per process, in autocommit, guarded by a lock: every call is one
-statement or one short transaction, and PostgreSQL, not this process, orders writes
-between nodes and gateways. A broken connection is reopened on the next call.
+A pool of connections per process (``psycopg_pool``), in autocommit: every call is one
+statement or one short transaction on a connection of its own, so a gateway's concurrent
+requests never queue behind each other's queries, and PostgreSQL, not this process,
+orders writes between nodes and gateways. A broken connection is dropped by the pool and
+replaced.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from sietch.cluster import migrate
 from sietch.core.quotas import Usage
@@ -83,45 +85,49 @@ _CAPACITY = (
 
 
 class Catalog:
-    """The catalog at ``url`` (``postgresql://...``); ``migrate``: upgrade its schema first."""
+    """The catalog at ``url`` (``postgresql://...``); ``migrate``: upgrade its schema first;
+    at most ``connections`` connections at once."""
 
-    def __init__(self, url: str, *, node_timeout_s: float = 10.0, migrate_schema: bool = True):
+    def __init__(
+        self,
+        url: str,
+        *,
+        node_timeout_s: float = 10.0,
+        migrate_schema: bool = True,
+        connections: int = 8,
+    ):
         self.url = url
         self.node_timeout_s = node_timeout_s
         if migrate_schema:
             migrate.upgrade(url)
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[Any] | None = None
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=connections,
+            kwargs={"autocommit": True, "connect_timeout": 5},
+            timeout=10,
+            name="sietch-catalog",
+            open=False,
+        )
+        self._pool.open(wait=False)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            try:
-                self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            except psycopg.OperationalError as exc:
-                raise Unavailable(f"the cluster catalog is unreachable: {exc}") from exc
-        return self._conn
+        self._pool.close()
 
     @contextmanager
     def cursor(self, *, transaction: bool = False) -> Iterator[psycopg.Cursor[Any]]:
-        """A cursor on the shared connection (in one transaction if asked); a lost
-        connection is :class:`Unavailable` (503), and reopened next time."""
-        with self._lock:
-            conn = self._connection()
-            try:
+        """A cursor on a pooled connection (in one transaction if asked); an unreachable
+        catalog is :class:`Unavailable` (503)."""
+        try:
+            with self._pool.connection() as conn:
                 if transaction:
                     with conn.transaction(), conn.cursor() as cur:
                         yield cur
                 else:
                     with conn.cursor() as cur:
                         yield cur
-            except psycopg.OperationalError as exc:
-                raise Unavailable(f"the cluster catalog is unreachable: {exc}") from exc
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise Unavailable(f"the cluster catalog is unreachable: {exc}") from exc
 
     def rows(self, query: str, args: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         with self.cursor() as cur:
@@ -205,6 +211,8 @@ class Catalog:
                 cur.executemany(
                     "INSERT INTO sandboxes (id, node, tenant, state, vcpus, memory_mib, record) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                    "moved_at = CASE WHEN sandboxes.node = EXCLUDED.node "
+                    "THEN sandboxes.moved_at ELSE now() END, "
                     "node = EXCLUDED.node, tenant = EXCLUDED.tenant, state = EXCLUDED.state, "
                     "vcpus = EXCLUDED.vcpus, memory_mib = EXCLUDED.memory_mib, "
                     "record = EXCLUDED.record",
@@ -214,8 +222,14 @@ class Catalog:
                     ],
                 )
 
-    def report_snapshots(self, node: str, snapshots: Mapping[str, tuple[str, int]]) -> None:
-        """All the snapshots the node holds now: id -> (tenant, size in bytes)."""
+    def report_snapshots(
+        self,
+        node: str,
+        snapshots: Mapping[str, tuple[str, int]],
+        templates: Collection[str] = (),
+    ) -> None:
+        """All the snapshots the node holds now: id -> (tenant, size in bytes); those in
+        ``templates`` are templates (every tenant may restore one)."""
         with self.cursor(transaction=True) as cur:
             cur.execute(
                 "DELETE FROM snapshots WHERE node = %s AND NOT id = ANY(%s)",
@@ -223,21 +237,39 @@ class Catalog:
             )
             if snapshots:
                 cur.executemany(
-                    "INSERT INTO snapshots (id, node, tenant, size_bytes) VALUES (%s, %s, %s, %s) "
-                    "ON CONFLICT (id, node) DO NOTHING",
-                    [(i, node, t, size) for i, (t, size) in snapshots.items()],
+                    "INSERT INTO snapshots (id, node, tenant, size_bytes, template) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id, node) DO NOTHING",
+                    [(i, node, t, size, i in templates) for i, (t, size) in snapshots.items()],
                 )
 
-    def report_images(self, node: str, images: Sequence[str]) -> None:
-        """All the images the node holds now."""
+    def report_images(
+        self, node: str, images: Sequence[str], owners: Mapping[str, str] | None = None
+    ) -> None:
+        """All the images the node holds now; ``owners``: the tenant of each user image
+        (the rest are built-in, everyone's)."""
+        owners = owners or {}
         with self.cursor(transaction=True) as cur:
             cur.execute(
                 "DELETE FROM images WHERE node = %s AND NOT name = ANY(%s)", (node, list(images))
             )
             cur.executemany(
-                "INSERT INTO images (name, node) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                [(name, node) for name in images],
+                "INSERT INTO images (name, node, tenant) VALUES (%s, %s, %s) "
+                "ON CONFLICT (name, node) DO UPDATE SET tenant = EXCLUDED.tenant",
+                [(name, node, owners.get(name)) for name in images],
             )
+
+    def now(self) -> datetime:
+        """The catalog's clock (what :meth:`moved_since` compares with)."""
+        now: datetime = self.rows("SELECT now()")[0][0]
+        return now
+
+    def moved_since(self, since: datetime) -> tuple[list[str], datetime]:
+        """The sandboxes that moved to another node after ``since``, and the time to ask
+        from next."""
+        rows = self.rows(
+            "SELECT id, moved_at FROM sandboxes WHERE moved_at > %s ORDER BY moved_at", (since,)
+        )
+        return [r[0] for r in rows], rows[-1][1] if rows else since
 
     def locate(self, sandbox_id: str) -> Placement | None:
         """Where the sandbox is (one query: what a gateway asks on every request)."""
@@ -264,15 +296,29 @@ class Catalog:
 
     def snapshot_holders(self, snapshot_id: str) -> list[tuple[str, str]]:
         """The nodes holding the snapshot, with its tenant: ``[(node, tenant), ...]``."""
+        return [(node, tenant) for node, tenant, _ in self.snapshot_copies(snapshot_id)]
+
+    def snapshot_copies(self, snapshot_id: str) -> list[tuple[str, str, bool]]:
+        """``[(node, tenant, is a template), ...]`` for the snapshot, by node."""
         return [
-            (r[0], r[1])
+            (r[0], r[1], r[2])
             for r in self.rows(
-                "SELECT node, tenant FROM snapshots WHERE id = %s ORDER BY node", (snapshot_id,)
+                "SELECT node, tenant, template FROM snapshots WHERE id = %s ORDER BY node",
+                (snapshot_id,),
             )
         ]
 
     def image_holders(self, name: str) -> list[str]:
-        return [r[0] for r in self.rows("SELECT node FROM images WHERE name = %s", (name,))]
+        return [node for node, _ in self.image_copies(name)]
+
+    def image_copies(self, name: str) -> list[tuple[str, str | None]]:
+        """``[(node, tenant), ...]`` holding image ``name`` (tenant None: a built-in)."""
+        return [
+            (r[0], r[1])
+            for r in self.rows(
+                "SELECT node, tenant FROM images WHERE name = %s ORDER BY node", (name,)
+            )
+        ]
 
     def sandboxes_on(self, nodes: Sequence[str], tenant: str | None) -> list[dict[str, Any]]:
         """The last records of the sandboxes on ``nodes`` that ``tenant`` sees (None: all)."""

@@ -18,10 +18,12 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sietch.cluster.catalog import Capacity, Catalog
 from sietch.config import MiB, Settings
+from sietch.core import images as user_images
 from sietch.core.hostmem import mem_available
 from sietch.core.manager import Manager
 from sietch.core.models import SandboxInfo
@@ -34,6 +36,21 @@ T = TypeVar("T")
 
 Describe = Callable[[SandboxInfo], dict[str, Any]]
 """A sandbox's record as the public API shows it (what a gateway lists for a lost one)."""
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What a node holds, as it reports it."""
+
+    sandboxes: dict[str, str]
+    """Sandbox id -> the JSON of its public record."""
+    snapshots: dict[str, tuple[str, int]]
+    """Snapshot id -> (tenant, size in bytes), templates included."""
+    templates: frozenset[str]
+    images: list[str]
+    """Built-in and (ready) user images."""
+    owners: dict[str, str]
+    """User image -> its tenant."""
 
 
 def _mem_total() -> int:
@@ -57,10 +74,8 @@ class NodeAgent:
         self.describe = describe
         self.name = settings.node_name
         self._qemu = version_text(settings.qemu_binary)
-        self._reported: dict[str, str] = {}
-        """Sandbox id -> the JSON of the record last reported."""
-        self._snapshots: dict[str, tuple[str, int]] = {}
-        self._images: list[str] = []
+        self._last = Holdings({}, {}, frozenset(), [], {})
+        """What the last report said."""
         self._lock = asyncio.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sietch-catalog")
         """The catalog's own thread: in the default pool a heartbeat would wait behind the
@@ -90,16 +105,14 @@ class NodeAgent:
             qemu_version=self._qemu,
         )
 
-    def _holdings(self) -> tuple[dict[str, str], dict[str, tuple[str, int]], list[str]]:
+    def _holdings(self) -> Holdings:
         store = self.manager.store
         sandboxes = {i.id: json_of(self.describe(i)) for i in store.all() if not is_pooled(i)}
-        snapshots = {
-            s.id: (s.tenant, s.size_bytes) for s in store.all_snapshots() if not s.template
-        }
-        images = sorted(
-            {i.name for i in self.manager.images.list()} | {i.name for i in store.all_images()}
-        )
-        return sandboxes, snapshots, images
+        snapshots = {s.id: (s.tenant, s.size_bytes) for s in store.all_snapshots()}
+        templates = frozenset(s.id for s in store.all_snapshots() if s.template)
+        owners = {i.name: i.tenant for i in user_images.listed(store)}
+        images = sorted({i.name for i in self.manager.images.list()} | set(owners))
+        return Holdings(sandboxes, snapshots, templates, images, owners)
 
     async def start(self) -> None:
         """Register (again, after a restart: same name) and report all this node holds."""
@@ -111,13 +124,13 @@ class NodeAgent:
     async def sync(self, *, complete: bool = False) -> None:
         """Write what changed since the last report (everything, with ``complete``)."""
         async with self._lock:
-            sandboxes, snapshots, images = self._holdings()
+            now = self._holdings()
             changed = {
                 i: record
-                for i, record in sandboxes.items()
-                if complete or self._reported.get(i) != record
+                for i, record in now.sandboxes.items()
+                if complete or self._last.sandboxes.get(i) != record
             }
-            gone = [i for i in self._reported if i not in sandboxes]
+            gone = [i for i in self._last.sandboxes if i not in now.sandboxes]
             if changed or gone or complete:
                 await self._call(
                     self.catalog.report,
@@ -126,13 +139,16 @@ class NodeAgent:
                     gone,
                     complete=complete,
                 )
-                self._reported = sandboxes
-            if complete or snapshots != self._snapshots:
-                await self._call(self.catalog.report_snapshots, self.name, snapshots)
-                self._snapshots = snapshots
-            if complete or images != self._images:
-                await self._call(self.catalog.report_images, self.name, images)
-                self._images = images
+            if complete or (now.snapshots, now.templates) != (
+                self._last.snapshots,
+                self._last.templates,
+            ):
+                await self._call(
+                    self.catalog.report_snapshots, self.name, now.snapshots, now.templates
+                )
+            if complete or (now.images, now.owners) != (self._last.images, self._last.owners):
+                await self._call(self.catalog.report_images, self.name, now.images, now.owners)
+            self._last = now
 
     async def run(self) -> None:
         """Heartbeat every ``heartbeat_s`` until cancelled; an unreachable catalog is

@@ -1,12 +1,13 @@
-"""Snapshots copied between machines: a tar stream of the snapshot's directory, and the
-SHA-256 of every file in it as its last member (``SHA256SUMS``), so the receiver checks
-what it wrote, file by file, in the one pass that writes it.
+"""Files copied between machines (a snapshot's directory, a user image's layers): a tar
+stream of them, and the SHA-256 of every file as its last member (``SHA256SUMS``), so the
+receiver checks what it wrote, file by file, in the one pass that writes it.
 
-The sender reads the files as they are (a snapshot never changes once published); the
-receiver extracts into ``.tmp-<id>`` in its snapshots directory (swept on start if a
-copy dies half way) and publishes it only once every checksum matched
-(:meth:`sietch.core.snapshots.Snapshots.adopt`). The cluster's nodes use it through
-their internal port (``sietch.server.routes.internal``).
+The sender reads the files as they are (snapshots and layers never change once
+published); the receiver extracts into a temp directory (a snapshot's: ``.tmp-<id>`` in
+its snapshots directory, swept on start if a copy dies half way) and publishes it only
+once every checksum matched (:meth:`sietch.core.snapshots.Snapshots.adopt`; an image's:
+:mod:`sietch.builder.copy`). The cluster's nodes use it through their internal port
+(``sietch.server.routes.internal``).
 """
 
 from __future__ import annotations
@@ -49,24 +50,35 @@ class _Pipe(io.RawIOBase):
         return len(data)
 
 
-def _write_tar(root: Path, pipe: _Pipe) -> None:
+Files = list[tuple[str, Path | bytes]]
+"""What a stream carries: (its name in the stream, a file here or the bytes themselves)."""
+
+
+def _write_tar(files: Files, pipe: _Pipe) -> None:
     sums = []
     try:
         with tarfile.open(fileobj=pipe, mode="w|", bufsize=_CHUNK) as tar:
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                name = path.relative_to(root).as_posix()
+            for name, path in files:
                 digest = hashlib.sha256()
-                info = tar.gettarinfo(str(path), arcname=name)
-                with open(path, "rb") as f:
-                    tar.addfile(info, _Hashing(f, digest))
+                if isinstance(path, bytes):
+                    digest.update(path)
+                    tar.addfile(_member(name, len(path)), io.BytesIO(path))
+                else:
+                    info = tar.gettarinfo(str(path), arcname=name)
+                    with open(path, "rb") as f:
+                        tar.addfile(info, _Hashing(f, digest))
                 sums.append(f"{digest.hexdigest()}  {name}\n")
             body = "".join(sums).encode()
-            entry = tarfile.TarInfo(SUMS)
-            entry.size = len(body)
-            tar.addfile(entry, io.BytesIO(body))
+            tar.addfile(_member(SUMS, len(body)), io.BytesIO(body))
         pipe.chunks.put(None)
     except BaseException as exc:  # the reader raises it: a cut stream, never a short one
         pipe.chunks.put(exc)
+
+
+def _member(name: str, size: int) -> tarfile.TarInfo:
+    entry = tarfile.TarInfo(name)
+    entry.size, entry.mode = size, 0o644
+    return entry
 
 
 class _Hashing(io.RawIOBase):
@@ -87,8 +99,17 @@ async def export_snapshot(snapshots: Snapshots, snap: SnapshotInfo) -> AsyncIter
     root = snapshots.dir / snap.id
     if not (root / "snapshot.json").exists():
         raise InvalidArgument(f"snapshot {snap.id} has no files to copy here")
+    files: Files = [
+        (p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*")) if p.is_file()
+    ]
+    async for chunk in export_files(files, f"snapshot {snap.id}"):
+        yield chunk
+
+
+async def export_files(files: Files, what: str) -> AsyncIterator[bytes]:
+    """``files`` as a tar stream with their checksums."""
     pipe = _Pipe()
-    writer = threading.Thread(target=_write_tar, args=(root, pipe), daemon=True)
+    writer = threading.Thread(target=_write_tar, args=(files, pipe), daemon=True)
     writer.start()
     try:
         while True:
@@ -96,7 +117,7 @@ async def export_snapshot(snapshots: Snapshots, snap: SnapshotInfo) -> AsyncIter
             if chunk is None:
                 return
             if isinstance(chunk, BaseException):
-                raise SietchError(f"reading snapshot {snap.id} failed: {chunk}") from chunk
+                raise SietchError(f"reading {what} failed: {chunk}") from chunk
             yield chunk
     finally:
         pipe.abandoned = True
@@ -164,8 +185,22 @@ async def import_snapshot(
 ) -> SnapshotInfo:
     """Receive a snapshot exported by :func:`export_snapshot`, check it, publish it."""
     tmp = snapshots.dir / f".tmp-{snapshot_id}"
+    try:
+        await receive(tmp, chunks)
+        return await asyncio.to_thread(snapshots.adopt, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fresh(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+
+
+async def receive(tmp: Path, chunks: AsyncIterator[bytes]) -> None:
+    """Extract a stream of :func:`export_files` into ``tmp`` (made afresh), every file
+    checked against its checksum; what to do with them is the caller's."""
+    await asyncio.to_thread(_fresh, tmp)
     feed = _Feed()
     done: list[BaseException | None] = []
 
@@ -190,9 +225,5 @@ async def import_snapshot(
     finally:
         await asyncio.to_thread(feed.chunks.put, b"")
         await asyncio.to_thread(worker.join)
-    try:
-        if done[0] is not None:
-            raise done[0]
-        return await asyncio.to_thread(snapshots.adopt, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if done[0] is not None:
+        raise done[0]

@@ -1,4 +1,4 @@
-"""The cluster tests' PostgreSQL, started once per test run."""
+"""The cluster tests' catalogs, in the run's one PostgreSQL (``postgres``, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.network import ClusterNet
 from tests.cluster.postgres import Postgres
-
-
-@pytest.fixture(scope="session")
-def cluster_net() -> Iterator[ClusterNet]:
-    """The bridge the nodes' namespaces hang on."""
-    net = ClusterNet()
-    net.up()
-    yield net
-    net.down()
-
-
-@pytest.fixture(scope="session")
-def postgres(cluster_net: ClusterNet) -> Iterator[Postgres]:
-    """One PostgreSQL for the whole run, reachable from the nodes' namespaces too."""
-    server = Postgres(listen=(cluster_net.host_address,), clients=(cluster_net.subnet,))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -173,9 +173,11 @@ def cluster(
         catalog = Catalog(postgres.url(db))
         nodes: list[Node] = []
         procs: list[Proc] = []
+        namespaces: list[str] = []
         try:
             for i, extra in enumerate(node_settings, 1):
-                ns, address = net.add_node(i)
+                ns, address = net.add_node()
+                namespaces.append(ns)
                 node = Node(f"node-{i}", ns, address, postgres.url(db, net.host_address), **extra)
                 nodes.append(node)
                 procs.append(node)
@@ -190,6 +192,8 @@ def cluster(
                 proc.stop()
             for node in nodes:
                 asyncio.run(_reap(node.state_dir))
+            for ns in namespaces:
+                net.remove_node(ns)
             keep = os.environ.get("SIETCH_KEEP_LOGS")
             for n, proc in enumerate(procs):
                 if keep and proc.log_path.exists():

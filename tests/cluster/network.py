@@ -25,6 +25,9 @@ class ClusterNet:
         default_factory=lambda: f"10.{random.randint(100, 250)}.{random.randint(0, 255)}"
     )
     namespaces: list[str] = field(default_factory=list)
+    added: int = 0
+    """Namespaces made so far: each new one takes the next address, so the cluster and
+    Ray tests share the one bridge without two nodes on one address."""
 
     @property
     def bridge(self) -> str:
@@ -44,8 +47,10 @@ class ClusterNet:
         _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
-    def add_node(self, index: int) -> tuple[str, str]:
-        """A namespace on the bridge: its name and address."""
+    def add_node(self) -> tuple[str, str]:
+        """A new namespace on the bridge: its name and address."""
+        self.added += 1
+        index = self.added
         ns, host_end = f"sc{self.tag}n{index}", f"scv{self.tag}{index}"
         address = f"{self.prefix}.{10 + index}"
         _ip("netns", "add", ns)
@@ -57,7 +62,12 @@ class ClusterNet:
         _ip("-n", ns, "link", "set", "lo", "up")
         return ns, address
 
+    def remove_node(self, ns: str) -> None:
+        """The namespace gone (its veth end goes with it)."""
+        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        self.namespaces.remove(ns)
+
     def down(self) -> None:
-        for ns in self.namespaces:  # its veth end goes with it
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        for ns in list(self.namespaces):
+            self.remove_node(ns)
         subprocess.run(["ip", "link", "del", self.bridge], check=False, capture_output=True)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from sietch.cluster import migrate
@@ -47,8 +48,13 @@ def test_migrates_from_the_previous_revision(catalog_url: str) -> None:
     migrate.upgrade(catalog_url, "0001")
     old = Catalog(catalog_url, migrate_schema=False)
     old.register("n1", "http://10.0.0.1:7001", CAPACITY)
-    old.report("n1", {"sb-1": _record("sb-1")})
     old.close()
+    with psycopg.connect(catalog_url) as conn:  # as the code of that revision wrote it
+        conn.execute(
+            "INSERT INTO sandboxes (id, node, tenant, state, vcpus, memory_mib, record) "
+            "VALUES ('sb-1', 'n1', 'acme', 'running', 1, 256, %s)",
+            (Jsonb(_record("sb-1")),),
+        )
     catalog = Catalog(catalog_url)
     try:
         assert migrate.current(catalog_url) == migrate.head() != "0001"
@@ -134,3 +140,26 @@ def test_cluster_tenants_behave_as_a_machines(catalog: Catalog) -> None:
     with pytest.raises(NotFound):
         gateway.revoke("ci", "acme")
     other.catalog.close()
+
+
+def test_owners_templates_and_moves_are_recorded(catalog: Catalog) -> None:
+    """Images carry their tenant (none: a built-in), snapshots whether they are templates,
+    and a sandbox reported by another node than before is listed as moved."""
+    catalog.register("n1", "http://a", CAPACITY)
+    catalog.register("n2", "http://b", CAPACITY)
+    catalog.report_images("n1", ["default", "mine"], {"mine": "acme"})
+    assert catalog.image_copies("mine") == [("n1", "acme")]
+    assert catalog.image_copies("default") == [("n1", None)]
+    catalog.report_snapshots("n1", {"snap-t": ("default", 1), "snap-u": ("acme", 1)}, {"snap-t"})
+    assert catalog.snapshot_copies("snap-t") == [("n1", "default", True)]
+    assert catalog.snapshot_copies("snap-u") == [("n1", "acme", False)]
+    since = catalog.now()
+    catalog.report("n1", {"sb-1": _record("sb-1")})
+    catalog.report("n1", {"sb-1": _record("sb-1", state="hibernated")})
+    assert catalog.moved_since(since) == ([], since)
+    catalog.report("n2", {"sb-1": _record("sb-1")})
+    moved, after = catalog.moved_since(since)
+    assert moved == ["sb-1"] and after > since
+    assert catalog.moved_since(after) == ([], after)
+    placed = catalog.locate("sb-1")
+    assert placed is not None and placed.node == "n2"

@@ -12,17 +12,22 @@ import signal
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+import httpx2
 import pytest
 from e2b import Sandbox as E2BSandbox
+from mcp import Client as McpClient
+from mcp.client.streamable_http import streamable_http_client
 from py_arrakis import SandboxManager
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from sietch import Sandbox
+from sietch.client import Client
 from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
 from sietch.core.tenants import Caller
 from tests.cluster.harness import SECRET, Cluster, cluster
@@ -30,6 +35,7 @@ from tests.cluster.network import ClusterNet
 from tests.cluster.postgres import Postgres
 from tests.server.harness import wait_listening
 
+T = TypeVar("T")
 SMALL = {"memory_mib": 256}
 CAPACITY = {"node-1": 8, "node-2": 14, "node-3": 14}
 """Sandbox slots per node (SIETCH_MAX_SANDBOXES): node-1 is the small one."""
@@ -197,6 +203,172 @@ def test_tenants_are_isolated_and_quotas_hold_across_nodes(sietch_cluster: Clust
             assert http.get("/sandboxes").json()["count"] == 0
     finally:
         with c.client(0, acme) as http:
+            for sandbox_id in made:
+                http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def _until(check: Callable[[], T], timeout_s: float = 60) -> T:
+    """``check()``'s value once it stops raising AssertionError (catalog reports lag a
+    heartbeat behind)."""
+    for attempt in Retrying(stop=stop_after_delay(timeout_s), wait=wait_fixed(0.3), reraise=True):
+        with attempt:
+            return check()
+    raise AssertionError("unreachable")
+
+
+def _holders(c: Cluster, image: str, count: int) -> list[str]:
+    holders = c.catalog.image_holders(image)
+    assert len(holders) == count, holders
+    return sorted(holders)
+
+
+def test_an_image_is_built_once_and_copied_where_it_is_used(
+    sietch_cluster: Cluster, tmp_path: Path
+) -> None:
+    """A user image built through a gateway is on one node; a create of it on another
+    node copies it there first (record and layers, checksummed) and runs what the build
+    wrote; the catalog then lists both holders, and a delete through a gateway removes
+    it from both."""
+    c = sietch_cluster
+    (tmp_path / "Dockerfile").write_text("FROM minimal\nRUN echo built-once > /etc/built\n")
+    with Client(c.gateways[0].url, c.admin_key) as client:
+        client.images.build("copied", tmp_path)
+        [home] = _until(lambda: _holders(c, "copied", 1))
+        elsewhere = next(name for name in CAPACITY if name != home)
+        with Sandbox.create("copied", prefer_node=elsewhere, client=client, **SMALL) as sb:
+            assert _node_of(c, sb.id) == elsewhere
+            assert sb.exec("cat /etc/built").stdout == "built-once\n"
+        assert _until(lambda: _holders(c, "copied", 2)) == sorted([home, elsewhere])
+        client.images.delete("copied")
+    _until(lambda: _holders(c, "copied", 0))
+
+
+def test_a_hibernated_sandbox_resumes_on_another_node_when_its_own_is_full(
+    sietch_cluster: Cluster,
+) -> None:
+    """A sandbox hibernated on node-1, which then fills up, resumes on another node under
+    the same id with its files; the catalog and the other gateway follow it there."""
+    c = sietch_cluster
+
+    def fill(_: int) -> str:
+        with c.client(0) as http:
+            answer = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-1"})
+            assert answer.status_code == 201, answer.text
+            return str(answer.json()["id"])
+
+    with Sandbox.create(**SMALL, prefer_node="node-1", **_sdk(c, 0)) as sb:
+        sb.files.write("/root/note", b"before the move")
+        sb.hibernate()
+        with ThreadPoolExecutor(3) as pool:
+            filled = list(pool.map(fill, range(CAPACITY["node-1"])))
+        try:
+            assert {_node_of(c, i) for i in filled} == {"node-1"}
+            assert sb.resume().state == "running"
+            moved_to = _node_of(c, sb.id)
+            assert moved_to != "node-1"
+            assert sb.files.read("/root/note") == b"before the move"
+            with Sandbox.connect(sb.id, **_sdk(c, 1)) as again:
+                ran = _until(lambda: again.exec("echo moved"))
+                assert ran.stdout == "moved\n"
+        finally:
+            with ThreadPoolExecutor(3) as pool, c.client(0) as http:
+                list(pool.map(lambda i: http.delete(f"/sandboxes/{i}"), filled))
+    assert c.catalog.locate(sb.id) is None
+
+
+def test_forks_count_against_the_cluster_wide_quota(sietch_cluster: Cluster) -> None:
+    """A tenant allowed 3 sandboxes, with one on each of two nodes, may not fork 2 more
+    of one of them (429), though that node alone holds only one of its sandboxes."""
+    c = sietch_cluster
+    c.tenants.set_quota("gamma", max_sandboxes=3)
+    _, gamma = c.tenants.create_key("gamma", "ci")
+    made = []
+    try:
+        with c.client(0, gamma) as http:
+            for node in ("node-2", "node-3"):
+                answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
+                assert answer.status_code == 201, answer.text
+                made.append(answer.json()["id"])
+            refused = http.post(f"/sandboxes/{made[0]}/fork", json={"count": 2})
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "quota_exceeded"
+    finally:
+        with c.client(0, gamma) as http:
+            for sandbox_id in made:
+                http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def test_a_revoked_key_is_refused_on_its_next_record_read(sietch_cluster: Cluster) -> None:
+    """A record read goes to the node before the key is checked again (read-ahead), yet a
+    key revoked between two reads gets 401 on the second, through either gateway."""
+    c = sietch_cluster
+    _, key = c.tenants.create_key("epsilon", "ci")
+    with c.client(0, key) as http:
+        answer = http.post("/sandboxes", json=SMALL)
+        assert answer.status_code == 201, answer.text
+        sandbox_id = answer.json()["id"]
+    try:
+        for gateway in (0, 1):
+            with c.client(gateway, key) as http:
+                for _ in range(2):  # the second read is sent ahead
+                    assert http.get(f"/sandboxes/{sandbox_id}").status_code == 200
+        c.tenants.revoke("ci", "epsilon")
+        for gateway in (0, 1):
+            with c.client(gateway, key) as http:
+                refused = http.get(f"/sandboxes/{sandbox_id}")
+                assert refused.status_code == 401, refused.text
+                assert sandbox_id not in refused.text
+    finally:
+        with c.client(0) as http:
+            http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def test_templates_are_found_by_id_through_a_gateway(sietch_cluster: Cluster) -> None:
+    """A node's template, listed through a gateway, is read by its id through either
+    gateway, and a tenant restores it by id (templates are everyone's)."""
+    c = sietch_cluster
+    _, delta = c.tenants.create_key("delta", "ci")
+    with c.client(0) as http:
+        listed = http.get("/snapshots", params={"templates": "true"}).json()["data"]
+    template = next(s for s in listed if s["template"] and s["image"] == "default")
+    for gateway in (0, 1):
+        with c.client(gateway, delta) as http:
+            got = http.get(f"/snapshots/{template['id']}")
+            assert got.status_code == 200 and got.json()["id"] == template["id"], got.text
+    with Sandbox.restore(template["id"], **_sdk(c, 1, delta)) as sb:
+        assert sb.exec("echo from-template").stdout == "from-template\n"
+
+
+async def test_mcp_through_a_gateway_sees_every_node(sietch_cluster: Cluster) -> None:
+    """The MCP tools at a gateway's /mcp act on the whole cluster: they list sandboxes of
+    two nodes and run a command in each."""
+    c = sietch_cluster
+    made = []
+    with c.client(0) as http:
+        for node in ("node-1", "node-2"):
+            answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
+            assert answer.status_code == 201, answer.text
+            made.append(answer.json()["id"])
+    try:
+        headers = {"Authorization": f"Bearer {c.admin_key}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=120) as http2,
+            McpClient(streamable_http_client(f"{c.gateways[1].url}/mcp", http_client=http2)) as mcp,
+        ):
+            listed = await mcp.call_tool("list_sandboxes", {})
+            assert not listed.is_error, listed.content
+            assert listed.structured_content is not None
+            seen = {s["sandbox_id"] for s in listed.structured_content["result"]}
+            assert set(made) <= seen
+            for sandbox_id in made:
+                ran = await mcp.call_tool(
+                    "run_command", {"sandbox_id": sandbox_id, "command": "echo $((6*7))"}
+                )
+                assert not ran.is_error, ran.content
+                assert ran.structured_content is not None
+                assert ran.structured_content["stdout"] == "42\n"
+    finally:
+        with c.client(0) as http:
             for sandbox_id in made:
                 http.delete(f"/sandboxes/{sandbox_id}")
 

@@ -11,7 +11,7 @@ from sietch.cluster.catalog import Capacity, NodeRecord
 from sietch.cluster.placement import choose, fits
 from sietch.core.quotas import Usage
 from sietch.errors import InvalidArgument, Unavailable
-from sietch.server.gateway.routing import Target, classify
+from sietch.server.gateway.routing import Target, classify, image_of
 
 SB, SNAP = "sb-0123456789ab", "snap-0123456789ab"
 
@@ -34,6 +34,12 @@ SB, SNAP = "sb-0123456789ab", "snap-0123456789ab"
         ("GET", "/snapshots", {}, Target("list")),
         ("DELETE", "/v1/vms", {}, Target("every")),
         ("GET", "/api/v1/info", {}, Target("any")),
+        ("POST", f"/api/v1/sandboxes/{SB}/fork", {}, Target("fork", SB)),
+        ("POST", f"/api/v1/sandboxes/{SB}/resume", {}, Target("resume", SB)),
+        ("GET", f"/api/v1/sandboxes/{SB}/resume", {}, Target("sandbox", SB)),
+        ("GET", "/api/v1/images/my-image:1", {}, Target("image", "my-image:1")),
+        ("DELETE", "/api/v1/images/my-image", {}, Target("image", "my-image")),
+        ("POST", "/api/v1/images/prune", {}, Target("any")),
     ],
 )
 def test_requests_go_where_they_name(
@@ -41,6 +47,15 @@ def test_requests_go_where_they_name(
 ) -> None:
     """Each kind of request of the three public APIs is routed by what it names."""
     assert classify(method, path, headers, "sb.example") == expected
+
+
+def test_a_create_names_its_image_as_its_api_does() -> None:
+    """Sietch's ``image``, E2B's ``templateID`` and Arrakis' ``rootfs`` name the image."""
+    assert image_of("/api/v1/sandboxes", {"image": "web"}) == "web"
+    assert image_of("/sandboxes/", {"templateID": "web"}) == "web"
+    assert image_of("/v1/vms", {"rootfs": "web"}) == "web"
+    assert image_of("/api/v1/sandboxes", {"templateID": "web"}) is None
+    assert image_of("/api/v1/sandboxes", {"image": 3}) is None
 
 
 def _node(

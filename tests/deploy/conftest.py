@@ -1,5 +1,6 @@
-"""The Ray tests' network, PostgreSQL and Ray cluster, each started once per test run
-(the Ray cluster ends with this package's tests: idle, it still costs CPU)."""
+"""The Ray tests' Ray cluster, started once per test run on the run's one bridge
+(``cluster_net``, tests/conftest.py); it ends with this package's tests: idle, it still
+costs CPU."""
 
 from __future__ import annotations
 
@@ -11,32 +12,14 @@ from ray.cluster_utils import Cluster
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from tests.cluster.network import ClusterNet
-from tests.cluster.postgres import Postgres
 from tests.conftest import short_tmpdir
 from tests.deploy.raycluster import ray_cluster
 
 
-@pytest.fixture(scope="session")
-def deploy_net() -> Iterator[ClusterNet]:
-    """A bridge for the Ray nodes' namespaces (the cluster tests have one of their own)."""
-    net = ClusterNet()
-    net.up()
-    yield net
-    net.down()
-
-
-@pytest.fixture(scope="session")
-def deploy_postgres(deploy_net: ClusterNet) -> Iterator[Postgres]:
-    server = Postgres(listen=(deploy_net.host_address,), clients=(deploy_net.subnet,))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="package")
-def ray_nodes(deploy_net: ClusterNet) -> Iterator[Cluster]:
+def ray_nodes(cluster_net: ClusterNet) -> Iterator[Cluster]:
     temp_dir = short_tmpdir("ray")
-    with ray_cluster(deploy_net, temp_dir) as cluster:
+    with ray_cluster(cluster_net, temp_dir) as cluster:
         yield cluster
     # Ray's last processes may still be writing their session dir as they end.
     for attempt in Retrying(stop=stop_after_delay(30), wait=wait_fixed(0.5), reraise=True):

@@ -54,9 +54,11 @@ def ray_cluster(net: ClusterNet, temp_dir: Path) -> Iterator[Cluster]:
             "include_dashboard": False,
         },
     )
+    namespaces: list[str] = []
     try:
-        for index in range(1, WORKER_NODES + 1):
-            ns, address = net.add_node(index)
+        for _ in range(WORKER_NODES):
+            ns, address = net.add_node()
+            namespaces.append(ns)
             with network_namespace(ns):
                 cluster.add_node(num_cpus=1, node_ip_address=address)
         ray.init(address=cluster.address, _node_ip_address=net.host_address)
@@ -65,6 +67,8 @@ def ray_cluster(net: ClusterNet, temp_dir: Path) -> Iterator[Cluster]:
     finally:
         ray.shutdown()
         cluster.shutdown()
+        for ns in namespaces:
+            net.remove_node(ns)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

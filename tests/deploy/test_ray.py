@@ -115,15 +115,13 @@ def worker_nodes() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def deployed(
-    ray_nodes: Any, deploy_net: ClusterNet, deploy_postgres: Postgres
-) -> Iterator[Deployed]:
+def deployed(ray_nodes: Any, cluster_net: ClusterNet, postgres: Postgres) -> Iterator[Deployed]:
     """sietch.ray started on the Ray cluster, on a fresh catalog; every server, VM and
     state dir gone after the module."""
     state_root = short_tmpdir("sry")
     state_root.chmod(0o755)  # QEMU runs as an unprivileged user: it must reach its files
-    with deploy_postgres.database() as db, contextlib.ExitStack() as cleanup:
-        url = deploy_postgres.url(db, deploy_net.host_address)
+    with postgres.database() as db, contextlib.ExitStack() as cleanup:
+        url = postgres.url(db, cluster_net.host_address)
         catalog = Catalog(url)
         # Undone last to first, each whatever the one before it raised.
         cleanup.callback(shutil.rmtree, state_root, ignore_errors=True)

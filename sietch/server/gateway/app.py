@@ -19,6 +19,7 @@ import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -38,7 +39,7 @@ from sietch.cluster.tenants import ClusterTenants
 from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
 from sietch.config import Settings
 from sietch.core.quotas import QuotaGate, Usage
-from sietch.core.tenants import ANONYMOUS, Caller
+from sietch.core.tenants import ANONYMOUS, Caller, digest
 from sietch.errors import (
     AuthenticationError,
     BadGateway,
@@ -51,6 +52,8 @@ from sietch.errors import (
 )
 from sietch.server.arrakis.registry import VM_LABEL
 from sietch.server.exec_ws import refuse
+from sietch.server.gateway.bodiless import SMALL_ANSWER, BodilessForwarder, bodiless
+from sietch.server.gateway.copies import Copier
 from sietch.server.gateway.forwarding import (
     NOT_FORWARDED,
     RESPONSE_NOT_FORWARDED,
@@ -63,14 +66,17 @@ from sietch.server.gateway.forwarding import (
     merge,
     unreachable,
 )
-from sietch.server.gateway.routing import Target, classify
+from sietch.server.gateway.mcp import GatewayMcp
+from sietch.server.gateway.routing import RECORD, Target, classify, image_of
 from sietch.server.handlers import error_response
+from sietch.server.mcp import own_url
 from sietch.server.routes.proxy.ws_relay import relay
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 3.0
+_CALLERS = 10_000
 _PLACEMENTS = 100_000
 
 
@@ -85,19 +91,41 @@ class Gateway:
         self.secret = settings.cluster_secret.get_secret_value()
         self.quotas = QuotaGate(tenants.quota, self.catalog.usage)
         self._http: httpx.AsyncClient | None = None
+        self._copier: Copier | None = None
+        self._bodiless: BodilessForwarder | None = None
         self._placements: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        """Sandbox id -> (node, tenant), which never change while the sandbox exists (a
-        deleted one's node answers 404 itself): one catalog read less per request."""
+        """Sandbox id -> (node, tenant): one catalog read less per request. A sandbox keeps
+        its node (a deleted one's node answers 404 itself) unless a hibernated one moves
+        (:meth:`resume`): this gateway forgets it then, the others when their watcher sees
+        the move in the catalog (:meth:`Catalog.moved_since`)."""
+        self._moves_seen = datetime.now(UTC)
+        """The catalog's time of the last move this gateway has seen (its clock, set at
+        start)."""
         self._nodes: dict[str, NodeRecord] = {}
         """The nodes as of the last look (every ``heartbeat_s``): who is reachable."""
-        self._lost: dict[str, asyncio.Event] = {}
-        """Per node: set while it is unreachable (what :meth:`unless_lost` waits for)."""
+        self._lost: dict[str, asyncio.Future[None]] = {}
+        """Per node: done while it is unreachable (what :meth:`unless_lost` waits for)."""
+        self._callers: OrderedDict[str, Caller] = OrderedDict()
+        """Key digest -> the caller it last resolved to: what a record read is sent on
+        with while the key is checked again (:meth:`read_ahead`)."""
 
     @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
             raise Unavailable("the gateway is starting or stopping")
         return self._http
+
+    @property
+    def bodiless(self) -> BodilessForwarder:
+        if self._bodiless is None:
+            raise Unavailable("the gateway is starting or stopping")
+        return self._bodiless
+
+    @property
+    def copier(self) -> Copier:
+        if self._copier is None:
+            raise Unavailable("the gateway is starting or stopping")
+        return self._copier
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -107,6 +135,9 @@ class Gateway:
             follow_redirects=False,
             trust_env=False,
         )
+        self._copier = Copier(self._http, self.secret)
+        self._bodiless = BodilessForwarder(CONNECT_TIMEOUT_S)
+        self._moves_seen = await asyncio.to_thread(self.catalog.now)
         await self.refresh()
         watcher = asyncio.create_task(self._watch())
         try:
@@ -116,31 +147,34 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._http.aclose()
-            self._http = None
+            await self.bodiless.close()
+            self._http = self._copier = self._bodiless = None
             self.catalog.close()
 
     async def refresh(self) -> list[NodeRecord]:
         nodes = await asyncio.to_thread(self.catalog.nodes)
         self._nodes = {n.name: n for n in nodes}
         for node in nodes:
-            lost = self._lost.setdefault(node.name, asyncio.Event())
-            if node.reachable:
-                lost.clear()
-            else:
-                lost.set()
+            lost = self._lost_signal(node.name)
+            if node.reachable and lost.done():
+                self._lost[node.name] = asyncio.get_running_loop().create_future()
+            elif not node.reachable and not lost.done():
+                lost.set_result(None)
         return nodes
+
+    def _lost_signal(self, node: str) -> asyncio.Future[None]:
+        """Done while ``node`` is unreachable: one per node, shared by every request."""
+        if (lost := self._lost.get(node)) is None:
+            lost = self._lost[node] = asyncio.get_running_loop().create_future()
+        return lost
 
     async def unless_lost(self, node: str, work: Awaitable[T]) -> T:
         """``work``, cut short by a 503 naming ``node`` if the node is found unreachable
         meanwhile: a request on a node that froze (its process stopped, its machine cut
         off) ends once its heartbeats stop, however long the call would have run."""
-        lost = self._lost.setdefault(node, asyncio.Event())
         task = asyncio.ensure_future(work)
-        waiter = asyncio.ensure_future(lost.wait())
-        try:
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
+        either: set[asyncio.Future[Any]] = {task, self._lost_signal(node)}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -156,6 +190,11 @@ class Gateway:
                 for name in await asyncio.to_thread(self.catalog.mark_unreachable):
                     log.warning("node %s missed its heartbeats: unreachable", name)
                 await self.refresh()
+                moved, self._moves_seen = await asyncio.to_thread(
+                    self.catalog.moved_since, self._moves_seen
+                )
+                for sandbox_id in moved:
+                    self._placements.pop(sandbox_id, None)
             await asyncio.sleep(self.settings.heartbeat_s)
 
     # -- who and where ----------------------------------------------------------------
@@ -169,9 +208,51 @@ class Gateway:
         if key is None:
             return None
         found = await asyncio.to_thread(self.tenants.lookup, key)
+        known = digest(key)
         if found is None:
+            self._callers.pop(known, None)
             raise AuthenticationError("invalid API key")
+        self._callers[known] = found
+        self._callers.move_to_end(known)
+        while len(self._callers) > _CALLERS:
+            self._callers.popitem(last=False)
         return found
+
+    async def read_ahead(self, request: Request, target: Target, guess: Caller) -> Response:
+        """A sandbox's record read on behalf of the caller its key resolved to last time,
+        while the key is looked up again: the answer goes out only once the key still
+        resolves to that caller (a revoked key gets its 401, and the record is dropped).
+        The catalog's round trip overlaps the node's instead of preceding it; only a read
+        that changes nothing (not even a sandbox's idle time) is sent ahead."""
+        check = asyncio.ensure_future(self.caller(request))
+        answer = asyncio.ensure_future(self._read(request, target, guess))
+        try:
+            caller = await check
+        except BaseException:
+            answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await answer
+            raise
+        if caller != guess:  # never in practice: a key keeps its tenant
+            answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await answer
+            return await self._read(request, target, caller)
+        return await answer
+
+    async def _read(self, request: Request, target: Target, caller: Caller | None) -> Response:
+        node = await self.sandbox_node(target, caller)
+        return await self.forward(request, node.name, node.url, caller)
+
+    def known_caller(self, request: Request, target: Target) -> Caller | None:
+        """The caller to send a record read ahead with (:meth:`read_ahead`), if this is
+        one and its key resolved before."""
+        if request.method != "GET" or target.kind != "sandbox" or target.by_header:
+            return None
+        if not self.settings.auth or not RECORD.fullmatch(request.url.path.rstrip("/")):
+            return None
+        key = api_key(request)
+        return None if key is None else self._callers.get(digest(key))
 
     async def nodes(self) -> list[NodeRecord]:
         """The nodes as the catalog has them now (placement needs what they hold now)."""
@@ -234,9 +315,7 @@ class Gateway:
         body: bytes | None = None,
     ) -> httpx.Response:
         """The request, sent on to ``url`` (a node's), its response not yet read."""
-        path = request.scope.get("raw_path") or request.url.path.encode()
-        query = request.scope.get("query_string", b"")
-        target = url + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        target = _target(request, url)
         streamed = "content-length" in request.headers or "transfer-encoding" in request.headers
         content: Any = body if body is not None else request.stream() if streamed else None
         outgoing = self.http.build_request(
@@ -258,15 +337,25 @@ class Gateway:
         caller: Caller | None,
         body: bytes | None = None,
     ) -> Response:
+        if body is None and bodiless(request):
+            sent = self._headers(request, caller, NOT_FORWARDED)
+            target = _target(request, url)
+            return await self.bodiless.forward(request, node, target, sent, self.unless_lost)
         upstream = await self.send(request, node, url, caller, body)
+        kept = upstream.headers.multi_items()
+        headers = {k: v for k, v in kept if k.lower() not in RESPONSE_NOT_FORWARDED}
+        length = upstream.headers.get("content-length", "")
+        if length.isdigit() and int(length) <= SMALL_ANSWER:
+            # A record or an error: answered whole, as the bodiless path does.
+            try:
+                content = b"".join([chunk async for chunk in upstream.aiter_raw()])
+            finally:
+                await upstream.aclose()
+            return Response(content, status_code=upstream.status_code, headers=headers)
         return StreamingResponse(
             upstream.aiter_raw(),
             status_code=upstream.status_code,
-            headers={
-                k: v
-                for k, v in upstream.headers.multi_items()
-                if k.lower() not in RESPONSE_NOT_FORWARDED
-            },
+            headers=headers,
             background=BackgroundTask(upstream.aclose),
         )
 
@@ -301,16 +390,22 @@ class Gateway:
         prefer = fields.get("prefer_node")
         tried: list[str] = []
         tenant = caller.tenant if caller is not None else None
+        image = image_of(request.url.path, fields)
+        holders = await self.image_holders(image, caller) if image is not None else []
         with self.quotas.admit(tenant, need) if tenant else contextlib.nullcontext():
             while True:
                 nodes = [n for n in await self.nodes() if n.name not in tried]
+                # A user image held by some nodes only: one of them, unless none has room.
+                held = [n for n in nodes if n.name in holders and placement.fits(n, need)]
                 node = placement.choose(
-                    nodes,
+                    nodes if isinstance(prefer, str) else held or nodes,
                     need,
                     candidates=self.settings.placement_candidates,
                     prefer=prefer if isinstance(prefer, str) and prefer not in tried else None,
                 )
                 try:
+                    if holders and node.name not in holders:
+                        await self.copy_image(image or "", holders, node)
                     upstream = await self.send(request, node.name, node.url, caller, raw)
                 except Unavailable:
                     log.warning("node %s did not answer a create: trying another", node.name)
@@ -348,34 +443,69 @@ class Gateway:
                 )
                 if source is None:
                     raise unreachable(holders[0], f"snapshot {snapshot_id}")
-                await self.copy_snapshot(snapshot_id, source, target)
+                await self.copier.snapshot(snapshot_id, source, target)
             upstream = await self.send(request, target.name, target.url, caller, raw)
             return await buffered(upstream)
 
-    async def snapshot_holders(self, snapshot_id: str, caller: Caller | None) -> list[str]:
-        held = await asyncio.to_thread(self.catalog.snapshot_holders, snapshot_id)
-        scope = caller.scope if caller is not None else None
-        if not held or (scope is not None and held[0][1] != scope):
-            raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
-        return [node for node, _tenant in held]
+    async def fork(self, request: Request, caller: Caller | None, target: Target) -> Response:
+        """A fork of N counts N sandboxes of its source's size against the tenant's
+        cluster-wide quotas (its node only sees its own share of them)."""
+        node = await self.sandbox_node(target, caller)
+        raw, fields = await self.body(request)
+        count = fields.get("count", 1)
+        found = await asyncio.to_thread(self.catalog.locate, target.key or "")
+        tenant = caller.tenant if caller is not None else None
+        if found is None or not tenant or not isinstance(count, int) or count < 1:
+            return await buffered(await self.send(request, node.name, node.url, caller, raw))
+        record = found.record
+        need = Usage(count, count * record["vcpus"], count * record["memory_mib"])
+        with self.quotas.admit(tenant, need):
+            return await buffered(await self.send(request, node.name, node.url, caller, raw))
 
-    async def copy_snapshot(self, snapshot_id: str, source: NodeRecord, target: NodeRecord) -> None:
-        """Have ``target`` fetch the snapshot from ``source``, node to node (the gateway
-        carries none of it)."""
-        log.info("copying snapshot %s from node %s to %s", snapshot_id, source.name, target.name)
-        try:
-            answer = await self.http.post(
-                f"{target.url}/internal/snapshots/{snapshot_id}/fetch",
-                json={"source": source.url},
-                headers={SECRET_HEADER: self.secret},
-            )
-        except httpx.TransportError as exc:
-            raise unreachable(target.name, "it", exc) from None
-        if answer.status_code != 200:
-            raise BadGateway(
-                f"copying snapshot {snapshot_id} from node {source.name} to {target.name} "
-                f"failed: {answer.text[:500]}"
-            )
+    async def resume(self, request: Request, caller: Caller | None, target: Target) -> Response:
+        """A hibernated sandbox whose node has no room for it wakes on another node: that
+        node copies its hibernation snapshot and takes it over (the same id), then the
+        resume goes there. Its own node must answer: only it has the files."""
+        home = await self.sandbox_node(target, caller)
+        found = await asyncio.to_thread(self.catalog.locate, target.key or "")
+        record = found.record if found is not None else {}
+        need = Usage(1, record.get("vcpus", 1), record.get("memory_mib", 0))
+        nodes = await self.nodes()
+        fresh = next((n for n in nodes if n.name == home.name), home)
+        if record.get("state") != "hibernated" or placement.fits(fresh, need):
+            return await self.forward(request, home.name, home.url, caller)
+        tenant = caller.tenant if caller is not None else None
+        with self.quotas.admit(tenant, need) if tenant else contextlib.nullcontext():
+            others = [n for n in nodes if n.name != home.name]
+            dest = placement.choose(others, need, candidates=self.settings.placement_candidates)
+            assert target.key is not None
+            await self.copier.move(target.key, home, dest)
+            self._placements.pop(target.key, None)
+            return await buffered(await self.send(request, dest.name, dest.url, caller))
+
+    async def snapshot_holders(self, snapshot_id: str, caller: Caller | None) -> list[str]:
+        held = await asyncio.to_thread(self.catalog.snapshot_copies, snapshot_id)
+        scope = caller.scope if caller is not None else None
+        # A template's node decides who may use it (a built-in's: everyone).
+        if not held or (scope is not None and held[0][1] != scope and not held[0][2]):
+            raise SnapshotNotFound(f"no snapshot with id {snapshot_id!r}")
+        return [node for node, _tenant, _template in held]
+
+    async def image_holders(self, image: str, caller: Caller | None) -> list[str]:
+        """The nodes holding user image ``image`` that the caller may use; none for a
+        built-in (every node has those) or an image it may not see (its node says so)."""
+        copies = await asyncio.to_thread(self.catalog.image_copies, image)
+        scope = caller.scope if caller is not None else None
+        if any(tenant is None for _, tenant in copies):
+            return []
+        return [node for node, tenant in copies if scope is None or tenant == scope]
+
+    async def copy_image(self, image: str, holders: list[str], target: NodeRecord) -> None:
+        up = [self._nodes[h] for h in holders if h in self._nodes and self._nodes[h].reachable]
+        source = up[0] if up else None
+        if source is None:
+            raise unreachable(holders[0], f"image {image}")
+        await self.copier.image(image, source, target)
 
     async def fan_out(
         self, request: Request, caller: Caller | None
@@ -438,9 +568,15 @@ class Gateway:
         path = request.url.path
         if path == "/api/v1/health":
             return JSONResponse({"status": "ok", "version": __version__})
-        caller = await self.caller(request)
         target = classify(request.method, path, lower_headers(request), self.settings.proxy_domain)
+        if (guess := self.known_caller(request, target)) is not None:
+            return await self.read_ahead(request, target, guess)
+        caller = await self.caller(request)
         match target.kind:
+            case "fork":
+                return await self.fork(request, caller, target)
+            case "resume":
+                return await self.resume(request, caller, target)
             case "sandbox" | "vm":
                 node = await self.sandbox_node(target, caller)
                 return await self.forward(request, node.name, node.url, caller)
@@ -450,6 +586,9 @@ class Gateway:
             case "snapshot":
                 assert target.key is not None
                 return await self.snapshot_request(request, caller, target.key)
+            case "image":
+                assert target.key is not None
+                return await self.image_request(request, caller, target.key)
             case "create":
                 return await self.create(request, caller)
             case "list" | "every":
@@ -471,6 +610,21 @@ class Gateway:
             raise unreachable(holders[0], f"snapshot {snapshot_id}")
         return await self.forward(request, holder.name, holder.url, caller)
 
+    async def image_request(self, request: Request, caller: Caller | None, name: str) -> Response:
+        """A user image's record from a node holding it; a delete on every one. A built-in
+        or unknown one: any node answers."""
+        holders = await self.image_holders(name, caller)
+        if not holders:
+            node = await self.any_node()
+            return await self.forward(request, node.name, node.url, caller)
+        if request.method == "DELETE":
+            return await self.merged_delete(request, caller, holders)
+        nodes = {n.name: n for n in await self.nodes() if n.reachable}
+        holder = next((nodes[h] for h in holders if h in nodes), None)
+        if holder is None:
+            raise unreachable(holders[0], f"image {name}")
+        return await self.forward(request, holder.name, holder.url, caller)
+
     async def merged_delete(
         self, request: Request, caller: Caller | None, holders: list[str]
     ) -> Response:
@@ -483,7 +637,7 @@ class Gateway:
             answer = await buffered(await self.send(request, name, node.url, caller, b""))
             first = first or answer
         if first is None:
-            raise unreachable(holders[0], "the snapshot")
+            raise unreachable(holders[0], "it")
         return first
 
     # -- WebSocket --------------------------------------------------------------------
@@ -542,20 +696,30 @@ class Gateway:
             raise unreachable(node, "it", exc) from None
 
 
+def _target(request: Request, url: str) -> str:
+    """The node's URL for the request: its raw path and query, as the client sent them."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    return url + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+
+
 def create_gateway_app(settings: Settings, tenants: ClusterTenants) -> Starlette:
     """The gateway's ASGI app: every path, every method, HTTP and WebSocket."""
     gateway = Gateway(settings, tenants)
     # httpx logs every request it sends at INFO: a line per forwarded request.
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    mcp = GatewayMcp(own_url(settings), settings.host, gateway.caller)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with gateway.running():
+        async with gateway.running(), mcp.run():
             yield
 
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     app = Starlette(
         routes=[
+            mcp.route(),
             Route("/{path:path}", gateway.http_endpoint, methods=methods),
             WebSocketRoute("/{path:path}", gateway.ws_endpoint),
         ],

@@ -5,17 +5,20 @@ covered by a few rules instead of a table that drifts from the node's routes.
 - A request that names a sandbox (a ``sb-…`` path segment, E2B's ``E2b-Sandbox-Id``
   header, a ``{port}-{id}.{proxy_domain}`` host) goes to the sandbox's node; one that
   names an Arrakis VM (``/v1/vms/{name}``) to the node of the sandbox with that name.
-- One that names a snapshot (``snap-…``) goes to a node holding it; a restore may first
-  have it copied elsewhere (:mod:`.app`).
-- A create is placed (:mod:`sietch.cluster.placement`); a listing asks every node and
-  merges their answers; what names nothing goes to any reachable node.
+- One that names a snapshot (``snap-…``) or a user image goes to a node holding it (a
+  delete to every one); a restore may first have the snapshot copied elsewhere
+  (:mod:`.app`).
+- A create is placed (:mod:`sietch.cluster.placement`), on a node holding its user image
+  or one that copies it first; a fork is counted against the cluster's quotas; a resume
+  may move a hibernated sandbox (:mod:`.app`); a listing asks every node and merges
+  their answers; what names nothing goes to any reachable node.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 SANDBOX_ID = re.compile(r"sb-[0-9a-f]{12}")
 SNAPSHOT_ID = re.compile(r"snap-[0-9a-f]{12}")
@@ -35,8 +38,38 @@ LISTS = frozenset(
 EVERY_NODE = frozenset({("DELETE", "/v1/vms")})
 """Requests that act on every node's sandboxes (Arrakis' destroy-all)."""
 RESTORE = re.compile(r"/api/v1/snapshots/(snap-[0-9a-f]{12})/restore")
+FORK = re.compile(r"/api/v1/sandboxes/(sb-[0-9a-f]{12})/fork")
+RESUME = re.compile(r"/api/v1/sandboxes/(sb-[0-9a-f]{12})/resume")
+RECORD = re.compile(r"(?:/api/v1)?/sandboxes/sb-[0-9a-f]{12}")
+"""A sandbox's record (Sietch's, E2B's): a read of it changes nothing."""
+IMAGE = re.compile(r"/api/v1/images/([a-z0-9][a-z0-9._:-]*)")
+IMAGE_FIELDS = {"/api/v1/sandboxes": "image", "/sandboxes": "templateID", "/v1/vms": "rootfs"}
+"""Where each API's create names its image (Sietch's, E2B's, Arrakis')."""
 
-Kind = Literal["sandbox", "snapshot", "vm", "create", "restore", "list", "every", "any"]
+_NAMED: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = (
+    (frozenset({"POST"}), RESTORE, "restore"),
+    # More than a forward: a fork counts against the cluster's quotas, a hibernated
+    # sandbox may wake on another node when its own is full.
+    (frozenset({"POST"}), FORK, "fork"),
+    (frozenset({"POST"}), RESUME, "resume"),
+    # A user image's record or removal: on the nodes holding it.
+    (frozenset({"GET", "DELETE"}), IMAGE, "image"),
+)
+"""Paths that name what they act on and need more than a forward to its node."""
+
+Kind = Literal[
+    "sandbox",
+    "snapshot",
+    "image",
+    "vm",
+    "create",
+    "restore",
+    "fork",
+    "resume",
+    "list",
+    "every",
+    "any",
+]
 
 
 @dataclass(frozen=True)
@@ -56,8 +89,9 @@ def classify(method: str, path: str, headers: dict[str, str], proxy_domain: str 
     if proxy_domain and host.endswith("." + proxy_domain) and (m := _HOSTED.match(host)):
         return Target("sandbox", m.group(2))
     path = path.rstrip("/") or "/"
-    if method == "POST" and (m := RESTORE.fullmatch(path)):
-        return Target("restore", m.group(1))
+    for methods, pattern, kind in _NAMED:
+        if method in methods and (m := pattern.fullmatch(path)):
+            return Target(cast(Kind, kind), m.group(1))
     segments = path.split("/")
     for segment in segments:
         if SANDBOX_ID.fullmatch(segment):
@@ -74,3 +108,9 @@ def classify(method: str, path: str, headers: dict[str, str], proxy_domain: str 
     if (method, path) in EVERY_NODE:
         return Target("every")
     return Target("any")
+
+
+def image_of(path: str, fields: dict[str, object]) -> str | None:
+    """The image a create's body names, if it names one."""
+    image = fields.get(IMAGE_FIELDS.get(path.rstrip("/"), ""))
+    return image if isinstance(image, str) and image else None
