@@ -14,6 +14,7 @@ BUILD_TIMEOUT = 1800
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
 NOBODY = 65534
+READ_AND_SOURCE = "IFS= read -r -d '' text; eval \"$text\""
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,16 @@ def startup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def login(files: Path, script: str, *prefix: str) -> subprocess.CompletedProcess[str]:
-    """``script`` in a bash that finds no program: a try to run one is told on stderr, even
-    one whose own stderr goes to /dev/null (as ``mesg n 2>/dev/null`` does)."""
+def login(startup: Path, after: str, *prefix: str) -> subprocess.CompletedProcess[str]:
+    """The file ``startup`` sourced by a bash that finds no program, then ``after``: a try
+    to run one is told on stderr, even one whose own stderr goes to /dev/null (as
+    ``mesg n 2>/dev/null`` does). The file comes on stdin (read by a builtin), so any user
+    can read it."""
     trap = 'exec 3>&2; command_not_found_handle() { echo "ran $1" >&3; return 127; }'
     return subprocess.run(
-        [*prefix, "/bin/bash", "-c", f"{trap}; PATH=/nonexistent; {script}"],
-        env={"HOME": str(files)},
+        [*prefix, "/bin/bash", "-c", f"{trap}; PATH=/nonexistent; {READ_AND_SOURCE}; {after}"],
+        input=startup.read_text(),
+        env={"HOME": str(startup.parent)},
         capture_output=True,
         text=True,
         check=False,
@@ -48,10 +52,10 @@ def login(files: Path, script: str, *prefix: str) -> subprocess.CompletedProcess
 @pytest.mark.timeout(BUILD_TIMEOUT)
 def test_profile_sets_debian_paths_without_a_program(startup: Path) -> None:
     """/etc/profile gives root and other users Debian's PATH using builtins only."""
-    script = f'. {startup / "profile"}; printf %s "$PATH"'
-    as_root = login(startup, script)
+    profile, path = startup / "profile", 'printf %s "$PATH"'
+    as_root = login(profile, path)
     as_user = login(
-        startup, script, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"
+        profile, path, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"
     )
     assert (as_root.stderr, as_root.stdout) == ("", ROOT_PATH)
     assert (as_user.stderr, as_user.stdout) == ("", USER_PATH)
@@ -61,5 +65,5 @@ def test_profile_sets_debian_paths_without_a_program(startup: Path) -> None:
 def test_root_profile_runs_no_program(startup: Path) -> None:
     """root's ~/.profile (no mesg n) reads ~/.bashrc where there is one and runs nothing."""
     (startup / ".bashrc").write_text("SEEN=yes\n")
-    done = login(startup, f'BASH=/bin/bash; . {startup / "root.profile"}; printf %s "$SEEN"')
+    done = login(startup / "root.profile", 'printf %s "$SEEN"')
     assert (done.stderr, done.stdout, done.returncode) == ("", "yes", 0)
