@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from sietch.core.gateway import BASE
+from sietch.core.kernel_gateway import BASE
 from sietch.core.manager import Manager
 from sietch.errors import BadGateway, Conflict, InvalidArgument, NotFound, Unavailable
 from sietch.images.interpreter import PORT

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
-from sietch.core import desktop, gateway, trust
+from sietch.core import desktop, kernel_gateway, trust
 from sietch.core import images as user_images
 from sietch.core.desktop import Desktops
 from sietch.core.hostmem import MemoryGuard
@@ -342,7 +342,7 @@ class Manager:
         kernel ran before: in the template); deleted again if that fails."""
         if info.env:
             async with self._deleted_on_failure(info.id), self.use(info.id) as sb:
-                await gateway.hand_env(sb, info.env)
+                await kernel_gateway.hand_env(sb, info.env)
 
     async def _create(self, spec: SandboxSpec) -> SandboxInfo:
         image, vcpus, memory, disk = self._resolve(spec)
