@@ -122,7 +122,7 @@ def test_kernel_port_not_exposed(ci: Sandbox, e2b_env: ApiServer) -> None:
     listed = httpx.get(
         f"{e2b_env.url}/api/v1/sandboxes/{ci.sandbox_id}/ports", headers=e2b_env.headers
     )
-    assert listed.status_code == 200 and listed.json() == []
+    assert listed.status_code == 200 and listed.json()["data"] == []
 
 
 def test_warm_up_refused_once_code_ran(ci: Sandbox, e2b_env: ApiServer) -> None:
