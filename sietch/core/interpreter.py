@@ -1,5 +1,6 @@
 """Code in a sandbox's Jupyter kernel: a client of the code-interpreter image's gateway
-(:mod:`sietch.images.interpreter`) on its guest port, for Sietch's own API and MCP tools.
+(:mod:`sietch.images.interpreter`) on its guest port, for Sietch's own API and MCP tools,
+reached through the sandbox's unix socket for it (the port is not exposed by this).
 
 The gateway answers one JSON object a line (``stdout``, ``stderr``, ``result``, ``error``,
 ``number_of_executions``, ``end_of_execution``; the e2b-code-interpreter SDK's format);
@@ -13,17 +14,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from sietch.core.kernel_gateway import BASE
 from sietch.core.manager import Manager
 from sietch.errors import BadGateway, Conflict, InvalidArgument, NotFound, Unavailable
 from sietch.images.interpreter import PORT
 
 DEFAULT_TIMEOUT_S = 300.0
 END = {"type": "end_of_execution"}
+Clients = Callable[[Path], Awaitable[httpx.AsyncClient]]
+"""The HTTP client for a unix socket (the server's pooled ones)."""
 
 
 def _no_gateway(sandbox_id: str) -> Conflict:
@@ -36,7 +41,7 @@ def _no_gateway(sandbox_id: str) -> Conflict:
 
 async def run_code(
     manager: Manager,
-    client: httpx.AsyncClient,
+    clients: Clients,
     sandbox_id: str,
     code: str,
     *,
@@ -46,9 +51,8 @@ async def run_code(
 ) -> AsyncIterator[dict[str, Any]]:
     """Run ``code`` in the sandbox's default kernel (or context ``context_id``), yielding
     the gateway's lines; the sandbox is woken first and stays busy meanwhile."""
-    await manager.awake(sandbox_id)
-    mapping = await manager.expose(sandbox_id, PORT)
-    url = f"http://{mapping.host}:{mapping.host_port}/execute"
+    client = await clients(await manager.service_socket(sandbox_id, PORT))
+    url = f"{BASE}/execute"
     body = {"code": code, "context_id": context_id, "env_vars": dict(env) if env else None}
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     started = False

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sietch.config import MiB, Settings, get_settings
-from sietch.core import desktop, trust
+from sietch.core import desktop, kernel_gateway, trust
 from sietch.core import images as user_images
 from sietch.core.desktop import Desktops
 from sietch.core.hostmem import MemoryGuard
@@ -309,31 +309,40 @@ class Manager:
             info = await self._create(spec)
         if self.settings.sandbox_ca_bundle or self.settings.sandbox_proxy_env:
             info = await self._trusting(info)
+        await self._kernel_env(info)
         if spec.resolution is None and spec.dpi is None:
             return info
         width, height = spec.resolution or (None, None)
-        try:
+        async with self._deleted_on_failure(info.id):
             await self.resize_desktop(info.id, width, height, spec.dpi)
+        return await self.get(info.id)
+
+    @asynccontextmanager
+    async def _deleted_on_failure(self, sandbox_id: str) -> AsyncIterator[None]:
+        """A new sandbox that could not be made what its caller asked for is deleted."""
+        try:
+            yield
         except BaseException:
             with contextlib.suppress(SietchError):
-                await self.delete(info.id)
+                await self.delete(sandbox_id)
             raise
-        return await self.get(info.id)
 
     async def _trusting(self, info: SandboxInfo) -> SandboxInfo:
         """Hand a new sandbox the configured CA bundle and proxy variables (its snapshots,
         restores and forks keep them); deleted again if that fails."""
         s = self.settings
-        try:
-            async with self.use(info.id) as sb:
-                env = await trust.hand_in(sb, s.sandbox_ca_bundle, SANDBOX_CA, s.sandbox_proxy_env)
-                sb.info.env = {**env, **sb.info.env}  # what the caller gave wins
-                self.store.put(sb.info)
-                return sb.info.model_copy()
-        except BaseException:
-            with contextlib.suppress(SietchError):
-                await self.delete(info.id)
-            raise
+        async with self._deleted_on_failure(info.id), self.use(info.id) as sb:
+            env = await trust.hand_in(sb, s.sandbox_ca_bundle, SANDBOX_CA, s.sandbox_proxy_env)
+            sb.info.env = {**env, **sb.info.env}  # what the caller gave wins
+            self.store.put(sb.info)
+            return sb.info.model_copy()
+
+    async def _kernel_env(self, info: SandboxInfo) -> None:
+        """A new code interpreter's kernels get its environment, as its commands do (the
+        kernel ran before: in the template); deleted again if that fails."""
+        if info.env:
+            async with self._deleted_on_failure(info.id), self.use(info.id) as sb:
+                await kernel_gateway.hand_env(sb, info.env)
 
     async def _create(self, spec: SandboxSpec) -> SandboxInfo:
         image, vcpus, memory, disk = self._resolve(spec)
@@ -962,7 +971,10 @@ class Manager:
             return await self._provision(plan)
         info = plan.info
         with self.quotas.admit(info.tenant, Usage(1, info.vcpus, info.memory_mib)):
-            return await self._provision(plan)
+            restored = await self._provision(plan)
+        if options.get("env"):
+            await self._kernel_env(restored)
+        return restored
 
     def _plan(self, snap: SnapshotInfo, tenant: str | None, **options: Any) -> Plan:
         owner = (tenant or DEFAULT_TENANT) if snap.template else snap.tenant

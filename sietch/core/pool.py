@@ -2,9 +2,10 @@
 
 Restoring a template starts QEMU in ~60 ms, but under TCG the guest agent's
 first answers take most of a second more (its code is translated afresh in
-every new QEMU process). A pooled sandbox has paid that already: handing it
-out is one ``hello`` (fresh clock and entropy, so two sandboxes never share
-random state) and a database write. Pooled sandboxes are hidden from
+every new QEMU process). A pooled sandbox has paid that already (a code
+interpreter's first cell too, see :mod:`.kernel_gateway`): handing it out is one
+``hello`` (fresh clock and entropy, so two sandboxes never share random
+state) and a database write. Pooled sandboxes are hidden from
 listings, counted against ``max_sandboxes``, and never adopted after a
 restart (the next start reaps them).
 
@@ -24,6 +25,7 @@ import time
 from collections import defaultdict, deque
 from datetime import UTC, datetime
 
+from sietch.core import kernel_gateway
 from sietch.core.host import SandboxHost
 from sietch.core.images import TOOLS_BUSYBOX
 from sietch.core.models import SandboxInfo, SandboxSpec
@@ -132,6 +134,8 @@ class WarmPool:
             await sandbox.exec([TOOLS_BUSYBOX, "true"])
             if info.desktop is not None:  # and the first, full frame of its screen
                 await self.host.desktops.screenshot(sandbox)
+            elif await kernel_gateway.present(sandbox):  # and the first cell of its kernel
+                await kernel_gateway.warm(sandbox)
         except SietchError:
             await self.host.destroy(info.id)
             raise

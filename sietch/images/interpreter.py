@@ -41,6 +41,9 @@ c.InteractiveShellApp.extensions = ["sietch_kernel"]
 c.InlineBackend.print_figure_kwargs = {"bbox_inches": None}
 # Tracebacks as plain text: they are read by programs and models, not terminals.
 c.InteractiveShell.colors = "NoColor"
+# History in memory only (In, Out, %history): a sandbox's kernel is one session, and the
+# SQLite file's commit after every cell (fsyncs) held cells up for hundreds of ms.
+c.HistoryManager.enabled = False
 """
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from sietch.errors import ImageBuildError, ImageNotFound
-from sietch.images import desktop, interpreter
+from sietch.images import desktop, interpreter, login
 from sietch.images._cache import digest, file_digest
 from sietch.images._run import run
 from sietch.images.busybox import busybox, install_applets
@@ -127,7 +127,7 @@ def recipe(name: str) -> Recipe:
 def rootfs_key(r: Recipe) -> str:
     """Hash of everything that goes into the image built from ``r``."""
     extra: tuple[object, ...] = (
-        (SOURCES, NO_DOCS) if r.base == "debian" else (file_digest(busybox()),)
+        (SOURCES, NO_DOCS, login.files()) if r.base == "debian" else (file_digest(busybox()),)
     )
     if r.code_server:
         extra += (codeserver_key(), HANDSHAKE)
@@ -217,7 +217,7 @@ def build_rootfs(
         path.unlink(missing_ok=True)  # resolv.conf may be a dangling symlink
         path.write_text(text)
         path.chmod(0o644)
-    for rel, mode, data in r.files:
+    for rel, mode, data in (login.files() if r.base == "debian" else ()) + r.files:
         path = tree / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)

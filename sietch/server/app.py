@@ -132,6 +132,7 @@ def create_app(
     # E2B's API and envd, so the e2b SDK works with E2B_API_URL/E2B_SANDBOX_URL set.
     app.include_router(e2b.router)
     app.include_router(e2b.envd_router)
+    app.include_router(e2b.service_router)
     # MCP over streamable HTTP; the tools call this process's manager (see sietch.server.mcp).
     app.router.routes.append(mcp.route())
     return app

@@ -159,10 +159,14 @@ class ManagerBackend:
         self, sandbox_id: str, code: str, context_id: str | None, timeout_s: float
     ) -> CodeRun:
         manager = self._own(sandbox_id)
-        client = self._state.proxy_client()
         run = CodeRun()
         lines = interpreter.run_code(
-            manager, client, sandbox_id, code, context_id=context_id, timeout_s=timeout_s
+            manager,
+            self._state.service_client,
+            sandbox_id,
+            code,
+            context_id=context_id,
+            timeout_s=timeout_s,
         )
         async for line in lines:
             run.add(line)

@@ -7,6 +7,7 @@ import base64
 import io
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from e2b_code_interpreter import AsyncSandbox, OutputMessage, Sandbox
 from PIL import Image
@@ -103,3 +104,38 @@ async def test_async_run_code(ci: Sandbox) -> None:
         "for i in range(3): print(i)", on_stdout=lambda m: heard.append(m.line)
     )
     assert "".join(execution.logs.stdout) == "0\n1\n2\n" == "".join(heard)
+
+
+def test_create_envs_reach_the_kernel(e2b_env: ApiServer) -> None:
+    """envs given at create are in the kernel's os.environ as in commands, and the first
+    cell of the (warmed) sandbox from the pool counts as the first."""
+    with Sandbox.create(timeout=600, envs={"CI_CREATE_VAR": "given"}) as sandbox:
+        first = sandbox.run_code("import os; os.environ.get('CI_CREATE_VAR')")
+        assert (first.text, first.execution_count) == ("given", 1)
+        assert sandbox.commands.run("echo $CI_CREATE_VAR").stdout == "given\n"
+
+
+def test_kernel_port_not_exposed(ci: Sandbox, e2b_env: ApiServer) -> None:
+    """The SDK reaches the kernel gateway's port 49999 without it showing among the
+    sandbox's exposed ports in Sietch's API."""
+    assert ci.run_code("'reached'").text == "reached"
+    listed = httpx.get(
+        f"{e2b_env.url}/api/v1/sandboxes/{ci.sandbox_id}/ports", headers=e2b_env.headers
+    )
+    assert listed.status_code == 200 and listed.json()["data"] == []
+
+
+def test_warm_up_refused_once_code_ran(ci: Sandbox, e2b_env: ApiServer) -> None:
+    """The gateway's warm-up (which resets the namespace) is refused in a kernel that has
+    run a user's cell, so nobody's state can be wiped by it."""
+    ci.run_code("kept = 'still here'")
+    headers = {
+        "E2b-Sandbox-Id": ci.sandbox_id,
+        "E2b-Sandbox-Port": "49999",
+        "E2B-Traffic-Access-Token": ci.traffic_access_token or "",
+    }
+    answer = httpx.post(
+        f"{e2b_env.url}/execute", json={"code": "1", "warm": True}, headers=headers, timeout=60
+    )
+    assert answer.status_code == 409
+    assert ci.run_code("kept").text == "still here"

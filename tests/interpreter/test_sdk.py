@@ -105,3 +105,15 @@ async def test_async_run_code(ci: Sandbox) -> None:
     async with await AsyncSandbox.connect(ci.id) as sb:
         done = await sb.run_code("print('async'); 6 * 7", on_stdout=hear)
     assert (done.text, heard) == ("42", [b"async\n"])
+
+
+def test_create_env_reaches_a_fresh_kernel(sdk_env: None) -> None:
+    """The env given at create is in the kernel's os.environ; the sandbox from the warm pool
+    (its kernel warmed up there) starts at execution count 1 with a fresh namespace; its
+    kernel's port is not among its exposed ports."""
+    env = {"SIETCH_CI_VAR": "from-create"}
+    with Sandbox.create("code-interpreter", env=env, request_timeout=CREATE_TIMEOUT_S) as sb:
+        done = sb.run_code("import os; os.environ['SIETCH_CI_VAR'], _, '_1' in globals()")
+        assert done.error is None and done.text == "('from-create', '', False)"
+        assert done.execution_count == 1
+        assert sb.ports() == []

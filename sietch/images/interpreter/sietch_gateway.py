@@ -10,12 +10,22 @@ the kernels, ``tornado`` (which it needs anyway) serves HTTP.
   SDK's fields: ``text``, ``png``, ``chart``, ...; ``is_main_result`` for the cell's
   value), ``error`` (``name``, ``value``, ``traceback``), ``number_of_executions``
   (``execution_count``), then ``end_of_execution``. A client that goes away interrupts
-  the cell.
+  the cell. With ``"warm": true`` (Sietch's warm pool, on a sandbox just restored from the
+  template): the cell runs as any does, so the first user cell finds the kernel's code
+  paths translated, then the kernel goes back to a fresh namespace and execution count;
+  409 once a user's cell has run in the context.
+- ``POST /env`` ``{"env": {...}}``: variables the sandbox was created with, set in every
+  kernel's ``os.environ`` and in the kernels started later (Sietch sends them).
 - ``POST /contexts`` ``{"language"?, "cwd"?}``, ``GET /contexts``,
   ``POST /contexts/{id}/restart`` (a fresh kernel: state gone), ``DELETE /contexts/{id}``.
 - ``GET /health``: 200 once the default kernel is idle (the image's ready check).
 
 One cell runs at a time per context; the next waits for the kernel to be idle again.
+
+After a restore from a snapshot the kernel client's sockets, made before, may no longer hear
+the kernel (a new client does): a context whose clock offset (wall minus monotonic) moved
+since it connected, as it does when the agent sets a restored guest's clock, connects anew
+before its next cell.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import jupyter_client.session
 import tornado.iostream
 import tornado.web
 from jupyter_client.manager import AsyncKernelManager
@@ -39,7 +50,7 @@ log = logging.getLogger("sietch-gateway")
 
 START_TIMEOUT = 600.0
 """Seconds a kernel gets to answer its first request: minutes under emulation, loaded."""
-WARM = "__import__('numpy'); __import__('pandas'); __import__('matplotlib.pyplot')"
+IMPORTS = "__import__('numpy'); __import__('pandas'); __import__('matplotlib.pyplot')"
 """Run silently in the default kernel before it is reported ready: the template snapshot
 then holds these imports, and no name is bound and no execution counted."""
 FORMATS = {
@@ -63,8 +74,19 @@ ALIVE_CHECK_S = 5.0
 """How often a cell with no output looks whether its kernel still lives."""
 RESTORE_JUMP_S = 2.0
 """A step of the wall clock against the monotonic one this big means a restore."""
+SAVE_FRESH = "__import__('sietch_kernel').save_fresh()"
+BACK_TO_FRESH = "__import__('sietch_kernel').back_to_fresh()"
 
 Emit = Callable[[dict[str, Any]], None]
+
+
+def _as_is(obj: Any) -> Any:
+    return obj
+
+
+# Dates stay strings: the gateway reads none, and parsing two a message with dateutil was a
+# third of the gateway's work per cell under emulation.
+jupyter_client.session.extract_dates = _as_is
 
 
 class GatewayError(Exception):
@@ -120,9 +142,10 @@ class Context:
         self.lock = asyncio.Lock()
         self.manager = AsyncKernelManager(kernel_name="python3")
         self.client: Any = None
-        self.stale = False
-        """Set when the VM was restored from a snapshot: the client's sockets, made
-        before, no longer hear the kernel (a new client does), so it is made anew."""
+        self.offset = 0.0
+        """The clock offset when the client connected (see the module's docstring)."""
+        self.fresh = True
+        """No cell of a user's has run in this kernel: it may be warmed up."""
 
     def public(self) -> dict[str, str]:
         return {"id": self.id, "language": self.language, "cwd": self.cwd}
@@ -135,13 +158,19 @@ class Context:
         self.client = self.manager.client()
         self.client.start_channels()
         await self.client.wait_for_ready(timeout=START_TIMEOUT)
+        self.offset = _clock_offset()
+
+    async def _new_kernel(self) -> None:
+        """A new kernel process (with the gateway's environment as it is now)."""
+        self.client.stop_channels()
+        await self.manager.restart_kernel(now=True, env=dict(os.environ))
+        await self._connect()
+        self.fresh = True
 
     async def restart(self) -> None:
         """A new kernel process: every name, import and the execution count are gone."""
         async with self.lock:
-            self.client.stop_channels()
-            await self.manager.restart_kernel(now=True)
-            await self._connect()
+            await self._new_kernel()
 
     async def _revive(self, emit: Emit) -> None:
         """The kernel died mid-cell (killed for memory, say): say so, start a new one."""
@@ -153,9 +182,7 @@ class Context:
                 "its variables and imports are gone",
             )
         )
-        self.client.stop_channels()
-        await self.manager.restart_kernel(now=True)
-        await self._connect()
+        await self._new_kernel()
 
     async def stop(self) -> None:
         async with self.lock:
@@ -168,16 +195,42 @@ class Context:
         except Exception:
             log.exception("interrupting context %s", self.id)
 
-    async def run(
-        self, code: str, emit: Emit, *, env: dict[str, str] | None = None, silent: bool = False
-    ) -> None:
-        """Run one cell, emitting its output lines; returns once the kernel is idle."""
+    async def _reconnect_if_restored(self) -> None:
+        if abs(_clock_offset() - self.offset) > RESTORE_JUMP_S:
+            log.info("context %s: the clock stepped (a restore); reconnecting", self.id)
+            self.client.stop_channels()
+            await self._connect()
+
+    async def set_env(self, env: dict[str, str]) -> None:
         async with self.lock:
-            if self.stale:
-                log.info("context %s: reconnecting to its kernel after a restore", self.id)
-                self.client.stop_channels()
-                await self._connect()
-                self.stale = False
+            await self._reconnect_if_restored()
+            await self._cell(f"__import__('os').environ.update({env!r})", _drop, True)
+
+    async def run(
+        self,
+        code: str,
+        emit: Emit,
+        *,
+        env: dict[str, str] | None = None,
+        silent: bool = False,
+        warm: bool = False,
+    ) -> None:
+        """Run one cell, emitting its output lines; returns once the kernel is idle. A
+        ``warm`` cell leaves the kernel as fresh as it found it (see the module)."""
+        async with self.lock:
+            await self._reconnect_if_restored()
+            if warm:
+                if not self.fresh:
+                    emit(_failure("GatewayError", "a cell already ran here: not warming it"))
+                    return
+                await self._cell(SAVE_FRESH, _drop, True)
+                try:
+                    await self._cell(code, emit, False)
+                finally:
+                    await self._cell(BACK_TO_FRESH, _drop, True)
+                return
+            if not silent:
+                self.fresh = False
             if env:
                 await self._cell(f"__import__('sietch_kernel').push_env({env!r})", _drop, True)
             try:
@@ -215,6 +268,10 @@ class Context:
                 return
 
 
+def _clock_offset() -> float:
+    return time.time() - time.monotonic()
+
+
 def _drop(line: dict[str, Any]) -> None:
     if line["type"] == "error":
         log.warning("a gateway cell failed: %s: %s", line["name"], line["value"])
@@ -230,7 +287,7 @@ class Gateway:
 
     async def start(self) -> None:
         context = await self.create("python", self.cwd)
-        await context.run(WARM, _drop, silent=True)
+        await context.run(IMPORTS, _drop, silent=True)
         self.default = context
         log.info("default context %s ready", context.id)
 
@@ -255,6 +312,13 @@ class Gateway:
 
     def context(self, context_id: str) -> Context:
         return self.find(context_id, None)
+
+    async def set_env(self, env: dict[str, str]) -> None:
+        """The sandbox's variables, for every kernel: those running, and (through the
+        gateway's own environment, which kernels start with) those started later."""
+        os.environ.update(env)
+        for context in list(self.contexts.values()):
+            await context.set_env(env)
 
     async def remove(self, context_id: str) -> None:
         context = self.context(context_id)
@@ -324,14 +388,13 @@ class Execute(Handler):
         code = body.get("code")
         if not isinstance(code, str):
             raise GatewayError(400, "code must be a string")
-        env = body.get("env_vars") or None
-        if env is not None and not (
-            isinstance(env, dict) and all(isinstance(v, str) for v in env.values())
-        ):
-            raise GatewayError(400, "env_vars must map names to strings")
+        env = _env(body.get("env_vars") or None, "env_vars")
+        warm = body.get("warm") is True
         context = self.gateway.find(body.get("context_id"), body.get("language"))
+        if warm and not context.fresh:
+            raise GatewayError(409, "a cell already ran in this context: not warming it")
         lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        task = asyncio.create_task(context.run(code, lines.put_nowait, env=env))
+        task = asyncio.create_task(context.run(code, lines.put_nowait, env=env, warm=warm))
         task.add_done_callback(lambda _: lines.put_nowait(None))
         self.set_header("Content-Type", "application/x-ndjson")
         gone = asyncio.create_task(self.gone.wait())
@@ -359,6 +422,25 @@ class Execute(Handler):
             log.error("context %s failed: %r", context.id, task.exception())
             self.write(json.dumps(_failure("GatewayError", repr(task.exception()))) + "\n")
         self.finish(json.dumps({"type": "end_of_execution"}) + "\n")
+
+
+def _env(env: Any, what: str) -> dict[str, str] | None:
+    if env is not None and not (
+        isinstance(env, dict) and all(isinstance(v, str) for v in env.values())
+    ):
+        raise GatewayError(400, f"{what} must map names to strings")
+    return env
+
+
+class Env(Handler):
+    async def post(self) -> None:
+        async def set_env() -> None:
+            env = _env(self.body().get("env"), "env")
+            await self.gateway.set_env(env or {})
+            self.set_status(204)
+            self.finish()
+
+        await self._guard(set_env)
 
 
 def _failure(name: str, value: str) -> dict[str, Any]:
@@ -398,35 +480,20 @@ class Restart(Handler):
         await self._guard(restart)
 
 
-async def watch_restores(gateway: Gateway) -> None:
-    """Mark every context stale when the VM has been restored from a snapshot: the agent
-    then steps the wall clock to the present, while the monotonic clock runs on from the
-    snapshot, so the two part by the time the snapshot slept."""
-    offset = time.time() - time.monotonic()
-    while True:
-        await asyncio.sleep(1.0)
-        now = time.time() - time.monotonic()
-        if abs(now - offset) > RESTORE_JUMP_S:
-            log.info("the clock stepped %.1f s: restored from a snapshot", now - offset)
-            for context in gateway.contexts.values():
-                context.stale = True
-        offset = now
-
-
 async def serve(args: argparse.Namespace) -> None:
     gateway = Gateway(args.cwd)
     routes: list[Any] = [
         (r"/health", Health, {"gateway": gateway}),
         (r"/execute", Execute, {"gateway": gateway}),
+        (r"/env", Env, {"gateway": gateway}),
         (r"/contexts", Contexts, {"gateway": gateway}),
         (r"/contexts/([^/]+)", OneContext, {"gateway": gateway}),
         (r"/contexts/([^/]+)/restart", Restart, {"gateway": gateway}),
     ]
     tornado.web.Application(routes).listen(args.port, address="0.0.0.0")
     log.info("listening on port %d", args.port)
-    watcher = asyncio.create_task(watch_restores(gateway))
     await gateway.start()
-    await watcher  # runs for as long as the gateway does
+    await asyncio.Event().wait()  # serve for as long as the VM runs
 
 
 def main() -> None:

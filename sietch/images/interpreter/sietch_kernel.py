@@ -1,6 +1,7 @@
 """IPython extension of the code-interpreter image's kernels (``sietch_kernel``): the
-rich-result formats the ``e2b-code-interpreter`` SDK reads beyond IPython's own, and the
-per-cell environment the gateway sets.
+rich-result formats the ``e2b-code-interpreter`` SDK reads beyond IPython's own, the
+per-cell environment the gateway sets, and the way back to a fresh kernel's namespace
+after the gateway's warm-up cell.
 
 - ``application/x-sietch-chart+json``: a matplotlib figure's data (the SDK's ``chart``):
   line and scatter points, bars, titles, labels, ticks and scales.
@@ -14,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from IPython import get_ipython
 from IPython.core.formatters import BaseFormatter
 from traitlets import ObjectName, Unicode
 
@@ -21,6 +23,7 @@ CHART = "application/x-sietch-chart+json"
 DATA = "application/x-sietch-data+json"
 
 _saved: list[dict[str, str | None]] = []
+_fresh: dict[str, dict[str, Any]] = {"names": {}, "hidden": {}}
 
 
 def push_env(env: dict[str, str]) -> None:
@@ -35,6 +38,25 @@ def pop_env() -> None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+def save_fresh() -> None:
+    """Remember the namespace of a kernel that has run no cell of the user's yet (before
+    the gateway's warm-up cell, see :func:`back_to_fresh`)."""
+    shell = get_ipython()
+    _fresh.update(names=dict(shell.user_ns), hidden=dict(shell.user_ns_hidden))
+
+
+def back_to_fresh() -> None:
+    """The namespace and execution count :func:`save_fresh` saw, after cells that ran
+    since: IPython's reset (names gone, a new history session, execution count 1), then
+    the fresh names it does not put back (``_``, ``__doc__``, ``__spec__``, ...)."""
+    shell = get_ipython()
+    shell.reset(new_session=True)
+    for key, value in _fresh["names"].items():
+        shell.user_ns.setdefault(key, value)
+    for key, value in _fresh["hidden"].items():
+        shell.user_ns_hidden.setdefault(key, value)
 
 
 class _TypeFormatter(BaseFormatter):  # type: ignore[misc]
@@ -166,7 +188,16 @@ class DataFormatter(_TypeFormatter):
     render = staticmethod(frame_data)
 
 
+def _as_is(obj: Any) -> Any:
+    return obj
+
+
 def load_ipython_extension(ip: Any) -> None:
+    # Message dates stay strings (ipykernel reads none; dateutil's parsing of each request's
+    # two is slow under emulation).
+    import jupyter_client.session
+
+    jupyter_client.session.extract_dates = _as_is
     display = ip.display_formatter
     for cls in (ChartFormatter, DataFormatter):
         formatter = cls(parent=display)

@@ -8,9 +8,11 @@ API.
 
 A request to another port is let in by the sandbox's envd access token (``X-Access-Token``,
 or E2B's ``E2B-Traffic-Access-Token``) as its owner's, and the port is exposed on first
-use (every port of an E2B sandbox is reachable); without the token it needs a Sietch API
-key, as the port proxy always does. The same holds for a ``{port}-{id}.{domain}`` host
-(``SIETCH_PROXY_DOMAIN``), the form of the SDK's ``get_host`` and e2b-desktop's stream URL.
+use (every port of an E2B sandbox is reachable), but for the ports of the image's own
+services (the code interpreter's), which are reached unexposed (:mod:`.services`); without
+the token it needs a Sietch API key, as the port proxy always does. The same holds for a
+``{port}-{id}.{domain}`` host (``SIETCH_PROXY_DOMAIN``), the form of the SDK's
+``get_host`` and e2b-desktop's stream URL.
 
 A signed file URL (``/files?...&signature=``) names no sandbox: the sandbox whose token
 signed it is the one it goes to.
@@ -30,6 +32,7 @@ from sietch.core.tenants import Caller
 from sietch.errors import InvalidArgument, SietchError
 from sietch.server.auth import CALLER
 from sietch.server.deps import require_manager
+from sietch.server.e2b import services
 from sietch.server.e2b.access import FILES_PATH, access_token, signs
 from sietch.server.routes.proxy import http_proxy, ws_relay
 from sietch.server.routes.proxy.upstream import HOST_ROUTED, HOST_TARGET
@@ -62,7 +65,7 @@ class SandboxTraffic:
                 # A `{port}-{id}.{domain}` host (SIETCH_PROXY_DOMAIN, already re-addressed to
                 # the port proxy) with the sandbox's token, as e2b-desktop's stream URL is used.
                 try:
-                    await _port_prefix(scope, headers, target[1], target[0])
+                    await _port_prefix(scope, headers, target[1], target[0], proxied=True)
                 except SietchError as exc:
                     await _refuse(scope, send, exc.status, exc.message)
                     return
@@ -123,10 +126,12 @@ async def _exists(scope: Scope, sandbox_id: str) -> bool:
 
 
 async def _port_prefix(
-    scope: Scope, headers: dict[bytes, bytes], sandbox_id: str, port: int
+    scope: Scope, headers: dict[bytes, bytes], sandbox_id: str, port: int, *, proxied: bool = False
 ) -> str:
-    """The port proxy's path for the port; with the sandbox's token, the request is its
-    owner's and the port is exposed first."""
+    """The path for the port: with the sandbox's token, the request is its owner's, and an
+    HTTP request to a service port goes to :mod:`.services` (unless it is ``proxied``
+    already: a host the port proxy serves), to any other port to the port proxy, which
+    the port is exposed first for."""
     if not 0 < port < 65536:
         raise InvalidArgument(f"port {port} is not a TCP port")
     state: ServerState = scope["app"].state.sietch
@@ -136,6 +141,8 @@ async def _port_prefix(
         info = await manager.get(sandbox_id)
         scope[CALLER] = Caller(info.tenant, "e2b-access-token")
         await manager.awake(sandbox_id)
+        if port in services.SERVICE_PORTS and scope["type"] == "http" and not proxied:
+            return services.prefix(sandbox_id, port)
         await manager.expose(sandbox_id, port)
     name = http_proxy.ROUTE if scope["type"] == "http" else ws_relay.ROUTE
     path: str = scope["app"].url_path_for(name, sandbox_id=sandbox_id, port=port, path="")

@@ -53,7 +53,7 @@ async def run_code(
     """Run Python in the sandbox's kernel, which keeps its state between runs."""
     lines = interpreter.run_code(
         manager,
-        state.proxy_client(),
+        state.service_client,
         sandbox_id,
         body.code,
         context_id=body.context_id,
