@@ -39,8 +39,10 @@ PASSWORD_LENGTH = 8
 """VNC authentication uses 8 bytes of a password, no more."""
 ImageFormat = Literal["png", "jpeg", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-HANDSHAKE_S = 30.0
-"""How long a screenshot or an action waits for a new VNC connection's login."""
+HANDSHAKE_S = 120.0
+"""How long a screenshot or an action waits for a new VNC connection's login: a sandbox
+just restored (a fork) runs its VNC server's code afresh, and under emulation on a loaded
+host that took more than 30 s."""
 WARM_UP_ATTEMPT_S = 120.0
 """One try of :meth:`Desktops.warm_up`: a handshake or a frame slower than this is given up
 and tried again on a new connection."""
@@ -201,7 +203,7 @@ class Desktops:
         """A new sandbox's connection and first full frame, tried again (on a new connection)
         until ``deadline_s`` has passed. Right after a restore the guest's VNC server runs
         code that a new QEMU process translates afresh; on a loaded host under emulation
-        its handshake took longer than a user's screenshot may wait (30 s)."""
+        its handshake took longer than a user's screenshot may wait."""
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
         while True:
