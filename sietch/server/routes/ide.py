@@ -18,7 +18,8 @@ desktop viewer, whose pages they could then script with the user's sessions.
 - Without: ``…/api/v1/sandboxes/{id}/ide/?folder=…&token=…`` on the API's
   origin, and the answer says so (``isolated: false``). A ``Content-Security-Policy:
   sandbox`` (an opaque origin, as the console gives guest pages) would contain it,
-  but code-server's workbench does not load under one (measured: see the README).
+  but code-server's workbench does not load under one (IndexedDB is denied to an opaque
+  origin; measured, see bench/README.md).
 """
 
 from __future__ import annotations
