@@ -34,7 +34,7 @@ from sietch.server import create_app
 MiB = 1024 * 1024
 SPEC = {"memory_mib": 1024, "disk_mib": 4096}
 CLICK_AT = (900, 500)
-"""On the empty desktop: a click there changes nothing."""
+"""On the blank page of the desktop's Chromium: a click there changes nothing."""
 
 TARGETS = {
     "create_to_screenshot_median_ms": Target(600),
