@@ -31,7 +31,7 @@ from sietch.core import computer, computer_use
 from sietch.core.live import LiveSandbox
 from sietch.core.models import DesktopInfo, SandboxInfo, Screen
 from sietch.core.vnc import VncClient
-from sietch.errors import FileNotFound, InvalidArgument, NoDesktop, SietchError
+from sietch.errors import FileNotFound, InvalidArgument, NoDesktop, SietchError, Unavailable
 from sietch.images import desktop as image
 from sietch.images.rootfs import UID, USER
 
@@ -39,6 +39,13 @@ PASSWORD_LENGTH = 8
 """VNC authentication uses 8 bytes of a password, no more."""
 ImageFormat = Literal["png", "jpeg", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+HANDSHAKE_S = 120.0
+"""How long a screenshot or an action waits for a new VNC connection's login: a sandbox
+just restored (a fork) runs its VNC server's code afresh, and under emulation on a loaded
+host that took more than 30 s."""
+WARM_UP_ATTEMPT_S = 120.0
+"""One try of :meth:`Desktops.warm_up`: a handshake or a frame slower than this is given up
+and tried again on a new connection."""
 DEFAULT_SCREEN = Screen(
     width=int(image.GEOMETRY.split("x")[0]), height=int(image.GEOMETRY.split("x")[1]), dpi=image.DPI
 )
@@ -160,7 +167,8 @@ class Desktops:
         self._clients: dict[str, tuple[LiveSandbox, VncClient]] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
 
-    async def vnc(self, sandbox: LiveSandbox) -> VncClient:
+    async def vnc(self, sandbox: LiveSandbox, timeout: float = HANDSHAKE_S) -> VncClient:
+        """The sandbox's connection, made (handshake within ``timeout``) if it has none."""
         info = require(sandbox.info)
         lock = self._connecting.setdefault(sandbox.id, asyncio.Lock())
         async with lock:
@@ -171,7 +179,7 @@ class Desktops:
                 del self._clients[sandbox.id]
                 await found[1].close()
             reader, writer = await sandbox.connect(image.VNC_PORT)
-            client = await VncClient.connect(reader, writer, info.vnc_password)
+            client = await VncClient.connect(reader, writer, info.vnc_password, timeout)
             self._clients[sandbox.id] = (sandbox, client)
             if found is None or found[0] is not sandbox:
                 sandbox.on_stop.append(lambda: self._drop(sandbox.id))
@@ -190,6 +198,28 @@ class Desktops:
     async def screenshot(self, sandbox: LiveSandbox) -> Image.Image:
         """The screen as it is now, from the host's copy of the framebuffer."""
         return await (await self.vnc(sandbox)).frame()
+
+    async def warm_up(self, sandbox: LiveSandbox, deadline_s: float) -> None:
+        """A new sandbox's connection and first full frame, tried again (on a new connection)
+        until ``deadline_s`` has passed. Right after a restore the guest's VNC server runs
+        code that a new QEMU process translates afresh; on a loaded host under emulation
+        its handshake took longer than a user's screenshot may wait."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while True:
+            attempt = max(1.0, min(WARM_UP_ATTEMPT_S, end - loop.time()))
+            try:
+                await (await self.vnc(sandbox, attempt)).frame(attempt)
+                return
+            except (Unavailable, TimeoutError, ConnectionError) as exc:
+                if loop.time() >= end:
+                    raise Unavailable(
+                        f"the desktop of {sandbox.id} sent no frame within {deadline_s:g}s"
+                    ) from exc
+                sandbox.log.info("desktop warm-up: %s; trying again", exc)
+                if (found := self._clients.get(sandbox.id)) is not None:
+                    await found[1].close()  # the next vnc() makes a new one
+                await asyncio.sleep(1)  # a refused connection fails at once: no busy loop
 
     async def act(self, sandbox: LiveSandbox, action: computer.Action) -> dict[str, Any]:
         """Do one action; its JSON result, with ``screenshot`` (base64 PNG) if asked for."""

@@ -15,6 +15,12 @@ every waiting create, in parallel: at most one per core (and
 ``restore_concurrency``), because each fill includes the guest's first,
 CPU-bound answers. A burst of creates is served by parallel restores that do
 not all slow each other down, and never by one restore after another.
+
+A fill that fails (its restore, or its warm-up) fails the create waiting for
+it, if any, and is tried again after a pause that doubles with every failure
+in a row (:data:`RETRY_S` up to :data:`RETRY_MAX_S`), at most
+:data:`ATTEMPTS` times: a template that cannot be restored costs a few
+tries, not a loop of restores. The next create starts the pool again.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ log = logging.getLogger(__name__)
 
 POOL_LABEL = "sietch.pool"
 """Metadata key marking a pooled sandbox; its value is the template key."""
+
+
+DESKTOP_WARM_UP_S = 600.0
+"""How long a pooled desktop sandbox's first frame may take: under emulation on a loaded
+host (load 6-15 on 2 cores) a restored guest's VNC handshake took more than 30 s."""
+RETRY_S = 5.0
+RETRY_MAX_S = 120.0
+ATTEMPTS = 5
 
 
 def is_pooled(info: SandboxInfo) -> bool:
@@ -109,20 +123,32 @@ class WarmPool:
             self.host.spawn(self._add(key, template_id))
 
     async def _add(self, key: str, template_id: str) -> None:
+        """One fill, tried again after failures (see the module); counted as filling
+        throughout, so that the pauses hold off refills of the pool's own."""
         try:
-            async with self._slots:
-                sandbox_id = await self._restore(key, template_id)
-        except SietchError as exc:
-            log.warning("could not add a sandbox to the warm pool: %s", exc)
-            if waiter := self._first_waiter(key):
-                waiter.set_exception(exc)  # that create fails as its own restore would have
-            return
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    async with self._slots:
+                        sandbox_id = await self._restore(key, template_id)
+                except SietchError as exc:
+                    pause = min(RETRY_S * 2 ** (attempt - 1), RETRY_MAX_S)
+                    last = attempt == ATTEMPTS
+                    log.warning(
+                        "could not add a sandbox to the warm pool (try %d of %d%s): %s",
+                        *(attempt, ATTEMPTS, "" if last else f", again in {pause:g}s", exc),
+                    )
+                    if waiter := self._first_waiter(key):
+                        waiter.set_exception(exc)  # that create fails as its own restore would
+                    if not last:
+                        await asyncio.sleep(pause)
+                    continue
+                if waiter := self._first_waiter(key):
+                    waiter.set_result(sandbox_id)
+                else:
+                    self._ready[key].append(sandbox_id)
+                return
         finally:
             self._filling[key] -= 1
-        if waiter := self._first_waiter(key):
-            waiter.set_result(sandbox_id)
-        else:
-            self._ready[key].append(sandbox_id)
 
     async def _restore(self, key: str, template_id: str) -> str:
         info = await self.host.restore(template_id, labels={POOL_LABEL: key})
@@ -133,7 +159,7 @@ class WarmPool:
             # Pay the first, slow answer now; the tools' busybox: an image may lack true.
             await sandbox.exec([TOOLS_BUSYBOX, "true"])
             if info.desktop is not None:  # and the first, full frame of its screen
-                await self.host.desktops.screenshot(sandbox)
+                await self.host.desktops.warm_up(sandbox, DESKTOP_WARM_UP_S)
             elif await kernel_gateway.present(sandbox):  # and the first cell of its kernel
                 await kernel_gateway.warm(sandbox)
         except SietchError:

@@ -17,7 +17,10 @@ had when it read the request. No request is left pending between frames, so
 the server never sends updates nobody asked for.
 
 RFB 3.8, VNC authentication (DES, from ``cryptography``), 32-bit true colour,
-encodings Raw, CopyRect and DesktopSize (RandR resizes).
+encodings Raw, CopyRect and DesktopSize (RandR resizes), and Cursor: a client
+that does not take the pointer's shape gets it drawn into the framebuffer,
+and a screenshot of a click's spot showed the pointer instead of the screen.
+Screenshots come without the pointer, as scrot's do.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 VERSION = b"RFB 003.008\n"
 VNC_AUTH = 2
-RAW, COPY_RECT, DESKTOP_SIZE = 0, 1, -223
+RAW, COPY_RECT, DESKTOP_SIZE, CURSOR = 0, 1, -223, -239
 # 32 bits per pixel, depth 24, little-endian, true colour, 8 bits a channel, red at bit 16:
 # the bytes are B, G, R, X, which Pillow's "BGRX" raw mode reads as is.
 PIXEL_FORMAT = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
@@ -118,7 +121,7 @@ class VncClient:
         await self._read(16)  # the server's pixel format: ours replaces it
         await self._reason()  # the desktop's name
         self.screen = Image.new("RGB", (width, height))
-        encodings = (COPY_RECT, RAW, DESKTOP_SIZE)
+        encodings = (COPY_RECT, RAW, DESKTOP_SIZE, CURSOR)
         self._writer.write(b"\x00\x00\x00\x00" + PIXEL_FORMAT)
         self._writer.write(struct.pack(f">BxH{len(encodings)}i", 2, len(encodings), *encodings))
         await self._writer.drain()
@@ -213,6 +216,9 @@ class VncClient:
             elif encoding == DESKTOP_SIZE:
                 self.screen = Image.new("RGB", (w, h))
                 resized = True
+                continue
+            elif encoding == CURSOR:  # the pointer's shape and mask: not part of the screen
+                await self._read(w * h * BYTES_PER_PIXEL + (w + 7) // 8 * h)
                 continue
             else:
                 raise Unavailable(f"the VNC server sent an encoding not asked for ({encoding})")

@@ -35,6 +35,9 @@ from starlette.responses import RedirectResponse, Response
 
 from sietch.errors import AuthenticationError, InvalidArgument, PermissionDenied
 
+VISIBLE_PATH = "sietch.visible_path"
+"""Scope key: the path the browser asked for, where a middleware re-addressed the request
+(an IDE host, :mod:`sietch.server.routes.proxy.host_routes`); redirects go back to it."""
 TOKEN_PARAM = "token"
 """The query parameter a link carries its token in."""
 MIN_TTL_S = 10.0
@@ -196,7 +199,7 @@ class BrowserGate:
             return None
         grant = self.tokens.check(token, sandbox_id, self.purpose)
         query = _without_token(conn.url.query)
-        clean = conn.url.path + (f"?{query}" if query else "")
+        clean = conn.scope.get(VISIBLE_PATH, conn.url.path) + (f"?{query}" if query else "")
         answer = RedirectResponse(clean, status_code=303, headers={"Cache-Control": "no-store"})
         self.set_cookie(answer, conn, token, grant)
         return answer

@@ -24,6 +24,7 @@ SB, SNAP = "sb-0123456789ab", "snap-0123456789ab"
         ("GET", f"/sandboxes/{SB}", {}, Target("sandbox", SB)),  # E2B's REST
         ("POST", "/files", {"e2b-sandbox-id": SB}, Target("sandbox", SB, by_header=True)),
         ("GET", "/", {"host": f"8080-{SB}.sb.example"}, Target("sandbox", SB)),
+        ("GET", "/", {"host": f"ide-{SB}.sb.example"}, Target("sandbox", SB)),  # the IDE's own
         ("POST", f"/api/v1/snapshots/{SNAP}/restore", {}, Target("restore", SNAP)),
         ("DELETE", f"/api/v1/snapshots/{SNAP}", {}, Target("snapshot", SNAP)),
         ("POST", "/v1/vms/my-vm/cmd", {}, Target("vm", "my-vm")),

@@ -36,17 +36,7 @@ from sietch.server.app import create_app
 from tests.conftest import RESULTS, keep_evidence
 from tests.desktop.conftest import until_ready
 
-pytestmark = [
-    pytest.mark.timeout(1800),  # a desktop's first boot under TCG takes minutes
-    # Known failure, issue 13. Measured: Chromium's first start in a guest is CPU-bound, not
-    # blocked (at host load 12-15: 7 min of guest CPU in 10 min, page not shown yet; at load
-    # 2-3: its window up, the file:// tab still "Loading..." after 10 min, 3:50 + 2:34 of
-    # CPU; at load ~5 in a guest whose QEMU had run it once: 73 s). A new QEMU process
-    # re-translates all of Chromium's code under TCG, so every sandbox pays the whole start.
-    # (code-server's restart loop, which kept restored sandboxes busy too, is fixed.) Not
-    # run, so the suite does not wait ten minutes for it.
-    pytest.mark.xfail(run=False, reason="Chromium's first start under TCG outlasts the deadline"),
-]
+pytestmark = pytest.mark.timeout(2400)  # the desktop's template boot: minutes under TCG
 
 T = TypeVar("T")
 PAGE = Path(__file__).with_name("page.html")
@@ -59,8 +49,8 @@ and off the pointer, which Xvnc draws into the screen at (640, 400) at first."""
 TEXT_BOX = (640, 680)
 """In the page's text box (its bottom 40 %)."""
 DEADLINE = 600.0
-"""Chromium's first start in an emulated guest takes a minute or more; on a loaded host,
-several."""
+"""The page in the restored, running Chromium (the template's): seconds on a quiet host,
+far more on a loaded one."""
 
 
 def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], slack: int = 6) -> bool:

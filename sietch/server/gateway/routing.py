@@ -3,8 +3,9 @@ headers (no I/O), so every route of the public API, Sietch's, E2B's and Arrakis'
 covered by a few rules instead of a table that drifts from the node's routes.
 
 - A request that names a sandbox (a ``sb-…`` path segment, E2B's ``E2b-Sandbox-Id``
-  header, a ``{port}-{id}.{proxy_domain}`` host) goes to the sandbox's node; one that
-  names an Arrakis VM (``/v1/vms/{name}``) to the node of the sandbox with that name.
+  header, a ``{port}-{id}.{proxy_domain}`` or ``ide-{id}.{proxy_domain}`` host) goes to
+  the sandbox's node; one that names an Arrakis VM (``/v1/vms/{name}``) to the node of
+  the sandbox with that name.
 - One that names a snapshot (``snap-…``) or a user image goes to a node holding it (a
   delete to every one); a restore may first have the snapshot copied elsewhere
   (:mod:`.app`).
@@ -22,7 +23,7 @@ from typing import Literal, cast
 
 SANDBOX_ID = re.compile(r"sb-[0-9a-f]{12}")
 SNAPSHOT_ID = re.compile(r"snap-[0-9a-f]{12}")
-_HOSTED = re.compile(r"(\d+)-(sb-[0-9a-f]{12})\.")
+_HOSTED = re.compile(r"(\d+|ide)-(sb-[0-9a-f]{12})\.")
 
 CREATES = frozenset({"/api/v1/sandboxes", "/sandboxes", "/v2/sandboxes", "/v1/vms"})
 LISTS = frozenset(

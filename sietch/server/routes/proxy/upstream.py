@@ -24,6 +24,10 @@ HOST_ROUTED = "sietch.host_routed"
 """Scope key set by :class:`~.host_routes.HostRoutes`: the guest sees the request at its root."""
 HOST_TARGET = "sietch.host_target"
 """Scope key set by :class:`~.host_routes.HostRoutes`: (guest port, sandbox id) of the host."""
+IDE_HOST = "ide"
+"""``ide-{sandbox id}.{proxy domain}``: the sandbox's IDE on an origin of its own."""
+IDE_ROUTE, IDE_WS_ROUTE = "ide_proxy", "ide_proxy_ws"
+"""The IDE's routes' names (:mod:`sietch.server.routes.ide`), for ``url_path_for``."""
 _NOT_FORWARDED = HOP_BY_HOP | {b"host", b"authorization"}
 
 
