@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <endian.h>
 
 #include "front.h"
 
@@ -74,7 +75,8 @@ void logmsg(const char *fmt, ...) {
     va_end(ap);
     struct timespec ts;
     clock_gettime(CLOCK_BOOTTIME, &ts);
-    dprintf(2, "sietch-front: [%8.3f] %s\n", (double)ts.tv_sec + (double)ts.tv_nsec / 1e9, line);
+    /* The agent's own prefix: the console reads as one agent's log, as before the front. */
+    dprintf(2, "sietch-agent: [%8.3f] front: %s\n", (double)ts.tv_sec + (double)ts.tv_nsec / 1e9, line);
 }
 
 double now_mono(void) {
@@ -237,6 +239,8 @@ static int next_frame(struct parser *p, unsigned char **frame, size_t *len) {
 
 /* -- frames from the host ---------------------------------------------------- */
 
+static void flush(int fd, struct buf *b);
+
 static void host_sync(const unsigned char *payload, size_t len, uint32_t sid) {
     if (len != SYNC_LEN || memcmp(payload, MAGIC, MAGIC_LEN)) {
         logmsg("malformed SYNC ignored");
@@ -253,6 +257,10 @@ static void host_sync(const unsigned char *payload, size_t len, uint32_t sid) {
     memcpy(host_nonce, payload + MAGIC_LEN, 8);
     have_host_nonce = 1;
     host_frame(K_SYNC, sid, payload, len);
+    flush(port_fd, &host_out); /* the answer first: the console line costs emulated UART time */
+    uint64_t nonce;
+    memcpy(&nonce, host_nonce, 8);
+    logmsg("SYNC %016llx: new host connection", (unsigned long long)be64toh(nonce));
 }
 
 static int serve_native(uint32_t sid, struct jnode *req) {
@@ -352,10 +360,12 @@ static void host_read(void) {
         unsigned char *frame;
         size_t len;
         int framed = 0;
-        while (next_frame(&hostp, &frame, &len)) {
+        while (host_up && next_frame(&hostp, &frame, &len)) {
             host_handle(frame, len);
             framed = 1;
         }
+        if (!host_up)
+            return; /* a write failed meanwhile: the connection is gone */
         size_t held = hostp.scanning ? 0 : buf_size(&hostp.in);
         if (between || framed) {
             partial_since = now_mono();
