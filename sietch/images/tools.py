@@ -56,6 +56,8 @@ def _script(program: str, *, prelude: str = "", runner: str = "") -> str:
 
 
 FRONT = "bin/sietch-front"
+FASTPATH_OFF = "sietch.fastpath=0"
+"""On the guest kernel's command line: the launcher leaves the front out."""
 LAUNCHER = _script(
     f"usr/bin/{PYTHON} -m sietch.agent.guest",
     prelude=(
@@ -67,7 +69,7 @@ LAUNCHER = _script(
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
         f"FRONT={GUEST_ROOT}/{FRONT}\n"
         "read -r CMDLINE < /proc/cmdline\n"
-        'case " $CMDLINE " in *" sietch.fastpath=0 "*) FRONT= ;; esac\n'
+        f'case " $CMDLINE " in *" {FASTPATH_OFF} "*) FRONT= ;; esac\n'
     ),
     runner="$FRONT ",
 )

@@ -1,4 +1,4 @@
-/* sietch-front: the guest agent's compiled hot path (see README.md in this folder).
+/* sietch-front: the guest agent's compiled hot path (README: "The agent's compiled hot path").
  *
  * It owns the virtio-serial port, speaks sietch/agent/protocol.py to the host,
  * answers the hot operations itself and forwards every other stream, frame by
