@@ -166,7 +166,7 @@ static int proc_referenced(const struct proc *p) {
     return 0;
 }
 
-/* Frees forgotten processes nobody follows any more. */
+/* Frees forgotten processes nobody follows any more; only from the loop's top level. */
 static void sweep(void) {
     for (struct proc **pp = &procs; *pp;) {
         struct proc *p = *pp;
@@ -358,7 +358,6 @@ static void proc_done(struct proc *p) {
             forget(q);
             exited--;
         }
-    sweep();
 }
 
 /* -- stdin --------------------------------------------------------------------- */
@@ -439,7 +438,6 @@ static void abandon(struct nstream *s) {
     if (p && s->kind == NS_EXEC && !p->done)
         p->background = 1; /* the host went away: the command lives on like a background job */
     stream_free(s);
-    sweep();
 }
 
 static void control(struct nstream *s, const unsigned char *payload, size_t len) {
@@ -512,7 +510,6 @@ static int produce_one(struct nstream *s) {
         buf_drop(&s->q, 5 + len);
         if (close) {
             stream_free(s);
-            sweep();
             return 0;
         }
         return 1;
@@ -597,7 +594,6 @@ static void wait_done(struct nstream *s, struct proc *p) {
     buf_add(&b, "}", 1);
     forget(p);
     stream_finish(s, &b);
-    sweep();
 }
 
 static void exited(struct proc *p, int status) {
@@ -638,6 +634,7 @@ void native_reap(void) {
 
 void native_timers(void) {
     double now = now_mono();
+    sweep(); /* here only: nothing up the stack still holds a process */
     for (struct proc *p = procs; p; p = p->next)
         if (p->running && p->deadline && now >= p->deadline) {
             p->deadline = 0;
@@ -964,7 +961,6 @@ int op_attach(uint32_t sid, struct jnode *req) {
         if (p->done)
             forget(p);
         stream_finish(s, &b);
-        sweep();
     }
     return 1;
 }
