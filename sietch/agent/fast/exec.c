@@ -723,7 +723,7 @@ static const char *env_get(const struct env *e, const char *key) {
     return NULL;
 }
 
-/* The child, between fork and exec: never returns; reports errno on the pipe if exec fails. */
+/* The child, between vfork and exec: never returns; reports errno on the pipe if exec fails. */
 static void child(char **argv, struct env *e, const char *cwd, int fds[3], const struct user *u,
                   int do_switch, int report) {
     sigset_t none;
@@ -744,7 +744,6 @@ static void child(char **argv, struct env *e, const char *cwd, int fds[3], const
         if (setgroups((size_t)u->ngroups, groups) < 0 || setgid(u->gid) < 0 || setuid(u->uid) < 0)
             goto fail;
     }
-    e->vars[e->n] = NULL;
     if (strchr(argv[0], '/')) {
         execve(argv[0], argv, e->vars);
     } else {
@@ -771,6 +770,17 @@ fail:;
     _exit(127);
 }
 
+/* vfork: the child shares our memory until it execs, so neither are our page tables
+ * copied nor our pages faulted in copy-on-write afterwards (emulated, both cost). The
+ * child only makes system calls and writes to its own stack before exec or _exit. */
+static pid_t start_child(char **argv, struct env *e, const char *cwd, int fds[3],
+                         const struct user *u, int do_switch, int report) {
+    pid_t pid = vfork();
+    if (pid == 0)
+        child(argv, e, cwd, fds, u, do_switch, report);
+    return pid;
+}
+
 /* Starts the command; 0 if the exec failed before anything ran (Python then reports why). */
 static int spawn(struct proc *p, char **argv, struct env *e, const char *cwd, int want_stdin,
                  const struct user *u, int do_switch) {
@@ -781,11 +791,10 @@ static int spawn(struct proc *p, char **argv, struct env *e, const char *cwd, in
     if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(rep, O_CLOEXEC))
         goto out;
     int fds[3] = {want_stdin ? in[0] : devnull, out[1], err[1]};
-    pid_t pid = fork();
+    e->vars[e->n] = NULL;
+    pid_t pid = start_child(argv, e, cwd, fds, u, do_switch, rep[1]);
     if (pid < 0)
         goto out;
-    if (pid == 0)
-        child(argv, e, cwd, fds, u, do_switch, rep[1]);
     close(rep[1]);
     rep[1] = -1;
     int child_errno;
