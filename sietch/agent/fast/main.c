@@ -518,7 +518,7 @@ static void set_async(int on) {
 }
 
 static void serve(void) {
-    struct pollfd fds[512];
+    static struct pollfd fds[8192]; /* a pipe pair per running command: far above what runs at once */
     for (;;) {
         if (!host_up && host_connected()) {
             set_async(0);
