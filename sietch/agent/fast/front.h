@@ -87,6 +87,7 @@ void host_frame2(enum kind kind, uint32_t sid, const void *a, size_t alen, const
 void host_msg(uint32_t sid, struct buf *json_obj); /* frees json_obj's contents */
 void host_error(uint32_t sid, const char *code, const char *message);
 size_t host_queued(void);
+void host_flush_now(double timeout); /* write what is queued for the host, waiting up to timeout */
 void py_forward_open(uint32_t sid, const unsigned char *frame, size_t len, int splice);
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 double now_mono(void);
@@ -97,6 +98,7 @@ double now_real(void);
 /* Each returns 1 if it served the stream natively (it then owns it), 0 to forward. */
 int op_hello(uint32_t sid, struct jnode *req);
 int op_stat(uint32_t sid, struct jnode *req);
+int op_shutdown(uint32_t sid);
 int op_exec(uint32_t sid, struct jnode *req);
 int op_attach(uint32_t sid, struct jnode *req);
 int op_signal(uint32_t sid, struct jnode *req);

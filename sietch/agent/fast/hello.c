@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -303,6 +304,26 @@ int op_hello(uint32_t sid, struct jnode *req) {
     buf_addf(&b, ",\"init\":true,\"clock_set\":%s}", clock_set ? "true" : "false");
     host_msg(sid, &b);
     host_frame(K_CLOSE, sid, NULL, 0);
+    return 1;
+}
+
+/* -- shutdown --------------------------------------------------------------------- */
+
+/* Here rather than forwarded: the result must reach the host before the VM is gone, and
+ * only the front knows when it has (Python would power off once its answer reached us). */
+int op_shutdown(uint32_t sid) {
+    if (getppid() != 1)
+        return 0; /* not under the VM's init: Python decides (it never powers a host off) */
+    sync();
+    struct buf b = {0};
+    buf_add(&b, "{\"type\":\"result\"}", 17);
+    host_msg(sid, &b);
+    host_frame(K_CLOSE, sid, NULL, 0);
+    host_flush_now(2.0);
+    sync();
+    reboot(RB_POWER_OFF);
+    logmsg("reboot(RB_POWER_OFF) failed: %s", strerror(errno));
+    execl("/run/sietch/bin/busybox", "busybox", "poweroff", "-f", (char *)NULL);
     return 1;
 }
 

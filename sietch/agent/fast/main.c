@@ -280,6 +280,8 @@ static int serve_native(uint32_t sid, struct jnode *req) {
         return op_signal(sid, req);
     if (!strcmp(name, "wait"))
         return op_wait(sid, req);
+    if (!strcmp(name, "shutdown"))
+        return op_shutdown(sid);
     return 0;
 }
 
@@ -473,6 +475,16 @@ static void flush(int fd, struct buf *b) {
             return;
         }
         buf_drop(b, (size_t)n);
+    }
+}
+
+void host_flush_now(double timeout) {
+    double until = now_mono() + timeout;
+    while (host_up && buf_size(&host_out) && now_mono() < until) {
+        flush(port_fd, &host_out);
+        struct pollfd p = {port_fd, POLLOUT, 0};
+        if (buf_size(&host_out))
+            poll(&p, 1, 50);
     }
 }
 
