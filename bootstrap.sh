@@ -13,6 +13,7 @@ APT_PACKAGES=(
     python3 python3-venv mmdebstrap busybox-static
     e2fsprogs xfsprogs cpio kmod util-linux iproute2 nftables slirp4netns ca-certificates
     g++ make libkrb5-dev
+    gcc libc6-dev  # sietch-front, the guest agent's compiled hot path (static)
 )
 # QEMU 10 (bookworm-backports on bookworm): it maps snapshot memory from files
 # it opens read-only (readonly=on,rom=off), and runs TCG guests ~2x faster than 7.2.

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     """Run each QEMU in a root (only its own files), PID and IPC namespace of its own, with
     no capabilities (as root, where namespaces may be made: else unjailed, and the log and
     ``/api/v1/info`` say why; see sietch.vmm.jail)."""
+    agent_fastpath: bool = True
+    """Run the guest agent's compiled hot path (sietch-front) in front of its Python; off
+    (for A/B measurements) it is left out of VMs booted from then on (a template is booted
+    once: a restore keeps what its template ran)."""
     metrics_interval_s: float = Field(default=5.0, gt=0)
     """How often each sandbox's host-side use is sampled (``GET .../metrics`` history)."""
     metrics_history: int = Field(default=120, ge=1)

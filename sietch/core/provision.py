@@ -32,6 +32,7 @@ from sietch.core.live import LiveSandbox
 from sietch.core.models import SandboxInfo, SandboxState, Screen
 from sietch.core.store import Store
 from sietch.errors import AgentUnavailable, BootError, SietchError
+from sietch.images.tools import FASTPATH_OFF
 from sietch.network.relay import RelayHooks
 from sietch.storage import disks
 from sietch.vmm import snapshot as vmsnap
@@ -172,7 +173,7 @@ class Provisioner:
     ) -> MachineConfig:
         paths = paths or {"kernel": Path(), "initramfs": Path(), "tools": Path(), "rootfs": Path()}
         workdir = self.sandboxes_dir / info.id
-        return MachineConfig(
+        config = MachineConfig(
             name=info.id,
             workdir=workdir,
             kernel=paths["kernel"],
@@ -187,6 +188,9 @@ class Provisioner:
             persistent=self.persistent,
             mac=new_mac(),
         )
+        if not self.settings.agent_fastpath:
+            config.cmdline = f"{config.cmdline} {FASTPATH_OFF}"
+        return config
 
     async def provision(self, plan: Plan, store: Store) -> LiveSandbox:
         """Make the planned sandbox and return it running, recorded as such."""

@@ -4,6 +4,8 @@ everything it runs on (the runtime tree, busybox, resize2fs), independent of the
 Layout in the guest::
 
     bin/sietch-agent        launcher (what the initramfs hands over to)
+    bin/sietch-front        the agent's compiled hot path (sietch/agent/fast), which
+                            forks off to serve the port and execs the Python agent
     bin/sietch-python       the runtime's python, for anything else that needs one
     bin/busybox, bin/<applet> -> busybox
     sbin/resize2fs          wrapper running usr/libexec/resize2fs through our loader
@@ -22,6 +24,7 @@ import sietch.agent
 from sietch.images._cache import digest, file_digest
 from sietch.images.busybox import busybox, install_applets
 from sietch.images.ext4 import MKFS_OPTIONS, mkfs, tree_size
+from sietch.images.front import CFLAGS, SOURCE_DIR, compile_front, front_sources
 from sietch.images.progress import Progress
 from sietch.images.runtime import (
     AGENT_DIR,
@@ -39,25 +42,36 @@ LABEL = "sietch-tools"
 _FORMAT = 1
 
 
-def _script(program: str, *, prelude: str = "") -> str:
+def _script(program: str, *, prelude: str = "", runner: str = "") -> str:
     """A busybox sh script that runs the tools disk's ``program`` through the tools' own loader.
 
     ``--inhibit-cache``: the /etc/ld.so.cache in the guest is the user's, never ours.
     """
     return (
         f"#!{GUEST_ROOT}/bin/busybox sh\n{prelude}"
-        f"exec {GUEST_ROOT}/{LOADER} --inhibit-cache --library-path {GUEST_ROOT}/{LIBDIR} \\\n"
+        f"exec {runner}{GUEST_ROOT}/{LOADER} --inhibit-cache"
+        f" --library-path {GUEST_ROOT}/{LIBDIR} \\\n"
         f'    {GUEST_ROOT}/{program} "$@"\n'
     )
 
 
+FRONT = "bin/sietch-front"
+FASTPATH_OFF = "sietch.fastpath=0"
+"""On the guest kernel's command line: the launcher leaves the front out."""
 LAUNCHER = _script(
     f"usr/bin/{PYTHON} -m sietch.agent.guest",
     prelude=(
         "# The guest agent, on the tools disk's own python through its own loader:\n"
         "# nothing of the user's rootfs (its libc, its python3 or lack of one) is used.\n"
+        "# sietch-front (the compiled hot path) forks off to serve the port, then execs\n"
+        "# the rest, so Python stays PID 1; sietch.fastpath=0 on the kernel command\n"
+        "# line leaves it out.\n"
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f"FRONT={GUEST_ROOT}/{FRONT}\n"
+        "read -r CMDLINE < /proc/cmdline\n"
+        f'case " $CMDLINE " in *" {FASTPATH_OFF} "*) FRONT= ;; esac\n'
     ),
+    runner="$FRONT ",
 )
 SCRIPTS = {
     "bin/sietch-agent": LAUNCHER,
@@ -80,6 +94,8 @@ def agent_sources() -> dict[str, bytes]:
     }
     for path in sorted((package / "guest").rglob("*.py")):
         files[f"sietch/agent/{path.relative_to(package).as_posix()}"] = path.read_bytes()
+    for path in sorted((package / "fast").glob("*.[ch]")):
+        files[f"sietch/agent/fast/{path.name}"] = path.read_bytes()
     if "sietch/agent/guest/__main__.py" not in files:
         log.warning("sietch/agent/guest has no __main__.py: the tools disk's agent cannot start")
     return files
@@ -87,9 +103,8 @@ def agent_sources() -> dict[str, bytes]:
 
 def tools_key(runtime_key: str, sources: dict[str, bytes]) -> str:
     """Hash of the tools disk: runtime, busybox, scripts and every agent source file."""
-    return digest(
-        "tools", _FORMAT, runtime_key, file_digest(busybox()), SCRIPTS, MKFS_OPTIONS, sources
-    )
+    parts = (file_digest(busybox()), SCRIPTS, MKFS_OPTIONS, CFLAGS, sources)
+    return digest("tools", _FORMAT, runtime_key, *parts)
 
 
 def _stage(runtime: Path, sources: dict[str, bytes], stage: Path) -> None:
@@ -103,8 +118,11 @@ def _stage(runtime: Path, sources: dict[str, bytes], stage: Path) -> None:
         (stage / rel).write_text(text)
         (stage / rel).chmod(0o755)
     install_applets(stage, flat="bin")
+    compile_front(front_sources(sources), stage / FRONT)
     agent = stage / AGENT_DIR
     for rel, data in sources.items():
+        if rel.startswith(SOURCE_DIR):
+            continue  # compiled above; the disk carries the binary only
         (agent / rel).parent.mkdir(parents=True, exist_ok=True)
         (agent / rel).write_bytes(data)
 

@@ -118,6 +118,14 @@ class _Port:
     """The virtio port outlives restarts of the loop: it can be opened only once."""
 
     virtio: object | None = None
+    front: int | None = None
+    """The socket to sietch-front, when it serves the port (SIETCH_FRONT_FD)."""
+
+
+def _front_fd() -> int | None:
+    # Popped: nothing the agent starts may see it.
+    value = os.environ.pop("SIETCH_FRONT_FD", "")
+    return int(value) if value.isdigit() else None
 
 
 async def amain(opts: Options, init: bool) -> None:
@@ -131,10 +139,12 @@ async def amain(opts: Options, init: bool) -> None:
     agent = ops.Agent(init=init, reaper=reaper)
     mux = Mux(lambda stream, request: ops.serve(agent, stream, request))
     agent.mux = mux
-    port: transport.VirtioPort | transport.UnixPort
+    port: transport.VirtioPort | transport.UnixPort | transport.FrontPort
     if opts.connect is not None:
         _adopt_orphans()
         port = transport.UnixPort(opts.connect, opts.give_up)
+    elif _Port.front is not None:
+        port = transport.FrontPort(_Port.front)
     else:
         if _Port.virtio is None:
             path = opts.port or await transport.wait_for_port()
@@ -158,6 +168,7 @@ async def amain(opts: Options, init: bool) -> None:
 
 def main() -> None:
     opts = parse_args(sys.argv[1:])
+    _Port.front = _front_fd()
     pid1 = os.getpid() == 1
     init = pid1 or opts.init
     setup_logging(console=pid1, debug=opts.debug)

@@ -118,6 +118,31 @@ class VirtioPort:
                 loop.remove_signal_handler(signal.SIGIO)
 
 
+class FrontPort:
+    """The socket to sietch-front, which owns the virtio port (see sietch/agent/fast).
+
+    The front is the host as far as this agent can tell: it sends SYNC and forwards the
+    streams it does not serve itself. Should it die, the port is free again, and the
+    agent serves it itself from then on.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)  # the mux reads until EAGAIN
+
+    async def serve(self, mux: Mux) -> None:
+        log.info("serving through sietch-front (fd %d)", self.fd)
+        gone = asyncio.Event()
+        try:
+            mux.attach(self.fd, gone.set)
+            await gone.wait()
+        finally:
+            mux.detach()
+        log.error("sietch-front went away: serving the port directly")
+        os.close(self.fd)
+        await VirtioPort(await wait_for_port()).serve(mux)
+
+
 class UnixPort:
     """A unix socket standing in for the port: the host listens, the agent connects."""
 

@@ -1,0 +1,124 @@
+"""sietch-front, the guest agent's compiled hot path, in a real microVM.
+
+The front serves some operations itself and forwards the rest to the Python agent,
+so what it must get right on its own is the seam: both kinds on one connection,
+its own processes in the shared process table, a host that goes away mid-stream,
+and bad input. These speak the wire protocol directly (tests/agent/hostside.py)
+over the sandbox's own channel, after the manager's connection let go of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from sietch.agent import protocol as P
+from sietch.agent.protocol import Kind
+from sietch.core.live import LiveSandbox
+from tests.agent.hostside import HostConnection, eventually
+
+
+@pytest.fixture
+async def wire(shared: LiveSandbox) -> AsyncIterator[HostConnection]:
+    """A raw connection to the shared sandbox's agent; the manager's own reconnects after."""
+    await shared.agent.close()
+    conn = await _connect(shared)
+    yield conn
+    await conn.close()
+
+
+async def _connect(sandbox: LiveSandbox) -> HostConnection:
+    reader, writer = await asyncio.open_unix_connection(str(sandbox.agent.socket_path))
+    conn = HostConnection(reader, writer)
+    await conn.sync(timeout=30, resend=0.5)
+    return conn
+
+
+async def test_hot_path_is_compiled(wire: HostConnection) -> None:
+    """A foreground exec is started by sietch-front, a background one by the Python agent."""
+    out = await wire.run(cmd="cat /proc/$PPID/comm")
+    assert out.stdout == b"sietch-front\n"
+    job = await wire.call("exec", cmd="cat /proc/$PPID/comm", background=True)
+    logged = await wire.open("attach", pid=job["pid"]).outcome()
+    assert logged.stdout == b"ld-linux-x86-64\n"  # Python, run through the tools' own loader
+
+
+async def test_native_and_forwarded_ops_share_one_connection(wire: HostConnection) -> None:
+    """exec and stat (the front's) and write/read/list (Python's) interleave on one connection."""
+    cat = wire.open("exec", argv=["cat"], stdin=True)
+    write = wire.open("write", path="/tmp/front/mixed.txt")
+    await cat.write(b"through the front\n")
+    await write.write(b"through python\n")
+    write.eof()
+    assert (await write.result())["size"] == 15
+    listing = wire.open("list", path="/tmp/front")
+    stat = wire.open("stat", path="/tmp/front/mixed.txt")
+    cat.eof()
+    out = await cat.outcome()
+    assert (out.final["exit_code"], out.stdout) == (0, b"through the front\n")
+    assert out.msgs[0]["type"] == "started"
+    assert (await stat.result())["entry"]["size"] == 15
+    assert [e["name"] for e in (await listing.result())["entries"]] == ["mixed.txt"]
+    read = await wire.open("read", path="/tmp/front/mixed.txt").outcome()
+    assert read.stdout == b"through python\n"
+
+
+async def test_command_outlives_its_host_and_is_listed_with_pythons(
+    shared: LiveSandbox, wire: HostConnection
+) -> None:
+    """A foreground exec whose host went away lives on, listed beside Python's background jobs,
+    and attach replays what it wrote meanwhile and follows it to its end."""
+    job = await wire.call("exec", cmd="sleep 300", background=True, tag="python-side")
+    fg = wire.open("exec", cmd="echo before; read line; echo after $line", stdin=True)
+    started = await fg.next()
+    assert started[0] == "msg" and started[1]["type"] == "started"
+    pid = started[1]["pid"]
+    assert await fg.next() == ("data", P.CHANNEL_STDOUT, b"before\n")
+    await wire.close()
+
+    again = await _connect(shared)
+    try:
+        listed = {p["pid"]: p for p in (await again.call("processes"))["processes"]}
+        assert listed[pid]["running"] and listed[pid]["background"]
+        assert listed[pid]["cmd"] == "echo before; read line; echo after $line"
+        assert listed[job["pid"]]["tag"] == "python-side"
+        attached = again.open("attach", pid=pid)
+        await attached.write(b"done\n")
+        out = await attached.outcome()
+        assert out.stdout == b"before\nafter done\n"
+        assert (out.final["exit_code"], out.final["running"]) == (0, False)
+
+        async def forgotten() -> None:
+            listed = {p["pid"] for p in (await again.call("processes"))["processes"]}
+            assert pid not in listed and job["pid"] in listed
+
+        await eventually(forgotten)
+        await again.call("signal", pid=job["pid"], signal="KILL")
+        assert (await again.call("wait", pid=job["pid"]))["signal"] == 9
+    finally:
+        await again.close()
+
+
+async def test_bad_input_fails_only_its_own_stream(wire: HostConnection) -> None:
+    """A malformed MSG ends that exec's stream alone; its command is then signalled and
+    waited for by pid; a malformed OPEN and an unknown op get their errors as before."""
+    sleeper = wire.open("exec", argv=["sleep", "300"])
+    started = await sleeper.next()
+    pid = started[1]["pid"]
+    wire.send(P.encode(Kind.MSG, sleeper.id, b"{not json"))
+    out = await sleeper.outcome()
+    assert out.final["code"] == "invalid_argument"
+    bad_open = await wire.open_raw(b"[1, 2").outcome()
+    assert bad_open.final["code"] == "invalid_argument"
+    unknown = await wire.open("no-such-op").outcome()
+    assert unknown.final["code"] == "invalid_argument"
+    echo = await wire.run(argv=["echo", "still here"])
+    assert echo.stdout == b"still here\n"
+    bad_signal = await wire.open("signal", pid=pid, signal="NOPE").outcome()
+    assert bad_signal.final["code"] == "invalid_argument"
+    await wire.call("signal", pid=pid, signal="TERM")
+    assert (await wire.call("wait", pid=pid, timeout=60))["signal"] == 15
+    gone = await wire.open("signal", pid=pid, signal=9).outcome()
+    assert gone.final["code"] == "no_such_process"
