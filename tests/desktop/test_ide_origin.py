@@ -139,13 +139,14 @@ async def test_workbench_loads_on_its_own_origin(
     assert (await own.http.get(path)).status_code == 404  # only on the IDE's own host
 
     viewer = (await own.http.get(f"/sandboxes/{sandbox_id}/desktop")).json()["viewer_url"]
-    assert (await page.goto(viewer)) is not None
+    assert (await page.goto(viewer, timeout=WORKBENCH_MS)) is not None
     viewer_page = page.url
     assert viewer_page.startswith(own.origin) and "token=" not in viewer_page
     assert (await page.evaluate(READ, viewer_page)).startswith("read 200")  # same origin: can
     console = f"{own.origin}/ui/"
 
-    answer = await page.goto(ide["url"])
+    # code-server's first answer under TCG outlasts Playwright's 30 s: wait for the commit.
+    answer = await page.goto(ide["url"], timeout=WORKBENCH_MS, wait_until="commit")
     assert answer is not None and answer.ok, answer and answer.status
     assert page.url.startswith(f"http://{host}/") and "token=" not in page.url
     try:
