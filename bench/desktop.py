@@ -2,8 +2,7 @@
 
 This process runs the server (uvicorn + manager, as ``sietch serve``) on a
 fresh state dir and drives it with the async SDK over HTTP, as a user would.
-The first create boots the desktop from scratch (Chromium's first start
-included: the template has it running) and saves its template
+The first create boots the desktop from scratch and saves its template
 (``desktop_cold_boot_s``); every later one is a restore, from the warm pool
 when it has refilled.
 
@@ -34,7 +33,7 @@ from sietch.server import create_app
 MiB = 1024 * 1024
 SPEC = {"memory_mib": 1024, "disk_mib": 4096}
 CLICK_AT = (900, 500)
-"""On the blank page of the desktop's Chromium: a click there changes nothing."""
+"""On the empty desktop: a click there changes nothing."""
 
 TARGETS = {
     "create_to_screenshot_median_ms": Target(600),
@@ -52,13 +51,12 @@ def pss_kib(pid: int) -> int:
 
 
 async def pool_ready(m: Manager) -> None:
-    """Until the warm pool holds a sandbox (a desktop restore and its first frame: seconds
-    under TCG, minutes on a loaded host; the pool's own warm-up may take 10 of them)."""
-    for _ in range(6000):
+    """Until the warm pool holds a sandbox (a desktop restore takes seconds under TCG)."""
+    for _ in range(3000):
         if m.pool.ready():
             return
         await asyncio.sleep(0.2)
-    raise RuntimeError("the warm pool did not refill within 20 minutes")
+    raise RuntimeError("the warm pool did not refill within 10 minutes")
 
 
 async def timed(what: Awaitable[object]) -> float:

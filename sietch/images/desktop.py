@@ -4,15 +4,8 @@ The desktop runs as image services (see ``sietch/agent/guest/services.py``):
 the image's ``/etc/sietch/start`` runs ``sietch-desktop start`` at boot, and
 ``/etc/sietch/ready`` tells the agent when Xvnc, Xfce and code-server answer,
 so the template snapshot has them running and a desktop sandbox costs a
-restore, not a desktop boot. Chromium too: its first start is minutes of CPU
-under emulation (measured: 3:50 + 2:34 of guest CPU at load 2-3), so the image
-starts it at boot on ``about:blank`` and READY waits for its window and a
-settled guest (:data:`SETTLE_S`); a sandbox's ``open_url`` then opens a tab in
-that running browser (:data:`BROWSER`): restored from such a template, a page
-showed 21 s after ``open_url`` at load 9, where a cold Chromium had not shown
-one in 10 minutes. Not a page of its own at boot: the first navigation of a
-Chromium starting under emulation stayed "Loading..." for 25 minutes (its
-network service crashed four times meanwhile), its throbber busy all along.
+restore, not a desktop boot. Chromium is installed but not started: under
+emulation it takes long, and only some sandboxes want it.
 
 What the server needs from a running desktop sandbox (all inside the guest;
 no host port is opened for them):
@@ -30,7 +23,6 @@ Sietch forwards. Nothing else reaches a guest address.
 
 from __future__ import annotations
 
-import shlex
 from importlib import resources
 
 from sietch.images.codeserver import ENTRY, GUEST_DIR
@@ -48,15 +40,7 @@ BROWSER = (
     *("--no-first-run", "--no-default-browser-check", "--disable-gpu", "--start-maximized"),
     *("--password-store=basic", "--disable-background-networking", "--disable-component-update"),
 )
-"""How the image starts Chromium, and how the computer-use API opens a URL: in the running
-browser, a new tab (or a new browser, if it was closed)."""
-SETTLE_S = 180
-"""READY waits for the guest to be mostly idle once Chromium's window is up, at most this
-long after it appeared (a restored template that is still busy costs every sandbox)."""
-READY_TIMEOUT_S = 1500
-"""Seconds the template boot waits for the desktop (see the agent's services.py): Xfce,
-code-server and Chromium's first start, minutes of CPU each under emulation, and more
-than the agent's default 300 s on a loaded host (measured: not ready in 300 s at load 11)."""
+"""How the computer-use API opens a URL: a second call opens a tab in the running browser."""
 E2B_IMAGE = "desktop-e2b"
 """This image's programs without its services: what E2B's ``desktop`` template maps to."""
 NOVNC_E2B = "/opt/noVNC"
@@ -83,7 +67,6 @@ def _conf(user: str, uid: int) -> str:
         f"DESKTOP_USER={user}\nDESKTOP_UID={uid}\nDISPLAY={DISPLAY}\n"
         f"GEOMETRY={GEOMETRY}\nDPI={DPI}\nVNC_PORT={VNC_PORT}\nVNC_PASSWD={VNC_PASSWORD_FILE}\n"
         f"IDE_ADDRESS=0.0.0.0\nIDE_PORT={IDE_PORT}\nIDE_FOLDER=/home/{user}\n"
-        f"BROWSER={shlex.quote(shlex.join(BROWSER))}\nSETTLE_S={SETTLE_S}\n"
     )
 
 
@@ -96,7 +79,6 @@ def files(user: str, uid: int) -> tuple[tuple[str, int, bytes], ...]:
         ("etc/sietch/desktop.conf", 0o644, _conf(user, uid).encode()),
         ("etc/sietch/start", 0o755, f"#!/bin/sh\nexec {COMMAND} start\n".encode()),
         ("etc/sietch/ready", 0o755, f"#!/bin/sh\nexec {COMMAND} ready\n".encode()),
-        ("etc/sietch/ready-timeout", 0o644, f"{READY_TIMEOUT_S}\n".encode()),
         ("usr/local/bin/code-server", 0o755, launcher.encode()),
     )
 
