@@ -10,6 +10,7 @@ from typing import Any
 
 from sietch.core.models import SandboxInfo, SandboxSpec, SandboxState, Timeouts
 from sietch.core.pool import WarmPool
+from sietch.errors import FileNotFound
 
 
 class FakeSandbox:
@@ -24,6 +25,9 @@ class FakeSandbox:
 
     async def exec(self, *_: Any) -> None:
         return None
+
+    async def stat(self, path: str) -> None:
+        raise FileNotFound(f"{path} is not in this fake image (no kernel gateway)")
 
 
 class FakeHost:

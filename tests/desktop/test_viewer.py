@@ -269,7 +269,8 @@ def test_ide_loads_and_opens_a_sandbox_file(sandbox: Desktop, page: Page) -> Non
     assert httpx.get(prefix, timeout=60).status_code == 401
     assert httpx.get(prefix, cookies={"sietch_ide": "forged"}, timeout=60).status_code == 401
 
-    response = page.goto(ide)
+    # code-server's first answer under TCG can outlast Playwright's 30 s: wait for the commit.
+    response = page.goto(ide, timeout=WORKBENCH_MS, wait_until="commit")
     assert response is not None and response.ok, response and response.status
     assert "token=" not in page.url
     expect(page.locator(".monaco-workbench")).to_be_visible(timeout=WORKBENCH_MS)
