@@ -114,6 +114,25 @@ class QuietServer(uvicorn.Server):
         yield
 
 
+@contextlib.asynccontextmanager
+async def serving_app(settings: Settings, manager: Manager, tenants: Tenants) -> AsyncIterator[int]:
+    """The real API over ``manager`` on a free loopback port (yielded), stopped after."""
+    app = create_app(settings, tenants=tenants, manager=manager)
+    port = free_port()
+    server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.ensure_future(server.serve())
+
+    async def listening() -> bool | None:
+        return server.started or None
+
+    try:
+        await until(listening, "the API server listening", 30)
+        yield port
+    finally:
+        server.should_exit = True
+        await task
+
+
 @dataclass
 class Api:
     url: str
@@ -127,20 +146,10 @@ async def api(manager: Manager, settings: Settings) -> AsyncIterator[Api]:
     for every desktop test), and an SDK client with a real key."""
     tenants = Tenants(settings.state_dir / "desktop_tenants.db")
     key = tenants.create_key("default", "desktop-tests", admin=True)[1]
-    app = create_app(settings, tenants=tenants, manager=manager)
-    port = free_port()
-    server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.ensure_future(server.serve())
-
-    async def listening() -> bool | None:
-        return server.started or None
-
-    await until(listening, "the API server listening", 30)
-    url = f"http://127.0.0.1:{port}"
-    async with AsyncClient(url, key) as sdk:
-        yield Api(url, key, sdk)
-    server.should_exit = True
-    await task
+    async with serving_app(settings, manager, tenants) as port:
+        url = f"http://127.0.0.1:{port}"
+        async with AsyncClient(url, key) as sdk:
+            yield Api(url, key, sdk)
 
 
 async def keep_screen(sb: AsyncSandbox, live: LiveSandbox, manager: Manager) -> None:

@@ -9,7 +9,6 @@ restore of the directory's one desktop template.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
@@ -18,17 +17,15 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from playwright.async_api import Page, async_playwright, expect
 
 from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.core.tenants import Tenants
-from sietch.server.app import create_app
 from tests.conftest import RESULTS
 from tests.desktop.browser import ARGS
 from tests.desktop.conftest import SPEC, until_ready
-from tests.desktop.test_computer import QuietServer, free_port, until
+from tests.desktop.test_computer import serving_app
 
 pytestmark = pytest.mark.timeout(2400)  # the desktop template, if this module runs alone
 DOMAIN = "sietch.test"
@@ -52,23 +49,11 @@ async def serving(
     settings: Settings, manager: Manager, key: str, tenants: Tenants
 ) -> AsyncIterator[Server]:
     """The real API on a loopback port, over ``manager``."""
-    app = create_app(settings, tenants=tenants, manager=manager)
-    port = free_port()
-    server = QuietServer(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.ensure_future(server.serve())
-
-    async def listening() -> bool | None:
-        return server.started or None
-
-    await until(listening, "the API server listening", 30)
-    headers = {"Authorization": f"Bearer {key}", "Host": f"{DOMAIN}:{port}"}
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
+    async with serving_app(settings, manager, tenants) as port:
+        headers = {"Authorization": f"Bearer {key}", "Host": f"{DOMAIN}:{port}"}
+        base = f"http://127.0.0.1:{port}/api/v1"
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=300) as http:
             yield Server(port, http)
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest_asyncio.fixture(scope="module")
