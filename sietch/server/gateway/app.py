@@ -604,11 +604,7 @@ class Gateway:
         holders = await self.snapshot_holders(snapshot_id, caller)
         if request.method == "DELETE":  # every copy goes
             return await self.merged_delete(request, caller, holders)
-        nodes = {n.name: n for n in await self.nodes() if n.reachable}
-        holder = next((nodes[h] for h in holders if h in nodes), None)
-        if holder is None:
-            raise unreachable(holders[0], f"snapshot {snapshot_id}")
-        return await self.forward(request, holder.name, holder.url, caller)
+        return await self.to_holder(request, caller, holders, f"snapshot {snapshot_id}")
 
     async def image_request(self, request: Request, caller: Caller | None, name: str) -> Response:
         """A user image's record from a node holding it; a delete on every one. A built-in
@@ -619,10 +615,16 @@ class Gateway:
             return await self.forward(request, node.name, node.url, caller)
         if request.method == "DELETE":
             return await self.merged_delete(request, caller, holders)
+        return await self.to_holder(request, caller, holders, f"image {name}")
+
+    async def to_holder(
+        self, request: Request, caller: Caller | None, holders: list[str], what: str
+    ) -> Response:
+        """To the first reachable node of ``holders``; 503 naming the first when none is."""
         nodes = {n.name: n for n in await self.nodes() if n.reachable}
         holder = next((nodes[h] for h in holders if h in nodes), None)
         if holder is None:
-            raise unreachable(holders[0], f"image {name}")
+            raise unreachable(holders[0], what)
         return await self.forward(request, holder.name, holder.url, caller)
 
     async def merged_delete(
