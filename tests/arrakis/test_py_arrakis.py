@@ -203,14 +203,18 @@ def test_concurrent_restores(manager: SandboxManager, main_vm: Sandbox) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert not errors
-    for name in names:
-        vm = Sandbox(manager._api, name)
-        vm.upload_files([{"path": "me.txt", "content": name}])
-    for name in names:
-        vm = Sandbox(manager._api, name)
-        assert vm.download_files(["me.txt"])[0]["content"] == name
-        vm.destroy()
+    try:
+        assert not errors
+        for name in names:
+            vm = Sandbox(manager._api, name)
+            vm.upload_files([{"path": "me.txt", "content": name}])
+        for name in names:
+            vm = Sandbox(manager._api, name)
+            assert vm.download_files(["me.txt"])[0]["content"] == name
+    finally:  # the restores that came up, even if one failed, so later tests see none
+        for vm in manager.list_all():
+            if vm.name in names:
+                vm.destroy()
 
 
 def test_list_and_destroy_all_leave_own_api_sandboxes(

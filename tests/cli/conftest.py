@@ -17,7 +17,7 @@ SIETCH = Path(sys.executable).with_name("sietch")
 Run = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sietch_cli(api_server: ApiServer) -> Run:
     """Run ``sietch ARGS...`` against the test server; returns the completed process."""
     assert SIETCH.exists(), f"{SIETCH} is missing: run 'pip install -e .'"

@@ -5,7 +5,7 @@ import pytest
 from tests.server.harness import ApiServer, api_server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def sdk_env(api_server: ApiServer) -> Iterator[None]:
     """Point the SDK at the test server through SIETCH_URL / SIETCH_API_KEY, as users do."""
     with pytest.MonkeyPatch.context() as mp:

@@ -30,7 +30,7 @@ def pointed_at(server: ApiServer) -> Iterator[ApiServer]:
                 os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2b_env(api_server: ApiServer) -> Iterator[ApiServer]:
     """The E2B environment pointed at the session's server (see :func:`pointed_at`)."""
     with pointed_at(api_server):

@@ -28,7 +28,7 @@ from tenacity import Retrying, retry, retry_if_exception_type, stop_after_delay,
 from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.core.tenants import Tenants
-from tests.conftest import short_tmpdir
+from tests.conftest import RESULTS, short_tmpdir
 
 START_TIMEOUT_S = 60.0
 
@@ -144,8 +144,9 @@ class ApiServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def cleanup(self) -> None:
-        """Delete every sandbox, stop the server, kill any VM left, remove the state."""
+    def cleanup(self, keep_log: Path | None = None) -> None:
+        """Delete every sandbox, stop the server, kill any VM left, remove the state (its
+        log copied to ``keep_log`` first: a failure seen in a long run can be read after)."""
         if self.proc is not None and self.proc.poll() is None:
             with (
                 contextlib.suppress(httpx.HTTPError),
@@ -159,6 +160,9 @@ class ApiServer:
         if self._tenants is not None:
             self._tenants.close()
         asyncio.run(_reap(self.state_dir))
+        if keep_log is not None and self.log_path.exists():
+            keep_log.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.log_path, keep_log)
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
@@ -184,13 +188,15 @@ def wait_listening(http: httpx.Client, sandbox_id: str, port: int) -> None:
             assert run(http, sandbox_id, probe)["exit_code"] == 0, f"nothing on guest port {port}"
 
 
-@pytest.fixture(scope="session")
-def api_server() -> Iterator[ApiServer]:
-    """One real server for a test directory; every sandbox is gone after it."""
+@pytest.fixture(scope="package")
+def api_server(request: pytest.FixtureRequest) -> Iterator[ApiServer]:
+    """One real server for a test directory, ended with it (so that servers and their warm
+    pools don't pile up over a run); every sandbox is gone after it, its log kept under
+    test-results/servers/."""
     server = ApiServer()
     server.start()
     yield server
-    server.cleanup()
+    server.cleanup(keep_log=RESULTS / "servers" / f"{request.node.name}.log")
 
 
 @pytest.fixture
