@@ -51,6 +51,19 @@ def api_key(conn: HTTPConnection) -> str | None:
     return None
 
 
+def same_origin(conn: HTTPConnection) -> frozenset[bytes]:
+    """What not to forward of a WebSocket's ``Origin``: a node compares it with the host
+    the handshake names, and the gateway's handshake to it names the node. So the gateway
+    compares it with its own host (as :func:`sietch.server.browser_auth.check_origin`
+    does) and drops it when they match; another origin's goes on, and the node refuses
+    it as it refuses one sent to it directly."""
+    origin = conn.headers.get("origin")
+    host = conn.headers.get("host", "")
+    if origin is not None and origin.partition("://")[2].rstrip("/").lower() == host.lower():
+        return frozenset({b"origin"})
+    return frozenset()
+
+
 def unreachable(node: str, what: str, exc: Exception | str | None = None) -> Unavailable:
     held = f"{what} is on node {node}, which " if what != "it" else f"node {node} "
     why = f": {exc}" if exc is not None else " (it missed its heartbeats)"
