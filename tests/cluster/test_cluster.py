@@ -230,8 +230,9 @@ def test_an_image_is_built_once_and_copied_where_it_is_used(
 ) -> None:
     """A user image built through a gateway is on one node; a create of it on another
     node copies it there first (record and layers, checksummed) and runs what the build
-    wrote; the catalog then lists both holders, and a delete through a gateway removes
-    it from both."""
+    wrote; the catalog then lists both holders. A snapshot of that sandbox restored on
+    the third node has the image copied there first, and runs. A delete through a
+    gateway removes the image from every holder."""
     c = sietch_cluster
     (tmp_path / "Dockerfile").write_text("FROM minimal\nRUN echo built-once > /etc/built\n")
     with Client(c.gateways[0].url, c.admin_key) as client:
@@ -241,7 +242,15 @@ def test_an_image_is_built_once_and_copied_where_it_is_used(
         with Sandbox.create("copied", prefer_node=elsewhere, client=client, **SMALL) as sb:
             assert _node_of(c, sb.id) == elsewhere
             assert sb.exec("cat /etc/built").stdout == "built-once\n"
+            sb.exec("echo mine > /tmp/mine")
+            snap = sb.snapshot()
         assert _until(lambda: _holders(c, "copied", 2)) == sorted([home, elsewhere])
+        third = next(name for name in CAPACITY if name not in (home, elsewhere))
+        with Sandbox.restore(snap.id, prefer_node=third, client=client) as back:
+            assert _node_of(c, back.id) == third
+            assert back.exec("cat /etc/built /tmp/mine").stdout == "built-once\nmine\n"
+        assert _until(lambda: _holders(c, "copied", 3)) == sorted(CAPACITY)
+        Sandbox.delete_snapshot(snap.id, client=client)
         client.images.delete("copied")
     _until(lambda: _holders(c, "copied", 0))
 
