@@ -38,7 +38,7 @@ from sietch.cluster import placement
 from sietch.cluster.catalog import Catalog, NodeRecord
 from sietch.cluster.grants import GrantTable
 from sietch.cluster.tenants import ClusterTenants
-from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
+from sietch.cluster.wire import CALLER_HEADER, SCHEME_HEADER, SECRET_HEADER, encode_caller
 from sietch.config import Settings
 from sietch.core.quotas import QuotaGate, Usage
 from sietch.core.tenants import ANONYMOUS, Caller, digest
@@ -322,6 +322,7 @@ class Gateway:
     ) -> list[tuple[bytes, bytes]]:
         headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in drop]
         headers.append((SECRET_HEADER.encode(), self.secret.encode()))
+        headers.append((SCHEME_HEADER.encode(), conn.url.scheme.encode()))
         if caller is not None:
             headers.append((CALLER_HEADER.encode(), encode_caller(caller).encode()))
         return headers

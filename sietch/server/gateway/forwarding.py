@@ -15,7 +15,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER
+from sietch.cluster.wire import CALLER_HEADER, SCHEME_HEADER, SECRET_HEADER
 from sietch.errors import Unavailable
 from sietch.server.routes.proxy.upstream import HOP_BY_HOP
 
@@ -24,6 +24,7 @@ NOT_FORWARDED = HOP_BY_HOP | {
     b"x-api-key",
     SECRET_HEADER.encode(),
     CALLER_HEADER.encode(),
+    SCHEME_HEADER.encode(),
 }
 WS_NOT_FORWARDED = NOT_FORWARDED | {
     b"host",
