@@ -407,8 +407,8 @@ def _signed_out(answer: httpx.Response) -> bool:
 def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> None:
     """Signed in through one gateway, the other's console lists the tenant's sandboxes of
     every node, creates one with placement under the cluster-wide quota, pauses one on
-    another node and deletes a selection spread over nodes; a sign-out through one
-    gateway, or the key's revocation, ends the login at both."""
+    another node, deletes a selection spread over nodes and a snapshot held by two; a
+    sign-out through one gateway, or the key's revocation, ends the login at both."""
     c = sietch_cluster
     c.tenants.set_quota("zeta", max_sandboxes=3)
     _, key = c.tenants.create_key("zeta", "console")
@@ -438,6 +438,10 @@ def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> No
             assert paused.status_code == 303 and "error" not in paused.headers["location"]
         with c.client(1, key) as http:
             assert http.get(f"/sandboxes/{made[1]}").json()["state"] == "paused"
+        with c.client(1, key) as http:
+            taken = http.post(f"/sandboxes/{made[0]}/snapshots", json={})
+            assert taken.status_code == 201, taken.text
+            snap = taken.json()["id"]
         with _console(c, 0, login) as ui:
             page = ui.get(f"/sandboxes/{made[1]}")
             assert page.status_code == 200 and "paused" in page.text
@@ -445,6 +449,15 @@ def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> No
             assert gone.status_code == 303 and "deleted+3" in gone.headers["location"]
         assert [c.catalog.locate(sandbox_id) for sandbox_id in made] == [None] * 3
         made.clear()
+        with c.client(1, key) as http:  # a copy of the snapshot on node-3 too
+            body = {"prefer_node": "node-3"}
+            restored = http.post(f"/snapshots/{snap}/restore", json=body)
+            assert restored.status_code == 201, restored.text
+            assert http.delete(f"/sandboxes/{restored.json()['id']}").status_code == 204
+        assert sorted(n for n, _ in c.catalog.snapshot_holders(snap)) == ["node-2", "node-3"]
+        with _console(c, 1, login) as ui:
+            assert ui.post(f"/snapshots/{snap}/delete").status_code == 303
+        assert c.catalog.snapshot_holders(snap) == []
         with _console(c, 1, login) as ui:
             assert ui.post("/logout").status_code == 303
         with _console(c, 0, login) as ui:

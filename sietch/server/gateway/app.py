@@ -627,9 +627,11 @@ class Gateway:
     async def snapshot_request(
         self, request: Request, caller: Caller | None, snapshot_id: str
     ) -> Response:
-        """To a reachable node holding the snapshot; a delete to every one."""
+        """To a reachable node holding the snapshot; a delete (the console's too) to every
+        one."""
         holders = await self.snapshot_holders(snapshot_id, caller)
-        if request.method == "DELETE":  # every copy goes
+        console_delete = request.url.path == f"{CONSOLE}snapshots/{snapshot_id}/delete"
+        if request.method == "DELETE" or console_delete:  # every copy goes
             return await self.merged_delete(request, caller, holders)
         return await self.to_holder(request, caller, holders, f"snapshot {snapshot_id}")
 
