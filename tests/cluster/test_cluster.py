@@ -407,8 +407,7 @@ def _signed_out(answer: httpx.Response) -> bool:
 def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> None:
     """Signed in through one gateway, the other's console lists the tenant's sandboxes of
     every node, creates one with placement under the cluster-wide quota, pauses one on
-    another node, deletes a selection spread over nodes and a snapshot held by two; a
-    sign-out through one gateway, or the key's revocation, ends the login at both."""
+    another node, deletes a selection spread over nodes and a snapshot held by two."""
     c = sietch_cluster
     c.tenants.set_quota("zeta", max_sandboxes=3)
     _, key = c.tenants.create_key("zeta", "console")
@@ -438,10 +437,8 @@ def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> No
             assert paused.status_code == 303 and "error" not in paused.headers["location"]
         with c.client(1, key) as http:
             assert http.get(f"/sandboxes/{made[1]}").json()["state"] == "paused"
-        with c.client(1, key) as http:
             taken = http.post(f"/sandboxes/{made[0]}/snapshots", json={})
             assert taken.status_code == 201, taken.text
-            snap = taken.json()["id"]
         with _console(c, 0, login) as ui:
             page = ui.get(f"/sandboxes/{made[1]}")
             assert page.status_code == 200 and "paused" in page.text
@@ -449,30 +446,42 @@ def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> No
             assert gone.status_code == 303 and "deleted+3" in gone.headers["location"]
         assert [c.catalog.locate(sandbox_id) for sandbox_id in made] == [None] * 3
         made.clear()
-        with c.client(1, key) as http:  # a copy of the snapshot on node-3 too
-            body = {"prefer_node": "node-3"}
-            restored = http.post(f"/snapshots/{snap}/restore", json=body)
-            assert restored.status_code == 201, restored.text
-            assert http.delete(f"/sandboxes/{restored.json()['id']}").status_code == 204
-        assert sorted(n for n, _ in c.catalog.snapshot_holders(snap)) == ["node-2", "node-3"]
-        with _console(c, 1, login) as ui:
-            assert ui.post(f"/snapshots/{snap}/delete").status_code == 303
-        assert c.catalog.snapshot_holders(snap) == []
-        with _console(c, 1, login) as ui:
-            assert ui.post("/logout").status_code == 303
-        with _console(c, 0, login) as ui:
-            assert _signed_out(ui.get("/"))
-        login = _sign_in(c, 1, key)
-        with _console(c, 0, login) as ui:
-            assert ui.get("/").status_code == 200
-        c.tenants.revoke("console", "zeta")
-        for gateway in (0, 1):
-            with _console(c, gateway, login) as ui:
-                assert _signed_out(ui.get("/"))
+        _console_deletes_every_copy(c, key, login, taken.json()["id"])
     finally:
         with c.client(0) as http:
             for sandbox_id in made:
                 http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def _console_deletes_every_copy(c: Cluster, key: str, login: str, snap: str) -> None:
+    with c.client(1, key) as http:  # a copy of the snapshot on node-3 too
+        restored = http.post(f"/snapshots/{snap}/restore", json={"prefer_node": "node-3"})
+        assert restored.status_code == 201, restored.text
+        assert http.delete(f"/sandboxes/{restored.json()['id']}").status_code == 204
+    assert sorted(n for n, _ in c.catalog.snapshot_holders(snap)) == ["node-2", "node-3"]
+    with _console(c, 1, login) as ui:
+        assert ui.post(f"/snapshots/{snap}/delete").status_code == 303
+    assert c.catalog.snapshot_holders(snap) == []
+
+
+def test_a_console_login_ends_at_every_gateway(sietch_cluster: Cluster) -> None:
+    """A sign-out through one gateway ends the login at the other; so does the key's
+    revocation, at both."""
+    c = sietch_cluster
+    _, key = c.tenants.create_key("eta", "console")
+    login = _sign_in(c, 0, key)
+    with _console(c, 1, login) as ui:
+        assert ui.get("/").status_code == 200
+        assert ui.post("/logout").status_code == 303
+    with _console(c, 0, login) as ui:
+        assert _signed_out(ui.get("/"))
+    login = _sign_in(c, 1, key)
+    with _console(c, 0, login) as ui:
+        assert ui.get("/").status_code == 200
+    c.tenants.revoke("console", "eta")
+    for gateway in (0, 1):
+        with _console(c, gateway, login) as ui:
+            assert _signed_out(ui.get("/"))
 
 
 def test_the_console_in_a_browser_behind_two_gateways(
