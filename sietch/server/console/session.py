@@ -6,7 +6,9 @@ The login id is a browser token of :mod:`sietch.server.browser_auth` (purpose
 request looks that digest up in the tenants catalog, so ``sietch keys revoke``
 ends the login at once. The caller found is the API's own (:data:`CALLER` in
 the scope), and the path's ``{sandbox_id}``/``{snapshot_id}`` are checked
-against its tenant exactly as the REST API checks them.
+against its tenant exactly as the REST API checks them. In a cluster the login ids
+are the catalog's (:mod:`.logins`): a login made through one gateway is checked by
+whichever gateway or node serves the next request.
 
 State changes are CSRF-safe twice over: the cookie is ``SameSite=Strict``, and
 :func:`check_same_origin` refuses a request that a browser marks as sent by
