@@ -466,7 +466,7 @@ def _console_deletes_every_copy(c: Cluster, key: str, login: str, snap: str) -> 
 
 def test_a_console_login_ends_at_every_gateway(sietch_cluster: Cluster) -> None:
     """A sign-out through one gateway ends the login at the other; so does the key's
-    revocation, at both."""
+    revocation, at both, for pages and for the create form."""
     c = sietch_cluster
     _, key = c.tenants.create_key("eta", "console")
     login = _sign_in(c, 0, key)
@@ -482,6 +482,9 @@ def test_a_console_login_ends_at_every_gateway(sietch_cluster: Cluster) -> None:
     for gateway in (0, 1):
         with _console(c, gateway, login) as ui:
             assert _signed_out(ui.get("/"))
+            refused = ui.post("/sandboxes", data={"memory_mib": "256"})
+            assert refused.status_code == 303 and "error=" in refused.headers["location"]
+    assert c.catalog.sandboxes_on([n.name for n in c.nodes], "eta") == []
 
 
 def test_the_console_in_a_browser_behind_two_gateways(

@@ -594,6 +594,8 @@ class Gateway:
         caller = await self.caller(request)
         if caller is None and target.kind in ("create", "delete_many"):  # the console's?
             caller = await self.login_caller(request)
+            if caller is None:  # not signed in: a node answers with its sign-in page
+                target = Target("any")
         return await self.route(request, target, caller)
 
     async def route(self, request: Request, target: Target, caller: Caller | None) -> Response:
