@@ -101,8 +101,10 @@ def point_at_local_layers(manager: Manager, directory: Path) -> None:
     cache = _cache(manager).dir
     for layer in directory.rglob("*.qcow2"):
         backing = _backing(layer)
-        if backing is None or not backing.is_absolute() or backing.exists():
+        if backing is None or not backing.is_absolute() or backing.parent == cache:
             continue
+        # Even where the other node's file can be read (nodes sharing a machine), it is
+        # that node's to delete: the copy must stand on this node's own.
         if (local := cache / backing.name).exists():
             _rebase(layer, local)
 

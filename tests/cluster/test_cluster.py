@@ -7,6 +7,7 @@ The tests share one cluster and run in file order: the last one kills a node.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -225,14 +226,30 @@ def _holders(c: Cluster, image: str, count: int) -> list[str]:
     return sorted(holders)
 
 
+def _backings(directory: Path, c: Cluster, node: str) -> list[str]:
+    """The backing files of the disk layers under ``directory`` in other nodes' state."""
+    others = [str(n.state_dir) for n in c.nodes if n.name != node]
+    found = []
+    for layer in directory.rglob("*.qcow2"):
+        info = subprocess.run(
+            ["qemu-img", "info", "--output=json", str(layer)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        backing = json.loads(info.stdout).get("backing-filename", "")
+        found += [backing] if backing.startswith(tuple(others)) else []
+    return found
+
+
 def test_an_image_is_built_once_and_copied_where_it_is_used(
     sietch_cluster: Cluster, tmp_path: Path
 ) -> None:
     """A user image built through a gateway is on one node; a create of it on another
     node copies it there first (record and layers, checksummed) and runs what the build
     wrote; the catalog then lists both holders. A snapshot of that sandbox restored on
-    the third node has the image copied there first, and runs. A delete through a
-    gateway removes the image from every holder."""
+    the third node has the image copied there first, its layers pointed at that copy,
+    and runs. A delete through a gateway removes the image from every holder."""
     c = sietch_cluster
     (tmp_path / "Dockerfile").write_text("FROM minimal\nRUN echo built-once > /etc/built\n")
     with Client(c.gateways[0].url, c.admin_key) as client:
@@ -249,6 +266,9 @@ def test_an_image_is_built_once_and_copied_where_it_is_used(
         with Sandbox.restore(snap.id, prefer_node=third, client=client) as back:
             assert _node_of(c, back.id) == third
             assert back.exec("cat /etc/built /tmp/mine").stdout == "built-once\nmine\n"
+        # Its layers name this node's copy of the image, not the other node's files (which
+        # this one machine would reach, but another would not).
+        assert _backings(c.node(third).state_dir / "snapshots" / snap.id, c, third) == []
         assert _until(lambda: _holders(c, "copied", 3)) == sorted(CAPACITY)
         Sandbox.delete_snapshot(snap.id, client=client)
         client.images.delete("copied")
