@@ -9,7 +9,9 @@ are named by their cache key, so a layer the receiver already has is kept as it 
 Layers name their parent by absolute path, which is the sender's layer directory: the
 receiver points each at its own (``qemu-img rebase -u``, header only) before it
 publishes it. The receiver's first create of the image then cold-boots it once and
-saves its template there, as a build's last step does.
+saves its template there, as a build's last step does. A snapshot of a sandbox of the
+image, copied to a node, has the image copied first, and its bottom layer pointed the
+same way (:func:`point_at_local_layers`).
 """
 
 from __future__ import annotations
@@ -84,6 +86,40 @@ def adopt_image(manager: Manager, tmp: Path) -> ImageRecord:
         raise InvalidArgument(f"image {record.name!r} here belongs to another tenant")
     manager.store.put_image(record)
     return record
+
+
+def lacks_image(manager: Manager, name: str) -> bool:
+    """Whether ``name`` is a user image this node does not hold (every node has the
+    built-ins)."""
+    return name not in manager.images.names() and manager.store.get_image(name) is None
+
+
+def point_at_local_layers(manager: Manager, directory: Path) -> None:
+    """Point the disk layers of a snapshot copied from another node that name a user
+    image's layer by that node's path at this node's copy of it (the same name: its
+    cache key). The snapshot's own layers name each other relatively and stay."""
+    cache = _cache(manager).dir
+    for layer in directory.rglob("*.qcow2"):
+        backing = _backing(layer)
+        if backing is None or not backing.is_absolute() or backing.parent == cache:
+            continue
+        # Even where the other node's file can be read (nodes sharing a machine), it is
+        # that node's to delete: the copy must stand on this node's own.
+        if (local := cache / backing.name).exists():
+            _rebase(layer, local)
+
+
+def _backing(layer: Path) -> Path | None:
+    done = subprocess.run(
+        ["qemu-img", "info", "--output=json", str(layer)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SietchError(f"could not read layer {layer.name}: {done.stderr.strip()}")
+    backing = json.loads(done.stdout).get("backing-filename")
+    return Path(backing) if backing else None
 
 
 def _rebase(layer: Path, parent: Path) -> None:

@@ -320,12 +320,16 @@ class Catalog:
             )
         ]
 
-    def sandboxes_on(self, nodes: Sequence[str], tenant: str | None) -> list[dict[str, Any]]:
-        """The last records of the sandboxes on ``nodes`` that ``tenant`` sees (None: all)."""
+    def sandboxes_on(
+        self, nodes: Sequence[str], tenant: str | None, labels: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The last records of the sandboxes on ``nodes`` that ``tenant`` sees (None: all),
+        carrying every label of ``labels``."""
         rows = self.rows(
             "SELECT record FROM sandboxes WHERE node = ANY(%s) "
-            "AND (%s::text IS NULL OR tenant = %s) ORDER BY id",
-            (list(nodes), tenant, tenant),
+            "AND (%s::text IS NULL OR tenant = %s) AND coalesce(record -> 'labels', '{}') @> %s "
+            "ORDER BY id",
+            (list(nodes), tenant, tenant, Jsonb(dict(labels or {}))),
         )
         return [r[0] for r in rows]
 

@@ -2,7 +2,8 @@
 
 A gateway sends every request to a node's internal port with the cluster secret in
 :data:`SECRET_HEADER`, and, when the client's API key resolved to a caller, that caller
-in :data:`CALLER_HEADER` (the key itself is never forwarded). A node refuses any request
+in :data:`CALLER_HEADER` (the key itself is never forwarded), and the client's scheme
+in :data:`SCHEME_HEADER`. A node refuses any request
 without the secret, so only gateways (and nodes copying snapshots) can vouch for a caller.
 """
 
@@ -15,6 +16,9 @@ from sietch.core.tenants import Caller
 
 SECRET_HEADER = "x-sietch-cluster-secret"
 CALLER_HEADER = "x-sietch-caller"
+SCHEME_HEADER = "x-sietch-scheme"
+"""The scheme the client spoke to the gateway (``https`` behind its TLS): the links a
+node makes (desktop, IDE) and its cookies' ``Secure`` follow it, not the node's own."""
 
 
 def encode_caller(caller: Caller) -> str:

@@ -21,7 +21,7 @@ import queue
 import shutil
 import tarfile
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from sietch.core.models import SnapshotInfo
@@ -181,12 +181,18 @@ def _extract(feed: _Feed, tmp: Path) -> None:
 
 
 async def import_snapshot(
-    snapshots: Snapshots, snapshot_id: str, chunks: AsyncIterator[bytes]
+    snapshots: Snapshots,
+    snapshot_id: str,
+    chunks: AsyncIterator[bytes],
+    prepare: Callable[[Path], Awaitable[None]] | None = None,
 ) -> SnapshotInfo:
-    """Receive a snapshot exported by :func:`export_snapshot`, check it, publish it."""
+    """Receive a snapshot exported by :func:`export_snapshot`, check it, publish it;
+    ``prepare`` sees the checked directory first (what its disk needs, made ready)."""
     tmp = snapshots.dir / f".tmp-{snapshot_id}"
     try:
         await receive(tmp, chunks)
+        if prepare is not None:
+            await prepare(tmp)
         return await asyncio.to_thread(snapshots.adopt, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ from sietch.config import Settings, get_settings
 from sietch.core.manager import Manager
 from sietch.core.tenants import Tenants, TenantStore
 from sietch.server import arrakis, console, e2b, handlers, node
+from sietch.server.console.logins import shared_logins
 from sietch.server.deps import require_admin, require_api_key, require_manager
 from sietch.server.mcp import McpEndpoint
 from sietch.server.middleware import RequestMiddleware
@@ -77,7 +78,11 @@ def create_app(
         log.warning("AUTHENTICATION IS OFF: anyone who can reach %s may run code", settings.host)
     is_node = settings.role == "node"
     state = ServerState(
-        settings=settings, tenants=tenants, auth=settings.auth, gateway_callers=is_node
+        settings=settings,
+        tenants=tenants,
+        auth=settings.auth,
+        gateway_callers=is_node,
+        console_logins=shared_logins(tenants),
     )
     agent = node.NodeAgentRef()
     mcp = McpEndpoint(lambda: require_manager(state), state)

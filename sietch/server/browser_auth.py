@@ -12,7 +12,8 @@ Every later request of that browser under the prefix carries the cookie.
   keys) with its :class:`Grant`: sandbox, purpose, ``view_only``, expiry.
 - The cookie holds the same token, with ``Max-Age`` = what is left of it, so
   the session ends when the token does; :meth:`BrowserTokens.revoke` ends
-  both at once. Tokens live in the server's memory: a restart revokes them all.
+  both at once. Tokens live in the server's memory: a restart revokes them all (a
+  cluster keeps its console logins in its catalog: :mod:`sietch.server.console.logins`).
 - Refusals say why: unknown (401), expired (401), revoked (401), made for
   another sandbox or purpose (403).
 
@@ -43,7 +44,7 @@ TOKEN_PARAM = "token"
 MIN_TTL_S = 10.0
 MAX_TTL_S = 7 * 24 * 3600.0
 DEFAULT_TTL_S = 3600.0
-_KEEP_ENDED_S = 3600.0
+KEEP_ENDED_S = 3600.0
 """How long an expired or revoked grant is remembered, to say so rather than 'unknown'."""
 
 
@@ -107,7 +108,7 @@ class BrowserTokens:
             expires_at=self.clock() + ttl_s,
             subject=subject,
         )
-        self._grants[_digest(token)] = grant
+        self._put(_digest(token), grant)
         return token, grant
 
     def check(self, token: str | None, sandbox_id: str, purpose: str) -> Grant:
@@ -118,7 +119,7 @@ class BrowserTokens:
                 f"no {purpose} session: open the link from GET "
                 f"/api/v1/sandboxes/{sandbox_id}/{purpose} (it carries a token)"
             )
-        grant = self._grants.get(_digest(token))
+        grant = self._get(_digest(token))
         if grant is None:
             raise AuthenticationError(f"{what} is not valid (unknown token): ask for a new one")
         if grant.revoked:
@@ -145,11 +146,17 @@ class BrowserTokens:
     def revoke_token(self, token: str) -> None:
         """End one grant (a sign-out)."""
         digest = _digest(token)
-        if (grant := self._grants.get(digest)) is not None:
-            self._grants[digest] = replace(grant, revoked=True)
+        if (grant := self._get(digest)) is not None:
+            self._put(digest, replace(grant, revoked=True))
+
+    def _get(self, digest: str) -> Grant | None:
+        return self._grants.get(digest)
+
+    def _put(self, digest: str, grant: Grant) -> None:
+        self._grants[digest] = grant
 
     def _forget_ended(self) -> None:
-        horizon = self.clock() - _KEEP_ENDED_S
+        horizon = self.clock() - KEEP_ENDED_S
         for digest, grant in list(self._grants.items()):
             if grant.expires_at < horizon:
                 del self._grants[digest]

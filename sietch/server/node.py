@@ -3,7 +3,7 @@
 - It serves on its internal port only (``internal_port``), and only to those who show
   the cluster secret (:class:`InternalPort`): gateways, and nodes copying snapshots. A
   public API key alone is refused; the caller a gateway vouches for is the request's
-  (:func:`sietch.server.auth.resolve`).
+  (:func:`sietch.server.auth.resolve`), and so is the scheme the client spoke to it.
 - It registers in the catalog, heartbeats and reports what it holds
   (:class:`sietch.cluster.membership.NodeAgent`); after every request that may have
   changed something it reports the change before answering (:class:`ReportChanges`), so
@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 
 from sietch.cluster.membership import NodeAgent
 from sietch.cluster.tenants import ClusterTenants
-from sietch.cluster.wire import SECRET_HEADER, secret_matches
+from sietch.cluster.wire import SCHEME_HEADER, SECRET_HEADER, secret_matches
 from sietch.config import Settings
 from sietch.core.manager import Manager
 from sietch.errors import AuthenticationError, SietchError
@@ -45,7 +45,8 @@ heartbeat)."""
 
 
 class InternalPort:
-    """ASGI middleware: refuse every request (HTTP or WebSocket) without the secret."""
+    """ASGI middleware: refuse every request (HTTP or WebSocket) without the secret; with
+    it, the request has the scheme the client spoke to the gateway."""
 
     def __init__(self, app: ASGIApp, secret: str) -> None:
         self.app = app
@@ -53,8 +54,12 @@ class InternalPort:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and scope["path"] not in OPEN_PATHS:
-            given = dict(scope["headers"]).get(SECRET_HEADER.encode())
-            if not secret_matches(given.decode("latin-1") if given else None, self.secret):
+            headers = dict(scope["headers"])
+            given = headers.get(SECRET_HEADER.encode())
+            if secret_matches(given.decode("latin-1") if given else None, self.secret):
+                if (scheme := headers.get(SCHEME_HEADER.encode())) is not None:
+                    scope = {**scope, "scheme": client_scheme(scope["type"], scheme)}
+            else:
                 exc = AuthenticationError(
                     "this is a cluster node's internal port: it accepts the cluster secret "
                     "only, never an API key; send requests to a gateway"
@@ -65,6 +70,14 @@ class InternalPort:
                     await refuse(WebSocket(scope, receive, send), exc)
                 return
         await self.app(scope, receive, send)
+
+
+def client_scheme(kind: str, gateway_saw: bytes) -> str:
+    """The scope's scheme for a request the client sent a gateway as ``gateway_saw``."""
+    secure = gateway_saw in (b"https", b"wss")
+    if kind == "websocket":
+        return "wss" if secure else "ws"
+    return "https" if secure else "http"
 
 
 class ReportChanges:

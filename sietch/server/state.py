@@ -34,6 +34,8 @@ class ServerState:
     create_bucket: TokenBucket = field(init=False)
     browser_tokens: BrowserTokens = field(default_factory=BrowserTokens)
     """Browser links and their cookies (desktop viewer, IDE): see sietch.server.browser_auth."""
+    console_logins: BrowserTokens | None = None
+    """Where console logins live when not in ``browser_tokens`` (a cluster's catalog)."""
     _proxy: httpx.AsyncClient | None = field(default=None, init=False)
     _services: OrderedDict[Path, httpx.AsyncClient] = field(default_factory=OrderedDict, init=False)
 

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.postgres import Postgres
+from tests.desktop.browser import browser
+
+__all__ = ["browser"]
 
 
 @pytest.fixture

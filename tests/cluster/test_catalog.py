@@ -12,10 +12,13 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from sietch.cluster import migrate
 from sietch.cluster.catalog import Capacity, Catalog
+from sietch.cluster.grants import GrantTable
 from sietch.cluster.tenants import ClusterTenants
 from sietch.core.quotas import Quota, Usage
 from sietch.core.tenants import Caller
-from sietch.errors import Conflict, InvalidArgument, NotFound
+from sietch.errors import AuthenticationError, Conflict, InvalidArgument, NotFound
+from sietch.server.browser_auth import KEEP_ENDED_S
+from sietch.server.console.logins import SharedLogins
 
 CAPACITY = Capacity(2, 8192, 100_000, 64, 6000, 90_000, 0.5, 0, "tcg", "10.0.2")
 
@@ -163,3 +166,27 @@ def test_owners_templates_and_moves_are_recorded(catalog: Catalog) -> None:
     assert catalog.moved_since(after) == ([], after)
     placed = catalog.locate("sb-1")
     assert placed is not None and placed.node == "n2"
+
+
+def test_console_logins_are_shared_by_every_gateway(catalog: Catalog) -> None:
+    """A console login issued by one process is checked by another on the same catalog,
+    with the same refusals as one server's (unknown, revoked, expired), and the catalog
+    holds the token's digest, never the token."""
+    now = [1000.0]
+    one = SharedLogins(lambda: now[0], table=GrantTable(catalog))
+    other = SharedLogins(lambda: now[0], table=GrantTable(catalog))
+    token, grant = one.issue("", "console", ttl_s=60, subject="key-digest")
+    assert other.check(token, "", "console") == grant
+    assert token not in str(catalog.rows("SELECT * FROM browser_grants"))
+    with pytest.raises(AuthenticationError, match="unknown"):
+        other.check(token + "x", "", "console")
+    other.revoke_token(token)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        one.check(token, "", "console")
+    later, _ = one.issue("", "console", ttl_s=60)
+    now[0] += 61
+    with pytest.raises(AuthenticationError, match="expired"):
+        other.check(later, "", "console")
+    now[0] += KEEP_ENDED_S
+    one.issue("", "console", ttl_s=60)  # an issue forgets what ended long ago
+    assert len(catalog.rows("SELECT digest FROM browser_grants")) == 1

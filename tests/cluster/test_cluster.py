@@ -7,6 +7,7 @@ The tests share one cluster and run in file order: the last one kills a node.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -23,6 +24,7 @@ import pytest
 from e2b import Sandbox as E2BSandbox
 from mcp import Client as McpClient
 from mcp.client.streamable_http import streamable_http_client
+from playwright.sync_api import Browser, expect
 from py_arrakis import SandboxManager
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
@@ -30,6 +32,7 @@ from sietch import Sandbox
 from sietch.client import Client
 from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
 from sietch.core.tenants import Caller
+from sietch.server.console.session import PURPOSE
 from tests.cluster.harness import SECRET, Cluster, cluster
 from tests.cluster.network import ClusterNet
 from tests.cluster.postgres import Postgres
@@ -37,6 +40,7 @@ from tests.server.harness import wait_listening
 
 T = TypeVar("T")
 SMALL = {"memory_mib": 256}
+LOGIN_COOKIE = f"sietch_{PURPOSE}"
 CAPACITY = {"node-1": 8, "node-2": 14, "node-3": 14}
 """Sandbox slots per node (SIETCH_MAX_SANDBOXES): node-1 is the small one."""
 
@@ -222,13 +226,30 @@ def _holders(c: Cluster, image: str, count: int) -> list[str]:
     return sorted(holders)
 
 
+def _backings(directory: Path, c: Cluster, node: str) -> list[str]:
+    """The backing files of the disk layers under ``directory`` in other nodes' state."""
+    others = [str(n.state_dir) for n in c.nodes if n.name != node]
+    found = []
+    for layer in directory.rglob("*.qcow2"):
+        info = subprocess.run(
+            ["qemu-img", "info", "--output=json", str(layer)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        backing = json.loads(info.stdout).get("backing-filename", "")
+        found += [backing] if backing.startswith(tuple(others)) else []
+    return found
+
+
 def test_an_image_is_built_once_and_copied_where_it_is_used(
     sietch_cluster: Cluster, tmp_path: Path
 ) -> None:
     """A user image built through a gateway is on one node; a create of it on another
     node copies it there first (record and layers, checksummed) and runs what the build
-    wrote; the catalog then lists both holders, and a delete through a gateway removes
-    it from both."""
+    wrote; the catalog then lists both holders. A snapshot of that sandbox restored on
+    the third node has the image copied there first, its layers pointed at that copy,
+    and runs. A delete through a gateway removes the image from every holder."""
     c = sietch_cluster
     (tmp_path / "Dockerfile").write_text("FROM minimal\nRUN echo built-once > /etc/built\n")
     with Client(c.gateways[0].url, c.admin_key) as client:
@@ -238,7 +259,18 @@ def test_an_image_is_built_once_and_copied_where_it_is_used(
         with Sandbox.create("copied", prefer_node=elsewhere, client=client, **SMALL) as sb:
             assert _node_of(c, sb.id) == elsewhere
             assert sb.exec("cat /etc/built").stdout == "built-once\n"
+            sb.exec("echo mine > /tmp/mine")
+            snap = sb.snapshot()
         assert _until(lambda: _holders(c, "copied", 2)) == sorted([home, elsewhere])
+        third = next(name for name in CAPACITY if name not in (home, elsewhere))
+        with Sandbox.restore(snap.id, prefer_node=third, client=client) as back:
+            assert _node_of(c, back.id) == third
+            assert back.exec("cat /etc/built /tmp/mine").stdout == "built-once\nmine\n"
+        # Its layers name this node's copy of the image, not the other node's files (which
+        # this one machine would reach, but another would not).
+        assert _backings(c.node(third).state_dir / "snapshots" / snap.id, c, third) == []
+        assert _until(lambda: _holders(c, "copied", 3)) == sorted(CAPACITY)
+        Sandbox.delete_snapshot(snap.id, client=client)
         client.images.delete("copied")
     _until(lambda: _holders(c, "copied", 0))
 
@@ -368,6 +400,144 @@ async def test_mcp_through_a_gateway_sees_every_node(sietch_cluster: Cluster) ->
                 assert ran.structured_content is not None
                 assert ran.structured_content["stdout"] == "42\n"
     finally:
+        with c.client(0) as http:
+            for sandbox_id in made:
+                http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def _console(c: Cluster, gateway: int, login: str = "") -> httpx.Client:
+    """The console of a gateway, as a browser of its origin calls it (with a login)."""
+    url = c.gateways[gateway].url
+    cookies = {LOGIN_COOKIE: login} if login else None
+    return httpx.Client(base_url=url + "/ui", headers={"Origin": url}, cookies=cookies, timeout=180)
+
+
+def _sign_in(c: Cluster, gateway: int, key: str) -> str:
+    """The login id a sign-in through ``gateway`` sets in its cookie."""
+    with _console(c, gateway) as ui:
+        answer = ui.post("/login", data={"key": key, "next": "/ui/"})
+    assert answer.status_code == 303, answer.text
+    return answer.cookies[LOGIN_COOKIE]
+
+
+def _signed_out(answer: httpx.Response) -> bool:
+    return answer.status_code == 303 and answer.headers["location"].startswith("/ui/login")
+
+
+def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> None:
+    """Signed in through one gateway, the other's console lists the tenant's sandboxes of
+    every node, creates one with placement under the cluster-wide quota, pauses one on
+    another node, deletes a selection spread over nodes and a snapshot held by two."""
+    c = sietch_cluster
+    c.tenants.set_quota("zeta", max_sandboxes=3)
+    _, key = c.tenants.create_key("zeta", "console")
+    made: list[str] = []
+    try:
+        with c.client(0, key) as http:
+            for node in ("node-2", "node-3"):
+                body = {**SMALL, "prefer_node": node, "labels": {"via": "api"}}
+                answer = http.post("/sandboxes", json=body)
+                assert answer.status_code == 201, answer.text
+                made.append(answer.json()["id"])
+        login = _sign_in(c, 0, key)
+        with _console(c, 1, login) as ui:
+            listed = ui.get("/")
+            assert listed.status_code == 200, listed.text
+            assert all(sandbox_id in listed.text for sandbox_id in made)
+            created = ui.post("/sandboxes", data={"memory_mib": "256", "labels": "via=console"})
+            assert created.status_code == 303, created.text
+            made.append(created.headers["location"].rpartition("+")[2])
+            placed = c.catalog.locate(made[2])
+            assert placed is not None and placed.tenant == "zeta"
+            over = ui.post("/sandboxes", data={"memory_mib": "256"})
+            assert over.status_code == 303 and "max-sandboxes" in over.headers["location"]
+            rows = ui.get("/sandboxes/rows", params={"label": "via=api"}).text
+            assert made[0] in rows and made[1] in rows and made[2] not in rows
+            paused = ui.post(f"/sandboxes/{made[1]}/lifecycle/pause")
+            assert paused.status_code == 303 and "error" not in paused.headers["location"]
+        with c.client(1, key) as http:
+            assert http.get(f"/sandboxes/{made[1]}").json()["state"] == "paused"
+            taken = http.post(f"/sandboxes/{made[0]}/snapshots", json={})
+            assert taken.status_code == 201, taken.text
+        with _console(c, 0, login) as ui:
+            page = ui.get(f"/sandboxes/{made[1]}")
+            assert page.status_code == 200 and "paused" in page.text
+            gone = ui.post("/sandboxes/delete", data={"ids": made})
+            assert gone.status_code == 303 and "deleted+3" in gone.headers["location"]
+        assert [c.catalog.locate(sandbox_id) for sandbox_id in made] == [None] * 3
+        made.clear()
+        _console_deletes_every_copy(c, key, login, taken.json()["id"])
+    finally:
+        with c.client(0) as http:
+            for sandbox_id in made:
+                http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def _console_deletes_every_copy(c: Cluster, key: str, login: str, snap: str) -> None:
+    with c.client(1, key) as http:  # a copy of the snapshot on node-3 too
+        restored = http.post(f"/snapshots/{snap}/restore", json={"prefer_node": "node-3"})
+        assert restored.status_code == 201, restored.text
+        assert http.delete(f"/sandboxes/{restored.json()['id']}").status_code == 204
+    assert sorted(n for n, _ in c.catalog.snapshot_holders(snap)) == ["node-2", "node-3"]
+    with _console(c, 1, login) as ui:
+        assert ui.post(f"/snapshots/{snap}/delete").status_code == 303
+    assert c.catalog.snapshot_holders(snap) == []
+
+
+def test_a_console_login_ends_at_every_gateway(sietch_cluster: Cluster) -> None:
+    """A sign-out through one gateway ends the login at the other; so does the key's
+    revocation, at both, for pages and for the create form."""
+    c = sietch_cluster
+    _, key = c.tenants.create_key("eta", "console")
+    login = _sign_in(c, 0, key)
+    with _console(c, 1, login) as ui:
+        assert ui.get("/").status_code == 200
+        assert ui.post("/logout").status_code == 303
+    with _console(c, 0, login) as ui:
+        assert _signed_out(ui.get("/"))
+    login = _sign_in(c, 1, key)
+    with _console(c, 0, login) as ui:
+        assert ui.get("/").status_code == 200
+    c.tenants.revoke("console", "eta")
+    for gateway in (0, 1):
+        with _console(c, gateway, login) as ui:
+            assert _signed_out(ui.get("/"))
+            refused = ui.post("/sandboxes", data={"memory_mib": "256"})
+            assert refused.status_code == 303 and "error=" in refused.headers["location"]
+    assert c.catalog.sandboxes_on([n.name for n in c.nodes], "eta") == []
+
+
+def test_the_console_in_a_browser_behind_two_gateways(
+    sietch_cluster: Cluster, browser: Browser
+) -> None:
+    """In Chromium, signed in through one gateway: the other (the same host, so the same
+    cookie) lists sandboxes of two nodes, and its terminal page runs a command in one
+    (the WebSocket relayed, its origin checked by the gateway)."""
+    c = sietch_cluster
+    made = []
+    with c.client(0) as http:
+        for node in ("node-1", "node-3"):
+            answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
+            assert answer.status_code == 201, answer.text
+            made.append(answer.json()["id"])
+    context = browser.new_context()
+    context.set_default_timeout(120_000)
+    try:
+        page = context.new_page()
+        page.goto(c.gateways[0].url + "/ui/")
+        page.get_by_label("API key").fill(c.admin_key)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(c.gateways[0].url + "/ui/")
+        page.goto(c.gateways[1].url + "/ui/")
+        for sandbox_id in made:
+            expect(page.locator(f"tr[data-sandbox={sandbox_id}]")).to_have_count(1)
+        page.goto(f"{c.gateways[1].url}/ui/sandboxes/{made[1]}/terminal")
+        terminal = page.locator("#terminal")
+        expect(terminal).to_have_attribute("data-state", "connected", timeout=120_000)
+        page.keyboard.type("echo hi-$((6*7))\n")
+        expect(page.locator("#terminal .xterm-rows")).to_contain_text("hi-42", timeout=120_000)
+    finally:
+        context.close()
         with c.client(0) as http:
             for sandbox_id in made:
                 http.delete(f"/sandboxes/{sandbox_id}")

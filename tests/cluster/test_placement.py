@@ -59,6 +59,25 @@ def test_a_create_names_its_image_as_its_api_does() -> None:
     assert image_of("/api/v1/sandboxes", {"image": 3}) is None
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/ui/sandboxes", Target("create")),  # the create form: placed
+        ("POST", "/ui/sandboxes/delete", Target("delete_many")),  # ids in its form
+        ("GET", f"/ui/sandboxes/{SB}/terminal/ws", Target("sandbox", SB)),
+        ("POST", f"/ui/sandboxes/{SB}/lifecycle/pause", Target("sandbox", SB)),
+        ("POST", f"/ui/snapshots/{SNAP}/delete", Target("snapshot", SNAP)),
+        ("GET", "/ui/", Target("any")),  # the list: any node shows the whole cluster
+        ("GET", "/ui/sandboxes/rows", Target("any")),
+        ("POST", "/ui/login", Target("any")),
+    ],
+)
+def test_console_requests_go_where_they_name(method: str, path: str, expected: Target) -> None:
+    """The console's pages and forms are routed by what they name, as the API's are."""
+    assert classify(method, path, {}, None) == expected
+    assert image_of("/ui/sandboxes", {"image": "web"}) == "web"
+
+
 def _node(
     name: str, slots: int, placed: int, *, free_mib: int = 8000, up: bool = True
 ) -> NodeRecord:

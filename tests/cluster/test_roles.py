@@ -9,10 +9,14 @@ import sys
 from pathlib import Path
 
 import httpx
+from starlette.responses import PlainTextResponse
+from starlette.types import Receive, Scope, Send
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from sietch.cluster.catalog import Catalog
 from sietch.cluster.tenants import ClusterTenants
+from sietch.cluster.wire import SCHEME_HEADER, SECRET_HEADER
+from sietch.server.node import InternalPort
 from tests.cluster.harness import SECRET
 from tests.server.harness import free_port
 
@@ -97,3 +101,24 @@ def test_sietch_keys_manage_the_cluster_catalog(catalog_url: str) -> None:
         assert ClusterTenants(catalog).lookup(key.group()) is not None
     finally:
         catalog.close()
+
+
+async def test_a_node_takes_the_scheme_a_gateway_saw_only_with_the_secret() -> None:
+    """Behind a TLS gateway a node's links and cookies say https (the scheme the gateway
+    vouches for); the header alone, without the secret, is refused like any request."""
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope["scheme"])
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    port = InternalPort(app, SECRET)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=port), base_url="http://node"
+    ) as client:
+        vouched = {SECRET_HEADER: SECRET, SCHEME_HEADER: "https"}
+        assert (await client.get("/ui/", headers=vouched)).status_code == 200
+        assert (await client.get("/ui/", headers={SECRET_HEADER: SECRET})).status_code == 200
+        alone = await client.get("/ui/", headers={SCHEME_HEADER: "https"})
+        assert alone.status_code == 401
+    assert seen == ["https", "http"]

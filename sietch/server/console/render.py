@@ -107,8 +107,13 @@ def validated(model: type[_M], data: Mapping[str, Any]) -> _M:
 
 
 def error_answer(request: Request, exc: SietchError) -> Response:
-    """A console request's error, as the person who made it should see it."""
+    """A console request's error, counted, as the person who made it should see it."""
     request.app.state.sietch.metrics.errors.labels(exc.code).inc()
+    return console_error(request, exc)
+
+
+def console_error(request: Request, exc: SietchError) -> Response:
+    """A console request's error as a message (a gateway's own, e.g. a quota, too)."""
     if SCRIPT_HEADER in request.headers:
         return PlainTextResponse(exc.message, status_code=exc.status, headers=_HEADERS)
     if request.method not in ("GET", "HEAD") and exc.status != 403:

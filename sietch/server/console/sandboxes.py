@@ -15,6 +15,7 @@ from starlette.responses import RedirectResponse, Response
 
 from sietch.core.models import SandboxState
 from sietch.images import ImageStore
+from sietch.server.console.elsewhere import other_nodes
 from sietch.server.console.render import ConsoleRoute, back, page, validated
 from sietch.server.console.session import LoginDep
 from sietch.server.deps import ManagerDep, MetricsDep, StateDep
@@ -31,11 +32,14 @@ def split_labels(text: str) -> list[str]:
 
 
 async def listed(
-    manager: ManagerDep, caller: LoginDep, label: str = "", state: str = ""
+    manager: ManagerDep, server: StateDep, caller: LoginDep, label: str = "", state: str = ""
 ) -> list[SandboxPublic]:
-    """The caller's sandboxes, as ``GET /api/v1/sandboxes`` lists them, then by state."""
-    found = await sandboxes.list_sandboxes(manager, caller, split_labels(label))
-    return [sb for sb in found.data if not state or sb.state == state]
+    """The caller's sandboxes, as ``GET /api/v1/sandboxes`` lists them (a cluster node's:
+    the whole cluster's, as a gateway's listing), then by state."""
+    labels = split_labels(label)
+    found = await sandboxes.list_sandboxes(manager, caller, labels)
+    everywhere = found.data + await other_nodes(server, caller, sandboxes.parse_labels(labels))
+    return [sb for sb in everywhere if not state or sb.state == state]
 
 
 def _rows_context(
@@ -59,7 +63,7 @@ async def sandboxes_page(
     state: str = "",
 ) -> Response:
     settings = state_.settings
-    found = await listed(manager, caller, label, state)
+    found = await listed(manager, state_, caller, label, state)
     return page(
         request,
         "sandboxes.html",
@@ -83,10 +87,16 @@ async def sandboxes_page(
 
 @router.get("/sandboxes/rows", name="console-rows")
 async def rows(
-    request: Request, manager: ManagerDep, caller: LoginDep, label: str = "", state: str = ""
+    request: Request,
+    *,
+    manager: ManagerDep,
+    server: StateDep,
+    caller: LoginDep,
+    label: str = "",
+    state: str = "",
 ) -> Response:
     """The list's rows alone: the page polls them to stay live."""
-    found = await listed(manager, caller, label, state)
+    found = await listed(manager, server, caller, label, state)
     return page(request, "rows.html", **_rows_context(request, manager, found))
 
 

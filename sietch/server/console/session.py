@@ -6,7 +6,9 @@ The login id is a browser token of :mod:`sietch.server.browser_auth` (purpose
 request looks that digest up in the tenants catalog, so ``sietch keys revoke``
 ends the login at once. The caller found is the API's own (:data:`CALLER` in
 the scope), and the path's ``{sandbox_id}``/``{snapshot_id}`` are checked
-against its tenant exactly as the REST API checks them.
+against its tenant exactly as the REST API checks them. In a cluster the login ids
+are the catalog's (:mod:`.logins`): a login made through one gateway is checked by
+whichever gateway or node serves the next request.
 
 State changes are CSRF-safe twice over: the cookie is ``SameSite=Strict``, and
 :func:`check_same_origin` refuses a request that a browser marks as sent by
@@ -23,10 +25,10 @@ from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse
 
-from sietch.core.tenants import ANONYMOUS, Caller, digest
+from sietch.core.tenants import ANONYMOUS, Caller, TenantStore, digest
 from sietch.errors import AuthenticationError, PermissionDenied
 from sietch.server.auth import CALLER
-from sietch.server.browser_auth import BrowserGate
+from sietch.server.browser_auth import BrowserGate, BrowserTokens
 from sietch.server.console.render import SCRIPT_HEADER, SignInFirst
 from sietch.server.deps import check_path
 from sietch.server.state import ServerState
@@ -40,7 +42,12 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def gate(state: ServerState) -> BrowserGate:
-    return BrowserGate(state.browser_tokens, PURPOSE, lambda _: PREFIX, samesite="strict")
+    return login_gate(state.console_logins or state.browser_tokens)
+
+
+def login_gate(tokens: BrowserTokens) -> BrowserGate:
+    """The console's cookie over ``tokens`` (a gateway has them but no server state)."""
+    return BrowserGate(tokens, PURPOSE, lambda _: PREFIX, samesite="strict")
 
 
 def sign_in(conn: HTTPConnection, key: str, then: str) -> RedirectResponse:
@@ -77,12 +84,17 @@ def login_caller(conn: HTTPConnection) -> Caller:
     state: ServerState = conn.app.state.sietch
     if not state.auth:
         return ANONYMOUS
-    console = gate(state)
+    return caller_of_login(gate(state), state.tenants, conn)
+
+
+def caller_of_login(console: BrowserGate, tenants: TenantStore, conn: HTTPConnection) -> Caller:
+    """The caller of the login in the connection's cookie, looked up by its key's digest
+    (a revoked key ends the login); AuthenticationError without a live one."""
     token = conn.cookies.get(console.cookie)
     if not token:
         raise AuthenticationError("not signed in")
     grant = console.tokens.check(token, _NO_SANDBOX, PURPOSE)
-    caller = state.tenants.lookup_digest(grant.subject)
+    caller = tenants.lookup_digest(grant.subject)
     if caller is None:
         console.tokens.revoke_token(token)
         raise AuthenticationError("the API key of this login was revoked: sign in again")

@@ -21,13 +21,14 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import websockets
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection
@@ -35,8 +36,9 @@ from websockets.asyncio.client import ClientConnection
 from sietch import __version__
 from sietch.cluster import placement
 from sietch.cluster.catalog import Catalog, NodeRecord
+from sietch.cluster.grants import GrantTable
 from sietch.cluster.tenants import ClusterTenants
-from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
+from sietch.cluster.wire import CALLER_HEADER, SCHEME_HEADER, SECRET_HEADER, encode_caller
 from sietch.config import Settings
 from sietch.core.quotas import QuotaGate, Usage
 from sietch.core.tenants import ANONYMOUS, Caller, digest
@@ -51,6 +53,9 @@ from sietch.errors import (
     Unavailable,
 )
 from sietch.server.arrakis.registry import VM_LABEL
+from sietch.server.console.logins import SharedLogins
+from sietch.server.console.render import console_error
+from sietch.server.console.session import caller_of_login, login_gate
 from sietch.server.exec_ws import refuse
 from sietch.server.gateway.bodiless import SMALL_ANSWER, BodilessForwarder, bodiless
 from sietch.server.gateway.copies import Copier
@@ -64,17 +69,20 @@ from sietch.server.gateway.forwarding import (
     deny,
     lower_headers,
     merge,
+    same_origin,
     unreachable,
 )
 from sietch.server.gateway.mcp import GatewayMcp
-from sietch.server.gateway.routing import RECORD, Target, classify, image_of
+from sietch.server.gateway.routing import CONSOLE, RECORD, Target, classify, image_of
 from sietch.server.handlers import error_response
 from sietch.server.mcp import own_url
 from sietch.server.routes.proxy.ws_relay import relay
+from sietch.server.routes.sandboxes import parse_labels
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+FORM = "application/x-www-form-urlencoded"
 CONNECT_TIMEOUT_S = 3.0
 _CALLERS = 10_000
 _PLACEMENTS = 100_000
@@ -90,6 +98,7 @@ class Gateway:
         self.catalog: Catalog = tenants.catalog
         self.secret = settings.cluster_secret.get_secret_value()
         self.quotas = QuotaGate(tenants.quota, self.catalog.usage)
+        self.logins = login_gate(SharedLogins(table=GrantTable(self.catalog)))
         self._http: httpx.AsyncClient | None = None
         self._copier: Copier | None = None
         self._bodiless: BodilessForwarder | None = None
@@ -218,6 +227,17 @@ class Gateway:
             self._callers.popitem(last=False)
         return found
 
+    async def login_caller(self, conn: HTTPConnection) -> Caller | None:
+        """The caller of a console login (its cookie), for what the gateway itself decides
+        (placement and quotas of a create); None without a live one (the node answers
+        with its sign-in page)."""
+        if not self.settings.auth:
+            return ANONYMOUS
+        try:
+            return await asyncio.to_thread(caller_of_login, self.logins, self.tenants, conn)
+        except AuthenticationError:
+            return None
+
     async def read_ahead(self, request: Request, target: Target, guess: Caller) -> Response:
         """A sandbox's record read on behalf of the caller its key resolved to last time,
         while the key is looked up again: the answer goes out only once the key still
@@ -302,6 +322,7 @@ class Gateway:
     ) -> list[tuple[bytes, bytes]]:
         headers = [(k, v) for k, v in conn.headers.raw if k.lower() not in drop]
         headers.append((SECRET_HEADER.encode(), self.secret.encode()))
+        headers.append((SCHEME_HEADER.encode(), conn.url.scheme.encode()))
         if caller is not None:
             headers.append((CALLER_HEADER.encode(), encode_caller(caller).encode()))
         return headers
@@ -318,11 +339,10 @@ class Gateway:
         target = _target(request, url)
         streamed = "content-length" in request.headers or "transfer-encoding" in request.headers
         content: Any = body if body is not None else request.stream() if streamed else None
+        # A body of the gateway's own (a part of the client's) has its own length.
+        drop = NOT_FORWARDED if body is None else NOT_FORWARDED | {b"content-length"}
         outgoing = self.http.build_request(
-            request.method,
-            target,
-            headers=self._headers(request, caller, NOT_FORWARDED),
-            content=content,
+            request.method, target, headers=self._headers(request, caller, drop), content=content
         )
         try:
             return await self.unless_lost(node, self.http.send(outgoing, stream=True))
@@ -367,6 +387,8 @@ class Gateway:
             raw += chunk
             if len(raw) > limit:
                 raise PayloadTooLarge(f"the request body exceeds {limit} bytes")
+        if request.headers.get("content-type", "").startswith(FORM):  # the console's
+            return raw, dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
         try:
             fields = json.loads(raw) if raw.strip() else {}
         except ValueError:
@@ -375,11 +397,10 @@ class Gateway:
 
     def need(self, fields: dict[str, Any]) -> Usage:
         s = self.settings
-        vcpus, memory = fields.get("vcpus"), fields.get("memory_mib")
         return Usage(
             1,
-            vcpus if isinstance(vcpus, int) else s.default_vcpus,
-            memory if isinstance(memory, int) else s.default_memory_mib,
+            _number(fields.get("vcpus"), s.default_vcpus),
+            _number(fields.get("memory_mib"), s.default_memory_mib),
         )
 
     async def create(self, request: Request, caller: Caller | None) -> Response:
@@ -544,12 +565,9 @@ class Gateway:
             and isinstance(merged, dict)
         ):
             scope = caller.scope if caller is not None else None
-            records = await asyncio.to_thread(self.catalog.sandboxes_on, lost, scope)
-            wanted = [tuple(item.split("=", 1)) for item in request.query_params.getlist("label")]
-            for record in records:
-                labels = record.get("labels", {})
-                if all(labels.get(k) == v for k, v in wanted):
-                    merged["data"].append({**record, "state": "lost"})
+            wanted = parse_labels(request.query_params.getlist("label"))
+            records = await asyncio.to_thread(self.catalog.sandboxes_on, lost, scope, wanted)
+            merged["data"] += [{**record, "state": "lost"} for record in records]
             merged["count"] = len(merged["data"])
         return JSONResponse(merged)
 
@@ -559,6 +577,8 @@ class Gateway:
         except SietchError as exc:
             if exc.status >= 500:
                 log.warning("%s %s failed: %s", request.method, request.url.path, exc)
+            if request.url.path.startswith(CONSOLE):
+                return console_error(request, exc)
             return error_response(exc)
         except Exception:
             log.exception("%s %s failed", request.method, request.url.path)
@@ -572,7 +592,16 @@ class Gateway:
         if (guess := self.known_caller(request, target)) is not None:
             return await self.read_ahead(request, target, guess)
         caller = await self.caller(request)
+        if caller is None and target.kind in ("create", "delete_many"):  # the console's?
+            caller = await self.login_caller(request)
+            if caller is None:  # not signed in: a node answers with its sign-in page
+                target = Target("any")
+        return await self.route(request, target, caller)
+
+    async def route(self, request: Request, target: Target, caller: Caller | None) -> Response:
         match target.kind:
+            case "delete_many":
+                return await self.delete_many(request, caller)
             case "fork":
                 return await self.fork(request, caller, target)
             case "resume":
@@ -600,9 +629,11 @@ class Gateway:
     async def snapshot_request(
         self, request: Request, caller: Caller | None, snapshot_id: str
     ) -> Response:
-        """To a reachable node holding the snapshot; a delete to every one."""
+        """To a reachable node holding the snapshot; a delete (the console's too) to every
+        one."""
         holders = await self.snapshot_holders(snapshot_id, caller)
-        if request.method == "DELETE":  # every copy goes
+        console_delete = request.url.path == f"{CONSOLE}snapshots/{snapshot_id}/delete"
+        if request.method == "DELETE" or console_delete:  # every copy goes
             return await self.merged_delete(request, caller, holders)
         return await self.to_holder(request, caller, holders, f"snapshot {snapshot_id}")
 
@@ -626,6 +657,32 @@ class Gateway:
         if holder is None:
             raise unreachable(holders[0], what)
         return await self.forward(request, holder.name, holder.url, caller)
+
+    async def delete_many(self, request: Request, caller: Caller | None) -> Response:
+        """The console's "Delete selected": each node gets the form with its own sandboxes'
+        ids (one it does not know, or another tenant's, goes to any node, which refuses
+        it as on one machine); the first refusal is the answer, else the list's notice."""
+        raw, _ = await self.body(request)
+        ids = [v for k, v in parse_qsl(raw.decode("latin-1")) if k == "ids"]
+        scope = caller.scope if caller is not None else None
+        groups: dict[str, list[str]] = {}
+        for sandbox_id in ids:
+            found = await self._placement(Target("sandbox", sandbox_id), scope)
+            if found is None or (scope is not None and found[1] != scope):
+                found = ((await self.any_node()).name, "")
+            groups.setdefault(found[0], []).append(sandbox_id)
+        if not groups:  # nothing selected: the node says so
+            groups[(await self.any_node()).name] = []
+        nodes = {n.name: n for n in await self.nodes()}
+        for name, chosen in groups.items():
+            node = nodes.get(name)
+            if node is None or not node.reachable:
+                raise unreachable(name, f"sandbox {chosen[0]}")
+            body = urlencode([("ids", i) for i in chosen]).encode()
+            answer = await buffered(await self.send(request, name, node.url, caller, body))
+            if answer.status_code != 303 or "error=" in answer.headers.get("location", ""):
+                return answer
+        return RedirectResponse(f"{CONSOLE}?notice=deleted+{len(ids)}", status_code=303)
 
     async def merged_delete(
         self, request: Request, caller: Caller | None, holders: list[str]
@@ -680,7 +737,7 @@ class Gateway:
         ws_url = url.replace("http", "ws", 1) + path.decode("latin-1")
         if query:
             ws_url += "?" + query.decode("latin-1")
-        headers = self._headers(websocket, caller, WS_NOT_FORWARDED)
+        headers = self._headers(websocket, caller, WS_NOT_FORWARDED | same_origin(websocket))
         try:
             return await websockets.connect(
                 ws_url,
@@ -696,6 +753,13 @@ class Gateway:
             raise
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise unreachable(node, "it", exc) from None
+
+
+def _number(value: object, default: int) -> int:
+    """A create's size field: a JSON number, or a form's digits (the console's)."""
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, str) and value.strip().isdigit() else default
 
 
 def _target(request: Request, url: str) -> str:

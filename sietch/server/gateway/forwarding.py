@@ -15,7 +15,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
-from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER
+from sietch.cluster.wire import CALLER_HEADER, SCHEME_HEADER, SECRET_HEADER
 from sietch.errors import Unavailable
 from sietch.server.routes.proxy.upstream import HOP_BY_HOP
 
@@ -24,6 +24,7 @@ NOT_FORWARDED = HOP_BY_HOP | {
     b"x-api-key",
     SECRET_HEADER.encode(),
     CALLER_HEADER.encode(),
+    SCHEME_HEADER.encode(),
 }
 WS_NOT_FORWARDED = NOT_FORWARDED | {
     b"host",
@@ -49,6 +50,19 @@ def api_key(conn: HTTPConnection) -> str | None:
         with contextlib.suppress(binascii.Error, UnicodeDecodeError):
             return base64.b64decode(value, validate=True).decode().partition(":")[2] or None
     return None
+
+
+def same_origin(conn: HTTPConnection) -> frozenset[bytes]:
+    """What not to forward of a WebSocket's ``Origin``: a node compares it with the host
+    the handshake names, and the gateway's handshake to it names the node. So the gateway
+    compares it with its own host (as :func:`sietch.server.browser_auth.check_origin`
+    does) and drops it when they match; another origin's goes on, and the node refuses
+    it as it refuses one sent to it directly."""
+    origin = conn.headers.get("origin")
+    host = conn.headers.get("host", "")
+    if origin is not None and origin.partition("://")[2].rstrip("/").lower() == host.lower():
+        return frozenset({b"origin"})
+    return frozenset()
 
 
 def unreachable(node: str, what: str, exc: Exception | str | None = None) -> Unavailable:

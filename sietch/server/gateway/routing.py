@@ -9,10 +9,11 @@ covered by a few rules instead of a table that drifts from the node's routes.
 - One that names a snapshot (``snap-…``) or a user image goes to a node holding it (a
   delete to every one); a restore may first have the snapshot copied elsewhere
   (:mod:`.app`).
-- A create is placed (:mod:`sietch.cluster.placement`), on a node holding its user image
-  or one that copies it first; a fork is counted against the cluster's quotas; a resume
-  may move a hibernated sandbox (:mod:`.app`); a listing asks every node and merges
-  their answers; what names nothing goes to any reachable node.
+- A create (the console's form too) is placed (:mod:`sietch.cluster.placement`), on a
+  node holding its user image or one that copies it first; the console's "Delete
+  selected" goes to each selected sandbox's node; a fork is counted against the
+  cluster's quotas; a resume may move a hibernated sandbox (:mod:`.app`); a listing asks
+  every node and merges their answers; what names nothing goes to any reachable node.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ SANDBOX_ID = re.compile(r"sb-[0-9a-f]{12}")
 SNAPSHOT_ID = re.compile(r"snap-[0-9a-f]{12}")
 _HOSTED = re.compile(r"(\d+|ide)-(sb-[0-9a-f]{12})\.")
 
-CREATES = frozenset({"/api/v1/sandboxes", "/sandboxes", "/v2/sandboxes", "/v1/vms"})
+CONSOLE = "/ui/"
+"""The web console's paths: signed in with a cookie, not a key (:meth:`.app.Gateway.caller`)."""
+CREATES = frozenset(
+    {"/api/v1/sandboxes", "/sandboxes", "/v2/sandboxes", "/v1/vms", "/ui/sandboxes"}
+)
 LISTS = frozenset(
     {
         "/api/v1/sandboxes",
@@ -36,16 +41,19 @@ LISTS = frozenset(
         "/snapshots",
     }
 )
-EVERY_NODE = frozenset({("DELETE", "/v1/vms")})
-"""Requests that act on every node's sandboxes (Arrakis' destroy-all)."""
 RESTORE = re.compile(r"/api/v1/snapshots/(snap-[0-9a-f]{12})/restore")
 FORK = re.compile(r"/api/v1/sandboxes/(sb-[0-9a-f]{12})/fork")
 RESUME = re.compile(r"/api/v1/sandboxes/(sb-[0-9a-f]{12})/resume")
 RECORD = re.compile(r"(?:/api/v1)?/sandboxes/sb-[0-9a-f]{12}")
 """A sandbox's record (Sietch's, E2B's): a read of it changes nothing."""
 IMAGE = re.compile(r"/api/v1/images/([a-z0-9][a-z0-9._:-]*)")
-IMAGE_FIELDS = {"/api/v1/sandboxes": "image", "/sandboxes": "templateID", "/v1/vms": "rootfs"}
-"""Where each API's create names its image (Sietch's, E2B's, Arrakis')."""
+IMAGE_FIELDS = {
+    "/api/v1/sandboxes": "image",
+    "/sandboxes": "templateID",
+    "/v1/vms": "rootfs",
+    "/ui/sandboxes": "image",
+}
+"""Where each API's create names its image (Sietch's, E2B's, Arrakis', the console's form)."""
 
 _NAMED: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = (
     (frozenset({"POST"}), RESTORE, "restore"),
@@ -69,8 +77,17 @@ Kind = Literal[
     "resume",
     "list",
     "every",
+    "delete_many",
     "any",
 ]
+
+
+_FIXED: dict[tuple[str, str], Kind] = {
+    # Arrakis' destroy-all: every node's sandboxes.
+    ("DELETE", "/v1/vms"): "every",
+    # The console's "Delete selected": sandbox ids in its form, on any nodes.
+    ("POST", "/ui/sandboxes/delete"): "delete_many",
+}
 
 
 @dataclass(frozen=True)
@@ -106,9 +123,7 @@ def classify(method: str, path: str, headers: dict[str, str], proxy_domain: str 
         return Target("create")
     if method == "GET" and path in LISTS:
         return Target("list")
-    if (method, path) in EVERY_NODE:
-        return Target("every")
-    return Target("any")
+    return Target(_FIXED.get((method, path), "any"))
 
 
 def image_of(path: str, fields: dict[str, object]) -> str | None:

@@ -1,6 +1,7 @@
 """A node's routes for other nodes and gateways only (mounted in the node role, behind
 :class:`sietch.server.node.InternalPort`'s secret): snapshots and user images copied node
-to node, and hibernated sandboxes moved between nodes."""
+to node (a snapshot with the user image its disk is layered on), and hibernated sandboxes
+moved between nodes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,11 +17,17 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from sietch.builder.copy import adopt_image, image_files, receiving_dir
+from sietch.builder.copy import (
+    adopt_image,
+    image_files,
+    lacks_image,
+    point_at_local_layers,
+    receiving_dir,
+)
 from sietch.cluster.wire import SECRET_HEADER
 from sietch.config import Settings
 from sietch.core import transfer
-from sietch.core.models import SandboxInfo, SandboxState
+from sietch.core.models import ImageRecord, SandboxInfo, SandboxState, SnapshotInfo
 from sietch.errors import BadGateway, Conflict
 from sietch.server.deps import ManagerDep, SettingsDep
 from sietch.server.routes.sandboxes import to_public
@@ -67,10 +75,27 @@ async def fetch_snapshot(
     snapshot_id: str, body: Fetch, manager: ManagerDep, settings: SettingsDep
 ) -> SnapshotPublic:
     """Copy the snapshot here from the node at ``source`` (checked file by file)."""
+    return snapshot_public(await _import_snapshot(manager, settings, body.source, snapshot_id))
+
+
+async def _import_snapshot(
+    manager: ManagerDep, settings: Settings, source: str, snapshot_id: str
+) -> SnapshotInfo:
+    """The snapshot, copied here from ``source``. A user image its disk is layered on that
+    this node lacks comes first, from the same node (which could restore it, so holds
+    it), and the snapshot's layers are pointed at this node's copy."""
+
+    async def with_its_image(tmp: Path) -> None:
+        snap = SnapshotInfo.model_validate_json((tmp / "snapshot.json").read_text())
+        if await asyncio.to_thread(lacks_image, manager, snap.image):
+            await _fetch_image(manager, settings, source, snap.image)
+        await asyncio.to_thread(point_at_local_layers, manager, tmp)
+
     path = f"/internal/snapshots/{snapshot_id}/export"
-    async with _pulled(settings, body.source, path) as answer:
-        snap = await transfer.import_snapshot(manager.snapshots, snapshot_id, _chunks(answer))
-    return snapshot_public(snap)
+    async with _pulled(settings, source, path) as answer:
+        return await transfer.import_snapshot(
+            manager.snapshots, snapshot_id, _chunks(answer), with_its_image
+        )
 
 
 @router.get("/images/{name}/export", name="export-image")
@@ -87,14 +112,20 @@ async def fetch_image(
     name: str, body: Fetch, manager: ManagerDep, settings: SettingsDep
 ) -> dict[str, Any]:
     """Copy user image ``name`` here from the node at ``source`` (checked file by file)."""
+    record = await _fetch_image(manager, settings, body.source, name)
+    return {"name": record.name, "tenant": record.tenant}
+
+
+async def _fetch_image(
+    manager: ManagerDep, settings: Settings, source: str, name: str
+) -> ImageRecord:
     tmp = await asyncio.to_thread(receiving_dir, manager)
     try:
-        async with _pulled(settings, body.source, f"/internal/images/{name}/export") as answer:
+        async with _pulled(settings, source, f"/internal/images/{name}/export") as answer:
             await transfer.receive(tmp, _chunks(answer))
-        record = await asyncio.to_thread(adopt_image, manager, tmp)
+        return await asyncio.to_thread(adopt_image, manager, tmp)
     finally:
         await asyncio.to_thread(shutil.rmtree, tmp, True)
-    return {"name": record.name, "tenant": record.tenant}
 
 
 def _hibernated(manager: ManagerDep, sandbox_id: str) -> SandboxInfo:
@@ -121,9 +152,7 @@ async def move_in(
         info = SandboxInfo.model_validate_json(await got.aread())
     assert info.snapshot_id is not None
     if manager.store.get_snapshot(info.snapshot_id) is None:
-        path = f"/internal/snapshots/{info.snapshot_id}/export"
-        async with _pulled(settings, body.source, path) as answer:
-            await transfer.import_snapshot(manager.snapshots, info.snapshot_id, _chunks(answer))
+        await _import_snapshot(manager, settings, body.source, info.snapshot_id)
     manager.store.put(info)
     return to_public(info)
 
