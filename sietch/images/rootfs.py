@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from sietch.errors import ImageBuildError, ImageNotFound
-from sietch.images import desktop, interpreter, login
+from sietch.images import desktop, interpreter, locales, login
 from sietch.images._cache import digest, file_digest
 from sietch.images._run import run
 from sietch.images.busybox import busybox, install_applets
@@ -127,7 +127,9 @@ def recipe(name: str) -> Recipe:
 def rootfs_key(r: Recipe) -> str:
     """Hash of everything that goes into the image built from ``r``."""
     extra: tuple[object, ...] = (
-        (SOURCES, NO_DOCS, login.files()) if r.base == "debian" else (file_digest(busybox()),)
+        (SOURCES, NO_DOCS, login.files(), locales.KEY)
+        if r.base == "debian"
+        else (file_digest(busybox()),)
     )
     if r.code_server:
         extra += (codeserver_key(), HANDSHAKE)
@@ -223,6 +225,8 @@ def build_rootfs(
         path.unlink(missing_ok=True)
         path.write_bytes(data)
         path.chmod(mode)
+    if r.base == "debian":
+        locales.archive_c_utf8(tree)
     if r.code_server:
         if code_server is None:
             raise ImageBuildError(f"the {r.name!r} image needs the built code-server")
