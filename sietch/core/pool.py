@@ -34,15 +34,21 @@ from datetime import UTC, datetime
 from sietch.core import kernel_gateway
 from sietch.core.host import SandboxHost
 from sietch.core.images import TOOLS_BUSYBOX
+from sietch.core.live import LiveSandbox
 from sietch.core.models import SandboxInfo, SandboxSpec
 from sietch.core.provision import fixup
-from sietch.errors import SietchError
+from sietch.errors import NotFound, SietchError
 
 log = logging.getLogger(__name__)
 
 POOL_LABEL = "sietch.pool"
 """Metadata key marking a pooled sandbox; its value is the template key."""
 
+
+WARM_UP = ["/bin/sh", "-c", "true && exec true"]
+"""A fill's first exec runs the image's own shell and ``true``: TCG translates the guest's
+code afresh in every new QEMU, and the image's ld.so and libc (which the agent, on the tools
+disk's own, never runs) cost a create's first exec ~100 ms otherwise."""
 
 DESKTOP_WARM_UP_S = 600.0
 """How long a pooled desktop sandbox's first frame may take: under emulation on a loaded
@@ -156,8 +162,7 @@ class WarmPool:
         if sandbox is None:
             raise SietchError(f"pooled sandbox {info.id} ended before it was ready")
         try:
-            # Pay the first, slow answer now; the tools' busybox: an image may lack true.
-            await sandbox.exec([TOOLS_BUSYBOX, "true"])
+            await _warm_up(sandbox)
             if info.desktop is not None:  # and the first, full frame of its screen
                 await self.host.desktops.warm_up(sandbox, DESKTOP_WARM_UP_S)
             elif await kernel_gateway.present(sandbox):  # and the first cell of its kernel
@@ -174,3 +179,12 @@ class WarmPool:
             if not waiter.done():
                 return waiter
         return None
+
+
+async def _warm_up(sandbox: LiveSandbox) -> None:
+    """Pay the first, slow answers now (see :data:`WARM_UP`); with the tools' busybox in an
+    image without a shell (an imported one)."""
+    try:
+        await sandbox.exec(WARM_UP)
+    except NotFound:
+        await sandbox.exec([TOOLS_BUSYBOX, "true"])
