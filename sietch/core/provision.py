@@ -256,9 +256,25 @@ class Provisioner:
 
     async def _boot(self, sandbox: LiveSandbox) -> None:
         """Wait for the agent of a cold-booted VM, or for the VM's death, whichever is first."""
-        machine, console = sandbox.machine, sandbox.machine.config.console_log
+        try:
+            await self._agent_while_alive(
+                sandbox, fixup(), "during boot", sandbox.machine.config.console_log
+            )
+        except AgentUnavailable as exc:
+            raise BootError(
+                f"sandbox {sandbox.id} did not boot: {exc.message}",
+                console=read_tail(sandbox.machine.config.console_log, 4000),
+            ) from exc
+
+    async def _agent_while_alive(
+        self, sandbox: LiveSandbox, hello: dict[str, Any], when: str, log_path: Path
+    ) -> None:
+        """Connect to the agent, unless the VM exits first: then a :class:`BootError` at
+        once (with ``log_path``'s tail), rather than an answer only after the whole boot
+        timeout."""
+        machine = sandbox.machine
         connect = asyncio.ensure_future(
-            sandbox.agent.connect(self.settings.boot_timeout_s, **fixup())
+            sandbox.agent.connect(self.settings.boot_timeout_s, **hello)
         )
         died = asyncio.ensure_future(machine.wait())
         try:
@@ -271,16 +287,10 @@ class Provisioner:
                     await connect
         if connect not in done:
             raise BootError(
-                f"the VM exited during boot (code {machine.exitcode})",
-                console=read_tail(console, 4000),
+                f"the VM exited {when} (code {machine.exitcode})",
+                console=read_tail(log_path, 4000),
             )
-        try:
-            connect.result()
-        except AgentUnavailable as exc:
-            raise BootError(
-                f"sandbox {sandbox.id} did not boot: {exc.message}",
-                console=read_tail(console, 4000),
-            ) from exc
+        connect.result()
 
     async def _restore(
         self, sandbox: LiveSandbox, source: Restore, hostname: str | None, new_mac: bool
@@ -297,7 +307,9 @@ class Provisioner:
             await vmsnap.resume(machine)
             t3 = time.monotonic()
             hello = fixup(mac=machine.config.mac if new_mac else None, hostname=hostname)
-            await sandbox.agent.connect(self.settings.boot_timeout_s, **hello)
+            await self._agent_while_alive(
+                sandbox, hello, "during its restore", machine.config.qemu_log
+            )
             t4 = time.monotonic()
             # A fresh QEMU has none of the original's forwards: the snapshot's
             # exposed guest ports get new host ports of this copy's own.
