@@ -34,7 +34,7 @@ from functools import cache
 from pathlib import Path
 
 from sietch.core.models import DEFAULT_TENANT, SnapshotInfo
-from sietch.images.templates import TemplateCache
+from sietch.images.templates import CorruptEntry, TemplateCache
 from sietch.vmm.jail import backing_chain
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,11 @@ class SharedTemplates:
         tmp = self.snapshots_dir / f".tmp-{secrets.token_hex(6)}"  # swept if we crash
         tmp.mkdir(mode=0o711)
         try:
-            entry = self.cache.fetch(name, tmp)
+            try:
+                entry = self.cache.fetch(name, tmp)
+            except CorruptEntry as exc:
+                log.warning("template %s: a damaged cache entry, booting instead: %s", key, exc)
+                return None
             if entry is None:
                 return None
             snap = SnapshotInfo.model_validate_json((tmp / "snapshot.json").read_text())

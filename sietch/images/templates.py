@@ -39,7 +39,7 @@ from sietch.storage.publish import publish
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-KEEP_PER_IMAGE = 4
+KEEP_PER_IMAGE = 8
 """Entries kept per image, the most recently used: one per size a sandbox of it is made
 with, and per code version (servers of different code each publish their own)."""
 _CHUNK = 1 << 20

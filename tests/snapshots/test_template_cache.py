@@ -18,6 +18,7 @@ from sietch.core.manager import Manager
 from sietch.core.models import SnapshotInfo
 from sietch.core.template_cache import IMPORTED, ORIGIN_LABEL
 from sietch.images.templates import Entry, TemplateCache
+from sietch.vmm import jail
 from tests.conftest import short_tmpdir
 
 SPEC: dict[str, Any] = {"image": "minimal", "memory_mib": 256}
@@ -67,13 +68,15 @@ async def test_new_state_dir_restores_the_published_template(
     cache_dir: Path, published: SnapshotInfo
 ) -> None:
     """A server on a fresh state dir restores its first sandbox from the template another
-    booted (imported, recorded as such), not a boot; the sandbox runs commands, moves files."""
+    booted (imported, recorded as such), not a boot, into a jailed QEMU; the sandbox runs
+    commands and moves files."""
     async with server(cache_dir) as second:
         info = await second.create(**SPEC)
         assert info.snapshot_id == published.id
         imported = second.store.get_snapshot(published.id)
         assert imported is not None and imported.template
         assert imported.labels == {ORIGIN_LABEL: IMPORTED}
+        assert second.jail_status == "on" or jail.supported() is not None  # jailed QEMU
         sandbox = second.sandbox(info.id)
         assert (await sandbox.exec("echo from-cache")).stdout == b"from-cache\n"
         await sandbox.write_file("/tmp/data.bin", b"\x00\x01 shared")
