@@ -120,9 +120,12 @@ def _complete(entry: Entry) -> bool:
         sizes = {rel: (entry.path / rel).stat().st_size for rel in entry.files}
     except OSError:
         return False
-    return all(sizes[rel] == f.size for rel, f in entry.files.items()) and all(
-        p.exists() for p in entry.uses
-    )
+    return all(sizes[rel] == f.size for rel, f in entry.files.items()) and _runnable(entry)
+
+
+def _runnable(entry: Entry) -> bool:
+    """Whether the image files the entry runs on are all there."""
+    return all(p.exists() for p in entry.uses)
 
 
 class CorruptEntry(Exception):
@@ -235,9 +238,14 @@ class TemplateCache:
         log.info("removed template cache entry %s", name)
 
     def _evict(self, image: str) -> None:
+        """Remove ``image``'s entries whose image files are gone, and the least recently
+        used beyond :data:`KEEP_PER_IMAGE`."""
         mine = [e for e in self.entries() if e.image == image]
-        mine.sort(key=lambda e: _last_use(e.path), reverse=True)
-        for entry in mine[KEEP_PER_IMAGE:]:
+        gone = [e for e in mine if not _runnable(e)]
+        alive = sorted(
+            (e for e in mine if _runnable(e)), key=lambda e: _last_use(e.path), reverse=True
+        )
+        for entry in gone + alive[KEEP_PER_IMAGE:]:
             self.remove(entry.name)
 
     def prune(self) -> list[Path]:
@@ -250,7 +258,7 @@ class TemplateCache:
                 if path.name in _RESERVED or not path.is_dir():
                     continue
                 entry = live.get(path.name)
-                if entry is None or not all(p.exists() for p in entry.uses):
+                if entry is None or not _runnable(entry):
                     self.remove(path.name)
                     removed.append(path)
         return removed

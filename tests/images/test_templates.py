@@ -125,10 +125,14 @@ def test_racing_publications_make_one_entry(tmp_path: Path, image_file: Path) ->
 
 
 def test_least_recently_used_entries_of_an_image_go(tmp_path: Path, image_file: Path) -> None:
-    """Beyond KEEP_PER_IMAGE entries of one image the least recently fetched go; other
-    images' entries stay."""
+    """Beyond KEEP_PER_IMAGE entries of one image the least recently fetched go, and one
+    whose image file went goes at once; other images' entries stay."""
     cache, src = TemplateCache(tmp_path / "cache"), snapshot_dir(tmp_path)
     publish(cache, "other-v", src, image_file, image="other")
+    gone = tmp_path / "rebuilt.ext4"
+    gone.write_bytes(b"x")
+    publish(cache, "gone-v", src, gone)
+    gone.unlink()
     names = [f"k{i}-v" for i in range(KEEP_PER_IMAGE + 1)]
     for age, name in enumerate(names[:-1]):
         publish(cache, name, src, image_file)
