@@ -83,13 +83,17 @@ async def test_new_state_dir_restores_the_published_template(
         assert await sandbox.read_bytes("/tmp/data.bin") == b"\x00\x01 shared"
 
 
-async def test_cache_off_boots(cache_dir: Path, published: SnapshotInfo) -> None:
-    """With SIETCH_TEMPLATE_CACHE off a fresh state dir boots its template, though the
-    cache has one."""
-    assert TemplateCache(cache_dir).find(entry(cache_dir).name) is not None
+async def test_cache_off_imports_nothing(cache_dir: Path, published: SnapshotInfo) -> None:
+    """With SIETCH_TEMPLATE_CACHE off a fresh state dir finds no template of the key the
+    cache has (a create then boots: the path of any first create), nor does a user
+    image's template (not shared) come from it."""
+    key = published.template_key
+    assert key is not None and TemplateCache(cache_dir).find(entry(cache_dir).name) is not None
     async with server(cache_dir, template_cache=False) as off:
-        info = await off.create(**SPEC)
-        assert info.snapshot_id is None
+        assert await off.snapshots.template(key, shared=True) is None
+    async with server(cache_dir) as on:
+        assert await on.snapshots.template(key, shared=False) is None
+        assert await on.snapshots.template(key, shared=True) is not None
 
 
 async def test_truncated_entry_is_booted_over(cache_dir: Path, published: SnapshotInfo) -> None:
