@@ -445,13 +445,17 @@ class Manager:
 
         async def booted(sandbox: LiveSandbox) -> None:
             # Once the agent is ready, which includes the image's services (a desktop).
+            ready: dict[str, Any] = {}
             with contextlib.suppress(SietchError):
-                await sandbox.agent.call("ready")
+                ready = await sandbox.agent.call("ready")
             if custom is not None:
                 await user_images.start(sandbox, custom.config, self.settings.boot_timeout_s)
             if key is None:
                 return
-            template = await self.snapshots.make_template(sandbox, key, shared=custom is None)
+            # Services that failed to come up (a loaded host's deadline) stay this state
+            # dir's trouble: every server of the machine would restore them failed.
+            shared = custom is None and ready.get("services") != "failed"
+            template = await self.snapshots.make_template(sandbox, key, shared=shared)
             if template is not None:
                 if template.desktop is not None:  # the template keeps the password it had
                     await desktop.personalize(sandbox, template.desktop)
