@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     reflink; 0 keeps plain copies."""
     templates: bool = True
     """Create sandboxes by restoring a snapshot of a booted VM (made on first use)."""
+    template_cache: bool = True
+    """Share the templates of built-in images with every Sietch on this machine: the first
+    to boot one publishes it to ``template_cache_dir``, the others import it instead of
+    booting (see sietch.images.templates). Off: each state dir boots its own."""
+    template_cache_dir: Path | None = None
+    """Where shared templates live; default ``<cache_dir>/templates``."""
     pool_size: int = Field(default=1, ge=0)
     """Sandboxes per template kept restored and warm, so a create only hands one out."""
     restore_concurrency: int = Field(default_factory=lambda: 4 * (os.cpu_count() or 1), ge=1)
@@ -176,6 +182,10 @@ class Settings(BaseSettings):
     @property
     def api_keys_path(self) -> Path:
         return self.api_key_file or self.state_dir / "api_keys"
+
+    @property
+    def template_cache_path(self) -> Path:
+        return self.template_cache_dir or self.cache_dir / "templates"
 
     @property
     def tenants_path(self) -> Path:

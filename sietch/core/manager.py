@@ -364,7 +364,8 @@ class Manager:
                 + f"-{disk}"
                 + (f"-{custom.key[:12]}" if custom else "")  # its start command, ports, ...
             )
-            if (made := await self._from_template(key, spec, network)) is not None:
+            made = await self._from_template(key, spec, network, shared=custom is None)
+            if made is not None:
                 return made
         info = record(
             self.accel,
@@ -414,10 +415,11 @@ class Manager:
         return await self._provision(Plan(info, paths, base_mib, base_format=base_format))
 
     async def _from_template(
-        self, key: str, spec: SandboxSpec, network: NetworkPolicy
+        self, key: str, spec: SandboxSpec, network: NetworkPolicy, *, shared: bool
     ) -> SandboxInfo | None:
-        """A sandbox from the pool or the template of ``key``; None if there is no template."""
-        template = self.snapshots.find_template(key)
+        """A sandbox from the pool or the template of ``key`` (``shared``: a built-in
+        image's, which the machine's template cache may have); None if there is none."""
+        template = await self.snapshots.template(key, shared=shared)
         if template is None:
             return None
         taken = await self.pool.take(key, spec, template.id)
@@ -443,14 +445,20 @@ class Manager:
 
         async def booted(sandbox: LiveSandbox) -> None:
             # Once the agent is ready, which includes the image's services (a desktop).
+            ready: dict[str, Any] = {}
             with contextlib.suppress(SietchError):
-                await sandbox.agent.call("ready")
+                ready = await sandbox.agent.call("ready")
             if custom is not None:
                 await user_images.start(sandbox, custom.config, self.settings.boot_timeout_s)
-            if (
-                key is not None
-                and (template := await self.snapshots.make_template(sandbox, key)) is not None
-            ):
+            if key is None:
+                return
+            # Services that failed to come up (a loaded host's deadline) stay this state
+            # dir's trouble: every server of the machine would restore them failed.
+            shared = custom is None and ready.get("services") != "failed"
+            template = await self.snapshots.make_template(sandbox, key, shared=shared)
+            if template is not None:
+                if template.desktop is not None:  # the template keeps the password it had
+                    await desktop.personalize(sandbox, template.desktop)
                 self.pool.refill(key, template.id)
 
         return booted

@@ -44,6 +44,11 @@ unless RAM is in the stream, ``layers/``, ``console.log``), written under
 and drops records whose directory is gone: a crash never lists a snapshot
 that cannot be restored. A snapshot cannot be deleted while a sandbox
 restored from it runs.
+
+Templates of built-in images are also published to the machine's template cache, and
+a state dir without a template imports it from there before it would boot one
+(:mod:`sietch.core.template_cache`; ``SIETCH_TEMPLATE_CACHE=false``: every state dir
+boots its own).
 """
 
 from __future__ import annotations
@@ -75,7 +80,9 @@ from sietch.core.models import (
     Timeouts,
 )
 from sietch.core.provision import Plan, Restore, record
+from sietch.core.template_cache import SharedTemplates
 from sietch.errors import InvalidArgument, describe_validation
+from sietch.images.templates import TemplateCache
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow
 from sietch.storage.layout import StateLayout
@@ -119,6 +126,18 @@ class Snapshots:
         self.host = host
         self.layout = layout
         self._template_lock = asyncio.Lock()
+        s = host.settings
+        self.shared = (
+            SharedTemplates(
+                TemplateCache(s.template_cache_path),
+                layout.snapshots,
+                self.adopt,
+                fastpath=s.agent_fastpath,
+            )
+            if s.template_cache
+            else None
+        )
+        """The machine's template cache (None: ``SIETCH_TEMPLATE_CACHE=false``)."""
 
     @property
     def dir(self) -> Path:
@@ -418,8 +437,29 @@ class Snapshots:
                 return snap
         return None
 
-    async def make_template(self, sandbox: LiveSandbox, key: str) -> SnapshotInfo | None:
-        """Snapshot a freshly booted sandbox as its image's template (once per key)."""
+    async def template(self, key: str, *, shared: bool = False) -> SnapshotInfo | None:
+        """The template of ``key``: this state dir's, else (``shared``: a built-in image's)
+        one imported from the machine's template cache; None: there is none yet."""
+        found = self.find_template(key)
+        if found is not None or not shared or self.shared is None:
+            return found
+        async with self._template_lock:
+            if (found := self.find_template(key)) is not None:
+                return found
+            try:
+                snap = await asyncio.to_thread(self.shared.fetch, key)
+            except Exception:  # the cache only saves time: boot instead
+                log.exception("could not import template %s from the template cache", key)
+                return None
+            if snap is not None:
+                self._drop_stale_templates(snap.image, keep=key)
+            return snap
+
+    async def make_template(
+        self, sandbox: LiveSandbox, key: str, *, shared: bool = False
+    ) -> SnapshotInfo | None:
+        """Snapshot a freshly booted sandbox as its image's template (once per key);
+        ``shared`` (a built-in image's): published to the machine's template cache too."""
         async with self._template_lock:
             if (found := self.find_template(key)) is not None:
                 return found
@@ -429,6 +469,11 @@ class Snapshots:
                 sandbox.log.exception("could not make a template")
                 return None
             self._drop_stale_templates(snap.image, keep=key)
+            if shared and self.shared is not None:
+                try:
+                    await asyncio.to_thread(self.shared.publish, snap)
+                except Exception:
+                    sandbox.log.exception("could not publish its template to the template cache")
             return snap
 
     def _drop_stale_templates(self, image: str, keep: str) -> None:

@@ -12,6 +12,10 @@ Cache layout (under ``<cache_dir>/images``; every name carries the hash of its r
     tools/<hash>.ext4
     rootfs/<name>-<hash>.ext4
     locks/, tmp/               per-artefact build locks; builds in progress
+
+Templates of built-in images, shared by the servers of the machine, are beside it in
+``<cache_dir>/templates`` (:mod:`sietch.images.templates`); :meth:`ImageStore.prune`
+removes those whose image files it removed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sietch.images import tools as _tools
 from sietch.images import webui as _webui
 from sietch.images._cache import Cache
 from sietch.images.progress import Progress, no_progress
+from sietch.images.templates import TemplateCache
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +138,8 @@ class ImageStore:
         Every agent edit makes a new tools disk, so a development machine
         collects them. A running VM keeps reading a deleted file, but a
         snapshot restored later needs its files: the manager passes every
-        path its sandboxes and snapshots refer to as ``keep``.
+        path its sandboxes and snapshots refer to as ``keep``. Shared templates
+        (``<cache_dir>/templates``) that run on a removed file go with it.
         """
         wanted = {Path(p).resolve() for p in keep} | self._current()
         removed = []
@@ -148,7 +154,7 @@ class ImageStore:
                     continue
                 self._cache.remove(path)
                 removed.append(path)
-        return removed
+        return removed + TemplateCache(self.cache_dir / "templates").prune()
 
     # -- how each is made ----------------------------------------------------
 

@@ -26,6 +26,7 @@ _FS_IOC_FSGETXATTR = 0x801C581F  # _IOR('X', 31, struct fsxattr)
 _FS_IOC_FSSETXATTR = 0x401C5820  # _IOW('X', 32, struct fsxattr)
 _XFLAG_COWEXTSIZE = 0x00010000
 _NO_REFLINK = {errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.ENOSYS}
+_BUFFER = 1 << 20
 
 
 def clone(src: Path, dst: Path, *, mode: int = 0o640) -> bool:
@@ -77,12 +78,27 @@ def _sparse_copy(fin: int, fout: int) -> None:
         end = os.lseek(fin, start, os.SEEK_HOLE)
         pos = start
         while pos < end:
-            n = os.copy_file_range(fin, fout, end - pos, pos, pos)
+            n = _copy_range(fin, fout, end - pos, pos)
             if n == 0:
                 break
             pos += n
         offset = end
     os.ftruncate(fout, size)
+
+
+def _copy_range(fin: int, fout: int, count: int, pos: int) -> int:
+    """Copy up to ``count`` bytes at ``pos``: in the kernel (``copy_file_range``), or
+    between two filesystems, which Linux 5.19 and later refuse it, through a buffer."""
+    try:
+        return os.copy_file_range(fin, fout, count, pos, pos)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+    data = os.pread(fin, min(count, _BUFFER), pos)
+    written = 0
+    while written < len(data):
+        written += os.pwrite(fout, data[written:], pos + written)
+    return written
 
 
 def can_reflink(directory: Path) -> bool:
