@@ -5,7 +5,11 @@ the image's ``/etc/sietch/start`` runs ``sietch-desktop start`` at boot, and
 ``/etc/sietch/ready`` tells the agent when Xvnc, Xfce and code-server answer,
 so the template snapshot has them running and a desktop sandbox costs a
 restore, not a desktop boot. Chromium is installed but not started: under
-emulation it takes long, and only some sandboxes want it.
+emulation its first page takes many minutes of CPU in every restored sandbox
+(each new QEMU translates its code afresh; see bench/README.md, "Chromium
+under TCG"), and only some sandboxes want it. The first ``open_url`` starts
+it (``sietch-desktop open``), later ones open tabs through its DevTools
+endpoint on the guest's loopback (:data:`DEVTOOLS_PORT`).
 
 What the server needs from a running desktop sandbox (all inside the guest;
 no host port is opened for them):
