@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import json
 import os
@@ -220,11 +221,8 @@ async def desk(manager: Manager, api: Api) -> AsyncIterator[Desk]:
         xev = f"exec stdbuf -oL xev -name {name} -geometry {geometry} >{XEV_LOG}"
         await sb.desktop.launch("sh", "-c", xev)
 
-        async def placed(name: str) -> tuple[int, int, int, int] | None:
-            return await window(live, name)
-
-        x, y, w, h = await until(lambda: placed(SWATCH[0]), "the coloured xmessage")
-        box = await until(lambda: placed(INPUT[0]), "xev's window")
+        x, y, w, h = await until(functools.partial(window, live, SWATCH[0]), "the xmessage")
+        box = await until(functools.partial(window, live, INPUT[0]), "xev's window")
         swatch = (x + w // 2, y + h // 2)
 
         async def shown() -> bool | None:
