@@ -413,7 +413,8 @@ async def test_cli_saves_a_screenshot(desk: Desk, api: Api, tmp_path: Path) -> N
         str(sietch), "computer", "screenshot", sb.id, "-o", str(out), env=env
     )
     assert await proc.wait() == 0
-    assert Image.open(out).format == "JPEG"
+    with Image.open(out) as shot:
+        assert shot.format == "JPEG"
 
 
 @pytest.mark.filterwarnings("ignore:TripleDES has been moved")  # vncdotool's own import
