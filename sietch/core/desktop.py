@@ -238,8 +238,8 @@ class Desktops:
                 await asyncio.sleep(duration)
                 return {}
             case computer.OpenUrl(url=url):
-                pid = await self._launch(sandbox, [*image.BROWSER, url])
-                return {"pid": pid}
+                out = await _run(sandbox, [image.COMMAND, "open", url], what="open_url")
+                return {"pid": int(out.split()[-1])}
             case computer.Launch(command=command):
                 return {"pid": await self._launch(sandbox, command)}
             case computer.Windows():

@@ -5,7 +5,11 @@ the image's ``/etc/sietch/start`` runs ``sietch-desktop start`` at boot, and
 ``/etc/sietch/ready`` tells the agent when Xvnc, Xfce and code-server answer,
 so the template snapshot has them running and a desktop sandbox costs a
 restore, not a desktop boot. Chromium is installed but not started: under
-emulation it takes long, and only some sandboxes want it.
+emulation its first page takes many minutes of CPU in every restored sandbox
+(each new QEMU translates its code afresh; see bench/README.md, "Chromium
+under TCG"), and only some sandboxes want it. The first ``open_url`` starts
+it (``sietch-desktop open``), later ones open tabs through its DevTools
+endpoint on the guest's loopback (:data:`DEVTOOLS_PORT`).
 
 What the server needs from a running desktop sandbox (all inside the guest;
 no host port is opened for them):
@@ -23,6 +27,7 @@ Sietch forwards. Nothing else reaches a guest address.
 
 from __future__ import annotations
 
+import shlex
 from importlib import resources
 
 from sietch.images.codeserver import ENTRY, GUEST_DIR
@@ -35,12 +40,23 @@ DPI = 96
 VNC_PASSWORD_FILE = "/etc/sietch/vnc/passwd"
 """Read by Xvnc (``-rfbauth``) at every login; written by ``sietch-desktop password``."""
 COMMAND = "/usr/local/bin/sietch-desktop"
+DEVTOOLS_PORT = 9222
+"""The browser's DevTools endpoint, on the guest's loopback only (what Chromium binds)."""
 BROWSER = (
     "chromium",
     *("--no-first-run", "--no-default-browser-check", "--disable-gpu", "--start-maximized"),
     *("--password-store=basic", "--disable-background-networking", "--disable-component-update"),
+    f"--remote-debugging-port={DEVTOOLS_PORT}",
 )
-"""How the computer-use API opens a URL: a second call opens a tab in the running browser."""
+"""The desktop's one browser (``sietch-desktop open``): started by the first ``open_url``,
+every later URL a new tab through its DevTools endpoint."""
+
+
+def browser_profile(user: str) -> str:
+    """Chromium serves DevTools only for a profile dir other than its default one."""
+    return f"/home/{user}/.config/sietch-chromium"
+
+
 E2B_IMAGE = "desktop-e2b"
 """This image's programs without its services: what E2B's ``desktop`` template maps to."""
 NOVNC_E2B = "/opt/noVNC"
@@ -62,11 +78,15 @@ PACKAGES = (
 
 
 def _conf(user: str, uid: int) -> str:
+    profile = browser_profile(user)
     return (
         f"# Written by Sietch's image builder; read by {COMMAND}.\n"
         f"DESKTOP_USER={user}\nDESKTOP_UID={uid}\nDISPLAY={DISPLAY}\n"
         f"GEOMETRY={GEOMETRY}\nDPI={DPI}\nVNC_PORT={VNC_PORT}\nVNC_PASSWD={VNC_PASSWORD_FILE}\n"
         f"IDE_ADDRESS=0.0.0.0\nIDE_PORT={IDE_PORT}\nIDE_FOLDER=/home/{user}\n"
+        f"BROWSER={shlex.quote(shlex.join((*BROWSER, f'--user-data-dir={profile}')))}\n"
+        f"BROWSER_PROFILE={profile}\n"
+        f"DEVTOOLS_PORT={DEVTOOLS_PORT}\n"
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, Strict
 
 from sietch.core.models import (
     MAX_DPI,
@@ -162,9 +162,14 @@ class SandboxCreate(TimeoutsCreate):
         default=None, description="Egress policy; default: the internet (SIETCH_INTERNET)."
     )
     resolution: (
-        tuple[
-            Annotated[int, Field(ge=MIN_SCREEN[0], le=MAX_SCREEN[0])],
-            Annotated[int, Field(ge=MIN_SCREEN[1], le=MAX_SCREEN[1])],
+        Annotated[
+            tuple[
+                Annotated[int, Strict(), Field(ge=MIN_SCREEN[0], le=MAX_SCREEN[0])],
+                Annotated[int, Strict(), Field(ge=MIN_SCREEN[1], le=MAX_SCREEN[1])],
+            ],
+            # FastAPI validates the parsed body, where a JSON array is a list: strict
+            # mode would refuse every [width, height] as "not a valid tuple".
+            Strict(False),
         ]
         | None
     ) = Field(

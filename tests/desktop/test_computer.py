@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -36,33 +38,37 @@ from sietch.server.app import create_app
 from tests.conftest import RESULTS, keep_evidence
 from tests.desktop.conftest import until_ready
 
-pytestmark = [
-    pytest.mark.timeout(1800),  # a desktop's first boot under TCG takes minutes
-    # Known failure, issue 13. Measured: Chromium's first start in a guest is CPU-bound, not
-    # blocked (at host load 12-15: 7 min of guest CPU in 10 min, page not shown yet; at load
-    # 2-3: its window up, the file:// tab still "Loading..." after 10 min). A new QEMU
-    # process re-translates all of Chromium's code under TCG, so every sandbox pays the
-    # whole start. Tried (2026-12-01, load 7-12): a template with Chromium already running
-    # showed a page in ~20 s after a restore, but its boot took 925-1024 s (three of them in
-    # the suite), and open_url's second `chromium URL` was killed by the busy browser's
-    # process singleton, whose cold successor never loaded. Next: open_url through the
-    # running browser's DevTools endpoint. Not run, so the suite does not wait for it.
-    pytest.mark.xfail(run=False, reason="Chromium's first start under TCG outlasts the deadline"),
-]
+pytestmark = pytest.mark.timeout(1800)  # a desktop's first boot under TCG takes minutes
 
+CHROMIUM = (
+    # Issue 13. Measured 2026-12-01 (bench/chromium_start.py, load 6-11): from a fresh
+    # restore, Chromium with every flag that cuts work (setarch -R, --js-flags=--jitless,
+    # --single-process, --in-process-gpu, extensions, background networking and component
+    # features off) had not painted a file:// page after 300 s: 3:36 of guest CPU in its
+    # process, 1.15 M translation blocks (TCG's 1 GiB code buffer filled and flushed once).
+    # The base flags did no better. The suite cannot wait for that.
+    "Chromium's first page in a restored sandbox outlasts what the suite can wait for under TCG"
+)
 T = TypeVar("T")
 PAGE = Path(__file__).with_name("page.html")
 GUEST_PAGE = "/tmp/page.html"
 COLOUR = (0x33, 0x66, 0xCC)
-"""The page's background."""
+"""The plain X client's colour (an xmessage, every part of it in this colour), and the
+page's background."""
+PAGE_COLOURS = ((0xCC, 0x66, 0x33), (0x33, 0xCC, 0x66))
+"""Chromium's two pages: not :data:`COLOUR`, which the xmessage under them shows too."""
+SWATCH = ("sietch-colour", "480x400+40+120")
+"""The coloured xmessage's title and geometry: the left half of the screen."""
+INPUT = ("sietch-input", "560x400+640+120")
+"""xev's window (name and geometry), the right half: it logs each event it gets."""
+XEV_LOG = "/tmp/xev.log"
 CENTRE = (640, 300)
-"""In the page's coloured top part once Chromium shows it maximized on the 1280x800 screen,
-and off the pointer, which Xvnc draws into the screen at (640, 400) at first."""
+"""In the page's coloured top part once Chromium shows it maximized on the 1280x800 screen."""
 TEXT_BOX = (640, 680)
 """In the page's text box (its bottom 40 %)."""
 DEADLINE = 600.0
-"""Chromium's first start in an emulated guest takes a minute or more; on a loaded host,
-several."""
+"""Plain X clients starting in a restored guest: seconds on a quiet host, minutes on a
+loaded one."""
 
 
 def close_to(pixel: tuple[int, ...], colour: tuple[int, int, int], slack: int = 6) -> bool:
@@ -153,7 +159,7 @@ async def api(manager: Manager, settings: Settings) -> AsyncIterator[Api]:
 
 
 async def keep_screen(sb: AsyncSandbox, live: LiveSandbox, manager: Manager) -> None:
-    """Evidence of a page that did not show: the screen, the processes, the kernel's log
+    """Evidence of a window that did not show: the screen, the processes, the kernel's log
     (an OOM kill), and the console and QEMU logs."""
     RESULTS.mkdir(exist_ok=True)
     keep_evidence(manager, sb.id, "desktop-page")
@@ -163,153 +169,193 @@ async def keep_screen(sb: AsyncSandbox, live: LiveSandbox, manager: Manager) -> 
     (RESULTS / "desktop-page.txt").write_bytes(report.stdout + report.stderr)
 
 
+@dataclass
+class Desk:
+    """The module's desktop sandbox and where its two plain X clients are on the screen."""
+
+    sb: AsyncSandbox
+    live: LiveSandbox
+    swatch: tuple[int, int]
+    """The centre of the coloured xmessage."""
+    box: tuple[int, int, int, int]
+    """xev's window: x, y, width, height."""
+
+    def inside(self, dx: int, dy: int) -> tuple[int, int]:
+        """A point in xev's window, ``dx``/``dy`` from its upper-left corner (even: a model
+        told half the screen's size lands on it exactly)."""
+        x, y, _, _ = self.box
+        return (x + dx) // 2 * 2, (y + dy) // 2 * 2
+
+
+async def window(live: LiveSandbox, name: str) -> tuple[int, int, int, int] | None:
+    """Where the guest's window called ``name`` is (x, y, width, height), once mapped."""
+    result = await live.exec(["xwininfo", "-name", name], env={"DISPLAY": ":0"})
+    found: dict[str, str] = dict(
+        re.findall(r"(Absolute upper-left [XY]|Width|Height):\s+(-?\d+)", result.stdout.decode())
+    )
+    if result.exit_code != 0 or len(found) != 4 or "IsViewable" not in result.stdout.decode():
+        return None
+    x, y = int(found["Absolute upper-left X"]), int(found["Absolute upper-left Y"])
+    return x, y, int(found["Width"]), int(found["Height"])
+
+
 @pytest_asyncio.fixture(scope="module")
-async def desk(manager: Manager, api: Api) -> AsyncIterator[tuple[AsyncSandbox, LiveSandbox]]:
-    """One desktop sandbox (created through the API) showing the test page in Chromium."""
+async def desk(manager: Manager, api: Api) -> AsyncIterator[Desk]:
+    """One desktop sandbox (created through the API) with two plain X clients, started
+    through the API's ``launch``: an xmessage all in :data:`COLOUR` and xev, which logs
+    the pointer and key events it gets to :data:`XEV_LOG`."""
     sb = await AsyncSandbox.create(
         "desktop", memory_mib=1024, disk_mib=4096, client=api.sdk, keep=True, request_timeout=None
     )
     live = manager.sandbox(sb.id)
     try:
         await until_ready(live)
-        # From the guest's disk: on a loaded host, the guest's Chromium did not start an
-        # HTTP fetch of its own loopback within minutes, while a file:// page showed in 45 s.
-        await live.write_file(GUEST_PAGE, PAGE.read_bytes(), mode=0o644)
-        await sb.desktop.open_url(f"file://{GUEST_PAGE}")
+        colour = "#{:02x}{:02x}{:02x}".format(*COLOUR)
+        looks = [f"*{part}: {colour}" for part in ("background", "foreground", "borderColor")]
+        title, geometry = SWATCH
+        await sb.desktop.launch(
+            "xmessage", "-title", title, "-geometry", geometry,
+            *(arg for r in looks for arg in ("-xrm", r)), "sietch",
+        )  # fmt: skip
+        name, geometry = INPUT
+        xev = f"exec stdbuf -oL xev -name {name} -geometry {geometry} >{XEV_LOG}"
+        await sb.desktop.launch("sh", "-c", xev)
+
+        x, y, w, h = await until(functools.partial(window, live, SWATCH[0]), "the xmessage")
+        box = await until(functools.partial(window, live, INPUT[0]), "xev's window")
+        swatch = (x + w // 2, y + h // 2)
 
         async def shown() -> bool | None:
-            return close_to(pixel(await sb.desktop.screenshot(), CENTRE), COLOUR) or None
+            return close_to(pixel(await sb.desktop.screenshot(), swatch), COLOUR) or None
 
         try:
-            await until(shown, "the page's colour at the centre of the screen")
+            await until(shown, "the xmessage's colour on the screen")
         except AssertionError:
             await keep_screen(sb, live, manager)
             raise
-        yield sb, live
+        yield Desk(sb, live, swatch, box)
     finally:
         await manager.delete(sb.id)
 
 
-async def test_screenshot_shows_the_page_colour(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
-    """A PNG of the whole 1280x800 screen with the page's background where the page is."""
-    sb, _ = desk
-    png = await sb.desktop.screenshot()
+async def xev_events(desk: Desk) -> str:
+    return await guest(desk.live, f"cat {XEV_LOG}")
+
+
+async def pressed(desk: Desk, at: tuple[int, int], button: int) -> None:
+    """Until xev reports a press of ``button`` at ``at`` on the screen."""
+
+    async def found() -> bool | None:
+        presses = re.findall(
+            r"ButtonPress event.*?root:\((\d+),(\d+)\).*?button (\d+)", await xev_events(desk), re.S
+        )
+        return (str(at[0]), str(at[1]), str(button)) in presses or None
+
+    await until(found, f"a press of button {button} at {at} seen by xev", 120)
+
+
+async def test_screenshot_shows_the_window_colour(desk: Desk) -> None:
+    """A PNG of the whole 1280x800 screen with the xmessage's colour where it is, and not
+    in xev's window beside it."""
+    png = await desk.sb.desktop.screenshot()
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG" and image.size == (1280, 800)
-    assert close_to(pixel(png, CENTRE), COLOUR)
-    assert not close_to(pixel(png, TEXT_BOX), COLOUR)  # the white text box below it
+    assert close_to(pixel(png, desk.swatch), COLOUR)
+    assert not close_to(pixel(png, desk.inside(100, 100)), COLOUR)
 
 
-async def test_screenshot_formats_region_and_scale(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
+async def test_screenshot_formats_region_and_scale(desk: Desk) -> None:
     """jpeg and webp are encoded on the host; a region is cut out, scale resizes it."""
-    sb, _ = desk
+    sb = desk.sb
     jpeg = Image.open(io.BytesIO(await sb.desktop.screenshot(format="jpeg")))
     assert jpeg.format == "JPEG" and jpeg.size == (1280, 800)
     assert Image.open(io.BytesIO(await sb.desktop.screenshot(format="webp"))).format == "WEBP"
-    part = await sb.desktop.screenshot(region=(600, 280, 80, 40), scale=0.5)
+    x, y = desk.swatch
+    part = await sb.desktop.screenshot(region=(x - 40, y - 20, 80, 40), scale=0.5)
     assert Image.open(io.BytesIO(part)).size == (40, 20)
     assert close_to(pixel(part, (20, 10)), COLOUR)
 
 
-async def title(live: LiveSandbox) -> str:
-    """The names of Chromium's windows as the guest's X server has them: the page's title
-    with " - Chromium" after it, one a line."""
-    return await guest(live, "xdotool search --class chromium getwindowname %@")
+async def test_typed_text_reaches_the_window(desk: Desk) -> None:
+    """Text typed through the API arrives as key presses in the focused X client (xev,
+    which the guest's X server gave them to), in order."""
+    await desk.sb.desktop.click(*desk.inside(60, 60))
+    await desk.sb.desktop.type("hello sietch 42")
+
+    async def typed() -> bool | None:
+        keys = re.findall(r'KeyPress event.*?XLookupString gives \d+ bytes: (?:\(..\) "(.)")?',
+                          await xev_events(desk), re.S)  # fmt: skip
+        return "hello sietch 42" in "".join(keys) or None
+
+    await until(typed, "the typed text in xev's log", 120)
 
 
-async def test_typed_text_reaches_the_page(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
-    """Text typed through the API lands in the page's text box, as the page says in the
-    guest (its title, read with xdotool)."""
-    sb, live = desk
-    await sb.desktop.click(*TEXT_BOX)
-    await sb.desktop.key("ctrl+a BackSpace")
-    await sb.desktop.type("hello sietch 42")
-
-    async def typed() -> str | None:
-        return "ok" if "typed:hello sietch 42 - Chromium" in await title(live) else None
-
-    await until(typed, "the typed text in the page's title", 120)
-
-
-async def test_mouse_move_is_where_the_guest_says(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
+async def test_mouse_move_is_where_the_guest_says(desk: Desk) -> None:
     """After a move through the API, xdotool inside the guest reports that position."""
-    sb, live = desk
+    sb = desk.sb
     await sb.desktop.move(321, 234)
-    assert "X=321\nY=234" in await guest(live, "xdotool getmouselocation --shell")
+    assert "X=321\nY=234" in await guest(desk.live, "xdotool getmouselocation --shell")
     assert await sb.desktop.cursor_position() == (321, 234)
     assert await sb.desktop.screen_size() == (1280, 800)
 
 
-async def clicked(live: LiveSandbox, x: int, button: int) -> None:
-    """Until the page reports a press of ``button`` at screen column ``x``."""
-
-    async def found() -> str | None:
-        for name in (await title(live)).splitlines():
-            if name.startswith("click:"):
-                cx, _, b = name.split(":", 1)[1].split(" ", 1)[0].split(",")
-                if int(b) == button and abs(int(cx) - x) <= 2:
-                    return name
-        return None
-
-    await until(found, f"a press of button {button} at x={x} seen by the page", 120)
-
-
-async def test_anthropic_click_and_screenshot(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
-    """An Anthropic-shaped left_click (scaled from a 640x400 model screen) is seen by the page;
+async def test_anthropic_click_and_screenshot(desk: Desk) -> None:
+    """An Anthropic-shaped left_click (scaled from a 640x400 model screen) is seen by xev;
     the answer is a tool_result image block at the model's size; cursor_position is text."""
-    sb, live = desk
-    content = await sb.desktop.anthropic(
-        {"action": "left_click", "coordinate": [300, 150]}, display_width=640, display_height=400
+    x, y = desk.inside(120, 80)
+    model = x // 2, y // 2
+    content = await desk.sb.desktop.anthropic(
+        {"action": "left_click", "coordinate": list(model)}, display_width=640, display_height=400
     )
-    await clicked(live, 600, 0)
+    await pressed(desk, (x, y), 1)
     [block] = content
     assert block["type"] == "image" and block["source"]["media_type"] == "image/png"
     image = Image.open(io.BytesIO(base64.b64decode(block["source"]["data"])))
     assert image.size == (640, 400)
-    text = await sb.desktop.anthropic(
+    text = await desk.sb.desktop.anthropic(
         {"action": "cursor_position"}, display_width=640, display_height=400
     )
-    assert text == [{"type": "text", "text": "X=300,Y=150"}]
-    zoom = await sb.desktop.anthropic({"action": "zoom", "region": [0, 0, 639, 399]})
+    assert text == [{"type": "text", "text": f"X={model[0]},Y={model[1]}"}]
+    zoom = await desk.sb.desktop.anthropic({"action": "zoom", "region": [0, 0, 639, 399]})
     assert Image.open(io.BytesIO(base64.b64decode(zoom[0]["source"]["data"]))).size == (1280, 800)
 
 
-async def test_openai_click_and_screenshot(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
-    """An OpenAI computer_call right click is seen by the page; the answer is the
+async def test_openai_click_and_screenshot(desk: Desk) -> None:
+    """An OpenAI computer_call right click is seen by xev; the answer is the
     computer_call_output with a PNG data URL."""
-    sb, live = desk
-    out = await sb.desktop.openai(
+    x, y = desk.inside(200, 150)
+    out = await desk.sb.desktop.openai(
         {
             "type": "computer_call",
             "call_id": "call_1",
-            "action": {"type": "click", "x": 700, "y": 300, "button": "right"},
+            "action": {"type": "click", "x": x, "y": y, "button": "right"},
         }
     )
-    await clicked(live, 700, 2)
-    await sb.desktop.key("Escape")  # the context menu
+    await pressed(desk, (x, y), 3)
     assert out["type"] == "computer_call_output" and out["call_id"] == "call_1"
     url = out["output"]["image_url"]
     assert out["output"]["type"] == "input_image" and url.startswith("data:image/png;base64,")
     assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (1280, 800)
 
 
-async def test_actions_answer_json(desk: tuple[AsyncSandbox, LiveSandbox]) -> None:
-    """windows lists Chromium with the page's title; the clipboard round-trips; a screenshot
-    comes with an action when asked for."""
-    sb, _ = desk
+async def test_actions_answer_json(desk: Desk) -> None:
+    """windows lists both X clients by title and which one has the focus; the clipboard
+    round-trips; a screenshot comes with an action when asked for."""
+    sb = desk.sb
     windows = await sb.desktop.windows()
-    assert any(w["title"].endswith(" - Chromium") for w in windows["windows"])
-    assert windows["active"] is not None and windows["active"]["title"].endswith(" - Chromium")
+    titles = {w["title"] for w in windows["windows"]}
+    assert {SWATCH[0], INPUT[0]} <= titles
+    assert windows["active"] is not None and windows["active"]["title"] in titles
     await sb.desktop.clipboard_set("from the host")
     assert await sb.desktop.clipboard_get() == "from the host"
-    answer = await sb.desktop.click(*CENTRE, screenshot=True)
-    assert close_to(pixel(base64.b64decode(answer["screenshot"]), CENTRE), COLOUR)
+    answer = await sb.desktop.act("move", x=desk.swatch[0], y=desk.swatch[1], screenshot=True)
+    assert close_to(pixel(base64.b64decode(answer["screenshot"]), desk.swatch), COLOUR)
 
 
-async def test_bad_input_is_a_clear_4xx(desk: tuple[AsyncSandbox, LiveSandbox], api: Api) -> None:
+async def test_bad_input_is_a_clear_4xx(desk: Desk, api: Api) -> None:
     """Off-screen points, unknown keys and buttons, huge texts and a sandbox without a
     desktop are refused with errors that name the problem."""
-    sb, _ = desk
+    sb = desk.sb
     with pytest.raises(InvalidArgument, match="off the screen"):
         await sb.desktop.click(1280, 10)
     with pytest.raises(InvalidArgument, match="unknown key 'NoSuchKey'"):
@@ -332,12 +378,10 @@ async def test_bad_input_is_a_clear_4xx(desk: tuple[AsyncSandbox, LiveSandbox], 
     assert {s.id for s in await AsyncSandbox.list(client=api.sdk)} == before
 
 
-async def test_mcp_screenshot_and_computer_tools(
-    desk: tuple[AsyncSandbox, LiveSandbox], api: Api
-) -> None:
+async def test_mcp_screenshot_and_computer_tools(desk: Desk, api: Api) -> None:
     """Over /mcp, screenshot is MCP image content and computer moves the pointer and
     answers cursor_position with JSON."""
-    sb, _ = desk
+    sb = desk.sb
     headers = {"Authorization": f"Bearer {api.key}"}
     async with (
         httpx.AsyncClient(headers=headers, timeout=120) as http,
@@ -359,11 +403,9 @@ async def test_mcp_screenshot_and_computer_tools(
         assert bad.is_error and "off the screen" in bad.content[0].text
 
 
-async def test_cli_saves_a_screenshot(
-    desk: tuple[AsyncSandbox, LiveSandbox], api: Api, tmp_path: Path
-) -> None:
+async def test_cli_saves_a_screenshot(desk: Desk, api: Api, tmp_path: Path) -> None:
     """``sietch computer screenshot ID -o shot.jpg`` writes a JPEG of the screen."""
-    sb, _ = desk
+    sb = desk.sb
     sietch = Path(sys.executable).parent / "sietch"
     env = {**os.environ, "SIETCH_URL": api.url, "SIETCH_API_KEY": api.key}
     out = tmp_path / "shot.jpg"
@@ -371,19 +413,18 @@ async def test_cli_saves_a_screenshot(
         str(sietch), "computer", "screenshot", sb.id, "-o", str(out), env=env
     )
     assert await proc.wait() == 0
-    assert Image.open(out).format == "JPEG"
+    with Image.open(out) as shot:
+        assert shot.format == "JPEG"
 
 
 @pytest.mark.filterwarnings("ignore:TripleDES has been moved")  # vncdotool's own import
-async def test_vnc_from_outside_needs_the_password(
-    desk: tuple[AsyncSandbox, LiveSandbox], manager: Manager
-) -> None:
+async def test_vnc_from_outside_needs_the_password(desk: Desk, manager: Manager) -> None:
     """vncdotool logs in on expose(5900) with the sandbox's vnc_password and captures a
     frame; a wrong or missing password is refused."""
     from vncdotool import api
     from vncdotool.client import AuthenticationError, VNCDoException
 
-    sb, _ = desk
+    sb = desk.sb
     mapping = await manager.expose(sb.id, 5900)
     password = manager.desktop(sb.id).vnc_password
     server = f"127.0.0.1::{mapping.host_port}"
@@ -400,7 +441,7 @@ async def test_vnc_from_outside_needs_the_password(
     try:
         frame = await asyncio.to_thread(capture, password)
         assert frame.size == (1280, 800)
-        assert close_to(frame.convert("RGB").getpixel(CENTRE), COLOUR)  # type: ignore[arg-type]
+        assert close_to(frame.convert("RGB").getpixel(desk.swatch), COLOUR)  # type: ignore[arg-type]
         for wrong in ("not-it", None):
             with pytest.raises((AuthenticationError, VNCDoException, TimeoutError)):
                 await asyncio.to_thread(capture, wrong)
@@ -409,9 +450,7 @@ async def test_vnc_from_outside_needs_the_password(
         await asyncio.to_thread(api.shutdown)
 
 
-async def test_resolution_and_dpi_at_create(
-    api: Api, manager: Manager, desk: tuple[AsyncSandbox, LiveSandbox]
-) -> None:
+async def test_resolution_and_dpi_at_create(api: Api, manager: Manager, desk: Desk) -> None:
     """resolution and dpi resize the restored desktop's running X server; the record and
     the screenshots follow, and the sandbox has a password of its own."""
     sb = await AsyncSandbox.create(
@@ -428,29 +467,77 @@ async def test_resolution_and_dpi_at_create(
         info = await guest(live, "xdpyinfo")
         assert "1024x768 pixels" in info and "120x120 dots per inch" in info
         assert Image.open(io.BytesIO(await sb.desktop.screenshot())).size == (1024, 768)
-        assert manager.desktop(sb.id).vnc_password != manager.desktop(desk[0].id).vnc_password
+        assert manager.desktop(sb.id).vnc_password != manager.desktop(desk.sb.id).vnc_password
 
 
-async def test_forks_have_their_own_screens_and_passwords(
-    desk: tuple[AsyncSandbox, LiveSandbox], manager: Manager
-) -> None:
-    """Two forks of the desktop show the page; closing Chromium in one leaves the other's
-    screen as it was; every fork has its own VNC password."""
-    sb, _ = desk
+async def test_forks_have_their_own_screens_and_passwords(desk: Desk, manager: Manager) -> None:
+    """Two forks of the desktop show the coloured window; closing it in one leaves the
+    other's screen as it was; every fork has its own VNC password."""
+    sb = desk.sb
     forks = await manager.fork(sb.id, 2)
     try:
         first, second = (manager.sandbox(f.id) for f in forks)
         passwords = {manager.desktop(i).vnc_password for i in (sb.id, first.id, second.id)}
         assert len(passwords) == 3
-        await first.exec(["pkill", "-x", "chromium"])
+        await first.exec(["pkill", "-x", "xmessage"])
 
         async def first_changed() -> bool | None:
             shot = await manager.desktops.screenshot(first)
-            return (not close_to(shot.getpixel(CENTRE), COLOUR)) or None  # type: ignore[arg-type]
+            return (not close_to(shot.getpixel(desk.swatch), COLOUR)) or None  # type: ignore[arg-type]
 
-        await until(first_changed, "the page gone from the first fork's screen", 60)
+        await until(first_changed, "the window gone from the first fork's screen", 120)
         shot = await manager.desktops.screenshot(second)
-        assert close_to(shot.getpixel(CENTRE), COLOUR)  # type: ignore[arg-type]
+        assert close_to(shot.getpixel(desk.swatch), COLOUR)  # type: ignore[arg-type]
     finally:
         for fork in forks:
             await manager.delete(fork.id)
+
+
+async def browser_alive(live: LiveSandbox, pid: int) -> bool:
+    return (await live.exec(["kill", "-0", str(pid)])).exit_code == 0
+
+
+@pytest.mark.xfail(run=False, reason=CHROMIUM)
+async def test_open_url_shows_pages_in_chromium(desk: Desk) -> None:
+    """open_url starts the desktop's Chromium on a page, which shows and takes typed text;
+    a second open_url is a tab of that same browser, and its page shows."""
+    sb, live = desk.sb, desk.live
+    pages = []
+    for n, colour in enumerate(PAGE_COLOURS):
+        hexed = "#{:02x}{:02x}{:02x}".format(*colour).encode()
+        pages.append(f"/tmp/page{n}.html")
+        await live.write_file(pages[-1], PAGE.read_bytes().replace(b"#3366cc", hexed), mode=0o644)
+    pids = []
+    for path, colour in zip(pages, PAGE_COLOURS, strict=True):
+        pids.append((await sb.desktop.open_url(f"file://{path}"))["pid"])
+
+        async def shown(colour: tuple[int, int, int] = colour) -> bool | None:
+            return close_to(pixel(await sb.desktop.screenshot(), CENTRE), colour) or None
+
+        await until(shown, f"the page of colour {colour} in Chromium")
+    assert pids[0] == pids[1] and await browser_alive(live, pids[0])
+    await sb.desktop.click(*TEXT_BOX)
+    await sb.desktop.type("hello sietch 42")
+
+    async def typed() -> str | None:
+        names = await guest(live, "xdotool search --class chromium getwindowname %@")
+        return "ok" if "typed:hello sietch 42 - Chromium" in names else None
+
+    await until(typed, "the typed text in the page's title", 120)
+
+
+@pytest.mark.xfail(
+    run=False,
+    reason="the second open_url, in a guest busy with Chromium's start, got no answer within "
+    "the API's 120 s (twice, load 1-3; cause not found yet)",
+)
+async def test_open_url_keeps_one_browser(desk: Desk) -> None:
+    """Two open_url calls go to one browser: the second does not start another Chromium
+    (whose process-singleton hand-over killed a busy one), and the first stays alive. Last
+    in the module: a Chromium starting keeps the guest busy."""
+    sb, live = desk.sb, desk.live
+    first = (await sb.desktop.open_url("about:blank"))["pid"]
+    second = (await sb.desktop.open_url("about:blank#second"))["pid"]
+    assert first == second and await browser_alive(live, first)
+    browsers = await guest(live, "pgrep -u user -x chromium -a | grep -vc -- --type= || true")
+    assert browsers.strip() == "1"
