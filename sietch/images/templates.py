@@ -21,7 +21,6 @@ only (mode 0700): a template's memory is a guest's RAM.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -54,16 +53,8 @@ def content_digest(path: Path) -> str:
     zeros = bytes(_CHUNK)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        size = os.fstat(fd).st_size
         pos = 0
-        while pos < size:
-            try:
-                data = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:  # only a hole is left
-                    break
-                raise
-            end = os.lseek(fd, data, os.SEEK_HOLE)
+        for data, end in cow.data_extents(fd):
             pos = max(pos, data - data % _CHUNK)
             while pos < end:
                 block = os.pread(fd, _CHUNK, pos)
@@ -73,7 +64,7 @@ def content_digest(path: Path) -> str:
                     h.update(pos.to_bytes(8, "little"))
                     h.update(block)
                 pos += len(block)
-        h.update(size.to_bytes(8, "little"))
+        h.update(os.fstat(fd).st_size.to_bytes(8, "little"))
     finally:
         os.close(fd)
     return h.hexdigest()

@@ -15,6 +15,7 @@ import fcntl
 import logging
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -65,25 +66,32 @@ def unshare_exactly(fd: int) -> None:
             raise
 
 
-def _sparse_copy(fin: int, fout: int) -> None:
-    size = os.fstat(fin).st_size
+def data_extents(fd: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each run of data in an open file, its holes skipped (callers
+    read at explicit offsets: the file position moves)."""
+    size = os.fstat(fd).st_size
     offset = 0
     while offset < size:
         try:
-            start = os.lseek(fin, offset, os.SEEK_DATA)
+            start = os.lseek(fd, offset, os.SEEK_DATA)
         except OSError as exc:
             if exc.errno == errno.ENXIO:  # only a hole is left
-                break
+                return
             raise
-        end = os.lseek(fin, start, os.SEEK_HOLE)
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, end
+        offset = end
+
+
+def _sparse_copy(fin: int, fout: int) -> None:
+    for start, end in data_extents(fin):
         pos = start
         while pos < end:
             n = _copy_range(fin, fout, end - pos, pos)
             if n == 0:
                 break
             pos += n
-        offset = end
-    os.ftruncate(fout, size)
+    os.ftruncate(fout, os.fstat(fin).st_size)
 
 
 def _copy_range(fin: int, fout: int, count: int, pos: int) -> int:
