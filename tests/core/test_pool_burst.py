@@ -8,7 +8,10 @@ from collections.abc import Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from sietch.core.models import SandboxInfo, SandboxSpec, SandboxState, Timeouts
+from sietch.core import pool
 from sietch.core.pool import WarmPool
 from sietch.errors import FileNotFound
 
@@ -96,3 +99,28 @@ async def test_a_burst_waits_for_parallel_refills_bounded_by_concurrency() -> No
     await asyncio.wait_for(asyncio.gather(*host.tasks), 10)
     assert host.most == 2
     assert len(pool.ready()) == 1, "the pool did not refill to its size"
+
+
+async def test_a_hand_out_tops_the_pool_up_only_after_a_pause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With nobody waiting, the refill after a hand-out waits REFILL_DELAY_S (the new
+    owner's first commands get the host meanwhile), then fills the pool again."""
+    host = FakeHost()
+    host.release.set()
+    warm = WarmPool(host, size=1, parallel=1)  # type: ignore[arg-type]
+    warm.refill("k", "tpl")
+    await asyncio.wait_for(asyncio.gather(*host.tasks), 10)
+    monkeypatch.setattr(pool, "REFILL_DELAY_S", 3600)
+    assert await warm.take("k", SandboxSpec(), "tpl") is not None
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert len(host.sandboxes) == 1 and not warm.ready(), "the refill did not wait"
+    for task in host.tasks:
+        task.cancel()
+    monkeypatch.setattr(pool, "REFILL_DELAY_S", 0)
+    assert await warm.take("k", SandboxSpec(), "tpl") is not None  # waits for its own fill
+    async with asyncio.timeout(10):
+        while not warm.ready():
+            await asyncio.sleep(0.01)
+    assert len(host.sandboxes) == 3
