@@ -116,6 +116,26 @@ async def test_command_not_found_and_bad_cwd(host: HostConnection, tmp_path: Pat
     assert out.final["code"] == "invalid_argument"
 
 
+async def test_a_command_name_is_searched_like_exec_does(
+    host: HostConnection, tmp_path: Path
+) -> None:
+    """A name is found in PATH past entries without it, a directory of that name and a
+    non-executable file of that name; one in no entry is not found."""
+    (tmp_path / "a" / "tool").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "tool").write_text("x\n")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "tool").write_text("#!/bin/sh\necho c\n")
+    (tmp_path / "c" / "tool").chmod(0o755)
+    path = ":".join(str(tmp_path / d) for d in ("missing", "a", "b", "c"))
+    out = await host.run(argv=["tool"], env={"PATH": path})
+    assert (out.final["exit_code"], out.stdout) == (0, b"c\n")
+    out = await host.run(argv=["tool"], env={"PATH": f"{tmp_path / 'c'}:{tmp_path / 'b'}"})
+    assert out.stdout == b"c\n"
+    missing = await host.run(argv=["no-such-tool"], env={"PATH": path})
+    assert missing.final["code"] == "command_not_found"
+
+
 async def test_clean_environment(host: HostConnection, tmp_path: Path) -> None:
     """Children get a fixed environment plus env, never the agent's own PYTHONPATH."""
     out = await host.run(argv=["env"], env={"FOO": "bar"}, cwd=str(tmp_path))

@@ -122,3 +122,19 @@ async def test_bad_input_fails_only_its_own_stream(wire: HostConnection) -> None
     assert (await wire.call("wait", pid=pid, timeout=60))["signal"] == 15
     gone = await wire.open("signal", pid=pid, signal=9).outcome()
     assert gone.final["code"] == "no_such_process"
+
+
+async def test_a_command_name_is_searched_like_exec_does(wire: HostConnection) -> None:
+    """The front looks a name up in PATH without trying execve in entries that lack it, and
+    still passes over a directory and a non-executable file of that name to the program."""
+    setup = (
+        "mkdir -p /tmp/path/a/tool /tmp/path/b /tmp/path/c && echo x > /tmp/path/b/tool"
+        " && printf '#!/bin/sh\\necho c $(/bin/cat /proc/$PPID/comm)\\n' > /tmp/path/c/tool"
+        " && chmod +x /tmp/path/c/tool"
+    )
+    assert (await wire.run(cmd=setup)).final["exit_code"] == 0
+    path = "/tmp/path/missing:/tmp/path/a:/tmp/path/b:/tmp/path/c"
+    out = await wire.run(argv=["tool"], env={"PATH": path})
+    assert (out.final["exit_code"], out.stdout) == (0, b"c sietch-front\n")
+    missing = await wire.run(argv=["no-such-tool"], env={"PATH": path})
+    assert missing.final["code"] == "command_not_found"

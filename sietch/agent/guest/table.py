@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import termios
 from typing import Any
 
@@ -92,6 +93,7 @@ class ProcessTable:
             stdin, stdout, stderr = (subprocess.DEVNULL if fd is None else fd for fd in stdio.child)
             popen = subprocess.Popen(
                 spec.argv,
+                executable=_program(spec.argv[0], spec.env),
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
@@ -157,6 +159,28 @@ class ProcessTable:
         await proc.when_done()
         output = proc.rings[P.CHANNEL_STDOUT].text() + proc.rings[P.CHANNEL_STDERR].text()
         return proc.exit_code, output
+
+
+def _program(name: str, env: dict[str, str]) -> str | None:
+    """The file a command name runs, found with stat (None: leave the search to exec).
+
+    exec's own search tries execve in each PATH entry in turn, and every miss sets up and
+    tears down an address space with argv and the environment copied in: 0.2-1 ms
+    emulated each, against ~10 us for a stat (`true` misses three entries). Anything but
+    an executable regular file first in PATH is left to exec, which then words the error.
+    """
+    if "/" in name:
+        return None
+    for entry in os.get_exec_path(env):
+        if not os.path.isabs(entry):  # relative to the command's cwd, not ours
+            return None
+        path = os.path.join(entry, name)
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        return path if stat.S_ISREG(mode) and mode & 0o111 else None
+    return None
 
 
 def _spawn_error(exc: Exception, spec: Spec) -> OpError:
