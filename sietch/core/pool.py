@@ -85,11 +85,12 @@ class WarmPool:
 
     async def take(self, key: str, spec: SandboxSpec, template_id: str) -> SandboxInfo | None:
         """A pooled sandbox made the caller's, waiting for the next one when none is ready;
-        None when the pool is off (size 0). Refills the pool either way."""
+        None when the pool is off (size 0). Refills the pool either way: at once while other
+        creates wait (a burst), else :data:`REFILL_DELAY_S` later."""
         taken = await self._take(key, spec, template_id)
-        if self._waiting[key]:  # a burst: their fills start now (see _next)
+        if self._waiting[key]:
             self.refill(key, template_id)
-        else:
+        elif self.size > 0:
             self.host.spawn(self._refill_later(key, template_id))
         return taken
 
