@@ -603,7 +603,10 @@ def test_the_console_in_a_browser_behind_two_gateways(
                 http.delete(f"/sandboxes/{sandbox_id}")
 
 
-@pytest.mark.timeout(1500)  # a first desktop boots its template: minutes under TCG
+# The node imports the desktop's template from the machine's template cache (seconds);
+# on a cold cache it boots it (minutes under TCG) and publishes it, and tests/console and
+# tests/desktop, later in the run, import it instead of booting it: one boot either way.
+@pytest.mark.timeout(1500)
 def test_the_desktop_viewer_works_through_a_gateway(sietch_cluster: Cluster) -> None:
     """A desktop sandbox on node-2, made through one gateway: the other hands out a viewer
     link on its own address; the link's visit, the viewer page, noVNC and the viewer's
@@ -656,6 +659,11 @@ def test_a_nodes_internal_port_refuses_public_api_keys(sietch_cluster: Cluster) 
     assert no_caller.status_code == 401
     vouched = {SECRET_HEADER: SECRET, CALLER_HEADER: encode_caller(Caller("default", "t", True))}
     assert httpx.get(node, headers=vouched).status_code == 200
+    # What nodes copy between them (snapshots, images, moved sandboxes) wants it too.
+    export = c.nodes[0].url + "/internal/snapshots/snap-000000000000/export"
+    refused = httpx.get(export, headers={"Authorization": f"Bearer {c.admin_key}"})
+    assert refused.status_code == 401 and "cluster secret" in refused.text
+    assert httpx.get(export, headers={SECRET_HEADER: SECRET}).status_code == 404
 
 
 def test_a_gateway_restart_loses_nothing(sietch_cluster: Cluster) -> None:
