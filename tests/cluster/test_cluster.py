@@ -611,7 +611,8 @@ def test_the_desktop_viewer_works_through_a_gateway(sietch_cluster: Cluster) -> 
     """A desktop sandbox on node-2, made through one gateway: the other hands out a viewer
     link on its own address; the link's visit, the viewer page, noVNC and the viewer's
     WebSocket all go through it, and the WebSocket (gateway -> node -> the guest's VNC
-    port) logs in with the link's password and moves the guest's pointer."""
+    port) logs in with the link's password and moves the guest's pointer; a screenshot
+    of the computer-use API comes through it too."""
     c = sietch_cluster
     with c.client(0) as http:
         answer = http.post("/sandboxes", json={**DESKTOP, "prefer_node": "node-2"}, timeout=READY_S)
@@ -641,6 +642,8 @@ def test_the_desktop_viewer_works_through_a_gateway(sietch_cluster: Cluster) -> 
                 rfb.pointer(211, 123)
                 rfb.barrier()
             assert sandbox.mouse() == (211, 123)
+            shot = http.get(f"/sandboxes/{sandbox_id}/desktop/screenshot")
+            assert shot.status_code == 200 and shot.content.startswith(b"\x89PNG\r\n\x1a\n")
     finally:
         with c.client(0) as http:
             http.delete(f"/sandboxes/{sandbox_id}")
