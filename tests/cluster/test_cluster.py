@@ -32,10 +32,13 @@ from tenacity import Retrying, stop_after_delay, wait_fixed
 from sietch import Sandbox
 from sietch.client import Client
 from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
+from sietch.config import Settings
 from sietch.core.tenants import Caller
 from sietch.images import desktop
 from sietch.images.novnc import ENTRY as NOVNC_ENTRY
 from sietch.server.console.session import PURPOSE
+from sietch.vmm import accel
+from sietch.vmm.version import version_text
 from tests.cluster.harness import SECRET, Cluster, cluster
 from tests.cluster.network import ClusterNet
 from tests.cluster.postgres import Postgres
@@ -65,6 +68,24 @@ def _node_of(c: Cluster, sandbox_id: str) -> str:
 
 def _sdk(c: Cluster, gateway: int, key: str | None = None) -> dict[str, str]:
     return {"url": c.gateways[gateway].url, "api_key": key or c.admin_key}
+
+
+def test_each_node_registers_with_its_capacity(sietch_cluster: Cluster) -> None:
+    """Every node is in the catalog, reachable, with what its heartbeat measured: its
+    slots as configured, this machine's cores, memory and disk, its accelerator and its
+    QEMU's version."""
+    c = sietch_cluster
+    nodes = {n.name: n for n in c.catalog.nodes()}
+    assert set(nodes) == set(CAPACITY)
+    for name, node in nodes.items():
+        have = node.capacity
+        assert node.reachable and node.url == c.node(name).url
+        assert have.max_sandboxes == CAPACITY[name]
+        assert have.vcpus == os.cpu_count()
+        assert 0 < have.free_memory_mib <= have.memory_mib
+        assert 0 < have.free_disk_mib <= have.disk_mib
+        assert have.accelerator == accel.resolve(Settings().accel)
+        assert have.qemu_version == version_text(Settings().qemu_binary)
 
 
 def test_creates_spread_over_the_nodes_by_capacity(sietch_cluster: Cluster) -> None:
