@@ -28,6 +28,8 @@ from mcp.client.streamable_http import streamable_http_client
 from playwright.sync_api import Browser, expect
 from py_arrakis import SandboxManager
 from tenacity import Retrying, stop_after_delay, wait_fixed
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from sietch import Sandbox
 from sietch.client import Client
@@ -37,6 +39,7 @@ from sietch.core.tenants import Caller
 from sietch.images import desktop
 from sietch.images.novnc import ENTRY as NOVNC_ENTRY
 from sietch.server.console.session import PURPOSE
+from sietch.server.routes.viewer import viewer_prefix
 from sietch.vmm import accel
 from sietch.vmm.version import version_text
 from tests.cluster.harness import SECRET, Cluster, cluster
@@ -658,6 +661,7 @@ def test_the_desktop_viewer_works_through_a_gateway(sietch_cluster: Cluster) -> 
             assert viewer.status_code == 200 and "websockify" in viewer.text, viewer.text
             novnc = httpx.get(f"{gateway}/static/novnc/{NOVNC_ENTRY}", timeout=60)
             assert novnc.status_code == 200 and novnc.content
+            _viewer_socket_checks_its_origin(gateway, sandbox_id, visit.headers["set-cookie"])
             with rfb_session(sandbox, view_only=False) as rfb:
                 assert (rfb.width, rfb.height) == (1280, 800)
                 rfb.pointer(211, 123)
@@ -668,6 +672,21 @@ def test_the_desktop_viewer_works_through_a_gateway(sietch_cluster: Cluster) -> 
     finally:
         with c.client(0) as http:
             http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def _viewer_socket_checks_its_origin(gateway: str, sandbox_id: str, set_cookie: str) -> None:
+    """As a browser opens it: from the gateway's own page the viewer's WebSocket reaches
+    the guest's VNC server (its RFB banner); from another site's, it is refused."""
+    url = gateway.replace("http", "ws", 1) + viewer_prefix(sandbox_id) + "websockify"
+    cookie = set_cookie.partition(";")[0]
+    own = {"Cookie": cookie, "Origin": gateway}
+    with ws_connect(url, additional_headers=own, open_timeout=30) as ws:
+        banner = ws.recv(timeout=60)
+        assert isinstance(banner, bytes) and banner.startswith(b"RFB 003."), banner
+    foreign = {"Cookie": cookie, "Origin": "http://elsewhere.example"}
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(url, additional_headers=foreign, open_timeout=30).close()
+    assert refused.value.response.status_code == 403
 
 
 def test_a_nodes_internal_port_refuses_public_api_keys(sietch_cluster: Cluster) -> None:
