@@ -16,7 +16,7 @@ replaced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -222,14 +222,9 @@ class Catalog:
                     ],
                 )
 
-    def report_snapshots(
-        self,
-        node: str,
-        snapshots: Mapping[str, tuple[str, int]],
-        templates: Collection[str] = (),
-    ) -> None:
-        """All the snapshots the node holds now: id -> (tenant, size in bytes); those in
-        ``templates`` are templates (every tenant may restore one)."""
+    def report_snapshots(self, node: str, snapshots: Mapping[str, Mapping[str, Any]]) -> None:
+        """All the snapshots the node holds now: id -> its public record (``tenant``,
+        ``size_bytes``, ``template``: every tenant may restore a template)."""
         with self.cursor(transaction=True) as cur:
             cur.execute(
                 "DELETE FROM snapshots WHERE node = %s AND NOT id = ANY(%s)",
@@ -237,9 +232,14 @@ class Catalog:
             )
             if snapshots:
                 cur.executemany(
-                    "INSERT INTO snapshots (id, node, tenant, size_bytes, template) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id, node) DO NOTHING",
-                    [(i, node, t, size, i in templates) for i, (t, size) in snapshots.items()],
+                    "INSERT INTO snapshots (id, node, tenant, size_bytes, template, record) "
+                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id, node) DO UPDATE SET "
+                    "size_bytes = EXCLUDED.size_bytes, template = EXCLUDED.template, "
+                    "record = EXCLUDED.record",
+                    [
+                        (i, node, r["tenant"], r["size_bytes"], r["template"], Jsonb(dict(r)))
+                        for i, r in snapshots.items()
+                    ],
                 )
 
     def report_images(
@@ -307,6 +307,27 @@ class Catalog:
                 (snapshot_id,),
             )
         ]
+
+    def snapshot_record(self, snapshot_id: str) -> dict[str, Any] | None:
+        """The snapshot's record as a node holding it last reported it."""
+        rows = self.rows(
+            "SELECT record FROM snapshots WHERE id = %s AND record IS NOT NULL LIMIT 1",
+            (snapshot_id,),
+        )
+        return rows[0][0] if rows else None
+
+    def snapshots_on(self, nodes: Sequence[str], tenant: str | None) -> list[dict[str, Any]]:
+        """The records of the snapshots on ``nodes`` that ``tenant`` sees (None: all), one per
+        snapshot however many of them hold a copy; not templates, nor a hibernated
+        sandbox's (internal), as a node's own listing."""
+        rows = self.rows(
+            "SELECT DISTINCT ON (id) record FROM snapshots WHERE node = ANY(%s) "
+            "AND record IS NOT NULL AND NOT template "
+            "AND NOT coalesce((record ->> 'hibernation')::boolean, false) "
+            "AND (%s::text IS NULL OR tenant = %s) ORDER BY id, node",
+            (list(nodes), tenant, tenant),
+        )
+        return [r[0] for r in rows]
 
     def image_holders(self, name: str) -> list[str]:
         return [node for node, _ in self.image_copies(name)]

@@ -26,7 +26,7 @@ from sietch.config import MiB, Settings
 from sietch.core import images as user_images
 from sietch.core.hostmem import mem_available
 from sietch.core.manager import Manager
-from sietch.core.models import SandboxInfo
+from sietch.core.models import SandboxInfo, SnapshotInfo
 from sietch.core.pool import is_pooled
 from sietch.errors import SietchError
 from sietch.vmm.version import version_text
@@ -36,6 +36,8 @@ T = TypeVar("T")
 
 Describe = Callable[[SandboxInfo], dict[str, Any]]
 """A sandbox's record as the public API shows it (what a gateway lists for a lost one)."""
+DescribeSnapshot = Callable[[SnapshotInfo], dict[str, Any]]
+"""A snapshot's, as the public API shows it (what another node's console draws)."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,8 @@ class Holdings:
 
     sandboxes: dict[str, str]
     """Sandbox id -> the JSON of its public record."""
-    snapshots: dict[str, tuple[str, int]]
-    """Snapshot id -> (tenant, size in bytes), templates included."""
-    templates: frozenset[str]
+    snapshots: dict[str, str]
+    """Snapshot id -> the JSON of its public record, templates included."""
     images: list[str]
     """Built-in and (ready) user images."""
     owners: dict[str, str]
@@ -66,15 +67,21 @@ class NodeAgent:
     after a change. Every catalog call runs in a thread (psycopg is blocking)."""
 
     def __init__(
-        self, catalog: Catalog, manager: Manager, settings: Settings, describe: Describe
+        self,
+        catalog: Catalog,
+        manager: Manager,
+        settings: Settings,
+        describe: Describe,
+        describe_snapshot: DescribeSnapshot,
     ) -> None:
         self.catalog = catalog
         self.manager = manager
         self.settings = settings
         self.describe = describe
+        self.describe_snapshot = describe_snapshot
         self.name = settings.node_name
         self._qemu = version_text(settings.qemu_binary)
-        self._last = Holdings({}, {}, frozenset(), [], {})
+        self._last = Holdings({}, {}, [], {})
         """What the last report said."""
         self._lock = asyncio.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sietch-catalog")
@@ -108,11 +115,10 @@ class NodeAgent:
     def _holdings(self) -> Holdings:
         store = self.manager.store
         sandboxes = {i.id: json_of(self.describe(i)) for i in store.all() if not is_pooled(i)}
-        snapshots = {s.id: (s.tenant, s.size_bytes) for s in store.all_snapshots()}
-        templates = frozenset(s.id for s in store.all_snapshots() if s.template)
+        snapshots = {s.id: json_of(self.describe_snapshot(s)) for s in store.all_snapshots()}
         owners = {i.name: i.tenant for i in user_images.listed(store)}
         images = sorted({i.name for i in self.manager.images.list()} | set(owners))
-        return Holdings(sandboxes, snapshots, templates, images, owners)
+        return Holdings(sandboxes, snapshots, images, owners)
 
     async def start(self) -> None:
         """Register (again, after a restart: same name) and report all this node holds."""
@@ -139,13 +145,9 @@ class NodeAgent:
                     gone,
                     complete=complete,
                 )
-            if complete or (now.snapshots, now.templates) != (
-                self._last.snapshots,
-                self._last.templates,
-            ):
-                await self._call(
-                    self.catalog.report_snapshots, self.name, now.snapshots, now.templates
-                )
+            if complete or now.snapshots != self._last.snapshots:
+                records = {i: _loads(r) for i, r in now.snapshots.items()}
+                await self._call(self.catalog.report_snapshots, self.name, records)
             if complete or (now.images, now.owners) != (self._last.images, self._last.owners):
                 await self._call(self.catalog.report_images, self.name, now.images, now.owners)
             self._last = now

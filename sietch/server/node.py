@@ -32,6 +32,7 @@ from sietch.server.exec_ws import refuse
 from sietch.server.handlers import error_response
 from sietch.server.routes import internal
 from sietch.server.routes.sandboxes import to_public
+from sietch.server.routes.snapshots import snapshot_public
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,11 @@ async def membership(
 ) -> AsyncIterator[NodeAgent]:
     """Register the node and heartbeat until the server stops."""
     agent = NodeAgent(
-        tenants.catalog, manager, settings, lambda info: to_public(info).model_dump(mode="json")
+        tenants.catalog,
+        manager,
+        settings,
+        lambda info: to_public(info).model_dump(mode="json"),
+        lambda snap: snapshot_public(snap).model_dump(mode="json"),
     )
     await agent.start()
     task = asyncio.create_task(agent.run())

@@ -34,6 +34,25 @@ def _record(sandbox_id: str, tenant: str = "acme", state: str = "running") -> di
     return {"id": sandbox_id, "tenant": tenant, "state": state, "vcpus": 1, "memory_mib": 256}
 
 
+def _snap(
+    snapshot_id: str,
+    tenant: str = "acme",
+    size: int = 1,
+    template: bool = False,
+    hibernation: bool = False,
+) -> dict[str, object]:
+    """A snapshot's record as a node reports it (what the catalog reads of it)."""
+    return {
+        "id": snapshot_id,
+        "tenant": tenant,
+        "size_bytes": size,
+        "template": template,
+        "hibernation": hibernation,
+        "vcpus": 1,
+        "memory_mib": 256,
+    }
+
+
 def test_migrates_from_empty(catalog_url: str) -> None:
     """An empty database is brought to the newest revision, every table there."""
     assert migrate.current(catalog_url) is None
@@ -65,6 +84,29 @@ def test_migrates_from_the_previous_revision(catalog_url: str) -> None:
         assert catalog.locate("sb-1") is not None
         _, key = ClusterTenants(catalog).create_key("acme", "ci")
         assert ClusterTenants(catalog).lookup(key) == Caller("acme", "ci")
+    finally:
+        catalog.close()
+
+
+def test_snapshot_rows_written_before_records_were_kept(catalog_url: str) -> None:
+    """A catalog at 0004 (snapshots without their record) upgraded to the newest: its
+    snapshot's holders are kept, listed without a record until its node reports one."""
+    migrate.upgrade(catalog_url, "0004")
+    old = Catalog(catalog_url, migrate_schema=False)
+    old.register("n1", "http://10.0.0.1:7001", CAPACITY)
+    old.close()
+    with psycopg.connect(catalog_url) as conn:  # as the code of 0004 wrote it
+        conn.execute(
+            "INSERT INTO snapshots (id, node, tenant, size_bytes, template) "
+            "VALUES ('snap-1', 'n1', 'acme', 10, false)"
+        )
+    catalog = Catalog(catalog_url)
+    try:
+        assert migrate.current(catalog_url) == migrate.head() == "0005"
+        assert catalog.snapshot_holders("snap-1") == [("n1", "acme")]
+        assert catalog.snapshots_on(["n1"], "acme") == []
+        catalog.report_snapshots("n1", {"snap-1": _snap("snap-1", size=10)})
+        assert [r["id"] for r in catalog.snapshots_on(["n1"], "acme")] == ["snap-1"]
     finally:
         catalog.close()
 
@@ -108,10 +150,12 @@ def test_snapshots_and_images_may_be_on_several_nodes(catalog: Catalog) -> None:
     """A copied snapshot has a holder per node; a node's report replaces only its own."""
     catalog.register("n1", "http://a", CAPACITY)
     catalog.register("n2", "http://b", CAPACITY)
-    catalog.report_snapshots("n1", {"snap-1": ("acme", 10)})
-    catalog.report_snapshots("n2", {"snap-1": ("acme", 10), "snap-2": ("acme", 5)})
+    catalog.report_snapshots("n1", {"snap-1": _snap("snap-1", size=10)})
+    catalog.report_snapshots(
+        "n2", {"snap-1": _snap("snap-1", size=10), "snap-2": _snap("snap-2", size=5)}
+    )
     assert catalog.snapshot_holders("snap-1") == [("n1", "acme"), ("n2", "acme")]
-    catalog.report_snapshots("n2", {"snap-2": ("acme", 5)})
+    catalog.report_snapshots("n2", {"snap-2": _snap("snap-2", size=5)})
     assert catalog.snapshot_holders("snap-1") == [("n1", "acme")]
     catalog.report_images("n1", ["default"])
     catalog.report_images("n2", ["default", "mine"])
@@ -145,6 +189,25 @@ def test_cluster_tenants_behave_as_a_machines(catalog: Catalog) -> None:
     other.catalog.close()
 
 
+def test_snapshot_records_are_listed_once_per_snapshot(catalog: Catalog) -> None:
+    """What a console draws of other nodes' snapshots: each one the tenant sees once,
+    however many nodes hold a copy; not templates, a hibernated sandbox's (internal) or
+    another tenant's."""
+    catalog.register("n1", "http://a", CAPACITY)
+    catalog.register("n2", "http://b", CAPACITY)
+    held = ["snap-1", "snap-t", "snap-h", "snap-o"]
+    kinds = [{}, {"template": True}, {"hibernation": True}, {"tenant": "other"}]
+    catalog.report_snapshots("n1", {i: _snap(i, **k) for i, k in zip(held, kinds, strict=True)})
+    catalog.report_snapshots("n2", {i: _snap(i) for i in ("snap-1", "snap-2")})
+    assert [r["id"] for r in catalog.snapshots_on(["n1", "n2"], "acme")] == ["snap-1", "snap-2"]
+    assert [r["id"] for r in catalog.snapshots_on(["n1"], "acme")] == ["snap-1"]
+    everyone = catalog.snapshots_on(["n1", "n2"], None)
+    assert [r["id"] for r in everyone] == ["snap-1", "snap-2", "snap-o"]
+    record = catalog.snapshot_record("snap-2")
+    assert record is not None and record["memory_mib"] == 256
+    assert catalog.snapshot_record("snap-x") is None
+
+
 def test_owners_templates_and_moves_are_recorded(catalog: Catalog) -> None:
     """Images carry their tenant (none: a built-in), snapshots whether they are templates,
     and a sandbox reported by another node than before is listed as moved."""
@@ -153,7 +216,9 @@ def test_owners_templates_and_moves_are_recorded(catalog: Catalog) -> None:
     catalog.report_images("n1", ["default", "mine"], {"mine": "acme"})
     assert catalog.image_copies("mine") == [("n1", "acme")]
     assert catalog.image_copies("default") == [("n1", None)]
-    catalog.report_snapshots("n1", {"snap-t": ("default", 1), "snap-u": ("acme", 1)}, {"snap-t"})
+    catalog.report_snapshots(
+        "n1", {"snap-t": _snap("snap-t", "default", template=True), "snap-u": _snap("snap-u")}
+    )
     assert catalog.snapshot_copies("snap-t") == [("n1", "default", True)]
     assert catalog.snapshot_copies("snap-u") == [("n1", "acme", False)]
     since = catalog.now()

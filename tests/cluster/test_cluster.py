@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -27,15 +28,25 @@ from mcp.client.streamable_http import streamable_http_client
 from playwright.sync_api import Browser, expect
 from py_arrakis import SandboxManager
 from tenacity import Retrying, stop_after_delay, wait_fixed
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from sietch import Sandbox
 from sietch.client import Client
 from sietch.cluster.wire import CALLER_HEADER, SECRET_HEADER, encode_caller
+from sietch.config import Settings
 from sietch.core.tenants import Caller
+from sietch.images import desktop
+from sietch.images.novnc import ENTRY as NOVNC_ENTRY
 from sietch.server.console.session import PURPOSE
+from sietch.server.routes.viewer import viewer_prefix
+from sietch.vmm import accel
+from sietch.vmm.version import version_text
 from tests.cluster.harness import SECRET, Cluster, cluster
 from tests.cluster.network import ClusterNet
 from tests.cluster.postgres import Postgres
+from tests.desktop.conftest import SPEC as DESKTOP
+from tests.desktop.test_viewer import READY_S, Desktop, rfb_session
 from tests.server.harness import wait_listening
 
 T = TypeVar("T")
@@ -60,6 +71,24 @@ def _node_of(c: Cluster, sandbox_id: str) -> str:
 
 def _sdk(c: Cluster, gateway: int, key: str | None = None) -> dict[str, str]:
     return {"url": c.gateways[gateway].url, "api_key": key or c.admin_key}
+
+
+def test_each_node_registers_with_its_capacity(sietch_cluster: Cluster) -> None:
+    """Every node is in the catalog, reachable, with what its heartbeat measured: its
+    slots as configured, this machine's cores, memory and disk, its accelerator and its
+    QEMU's version."""
+    c = sietch_cluster
+    nodes = {n.name: n for n in c.catalog.nodes()}
+    assert set(nodes) == set(CAPACITY)
+    for name, node in nodes.items():
+        have = node.capacity
+        assert node.reachable and node.url == c.node(name).url
+        assert have.max_sandboxes == CAPACITY[name]
+        assert have.vcpus == os.cpu_count()
+        assert 0 < have.free_memory_mib <= have.memory_mib
+        assert 0 < have.free_disk_mib <= have.disk_mib
+        assert have.accelerator == accel.resolve(Settings().accel)
+        assert have.qemu_version == version_text(Settings().qemu_binary)
 
 
 def test_creates_spread_over_the_nodes_by_capacity(sietch_cluster: Cluster) -> None:
@@ -484,6 +513,61 @@ def _console_deletes_every_copy(c: Cluster, key: str, login: str, snap: str) -> 
     assert c.catalog.snapshot_holders(snap) == []
 
 
+def _tree_edges(page: str) -> set[tuple[str, str]]:
+    """The snapshot tree's parent links on a console page: (parent, child) ids."""
+    return set(re.findall(r'data-parent="(snap-[0-9a-f]+)" data-child="(snap-[0-9a-f]+)"', page))
+
+
+def test_the_consoles_snapshot_tree_spans_every_node(sietch_cluster: Cluster) -> None:
+    """Through either gateway, whichever node draws it, the console's snapshot tree has the
+    tenant's snapshots of two nodes (a child on node-3 below its parent on node-1) and the
+    sandbox restored between them; its restore works, and its fork of N is counted
+    against the tenant's cluster-wide quota (refused, though no node alone is over it)."""
+    c = sietch_cluster
+    c.tenants.set_quota("theta", max_sandboxes=3)
+    _, key = c.tenants.create_key("theta", "console")
+    made: list[str] = []
+    snaps: list[str] = []
+    try:
+        with c.client(0, key) as http:
+            answer = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-1"})
+            assert answer.status_code == 201, answer.text
+            made.append(answer.json()["id"])
+            snaps.append(root := http.post(f"/sandboxes/{made[0]}/snapshots", json={}).json()["id"])
+            answer = http.post(f"/snapshots/{root}/restore", json={"prefer_node": "node-3"})
+            assert answer.status_code == 201, answer.text
+            made.append(answer.json()["id"])
+            child = http.post(f"/sandboxes/{made[1]}/snapshots", json={}).json()["id"]
+            snaps.insert(0, child)
+        assert [n for n, _ in c.catalog.snapshot_holders(child)] == ["node-3"]
+        login = _sign_in(c, 0, key)
+        for gateway in (0, 1, 0, 1):  # any node draws it: the others' snapshots come too
+            with _console(c, gateway, login) as ui:
+                tree = ui.get("/snapshots")
+            assert tree.status_code == 200, tree.text
+            assert _tree_edges(tree.text) == {(root, child)}
+            assert f'data-restored-from="{root}" data-sandbox="{made[1]}"' in tree.text
+        with _console(c, 1, login) as ui:
+            restored = ui.post(f"/snapshots/{child}/restore")
+            assert restored.status_code == 303 and "restored" in restored.headers["location"]
+            made.append(restored.headers["location"].split("+")[1])
+            placed = c.catalog.locate(made[2])
+            assert placed is not None and placed.tenant == "theta"
+            with c.client(1, key) as http:
+                echoed = http.post(f"/sandboxes/{made[2]}/exec", json={"cmd": ["echo", "up"]})
+                assert echoed.json()["stdout"] == "up\n"
+                assert http.delete(f"/sandboxes/{made.pop()}").status_code == 204
+            over = ui.post(f"/snapshots/{root}/fork", data={"count": "2"})
+            assert over.status_code == 303 and "max-sandboxes" in over.headers["location"]
+        assert len(c.catalog.sandboxes_on([n.name for n in c.nodes], "theta")) == 2
+    finally:
+        with c.client(0) as http:
+            for sandbox_id in made:
+                http.delete(f"/sandboxes/{sandbox_id}")
+            for snap in snaps:  # the child first: its parent is kept while it is there
+                http.delete(f"/snapshots/{snap}")
+
+
 def test_a_console_login_ends_at_every_gateway(sietch_cluster: Cluster) -> None:
     """A sign-out through one gateway ends the login at the other; so does the key's
     revocation, at both, for pages and for the create form."""
@@ -543,6 +627,68 @@ def test_the_console_in_a_browser_behind_two_gateways(
                 http.delete(f"/sandboxes/{sandbox_id}")
 
 
+# The node imports the desktop's template from the machine's template cache (seconds);
+# on a cold cache it boots it (minutes under TCG) and publishes it, and tests/console and
+# tests/desktop, later in the run, import it instead of booting it: one boot either way.
+@pytest.mark.timeout(1500)
+def test_the_desktop_viewer_works_through_a_gateway(sietch_cluster: Cluster) -> None:
+    """A desktop sandbox on node-2, made through one gateway: the other hands out a viewer
+    link on its own address; the link's visit, the viewer page, noVNC and the viewer's
+    WebSocket all go through it, and the WebSocket (gateway -> node -> the guest's VNC
+    port) logs in with the link's password and moves the guest's pointer; a screenshot
+    of the computer-use API comes through it too."""
+    c = sietch_cluster
+    with c.client(0) as http:
+        answer = http.post("/sandboxes", json={**DESKTOP, "prefer_node": "node-2"}, timeout=READY_S)
+        assert answer.status_code == 201, answer.text
+        sandbox_id = answer.json()["id"]
+    assert _node_of(c, sandbox_id) == "node-2"
+    gateway = c.gateways[1].url
+    try:
+        with c.client(1) as http:
+            http.timeout = httpx.Timeout(READY_S)
+            sandbox = Desktop(http, sandbox_id, gateway)
+            sandbox.wait_for(f"xdpyinfo -display {desktop.DISPLAY}")
+            link = sandbox.get("desktop")["viewer_url"]
+            assert link.startswith(f"{gateway}/api/v1/sandboxes/{sandbox_id}/desktop/viewer/")
+            visit = httpx.get(link, timeout=60)
+            assert visit.status_code == 303, visit.text
+            viewer = httpx.get(
+                f"{gateway}/api/v1/sandboxes/{sandbox_id}/desktop/viewer/",
+                headers={"Cookie": visit.headers["set-cookie"].partition(";")[0]},
+                timeout=60,
+            )
+            assert viewer.status_code == 200 and "websockify" in viewer.text, viewer.text
+            novnc = httpx.get(f"{gateway}/static/novnc/{NOVNC_ENTRY}", timeout=60)
+            assert novnc.status_code == 200 and novnc.content
+            _viewer_socket_checks_its_origin(gateway, sandbox_id, visit.headers["set-cookie"])
+            with rfb_session(sandbox, view_only=False) as rfb:
+                assert (rfb.width, rfb.height) == (1280, 800)
+                rfb.pointer(211, 123)
+                rfb.barrier()
+            assert sandbox.mouse() == (211, 123)
+            shot = http.get(f"/sandboxes/{sandbox_id}/desktop/screenshot")
+            assert shot.status_code == 200 and shot.content.startswith(b"\x89PNG\r\n\x1a\n")
+    finally:
+        with c.client(0) as http:
+            http.delete(f"/sandboxes/{sandbox_id}")
+
+
+def _viewer_socket_checks_its_origin(gateway: str, sandbox_id: str, set_cookie: str) -> None:
+    """As a browser opens it: from the gateway's own page the viewer's WebSocket reaches
+    the guest's VNC server (its RFB banner); from another site's, it is refused."""
+    url = gateway.replace("http", "ws", 1) + viewer_prefix(sandbox_id) + "websockify"
+    cookie = set_cookie.partition(";")[0]
+    own = {"Cookie": cookie, "Origin": gateway}
+    with ws_connect(url, additional_headers=own, open_timeout=30) as ws:
+        banner = ws.recv(timeout=60)
+        assert isinstance(banner, bytes) and banner.startswith(b"RFB 003."), banner
+    foreign = {"Cookie": cookie, "Origin": "http://elsewhere.example"}
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(url, additional_headers=foreign, open_timeout=30).close()
+    assert refused.value.response.status_code == 403
+
+
 def test_a_nodes_internal_port_refuses_public_api_keys(sietch_cluster: Cluster) -> None:
     """Straight to a node, a valid API key is refused (401); only the cluster secret
     gets in, and then only as the caller a gateway vouches for."""
@@ -556,6 +702,11 @@ def test_a_nodes_internal_port_refuses_public_api_keys(sietch_cluster: Cluster) 
     assert no_caller.status_code == 401
     vouched = {SECRET_HEADER: SECRET, CALLER_HEADER: encode_caller(Caller("default", "t", True))}
     assert httpx.get(node, headers=vouched).status_code == 200
+    # What nodes copy between them (snapshots, images, moved sandboxes) wants it too.
+    export = c.nodes[0].url + "/internal/snapshots/snap-000000000000/export"
+    refused = httpx.get(export, headers={"Authorization": f"Bearer {c.admin_key}"})
+    assert refused.status_code == 401 and "cluster secret" in refused.text
+    assert httpx.get(export, headers={SECRET_HEADER: SECRET}).status_code == 404
 
 
 def test_a_gateway_restart_loses_nothing(sietch_cluster: Cluster) -> None:
@@ -599,23 +750,34 @@ def test_a_call_on_a_frozen_node_ends_in_a_503(sietch_cluster: Cluster) -> None:
 
 def test_a_killed_node_loses_its_sandboxes_until_it_returns(sietch_cluster: Cluster) -> None:
     """SIGKILL a node's server: requests for its sandbox get 503 naming it (never a hang),
-    listings show it lost, creates go to the other nodes; restarted, the node re-adopts
-    the sandbox and it answers again."""
+    listings show it lost, creates go to the other nodes, and a hibernated one of it does
+    not resume elsewhere (its files are on it: 503 naming it); restarted, the node re-adopts
+    both sandboxes and they answer again."""
     c = sietch_cluster
     victim = c.node("node-3")
     with c.client(0) as http:
-        answer = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-3"})
-        assert answer.status_code == 201, answer.text
-        sandbox_id = answer.json()["id"]
-        assert _node_of(c, sandbox_id) == "node-3"
+        ids = []
+        for _ in range(2):
+            answer = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-3"})
+            assert answer.status_code == 201, answer.text
+            ids.append(answer.json()["id"])
+        sandbox_id, sleeper = ids
+        assert {_node_of(c, i) for i in ids} == {"node-3"}
+        http.post(f"/sandboxes/{sleeper}/exec", json={"cmd": ["sh", "-c", "echo kept > /root/f"]})
+        assert http.post(f"/sandboxes/{sleeper}/hibernate").json()["state"] == "hibernated"
         victim.stop(signal.SIGKILL)
         try:
             down = http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": ["true"]}, timeout=30)
             assert down.status_code == 503 and "node-3" in down.json()["error"]["message"]
+            woken = http.post(f"/sandboxes/{sleeper}/resume", timeout=30)
+            assert woken.status_code == 503 and "node-3" in woken.json()["error"]["message"]
             for attempt in Retrying(stop=stop_after_delay(60), wait=wait_fixed(0.5), reraise=True):
                 with attempt:
                     listed = {s["id"]: s["state"] for s in http.get("/sandboxes").json()["data"]}
-                    assert listed.get(sandbox_id) == "lost"
+                    assert listed.get(sandbox_id) == listed.get(sleeper) == "lost"
+            woken = http.post(f"/sandboxes/{sleeper}/resume", timeout=30)
+            assert woken.status_code == 503 and "node-3" in woken.json()["error"]["message"]
+            assert _node_of(c, sleeper) == "node-3"
             elsewhere = http.post("/sandboxes", json={**SMALL, "prefer_node": "node-3"})
             assert elsewhere.status_code == 201, elsewhere.text
             assert _node_of(c, elsewhere.json()["id"]) != "node-3"
@@ -627,4 +789,9 @@ def test_a_killed_node_loses_its_sandboxes_until_it_returns(sietch_cluster: Clus
                 back = http.post(f"/sandboxes/{sandbox_id}/exec", json={"cmd": ["echo", "back"]})
                 assert back.status_code == 200 and back.json()["stdout"] == "back\n"
         assert http.get(f"/sandboxes/{sandbox_id}").json()["state"] == "running"
-        assert http.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert http.post(f"/sandboxes/{sleeper}/resume").json()["state"] == "running"
+        assert _node_of(c, sleeper) == "node-3"
+        kept = http.post(f"/sandboxes/{sleeper}/exec", json={"cmd": ["cat", "/root/f"]})
+        assert kept.json()["stdout"] == "kept\n"
+        for gone in ids:
+            assert http.delete(f"/sandboxes/{gone}").status_code == 204

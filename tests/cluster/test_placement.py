@@ -67,6 +67,9 @@ def test_a_create_names_its_image_as_its_api_does() -> None:
         ("GET", f"/ui/sandboxes/{SB}/terminal/ws", Target("sandbox", SB)),
         ("POST", f"/ui/sandboxes/{SB}/lifecycle/pause", Target("sandbox", SB)),
         ("POST", f"/ui/snapshots/{SNAP}/delete", Target("snapshot", SNAP)),
+        ("POST", f"/ui/snapshots/{SNAP}/restore", Target("restore", SNAP)),  # placed
+        ("POST", f"/ui/snapshots/{SNAP}/fork", Target("restore", SNAP)),  # N restores
+        ("GET", "/ui/snapshots", Target("any")),  # the tree: any node draws every node's
         ("GET", "/ui/", Target("any")),  # the list: any node shows the whole cluster
         ("GET", "/ui/sandboxes/rows", Target("any")),
         ("POST", "/ui/login", Target("any")),

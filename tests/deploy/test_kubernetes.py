@@ -122,14 +122,9 @@ def test_every_sietch_variable_is_a_setting() -> None:
     assert not unknown, f"not settings: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize(
-    ("workload", "container"), sietch_containers(), ids=[n for n, _ in sietch_containers()]
-)
-def test_environment_makes_valid_settings(
-    workload: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The container's environment, resolved from the manifests, is accepted by Settings in
-    the role it starts (its catalog, cluster secret and node URL included)."""
+def settings_of(container: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings a container's server runs with: its environment, resolved from the
+    manifests (and nothing of this process'), in the role its command starts."""
     env = resolve(container["env"])
     role = container["command"][-1]
     assert role in {"node", "gateway"}
@@ -138,11 +133,54 @@ def test_environment_makes_valid_settings(
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = Settings(role=role)  # what ``sietch serve --node`` / ``--gateway`` set
+    return Settings(role=role)  # what ``sietch serve --node`` / ``--gateway`` set
+
+
+@pytest.mark.parametrize(
+    ("workload", "container"), sietch_containers(), ids=[n for n, _ in sietch_containers()]
+)
+def test_environment_makes_valid_settings(
+    workload: str, container: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container's environment, resolved from the manifests, is accepted by Settings in
+    the role it starts (its catalog, cluster secret and node URL included)."""
+    settings = settings_of(container, monkeypatch)
+    role = settings.role
     if role == "node":
         assert settings.node_name == FIELDS["spec.nodeName"]
         assert settings.node_url == f"http://{FIELDS['status.podIP']}:{settings.internal_port}"
     assert settings.catalog_url == by_name("Secret")["sietch-cluster"]["stringData"]["catalog-url"]
+
+
+def host_mounts(workload: str) -> dict[str, str]:
+    """The workload's mounts of host paths: where in the container -> the host's path."""
+    pods = next(o for o in OBJECTS if o["metadata"]["name"] == workload)["spec"]["template"]
+    volumes = {v["name"]: v["hostPath"]["path"] for v in pods["spec"]["volumes"] if "hostPath" in v}
+    return {
+        m["mountPath"]: volumes[m["name"]]
+        for c in pods["spec"]["containers"]
+        for m in c.get("volumeMounts", [])
+        if m["name"] in volumes
+    }
+
+
+def test_nodes_are_privileged_with_kvm_and_their_dirs_on_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node's container is privileged, has the host's /dev/kvm, and keeps the state
+    and cache dirs its Settings name on host paths (they outlive the pod); a gateway has
+    no privilege and no host path. Both run a stock Debian image."""
+    containers = dict(sietch_containers())
+    node, gateway = containers["sietch-node"], containers["sietch-gateway"]
+    assert node["securityContext"]["privileged"] is True
+    mounts = host_mounts("sietch-node")
+    assert mounts["/dev/kvm"] == "/dev/kvm"
+    settings = settings_of(node, monkeypatch)
+    for needed in (settings.state_dir, settings.cache_dir):
+        assert str(needed) in mounts, f"{needed} is not on a host path"
+    assert not gateway.get("securityContext", {}).get("privileged", False)
+    assert host_mounts("sietch-gateway") == {}
+    assert all(c["image"].startswith("debian:") for c in containers.values())
 
 
 def test_catalog_url_uses_the_catalog_password() -> None:

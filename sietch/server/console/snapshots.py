@@ -12,10 +12,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
+from sietch.server.console.elsewhere import other_nodes, other_snapshots
 from sietch.server.console.render import ConsoleRoute, back, page, validated
 from sietch.server.console.session import LoginDep
 from sietch.server.console.tree import layout
-from sietch.server.deps import ManagerDep
+from sietch.server.deps import ManagerDep, StateDep
 from sietch.server.routes import sandboxes, snapshots
 from sietch.server.schemas import ForkCreate, RestoreCreate
 
@@ -23,16 +24,22 @@ router = APIRouter(prefix="/snapshots", route_class=ConsoleRoute)
 
 
 @router.get("", name="console-snapshots")
-async def tree_page(request: Request, manager: ManagerDep, caller: LoginDep) -> Response:
-    snaps = await snapshots.list_snapshots(manager, caller)
-    restored = await sandboxes.list_sandboxes(manager, caller)
+async def tree_page(
+    request: Request, manager: ManagerDep, server: StateDep, caller: LoginDep
+) -> Response:
+    """The tenant's snapshots as a tree, with the sandboxes restored from each: on a
+    cluster node, those of every node (:mod:`.elsewhere`)."""
+    here = (await snapshots.list_snapshots(manager, caller)).data
+    snaps = here + await other_snapshots(server, caller, {s.id for s in here})
+    restored = (await sandboxes.list_sandboxes(manager, caller)).data
+    restored += await other_nodes(server, caller, {})
     return page(
         request,
         "snapshots.html",
         title="Snapshots",
         section="snapshots",
         caller=caller,
-        tree=layout(snaps.data, restored.data),
+        tree=layout(snaps, restored),
     )
 
 

@@ -54,7 +54,7 @@ from sietch.errors import (
 )
 from sietch.server.arrakis.registry import VM_LABEL
 from sietch.server.console.logins import SharedLogins
-from sietch.server.console.render import console_error
+from sietch.server.console.render import console_error, validated
 from sietch.server.console.session import caller_of_login, login_gate
 from sietch.server.exec_ws import refuse
 from sietch.server.gateway.bodiless import SMALL_ANSWER, BodilessForwarder, bodiless
@@ -78,6 +78,7 @@ from sietch.server.handlers import error_response
 from sietch.server.mcp import own_url
 from sietch.server.routes.proxy.ws_relay import relay
 from sietch.server.routes.sandboxes import parse_labels
+from sietch.server.schemas import ForkCreate
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ FORM = "application/x-www-form-urlencoded"
 CONNECT_TIMEOUT_S = 3.0
 _CALLERS = 10_000
 _PLACEMENTS = 100_000
+_PLACED = frozenset({"create", "restore", "delete_many"})
+"""The console's requests whose login the gateway checks itself: it places them (under
+the tenant's quota) or splits them over nodes."""
 
 
 class Gateway:
@@ -434,14 +438,29 @@ class Gateway:
                     continue
                 return await buffered(upstream)
 
+    async def restore_need(
+        self, request: Request, snapshot_id: str, fields: dict[str, Any]
+    ) -> Usage:
+        """What a restore will hold: the snapshot's size as its node reported it (the create
+        defaults for a row that has no record yet); N times that for the console's fork of
+        N (its count refused here as the node's console would refuse it)."""
+        record = await asyncio.to_thread(self.catalog.snapshot_record, snapshot_id) or {}
+        count = 1
+        if request.url.path.endswith("/fork"):
+            count = validated(ForkCreate, {"count": fields.get("count", "1")}).count
+        vcpus = _number(record.get("vcpus"), self.settings.default_vcpus)
+        memory = _number(record.get("memory_mib"), self.settings.default_memory_mib)
+        return Usage(count, count * vcpus, count * memory)
+
     async def restore(self, request: Request, caller: Caller | None, snapshot_id: str) -> Response:
         """Restore on a node holding the snapshot; or copy it first to ``prefer_node``, or
-        to the node placement picks when no holder has room."""
+        to the node placement picks when no holder has room. The console's restore and
+        fork too, under the cluster-wide quota as the API's."""
         raw, fields = await self.body(request)
         holders = await self.snapshot_holders(snapshot_id, caller)
         nodes = {n.name: n for n in await self.nodes()}
         prefer = fields.get("prefer_node")
-        need = self.need(fields)
+        need = await self.restore_need(request, snapshot_id, fields)
         if isinstance(prefer, str) and prefer in holders:
             target = nodes[prefer]
         elif isinstance(prefer, str) or not any(
@@ -592,7 +611,7 @@ class Gateway:
         if (guess := self.known_caller(request, target)) is not None:
             return await self.read_ahead(request, target, guess)
         caller = await self.caller(request)
-        if caller is None and target.kind in ("create", "delete_many"):  # the console's?
+        if caller is None and path.startswith(CONSOLE) and target.kind in _PLACED:
             caller = await self.login_caller(request)
             if caller is None:  # not signed in: a node answers with its sign-in page
                 target = Target("any")

@@ -9,7 +9,7 @@ covered by a few rules instead of a table that drifts from the node's routes.
 - One that names a snapshot (``snap-…``) or a user image goes to a node holding it (a
   delete to every one); a restore may first have the snapshot copied elsewhere
   (:mod:`.app`).
-- A create (the console's form too) is placed (:mod:`sietch.cluster.placement`), on a
+- A create or a restore (the console's forms too) is placed (:mod:`sietch.cluster.placement`), on a
   node holding its user image or one that copies it first; the console's "Delete
   selected" goes to each selected sandbox's node; a fork is counted against the
   cluster's quotas; a resume may move a hibernated sandbox (:mod:`.app`); a listing asks
@@ -42,6 +42,8 @@ LISTS = frozenset(
     }
 )
 RESTORE = re.compile(r"/api/v1/snapshots/(snap-[0-9a-f]{12})/restore")
+CONSOLE_RESTORE = re.compile(r"/ui/snapshots/(snap-[0-9a-f]{12})/(?:restore|fork)")
+"""The console's restore and fork (N restores) of a snapshot: placed as the API's."""
 FORK = re.compile(r"/api/v1/sandboxes/(sb-[0-9a-f]{12})/fork")
 RESUME = re.compile(r"/api/v1/sandboxes/(sb-[0-9a-f]{12})/resume")
 RECORD = re.compile(r"(?:/api/v1)?/sandboxes/sb-[0-9a-f]{12}")
@@ -57,6 +59,7 @@ IMAGE_FIELDS = {
 
 _NAMED: tuple[tuple[frozenset[str], re.Pattern[str], str], ...] = (
     (frozenset({"POST"}), RESTORE, "restore"),
+    (frozenset({"POST"}), CONSOLE_RESTORE, "restore"),
     # More than a forward: a fork counts against the cluster's quotas, a hibernated
     # sandbox may wake on another node when its own is full.
     (frozenset({"POST"}), FORK, "fork"),
