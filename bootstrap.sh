@@ -161,7 +161,9 @@ main() {
             ;;
         test)
             build_images default minimal desktop desktop-e2b code-interpreter
-            exec "$VENV/bin/python" -m pytest "$@"
+            # A worker per core, each running whole groups (tests/conftest.py): under TCG a
+            # test mostly keeps one core busy with one VM.
+            exec "$VENV/bin/python" -m pytest -n auto --dist loadgroup "$@"
             ;;
         *)
             echo "usage: $0 [serve|test|install] [ARGS...]" >&2

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # imported where used: both import short_tmpdir from here
     from tests.cluster.network import ClusterNet
     from tests.cluster.postgres import Postgres
 
-RESULTS = Path(__file__).resolve().parent.parent / "test-results"
+TESTS = Path(__file__).resolve().parent
+RESULTS = TESTS.parent / "test-results"
 
 # Sandboxes' DNS goes upstream only where a test points it (never the host's resolver).
 os.environ.setdefault("SIETCH_DNS_SERVERS", '["127.0.0.1"]')
@@ -57,6 +58,42 @@ async def manager(settings: Settings) -> AsyncIterator[Manager]:
         yield m
     leftovers = list(process.find_by_marker(str(settings.state_dir)))
     assert not leftovers, f"QEMU processes survived the manager: {leftovers}"
+
+
+# ``./bootstrap.sh test`` runs the suite on every core (pytest-xdist, ``--dist loadgroup``):
+# each group runs on one worker, so a test directory's server and the templates it boots are
+# made once. Directories that share a session service (PostgreSQL, Ray) or an expensive
+# template (the desktop's) are one group.
+_GROUP_OF = {"deploy": "cluster", "console": "desktop"}
+_GROUP_SECONDS = {
+    "desktop": 500,
+    "server": 440,
+    "cluster": 353,
+    "builder": 230,
+    "e2b": 218,
+    "snapshots": 125,
+    "core": 110,
+    "interpreter": 66,
+    "cli": 59,
+    "network": 54,
+    "arrakis": 42,
+    "mcp": 35,
+}
+"""Groups' durations in a whole run (2026-12-02, one worker): workers take groups longest
+first, so that no long group starts last; the others follow in their own order."""
+
+
+def _group(item: pytest.Item) -> str:
+    parts = item.path.relative_to(TESTS).parts
+    top = parts[0] if len(parts) > 1 else item.path.stem
+    return _GROUP_OF.get(top, top)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    # Stable: a group's tests keep their order, and its items stay together.
+    items.sort(key=lambda item: (-_GROUP_SECONDS.get(_group(item), 0), _group(item)))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -388,7 +388,8 @@ class Manager:
             base_format=custom.format if custom else "raw",
             booted=self._booted(key, custom),
         )
-        return await self._provision(plan)
+        with self.snapshots.booting(key, shared=custom is None):
+            return await self._provision(plan)
 
     async def boot_disk(
         self,

@@ -62,6 +62,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -443,17 +444,38 @@ class Snapshots:
         found = self.find_template(key)
         if found is not None or not shared or self.shared is None:
             return found
+        if (found := await self._import(key, self.shared)) is not None:
+            return found
+        # Not in the cache yet. A boot of it under way (another server of the machine, or
+        # a create here) will publish it sooner than a boot of our own would, and a boot
+        # ends one way or another (its claim goes with its process).
+        waited = False
+        while await asyncio.to_thread(self.shared.booting_elsewhere, key):
+            if not waited:
+                log.info("template %s: waiting for the boot under way to publish it", key)
+            waited = True
+            await asyncio.sleep(1)
+        return await self._import(key, self.shared) if waited else None
+
+    async def _import(self, key: str, shared: SharedTemplates) -> SnapshotInfo | None:
         async with self._template_lock:
             if (found := self.find_template(key)) is not None:
                 return found
             try:
-                snap = await asyncio.to_thread(self.shared.fetch, key)
+                snap = await asyncio.to_thread(shared.fetch, key)
             except Exception:  # the cache only saves time: boot instead
                 log.exception("could not import template %s from the template cache", key)
                 return None
             if snap is not None:
                 self._drop_stale_templates(snap.image, keep=key)
             return snap
+
+    def booting(self, key: str | None, *, shared: bool) -> AbstractContextManager[bool]:
+        """Held around the cold boot that makes template ``key`` (``shared``: a built-in
+        image's), so that the machine's other servers wait for it (:meth:`template`)."""
+        if key is None or not shared or self.shared is None:
+            return contextlib.nullcontext(False)
+        return self.shared.booting(key)
 
     async def make_template(
         self, sandbox: LiveSandbox, key: str, *, shared: bool = False

@@ -30,6 +30,7 @@ import logging
 import secrets
 import shutil
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import cache
 from pathlib import Path
 
@@ -81,6 +82,13 @@ class SharedTemplates:
         self._adopt = adopt
         """Publishes a complete snapshot directory in the state dir and records it."""
         self.fastpath = fastpath
+
+    def booting(self, key: str) -> AbstractContextManager[bool]:
+        """Claim the boot of template ``key`` (:meth:`TemplateCache.booting`)."""
+        return self.cache.booting(entry_name(key, self.fastpath))
+
+    def booting_elsewhere(self, key: str) -> bool:
+        return self.cache.booting_elsewhere(entry_name(key, self.fastpath))
 
     def fetch(self, key: str) -> SnapshotInfo | None:
         """Template ``key`` imported from the cache and recorded as this server's; None

@@ -113,6 +113,22 @@ class Cache:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    @contextmanager
+    def claim(self, name: str) -> Iterator[bool]:
+        """Hold the lock ``name`` if no one else does (this process's other holders
+        included); yields whether this block holds it. Never waits."""
+        lock_file = make_dir(self.root / "locks") / f"{name}.lock"
+        with open(lock_file, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def ensure(self, final: Path, build: Callable[[Path], Path]) -> Path:
         """Return ``final``, first building it if missing.
 

@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,17 @@ class TemplateCache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return entry if _complete(entry) else None
+
+    def booting(self, name: str) -> AbstractContextManager[bool]:
+        """Claim the boot of entry ``name`` while the block runs (yields False if another
+        boot holds it): servers that find no entry wait for a claimed boot's entry
+        instead of booting the same template at once."""
+        return self._cache.claim(f"boot-{name}")
+
+    def booting_elsewhere(self, name: str) -> bool:
+        """Whether some boot holds entry ``name``'s claim."""
+        with self.booting(name) as mine:
+            return not mine
 
     def fetch(self, name: str, dst: Path) -> Entry | None:
         """Copy the files of entry ``name`` into the empty directory ``dst`` (reflinked

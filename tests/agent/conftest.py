@@ -118,6 +118,10 @@ class AgentUnderTest:
                     *("--mount-proc", "--kill-child", "sh", "-c", PID1_SCRIPT),
                     *(sys.executable, self.sock),
                 ]
+            # A guest's kernel starts the agent with every signal at its default; a test
+            # run in the background (no job control) has SIGINT and SIGQUIT ignored, which
+            # every command the agent starts would inherit (^C in a pty would do nothing).
+            command = ["env", "--default-signal=INT,QUIT", *command]
             self.proc = await asyncio.create_subprocess_exec(
                 *command,
                 stdin=asyncio.subprocess.DEVNULL,

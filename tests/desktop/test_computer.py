@@ -431,8 +431,10 @@ async def test_vnc_from_outside_needs_the_password(desk: Desk, manager: Manager)
 
     def capture(password: str | None) -> Image.Image:
         vnc = api.connect(server, password=password, timeout=60)
+        # A refused login raises here with its connection gone: a disconnect() then would
+        # wait out the whole timeout (api.shutdown below ends whatever is left).
+        vnc.refreshScreen()
         try:
-            vnc.refreshScreen()
             image: Image.Image = vnc.screen
             return image.copy()
         finally:

@@ -3,6 +3,7 @@ one booted, unless the cache is off or its entry is damaged."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -108,3 +109,25 @@ async def test_truncated_entry_is_booted_over(cache_dir: Path, published: Snapsh
     assert template.id != published.id
     replaced = TemplateCache(cache_dir).find(damaged.name)
     assert replaced is not None and replaced.files["memory"].size > 4096
+
+
+async def test_servers_starting_at_once_boot_a_template_once() -> None:
+    """Two servers of a machine whose cache lacks a template, each creating a sandbox of it
+    at once: one boots it, the other waits for that boot and restores what it published."""
+    cache = short_tmpdir("tcb")
+    try:
+        async with server(cache) as one, server(cache) as two:
+            made = await asyncio.gather(one.create(**SPEC), two.create(**SPEC))
+            booted = [info for info in made if info.snapshot_id is None]
+            restored = [info for info in made if info.snapshot_id is not None]
+            assert len(booted) == 1 and len(restored) == 1
+            (published,) = TemplateCache(cache).entries()
+            template = SnapshotInfo.model_validate_json(
+                (published.path / "snapshot.json").read_text()
+            )
+            assert restored[0].snapshot_id == template.id
+            for manager, info in zip((one, two), made, strict=True):
+                assert (await manager.sandbox(info.id).exec("echo up")).stdout == b"up\n"
+                await manager.delete(info.id)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
