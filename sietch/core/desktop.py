@@ -152,7 +152,9 @@ async def resize(
     if (screen.width, screen.height, screen.dpi) == (current.width, current.height, current.dpi):
         return
     size = f"{screen.width}x{screen.height}"
-    await _run(sandbox, [image.COMMAND, "resize", size, str(screen.dpi)], "resize", timeout=None)
+    await _run(
+        sandbox, [image.COMMAND, "resize", size, str(screen.dpi)], what="resize", timeout=None
+    )
     sandbox.info.desktop = current.model_copy(update=screen.model_dump())
 
 
