@@ -77,15 +77,18 @@ def require(info: SandboxInfo) -> DesktopInfo:
     return info.desktop
 
 
-async def _exec(
+async def _run(
     sandbox: LiveSandbox,
     argv: Sequence[str],
     stdin: bytes | None = None,
     what: str = "",
+    *,
     timeout: float | None = COMMAND_S,
+    check: bool = True,
 ) -> CommandResult:
     """``argv`` on the desktop's display, killed after ``timeout`` seconds (an action's
-    commands; a create's own, unbounded here, are bounded by the create's)."""
+    commands; a create's own, unbounded here, are bounded by the create's). With ``check``
+    a failure names the command and says what it said."""
     result = await sandbox.exec(list(argv), stdin=stdin, env=computer.DISPLAY_ENV, timeout=timeout)
     if result.timed_out:
         raise CommandTimeout(
@@ -93,24 +96,12 @@ async def _exec(
             "(the guest is busy: try again later)",
             timeout_s=timeout,
         )
-    return result
-
-
-async def _run(
-    sandbox: LiveSandbox,
-    argv: Sequence[str],
-    stdin: bytes | None = None,
-    what: str = "",
-    timeout: float | None = COMMAND_S,
-) -> str:
-    """:func:`_exec`'s output; a failure names the command and says what it said."""
-    result = await _exec(sandbox, argv, stdin, what, timeout)
-    if result.exit_code != 0:
+    if check and result.exit_code != 0:
         err = result.stderr.decode(errors="replace").strip()
         raise SietchError(
             f"{what or argv[0]} failed in the desktop: {err}", exit_code=result.exit_code
         )
-    return result.stdout.decode(errors="replace")
+    return result
 
 
 async def detect(sandbox: LiveSandbox) -> Screen | None:
@@ -136,7 +127,11 @@ async def personalize(sandbox: LiveSandbox, screen: Screen, *, booted: bool = Fa
         await _run(sandbox, ["xset", "r", "off"], what="xset", timeout=None)
     password = new_password()
     await _run(
-        sandbox, [image.COMMAND, "password"], f"{password}\n".encode(), "setting the password", None
+        sandbox,
+        [image.COMMAND, "password"],
+        f"{password}\n".encode(),
+        "setting the password",
+        timeout=None,
     )
     sandbox.info.desktop = DesktopInfo(**screen.model_dump(), vnc_password=password)
 
@@ -278,17 +273,19 @@ class Desktops:
                 # "PID STATE": started (the browser, on url), opened (a tab), or queued (the
                 # browser is still starting; a tab once its DevTools endpoint answers).
                 out = await _run(sandbox, [image.COMMAND, "open", url], what="open_url")
-                pid, state = out.split()[-2:]
+                pid, state = out.stdout.decode().split()[-2:]
                 return {"pid": int(pid), "state": state}
             case computer.Launch(command=command):
                 return {"pid": await self._launch(sandbox, command)}
             case computer.Windows():
                 listing = await _run(sandbox, ["wmctrl", "-lpG"], what="wmctrl")
-                active = await _exec(sandbox, ["xdotool", "getactivewindow"])
-                return computer.parse_windows(listing, active.stdout.decode())
+                active = await _run(sandbox, ["xdotool", "getactivewindow"], check=False)
+                return computer.parse_windows(
+                    listing.stdout.decode(errors="replace"), active.stdout.decode()
+                )
             case computer.ClipboardGet():
                 clip = ["xclip", "-selection", "clipboard", "-o"]
-                got = await _exec(sandbox, clip)
+                got = await _run(sandbox, clip, check=False)
                 return {"text": got.stdout.decode(errors="replace") if got.exit_code == 0 else ""}
             case computer.ClipboardSet(text=text):
                 # xclip stays behind to serve the selection: its output must not hold the exec.
@@ -308,7 +305,7 @@ class Desktops:
             return {}
         out = ""
         for argv in computer.xdotool(action):
-            result = await _exec(sandbox, ["xdotool", *argv], what=action.action)
+            result = await _run(sandbox, ["xdotool", *argv], what=action.action, check=False)
             stderr = result.stderr.decode(errors="replace")
             if (key := computer.unknown_key(stderr)) is not None:
                 raise InvalidArgument(f"{action.action}: unknown key {key!r} (xdotool key names)")
