@@ -353,8 +353,9 @@ async def test_actions_answer_json(desk: Desk) -> None:
 
 
 async def test_bad_input_is_a_clear_4xx(desk: Desk, api: Api) -> None:
-    """Off-screen points, unknown keys and buttons, huge texts and a sandbox without a
-    desktop are refused with errors that name the problem."""
+    """Off-screen points, unknown keys and buttons, huge texts (or ones typed too slowly for
+    an action's time) and a sandbox without a desktop are refused with errors that name the
+    problem."""
     sb = desk.sb
     with pytest.raises(InvalidArgument, match="off the screen"):
         await sb.desktop.click(1280, 10)
@@ -366,6 +367,8 @@ async def test_bad_input_is_a_clear_4xx(desk: Desk, api: Api) -> None:
         await sb.desktop.openai({"type": "click", "x": 1, "y": 1, "button": "back"})
     with pytest.raises(PayloadTooLarge):
         await sb.desktop.type("x" * 20_000)
+    with pytest.raises(PayloadTooLarge, match="6000 characters 12 ms apart"):
+        await sb.desktop.type("x" * 6000)  # within the length, past the time of an action
     with pytest.raises(InvalidArgument, match="resolution"):
         await AsyncSandbox.create("desktop", resolution=(10, 10), client=api.sdk)
     plain = await AsyncSandbox.create(client=api.sdk)
