@@ -21,6 +21,9 @@ from sietch.errors import InvalidArgument, PayloadTooLarge, describe_validation
 
 MAX_TYPE = 10_000
 """Characters one ``type`` action may type (each one is a key press in an emulated guest)."""
+MAX_TYPE_S = 60.0
+"""Seconds of ``delay_ms`` one ``type`` may add up to: more outlasts the SDK's wait for an
+action (120 s; 10,000 characters at the default 12 ms are 120 s), so it is refused."""
 TYPE_CHUNK = 200
 """Characters per xdotool run: a long text is typed in several, each one a bounded command."""
 MAX_CLIPBOARD = 1 << 20
@@ -207,6 +210,12 @@ def check(action: _Action, width: int, height: int) -> None:
         raise PayloadTooLarge(
             f"type: {len(action.text)} characters is more than {MAX_TYPE} at once; "
             "split the text, or write it to a file and paste it (clipboard_set)"
+        )
+    if isinstance(action, Type) and len(action.text) * action.delay_ms > MAX_TYPE_S * 1000:
+        raise PayloadTooLarge(
+            f"type: {len(action.text)} characters {action.delay_ms} ms apart take "
+            f"{len(action.text) * action.delay_ms / 1000:g} s, more than the {MAX_TYPE_S:g} s "
+            "one action may take; split the text, lower delay_ms, or paste it (clipboard_set)"
         )
     if isinstance(action, ClipboardSet) and len(action.text.encode()) > MAX_CLIPBOARD:
         raise PayloadTooLarge(f"clipboard_set: more than {MAX_CLIPBOARD} bytes")

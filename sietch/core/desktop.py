@@ -29,9 +29,16 @@ from PIL import Image
 
 from sietch.core import computer, computer_use
 from sietch.core.live import LiveSandbox
-from sietch.core.models import DesktopInfo, SandboxInfo, Screen
+from sietch.core.models import CommandResult, DesktopInfo, SandboxInfo, Screen
 from sietch.core.vnc import VncClient
-from sietch.errors import FileNotFound, InvalidArgument, NoDesktop, SietchError, Unavailable
+from sietch.errors import (
+    CommandTimeout,
+    FileNotFound,
+    InvalidArgument,
+    NoDesktop,
+    SietchError,
+    Unavailable,
+)
 from sietch.images import desktop as image
 from sietch.images.rootfs import UID, USER
 
@@ -43,6 +50,10 @@ HANDSHAKE_S = 120.0
 """How long a screenshot or an action waits for a new VNC connection's login: a sandbox
 just restored (a fork) runs its VNC server's code afresh, and under emulation on a loaded
 host that took more than 30 s."""
+COMMAND_S = 60.0
+"""How long one of an action's commands in the guest may run before the agent kills it and
+the action fails, well within the SDK's wait for an action (120 s): an action answers or
+fails, it never outlasts its caller."""
 WARM_UP_ATTEMPT_S = 120.0
 """One try of :meth:`Desktops.warm_up`: a handshake or a frame slower than this is given up
 and tried again on a new connection."""
@@ -67,15 +78,30 @@ def require(info: SandboxInfo) -> DesktopInfo:
 
 
 async def _run(
-    sandbox: LiveSandbox, argv: Sequence[str], stdin: bytes | None = None, what: str = ""
-) -> str:
-    result = await sandbox.exec(list(argv), stdin=stdin, env=computer.DISPLAY_ENV)
-    if result.exit_code != 0:
+    sandbox: LiveSandbox,
+    argv: Sequence[str],
+    stdin: bytes | None = None,
+    what: str = "",
+    *,
+    timeout: float | None = COMMAND_S,
+    check: bool = True,
+) -> CommandResult:
+    """``argv`` on the desktop's display, killed after ``timeout`` seconds (an action's
+    commands; a create's own, unbounded here, are bounded by the create's). With ``check``
+    a failure names the command and says what it said."""
+    result = await sandbox.exec(list(argv), stdin=stdin, env=computer.DISPLAY_ENV, timeout=timeout)
+    if result.timed_out:
+        raise CommandTimeout(
+            f"{what or argv[0]} did not finish in the desktop within {timeout:g}s "
+            "(the guest is busy: try again later)",
+            timeout_s=timeout,
+        )
+    if check and result.exit_code != 0:
         err = result.stderr.decode(errors="replace").strip()
         raise SietchError(
             f"{what or argv[0]} failed in the desktop: {err}", exit_code=result.exit_code
         )
-    return result.stdout.decode(errors="replace")
+    return result
 
 
 async def detect(sandbox: LiveSandbox) -> Screen | None:
@@ -98,10 +124,14 @@ async def personalize(sandbox: LiveSandbox, screen: Screen, *, booted: bool = Fa
     arrived as "abbbbbbbbbbbcccc". VNC viewers repeat keys themselves.
     """
     if booted:
-        await _run(sandbox, ["xset", "r", "off"], what="xset")
+        await _run(sandbox, ["xset", "r", "off"], what="xset", timeout=None)
     password = new_password()
     await _run(
-        sandbox, [image.COMMAND, "password"], f"{password}\n".encode(), "setting the password"
+        sandbox,
+        [image.COMMAND, "password"],
+        f"{password}\n".encode(),
+        "setting the password",
+        timeout=None,
     )
     sandbox.info.desktop = DesktopInfo(**screen.model_dump(), vnc_password=password)
 
@@ -117,7 +147,9 @@ async def resize(
     if (screen.width, screen.height, screen.dpi) == (current.width, current.height, current.dpi):
         return
     size = f"{screen.width}x{screen.height}"
-    await _run(sandbox, [image.COMMAND, "resize", size, str(screen.dpi)], what="resize")
+    await _run(
+        sandbox, [image.COMMAND, "resize", size, str(screen.dpi)], what="resize", timeout=None
+    )
     sandbox.info.desktop = current.model_copy(update=screen.model_dump())
 
 
@@ -238,19 +270,22 @@ class Desktops:
                 await asyncio.sleep(duration)
                 return {}
             case computer.OpenUrl(url=url):
+                # "PID STATE": started (the browser, on url), opened (a tab), or queued (the
+                # browser is still starting; a tab once its DevTools endpoint answers).
                 out = await _run(sandbox, [image.COMMAND, "open", url], what="open_url")
-                return {"pid": int(out.split()[-1])}
+                pid, state = out.stdout.decode().split()[-2:]
+                return {"pid": int(pid), "state": state}
             case computer.Launch(command=command):
                 return {"pid": await self._launch(sandbox, command)}
             case computer.Windows():
                 listing = await _run(sandbox, ["wmctrl", "-lpG"], what="wmctrl")
-                active = await sandbox.exec(
-                    ["xdotool", "getactivewindow"], env=computer.DISPLAY_ENV
+                active = await _run(sandbox, ["xdotool", "getactivewindow"], check=False)
+                return computer.parse_windows(
+                    listing.stdout.decode(errors="replace"), active.stdout.decode()
                 )
-                return computer.parse_windows(listing, active.stdout.decode())
             case computer.ClipboardGet():
                 clip = ["xclip", "-selection", "clipboard", "-o"]
-                got = await sandbox.exec(clip, env=computer.DISPLAY_ENV)
+                got = await _run(sandbox, clip, check=False)
                 return {"text": got.stdout.decode(errors="replace") if got.exit_code == 0 else ""}
             case computer.ClipboardSet(text=text):
                 # xclip stays behind to serve the selection: its output must not hold the exec.
@@ -270,7 +305,7 @@ class Desktops:
             return {}
         out = ""
         for argv in computer.xdotool(action):
-            result = await sandbox.exec(["xdotool", *argv], env=computer.DISPLAY_ENV)
+            result = await _run(sandbox, ["xdotool", *argv], what=action.action, check=False)
             stderr = result.stderr.decode(errors="replace")
             if (key := computer.unknown_key(stderr)) is not None:
                 raise InvalidArgument(f"{action.action}: unknown key {key!r} (xdotool key names)")

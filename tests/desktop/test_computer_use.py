@@ -132,11 +132,16 @@ def test_xdotool_commands() -> None:
 
 
 def test_checks_refuse_off_screen_points_and_huge_text() -> None:
-    """A point off the screen names the screen's size; a huge text is 413, not a slow type."""
+    """A point off the screen names the screen's size; a huge text, or one whose key delays
+    outlast an action, is 413, not a slow type."""
     with pytest.raises(InvalidArgument, match="1280x800"):
         computer.check(computer.Move(action="move", x=1280, y=0), 1280, 800)
     with pytest.raises(PayloadTooLarge):
         computer.check(computer.Type(action="type", text="a" * (computer.MAX_TYPE + 1)), 1280, 800)
+    slow = computer.Type(action="type", text="a" * 6000)  # 12 ms apart: 72 s
+    with pytest.raises(PayloadTooLarge, match="6000 characters 12 ms apart take 72 s"):
+        computer.check(slow, 1280, 800)
+    computer.check(slow.model_copy(update={"delay_ms": 0}), 1280, 800)
     assert computer.unknown_key("(symbol) No such key name 'Foo'. Ignoring it.") == "Foo"
 
 
