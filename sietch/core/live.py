@@ -113,13 +113,18 @@ class Execution:
             callback = on_stderr if is_err else on_stdout
             if callback is not None and inspect.isawaitable(ret := callback(chunk.data)):
                 await ret  # an async callback (a WebSocket send) paces the output
+        return self.ended(bytes(out), bytes(err))
+
+    def ended(self, stdout: bytes = b"", stderr: bytes = b"") -> CommandResult:
+        """How the command ended, once its output has been iterated to the end (raises the
+        agent's error if the stream ended in one)."""
         final = self._stream.check()
         return CommandResult(
             exit_code=final.get("exit_code"),
             signal=final.get("signal"),
             timed_out=bool(final.get("timed_out")),
-            stdout=bytes(out),
-            stderr=bytes(err),
+            stdout=stdout,
+            stderr=stderr,
             pid=self.pid,
             duration_s=time.monotonic() - self.started,
         )

@@ -9,13 +9,16 @@ reaches the client (the status is already 200 by then).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Send
 
 from sietch.errors import InvalidArgument, SietchError
 
@@ -133,20 +136,54 @@ async def stream_request(request: Request) -> dict[str, Any]:
     return unwrap(await read_body(request))
 
 
-def stream_response(messages: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    """Stream the messages, then the end-of-stream envelope (with the error, if one ended
-    the stream)."""
+@dataclass(frozen=True)
+class Last:
+    """A stream's last message (a process's end): it goes out with the end-of-stream
+    envelope and the body's end, in one write."""
 
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for message in messages:
-                yield envelope(message)
-        except SietchError as exc:
-            yield end_of_stream(exc)
-        else:
-            yield end_of_stream(None)
+    message: dict[str, Any]
 
-    return StreamingResponse(body(), media_type=STREAM_TYPE)
+
+class ConnectStream(StreamingResponse):
+    """A server stream: its messages, then the end-of-stream envelope (with the error, if
+    one ended the stream).
+
+    Each write is a wake-up of the client's reader (the e2b SDK's is a Rust thread handing
+    the bytes to Python's), which on a busy host is most of what a short command's stream
+    costs: the headers wait for the first message and go out with it, and a :class:`Last`
+    message goes with the stream's end.
+    """
+
+    def __init__(self, messages: AsyncGenerator[dict[str, Any] | Last]) -> None:
+        self._final = False
+        super().__init__(self._chunks(messages), media_type=STREAM_TYPE)
+
+    async def _chunks(
+        self, messages: AsyncGenerator[dict[str, Any] | Last]
+    ) -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(messages):
+            try:
+                async for message in messages:
+                    if isinstance(message, Last):
+                        self._final = True
+                        yield envelope(message.message) + end_of_stream(None)
+                        return
+                    yield envelope(message)
+            except SietchError as exc:
+                end = end_of_stream(exc)
+            else:
+                end = end_of_stream(None)
+        self._final = True
+        yield end
+
+    async def stream_response(self, send: Send) -> None:
+        started = False
+        async for chunk in self.body_iterator:
+            if not started:
+                start = {"type": "http.response.start", "status": self.status_code}
+                await send({**start, "headers": self.raw_headers})
+                started = True
+            await send({"type": "http.response.body", "body": chunk, "more_body": not self._final})
 
 
 def client_stream_reply(message: dict[str, Any]) -> Response:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import posixpath
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.requests import HTTPConnection
 
+from sietch.agent import protocol
 from sietch.core.live import Execution, LiveSandbox
 from sietch.core.manager import Manager
 from sietch.core.models import CommandResult, FileInfo, SandboxState
@@ -139,42 +140,23 @@ def _event(kind: str, body: Message) -> Message:
 
 async def _events(
     manager: Manager, sandbox_id: str, execution: Execution, pty: bool
-) -> AsyncIterator[Message]:
+) -> AsyncGenerator[Message | connect.Last]:
     """A running command as envd's events: start, data (base64), end.
 
-    The output is pumped by :meth:`Execution.result` into a small queue, so a slow client
-    slows the command's output (its callbacks await the queue) rather than filling memory.
+    The output is read as the client takes it, so a slow client slows the command's
+    output (the agent's flow control) rather than filling memory.
     """
-    queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=16)
-
-    def sender(channel: str) -> Callable[[bytes], Awaitable[None]]:
-        def send(data: bytes) -> Awaitable[None]:
-            return queue.put(_event("data", {channel: base64.b64encode(data).decode()}))
-
-        return send
-
-    async def pump() -> None:
-        result = await execution.result(
-            on_stdout=sender("pty" if pty else "stdout"), on_stderr=sender("stderr"), capture=False
-        )
-        await queue.put(_event("end", _end(result)))
-
     key = (sandbox_id, execution.pid)
     _executions[key] = execution
-    task = asyncio.create_task(pump(), name=f"e2b-process-{execution.pid}")
+    out = "pty" if pty else "stdout"
     try:
         with manager.activity.busy(sandbox_id):
             yield _event("start", {"pid": execution.pid})
-            while not (task.done() and queue.empty()):
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            await task  # its error, if the stream failed
+            async for chunk in execution:
+                channel = "stderr" if chunk.channel == protocol.CHANNEL_STDERR else out
+                yield _event("data", {channel: base64.b64encode(chunk.data).decode()})
+            yield connect.Last(_event("end", _end(execution.ended())))
     finally:
-        task.cancel()
         if _executions.get(key) is execution:
             del _executions[key]
         await execution.close()
@@ -209,12 +191,13 @@ async def _streamed(
     except SietchError as exc:
         return connect.unary_error(exc)
 
-    async def events() -> AsyncIterator[Message]:
+    async def events() -> AsyncGenerator[Message | connect.Last]:
         execution, pty = await starting(message)
-        async for event in _events(manager, sandbox_id, execution, pty):
-            yield event
+        async with contextlib.aclosing(_events(manager, sandbox_id, execution, pty)) as stream:
+            async for event in stream:
+                yield event
 
-    return connect.stream_response(events())
+    return connect.ConnectStream(events())
 
 
 @router.post("/process.Process/Start", name="process-start")
@@ -553,7 +536,7 @@ async def fs_watch_dir(sandbox_id: str, request: Request, manager: ManagerDep) -
     except SietchError as exc:
         return connect.stream_failure(exc)
 
-    async def events() -> AsyncIterator[Message]:
+    async def events() -> AsyncGenerator[Message]:
         yield {"start": {}}
         while True:
             await asyncio.sleep(POLL_S)
@@ -564,7 +547,7 @@ async def fs_watch_dir(sandbox_id: str, request: Request, manager: ManagerDep) -
             for change in changes:
                 yield {"filesystem": change}
 
-    return connect.stream_response(events())
+    return connect.ConnectStream(events())
 
 
 @unary("filesystem.Filesystem/CreateWatcher")
