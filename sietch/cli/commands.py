@@ -126,11 +126,21 @@ def shell(
     raise typer.Exit(code)
 
 
+def _terminal_size(fd: int) -> tuple[int, int]:
+    """Columns and rows of the terminal on ``fd``, asked of the terminal itself: $COLUMNS and
+    $LINES (which shutil prefers) are stale after a resize, or inherited from elsewhere."""
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:  # not a terminal
+        size = shutil.get_terminal_size()
+    return size.columns, size.lines
+
+
 async def _shell(sandbox_id: str, command: str | None, user: str | None, cwd: str | None) -> int:
     loop = asyncio.get_running_loop()
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     interactive = os.isatty(stdin_fd)
-    cols, rows = shutil.get_terminal_size()
+    cols, rows = _terminal_size(stdout_fd)
     env = {"TERM": os.environ.get("TERM", "xterm-256color")}
     async with await AsyncSandbox.connect(sandbox_id) as sb:
         pty = await sb.pty(command, cols=cols, rows=rows, env=env, user=user, cwd=cwd)
@@ -150,8 +160,7 @@ async def _shell(sandbox_id: str, command: str | None, user: str | None, cwd: st
         resizes: set[asyncio.Task[None]] = set()
 
         def on_resize() -> None:
-            size = shutil.get_terminal_size()
-            task = loop.create_task(pty.resize(size.columns, size.lines))
+            task = loop.create_task(pty.resize(*_terminal_size(stdout_fd)))
             resizes.add(task)
             task.add_done_callback(resizes.discard)
 

@@ -130,7 +130,7 @@ def test_stream_url_reaches_novnc_through_sietch(desktop: Sandbox, server: ApiSe
     assert token
     headers = {"Host": host, "E2B-Traffic-Access-Token": token}
     page = httpx.get(f"{server.url}{url.path}?{url.query}", headers=headers, timeout=120)
-    assert page.status_code == 200 and "noVNC" in page.text
+    assert page.status_code == 200 and "noVNC" in page.text, (page.status_code, page.text[:500])
     refused = httpx.get(f"{server.url}{url.path}", headers={"Host": host}, timeout=120)
     assert refused.status_code == 401
     wrong = httpx.get(
