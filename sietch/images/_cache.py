@@ -19,7 +19,7 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -101,29 +101,26 @@ class Cache:
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Hold the exclusive lock ``name`` (blocks while another process holds it)."""
-        lock_file = make_dir(self.root / "locks") / f"{name}.lock"
-        with open(lock_file, "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("waiting for another process building %s", name)
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with self._flock(name, wait=True):
+            yield
 
-    @contextmanager
-    def claim(self, name: str) -> Iterator[bool]:
+    def claim(self, name: str) -> AbstractContextManager[bool]:
         """Hold the lock ``name`` if no one else does (this process's other holders
         included); yields whether this block holds it. Never waits."""
+        return self._flock(name, wait=False)
+
+    @contextmanager
+    def _flock(self, name: str, *, wait: bool) -> Iterator[bool]:
         lock_file = make_dir(self.root / "locks") / f"{name}.lock"
         with open(lock_file, "a") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                yield False
-                return
+                if not wait:
+                    yield False
+                    return
+                log.info("waiting for another process building %s", name)
+                fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield True
             finally:
