@@ -364,31 +364,31 @@ class Manager:
                 + f"-{disk}"
                 + (f"-{custom.key[:12]}" if custom else "")  # its start command, ports, ...
             )
-            made = await self._from_template(key, spec, network, shared=custom is None)
-            if made is not None:
-                return made
-        info = record(
-            self.accel,
-            image=image,
-            vcpus=vcpus,
-            memory_mib=memory,
-            disk_mib=disk,
-            env=spec.env,
-            labels=spec.labels,
-            network=network,
-            **_timeouts(spec).model_dump(),
-            tenant=spec.tenant,
-            user=custom.config.user if custom else None,
-            cwd=custom.config.workdir if custom else None,
-        )
-        plan = Plan(
-            info,
-            paths,
-            base_mib,
-            base_format=custom.format if custom else "raw",
-            booted=self._booted(key, custom),
-        )
-        with self.snapshots.booting(key, shared=custom is None):
+        async with self.snapshots.template_or_claim(key, shared=custom is None) as template:
+            if template is not None:
+                assert key is not None
+                return await self._from_template(template, key, spec, network)
+            info = record(
+                self.accel,
+                image=image,
+                vcpus=vcpus,
+                memory_mib=memory,
+                disk_mib=disk,
+                env=spec.env,
+                labels=spec.labels,
+                network=network,
+                **_timeouts(spec).model_dump(),
+                tenant=spec.tenant,
+                user=custom.config.user if custom else None,
+                cwd=custom.config.workdir if custom else None,
+            )
+            plan = Plan(
+                info,
+                paths,
+                base_mib,
+                base_format=custom.format if custom else "raw",
+                booted=self._booted(key, custom),
+            )
             return await self._provision(plan)
 
     async def boot_disk(
@@ -416,13 +416,9 @@ class Manager:
         return await self._provision(Plan(info, paths, base_mib, base_format=base_format))
 
     async def _from_template(
-        self, key: str, spec: SandboxSpec, network: NetworkPolicy, *, shared: bool
-    ) -> SandboxInfo | None:
-        """A sandbox from the pool or the template of ``key`` (``shared``: a built-in
-        image's, which the machine's template cache may have); None if there is none."""
-        template = await self.snapshots.template(key, shared=shared)
-        if template is None:
-            return None
+        self, template: SnapshotInfo, key: str, spec: SandboxSpec, network: NetworkPolicy
+    ) -> SandboxInfo:
+        """A sandbox from the pool of ``key``, else a restore of its template."""
         taken = await self.pool.take(key, spec, template.id)
         if taken is not None:
             if taken.network != network:

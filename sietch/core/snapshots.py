@@ -61,8 +61,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -438,24 +437,35 @@ class Snapshots:
                 return snap
         return None
 
-    async def template(self, key: str, *, shared: bool = False) -> SnapshotInfo | None:
+    @contextlib.asynccontextmanager
+    async def template_or_claim(
+        self, key: str | None, *, shared: bool
+    ) -> AsyncIterator[SnapshotInfo | None]:
         """The template of ``key``: this state dir's, else (``shared``: a built-in image's)
-        one imported from the machine's template cache; None: there is none yet."""
-        found = self.find_template(key)
-        if found is not None or not shared or self.shared is None:
-            return found
-        if (found := await self._import(key, self.shared)) is not None:
-            return found
-        # Not in the cache yet. A boot of it under way (another server of the machine, or
-        # a create here) will publish it sooner than a boot of our own would, and a boot
-        # ends one way or another (its claim goes with its process).
-        waited = False
-        while await asyncio.to_thread(self.shared.booting_elsewhere, key):
+        one imported from the machine's template cache. None: there is none yet, and the
+        block is to boot it; for a shared one it then holds the machine-wide claim to
+        that boot, so that other servers (and creates here) wait for its template rather
+        than boot the same one at once. Without a key: None, nothing claimed."""
+        found = self.find_template(key) if key is not None else None
+        if key is None or found is not None or not shared or self.shared is None:
+            yield found
+            return
+        cache, waited = self.shared, False
+        while True:
+            if (found := await self._import(key, cache)) is not None:
+                yield found
+                return
+            with cache.booting(key) as mine:
+                if mine:
+                    # Claimed: ours to boot, unless a boot published it since the import.
+                    if (found := await self._import(key, cache)) is None:
+                        yield None
+                        return
+                    continue
             if not waited:
                 log.info("template %s: waiting for the boot under way to publish it", key)
-            waited = True
+                waited = True
             await asyncio.sleep(1)
-        return await self._import(key, self.shared) if waited else None
 
     async def _import(self, key: str, shared: SharedTemplates) -> SnapshotInfo | None:
         async with self._template_lock:
@@ -469,13 +479,6 @@ class Snapshots:
             if snap is not None:
                 self._drop_stale_templates(snap.image, keep=key)
             return snap
-
-    def booting(self, key: str | None, *, shared: bool) -> AbstractContextManager[bool]:
-        """Held around the cold boot that makes template ``key`` (``shared``: a built-in
-        image's), so that the machine's other servers wait for it (:meth:`template`)."""
-        if key is None or not shared or self.shared is None:
-            return contextlib.nullcontext(False)
-        return self.shared.booting(key)
 
     async def make_template(
         self, sandbox: LiveSandbox, key: str, *, shared: bool = False

@@ -87,9 +87,6 @@ class SharedTemplates:
         """Claim the boot of template ``key`` (:meth:`TemplateCache.booting`)."""
         return self.cache.booting(entry_name(key, self.fastpath))
 
-    def booting_elsewhere(self, key: str) -> bool:
-        return self.cache.booting_elsewhere(entry_name(key, self.fastpath))
-
     def fetch(self, key: str) -> SnapshotInfo | None:
         """Template ``key`` imported from the cache and recorded as this server's; None
         if the cache has no complete entry of it."""

@@ -14,7 +14,9 @@ each file's size, mode and content digest, and the image files (kernel, disks) i
 on. An entry without a readable manifest, with a file of another size, or whose image
 files are gone, is ignored, and the next publication replaces it; an import checks each
 copied file's digest before the copy may be restored, and removes an entry that fails.
-Two servers that boot the same template at once both publish: the second finds the
+A cold boot of a template claims its entry (:meth:`TemplateCache.booting`), and a server
+that finds no entry while a claim is held waits for that boot's entry instead of booting
+the same template; should two boot it all the same, both publish, and the second finds the
 first's entry complete and drops its copy. Entries are read and written by their owner
 only (mode 0700): a template's memory is a guest's RAM.
 """
@@ -153,15 +155,10 @@ class TemplateCache:
         return entry if _complete(entry) else None
 
     def booting(self, name: str) -> AbstractContextManager[bool]:
-        """Claim the boot of entry ``name`` while the block runs (yields False if another
-        boot holds it): servers that find no entry wait for a claimed boot's entry
-        instead of booting the same template at once."""
+        """Claim the boot of entry ``name`` while the block runs (yields False, and holds
+        nothing, if another boot holds it): a server that finds no entry and can't claim
+        its boot waits for that boot's entry instead of booting the same template."""
         return self._cache.claim(f"boot-{name}")
-
-    def booting_elsewhere(self, name: str) -> bool:
-        """Whether some boot holds entry ``name``'s claim."""
-        with self.booting(name) as mine:
-            return not mine
 
     def fetch(self, name: str, dst: Path) -> Entry | None:
         """Copy the files of entry ``name`` into the empty directory ``dst`` (reflinked

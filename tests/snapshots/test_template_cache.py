@@ -90,11 +90,16 @@ async def test_cache_off_imports_nothing(cache_dir: Path, published: SnapshotInf
     image's template (not shared) come from it."""
     key = published.template_key
     assert key is not None and TemplateCache(cache_dir).find(entry(cache_dir).name) is not None
-    async with server(cache_dir, template_cache=False) as off:
-        assert await off.snapshots.template(key, shared=True) is None
+    async with (
+        server(cache_dir, template_cache=False) as off,
+        off.snapshots.template_or_claim(key, shared=True) as template,
+    ):
+        assert template is None
     async with server(cache_dir) as on:
-        assert await on.snapshots.template(key, shared=False) is None
-        assert await on.snapshots.template(key, shared=True) is not None
+        async with on.snapshots.template_or_claim(key, shared=False) as template:
+            assert template is None
+        async with on.snapshots.template_or_claim(key, shared=True) as template:
+            assert template is not None
 
 
 async def test_truncated_entry_is_booted_over(cache_dir: Path, published: SnapshotInfo) -> None:
