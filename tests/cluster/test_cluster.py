@@ -69,6 +69,15 @@ def _node_of(c: Cluster, sandbox_id: str) -> str:
     return placed.node
 
 
+def _create_on(http: httpx.Client, nodes: tuple[str, ...], made: list[str], **body: object) -> None:
+    """A small sandbox on each of ``nodes`` (``prefer_node``), its id appended to ``made``
+    as soon as it is there, so that a failure part-way still deletes the ones before."""
+    for node in nodes:
+        answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node, **body})
+        assert answer.status_code == 201, answer.text
+        made.append(answer.json()["id"])
+
+
 def _sdk(c: Cluster, gateway: int, key: str | None = None) -> dict[str, str]:
     return {"url": c.gateways[gateway].url, "api_key": key or c.admin_key}
 
@@ -221,9 +230,7 @@ def test_tenants_are_isolated_and_quotas_hold_across_nodes(sietch_cluster: Clust
     try:
         for gateway, node in ((0, "node-2"), (1, "node-3")):
             with c.client(gateway, acme) as http:
-                answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
-                assert answer.status_code == 201, answer.text
-                made.append(answer.json()["id"])
+                _create_on(http, (node,), made)
         assert {_node_of(c, i) for i in made} == {"node-2", "node-3"}
         with c.client(1, acme) as http:
             refused = http.post("/sandboxes", json=SMALL)
@@ -346,10 +353,7 @@ def test_forks_count_against_the_cluster_wide_quota(sietch_cluster: Cluster) -> 
     made = []
     try:
         with c.client(0, gamma) as http:
-            for node in ("node-2", "node-3"):
-                answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
-                assert answer.status_code == 201, answer.text
-                made.append(answer.json()["id"])
+            _create_on(http, ("node-2", "node-3"), made)
             refused = http.post(f"/sandboxes/{made[0]}/fork", json={"count": 2})
             assert refused.status_code == 429, refused.text
             assert refused.json()["error"]["code"] == "quota_exceeded"
@@ -406,10 +410,7 @@ async def test_mcp_through_a_gateway_sees_every_node(sietch_cluster: Cluster) ->
     c = sietch_cluster
     made = []
     with c.client(0) as http:
-        for node in ("node-1", "node-2"):
-            answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
-            assert answer.status_code == 201, answer.text
-            made.append(answer.json()["id"])
+        _create_on(http, ("node-1", "node-2"), made)
     try:
         headers = {"Authorization": f"Bearer {c.admin_key}"}
         async with (
@@ -463,11 +464,7 @@ def test_the_console_works_through_either_gateway(sietch_cluster: Cluster) -> No
     made: list[str] = []
     try:
         with c.client(0, key) as http:
-            for node in ("node-2", "node-3"):
-                body = {**SMALL, "prefer_node": node, "labels": {"via": "api"}}
-                answer = http.post("/sandboxes", json=body)
-                assert answer.status_code == 201, answer.text
-                made.append(answer.json()["id"])
+            _create_on(http, ("node-2", "node-3"), made, labels={"via": "api"})
         login = _sign_in(c, 0, key)
         with _console(c, 1, login) as ui:
             listed = ui.get("/")
@@ -600,10 +597,7 @@ def test_the_console_in_a_browser_behind_two_gateways(
     c = sietch_cluster
     made = []
     with c.client(0) as http:
-        for node in ("node-1", "node-3"):
-            answer = http.post("/sandboxes", json={**SMALL, "prefer_node": node})
-            assert answer.status_code == 201, answer.text
-            made.append(answer.json()["id"])
+        _create_on(http, ("node-1", "node-3"), made)
     context = browser.new_context()
     context.set_default_timeout(120_000)
     try:
