@@ -162,8 +162,11 @@ main() {
         test)
             build_images default minimal desktop desktop-e2b code-interpreter
             # A worker per core, each running whole groups (tests/conftest.py): under TCG a
-            # test mostly keeps one core busy with one VM.
-            exec "$VENV/bin/python" -m pytest -n auto --dist loadgroup "$@"
+            # test mostly keeps one core busy with one VM; groups go longest first, as
+            # listed. A crashed worker ends the run (its test is named): xdist 3.8 can
+            # hang at the end of a run once it has replaced one.
+            exec "$VENV/bin/python" -m pytest -n auto --dist loadgroup --no-loadscope-reorder \
+                --max-worker-restart=0 "$@"
             ;;
         *)
             echo "usage: $0 [serve|test|install] [ARGS...]" >&2

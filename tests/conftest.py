@@ -89,6 +89,7 @@ def _group(item: pytest.Item) -> str:
     return _GROUP_OF.get(top, top)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(pytest.mark.xdist_group(_group(item)))
