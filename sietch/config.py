@@ -173,7 +173,8 @@ class Settings(BaseSettings):
     node_timeout_s: float = Field(default=10.0, gt=0)
     """A node silent this long is unreachable: its sandboxes are ``lost`` until it returns."""
     placement_candidates: int = Field(default=2, ge=1)
-    """Nodes drawn at random for a create, the one with the most free memory and CPU wins."""
+    """Nodes drawn at random for a create; the least allocated of them (memory, vCPUs,
+    slots) wins."""
 
     @property
     def advertised_node_url(self) -> str:

@@ -3,8 +3,11 @@ snapshot and image (tenants and keys: :mod:`.tenants`, on the same database).
 
 Writes per sandbox lifecycle (see bench/README.md): one row written when its node
 reports it (create), one per state change the node reports (pause, hibernate, ...),
-one delete; a node's heartbeat is one UPDATE of its own row. A gateway only reads,
-except that it marks silent nodes unreachable.
+one delete; a node's heartbeat is one UPDATE of its own row. A gateway writes a
+reservation per placement (an INSERT as it places), which the node's report of the new
+sandbox deletes in its own transaction (the gateway's DELETE once the node answered
+finds it gone, unless the create failed); it also marks silent nodes unreachable, and
+otherwise only reads.
 
 A pool of connections per process (``psycopg_pool``), in autocommit: every call is one
 statement or one short transaction on a connection of its own, so a gateway's concurrent
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 
 HELD = ("creating", "running", "paused")
 """Sandbox states that hold a node's memory and CPU (and count against quotas)."""
+RESERVATION_TTL_S = 600
+"""A placement in flight counts this long at most: longer than any create takes, short
+enough that one left by a gateway that died mid-create does not skew placement for long."""
 
 
 @dataclass(frozen=True)
@@ -159,17 +165,28 @@ class Catalog:
             return cur.rowcount == 1
 
     def nodes(self) -> list[NodeRecord]:
-        """Every registered node, reachable or not, with what its sandboxes hold."""
+        """Every registered node, reachable or not, with what its sandboxes and the
+        placements in flight to it hold."""
+        held = (
+            "SELECT node, count(*) AS n, sum(vcpus) AS v, sum(memory_mib) AS m FROM sandboxes "
+            "WHERE state = ANY(%s) GROUP BY node"
+        )
+        reserved = (
+            "SELECT node, count(*) AS n, sum(vcpus) AS v, sum(memory_mib) AS m "
+            "FROM reservations WHERE made_at > now() - %s * interval '1s' GROUP BY node"
+        )
         rows = self.rows(
             f"SELECT n.name, n.url, {', '.join('n.' + c for c in _CAPACITY.split(', '))}, "
             "n.last_heartbeat, n.state = 'up' AND n.last_heartbeat > now() - %s * interval '1s', "
-            "count(s.id), coalesce(sum(s.vcpus), 0), coalesce(sum(s.memory_mib), 0) "
-            "FROM nodes n LEFT JOIN sandboxes s ON s.node = n.name AND s.state = ANY(%s) "
-            "GROUP BY n.name ORDER BY n.name",
-            (self.node_timeout_s, list(HELD)),
+            + ", ".join(f"coalesce(h.{c}, 0) + coalesce(r.{c}, 0)" for c in "nvm")
+            + f" FROM nodes n LEFT JOIN ({held}) h ON h.node = n.name "
+            f"LEFT JOIN ({reserved}) r ON r.node = n.name ORDER BY n.name",
+            (self.node_timeout_s, list(HELD), RESERVATION_TTL_S),
         )
         return [
-            NodeRecord(r[0], r[1], Capacity(*r[2:12]), r[12], r[13], Usage(r[14], r[15], r[16]))
+            NodeRecord(
+                r[0], r[1], Capacity(*r[2:12]), r[12], r[13], Usage(*(int(x) for x in r[14:17]))
+            )
             for r in rows
         ]
 
@@ -184,6 +201,28 @@ class Catalog:
             (self.node_timeout_s,),
         )
         return [r[0] for r in rows]
+
+    # -- placements in flight ---------------------------------------------------------
+
+    def reserve(self, node: str, need: Usage) -> list[int]:
+        """Count ``need`` on ``node``, a row per sandbox, each until the node reports a
+        sandbox new to it, or :meth:`release`, or ``RESERVATION_TTL_S`` (its gateway died
+        first); the rows' ids. Stale ones go in the same trip."""
+        each = max(need.sandboxes, 1)
+        with self.cursor(transaction=True) as cur:
+            cur.execute(
+                "DELETE FROM reservations WHERE made_at <= now() - %s * interval '1s'",
+                (RESERVATION_TTL_S,),
+            )
+            cur.execute(
+                "INSERT INTO reservations (node, vcpus, memory_mib) "
+                "SELECT %s, %s, %s FROM generate_series(1, %s) RETURNING id",
+                (node, need.vcpus // each, need.memory_mib // each, each),
+            )
+            return [int(r[0]) for r in cur.fetchall()]
+
+    def release(self, reservations: Sequence[int]) -> None:
+        self.rows("DELETE FROM reservations WHERE id = ANY(%s)", (list(reservations),))
 
     # -- what each node holds ---------------------------------------------------------
 
@@ -208,6 +247,20 @@ class Catalog:
                     "DELETE FROM sandboxes WHERE node = %s AND id = ANY(%s)", (node, list(gone))
                 )
             if sandboxes:
+                # Each sandbox new here and holding room takes over a placement in flight
+                # to this node (oldest first): it counts as its row from now on, not twice.
+                held = [i for i, r in sandboxes.items() if r["state"] in HELD]
+                cur.execute(
+                    "SELECT count(*) FROM sandboxes WHERE node = %s AND id = ANY(%s)",
+                    (node, held),
+                )
+                row = cur.fetchone()
+                if arrived := len(held) - (row[0] if row else 0):
+                    cur.execute(
+                        "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations "
+                        "WHERE node = %s ORDER BY id LIMIT %s)",
+                        (node, arrived),
+                    )
                 cur.executemany(
                     "INSERT INTO sandboxes (id, node, tenant, state, vcpus, memory_mib, record) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "

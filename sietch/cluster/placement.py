@@ -1,13 +1,15 @@
 """Placement: which node gets a new sandbox.
 
 Best of K: draw ``placement_candidates`` nodes at random among those that are reachable
-and have room, and take the one with the most free memory, CPU and sandbox slots, as
-fractions of its own capacity. Free memory is the lesser of what the node measured
-(MemAvailable less its reserve, as of its last heartbeat) and what the catalog's
-sandboxes on it leave of its total (up to date at every create); free CPU is its cores
-less its load. Drawing a few at random, rather than scoring all, keeps two gateways
-that place at the same moment from piling onto the one node that looked best to both
-(the "power of two choices").
+and have room, and take the least allocated: the most memory, vCPUs and sandbox slots
+left once what is placed on it is counted, as fractions of its own capacity. What is
+placed is the catalog's: the sandboxes its node reported, and the placements in flight
+to it that gateways reserved (so creates placed at the same moment count each other).
+What a node measured (MemAvailable, load, as of its last heartbeat) lags a heartbeat and
+differs between equal nodes by noise: it decides whether a sandbox fits, not where it
+goes (as Kubernetes scores requests, not usage). Drawing a few at random, rather than
+scoring all, keeps two gateways that place at the same moment from piling onto the one
+node that looked best to both (the "power of two choices").
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ def fits(node: NodeRecord, need: Usage) -> bool:
 
 
 def score(node: NodeRecord) -> float:
-    """Free memory, CPU and sandbox slots, each as a fraction of the node's own."""
-    c = node.capacity
-    memory = free_memory_mib(node) / max(c.memory_mib, 1)
-    cpu = max(c.vcpus - c.load, 0.0) / max(c.vcpus, 1)
-    slots = (c.max_sandboxes - node.placed.sandboxes) / max(c.max_sandboxes, 1)
-    return memory + cpu + slots
+    """What placed sandboxes leave of the node's memory, vCPUs and sandbox slots, each as
+    a fraction of its own (vCPUs may be overcommitted: the fraction goes below zero)."""
+    c, placed = node.capacity, node.placed
+    return (
+        3
+        - placed.memory_mib / max(c.memory_mib, 1)
+        - placed.vcpus / max(c.vcpus, 1)
+        - placed.sandboxes / max(c.max_sandboxes, 1)
+    )
 
 
 def choose(

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from tenacity import Retrying, stop_after_delay, wait_fixed
 
 from sietch.cluster import migrate
-from sietch.cluster.catalog import Capacity, Catalog
+from sietch.cluster.catalog import RESERVATION_TTL_S, Capacity, Catalog
 from sietch.cluster.grants import GrantTable
 from sietch.cluster.tenants import ClusterTenants
 from sietch.core.quotas import Quota, Usage
@@ -60,7 +60,8 @@ def test_migrates_from_empty(catalog_url: str) -> None:
     assert migrate.current(catalog_url) == migrate.head()
     with psycopg.connect(catalog_url) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables")}
-    assert {"nodes", "sandboxes", "snapshots", "images", "tenants", "api_keys"} <= tables
+    made = {"nodes", "sandboxes", "reservations", "snapshots", "images", "tenants", "api_keys"}
+    assert made <= tables
     migrate.upgrade(catalog_url)  # a second start finds nothing to do
     assert migrate.current(catalog_url) == migrate.head()
 
@@ -102,7 +103,7 @@ def test_snapshot_rows_written_before_records_were_kept(catalog_url: str) -> Non
         )
     catalog = Catalog(catalog_url)
     try:
-        assert migrate.current(catalog_url) == migrate.head() == "0005"
+        assert migrate.current(catalog_url) == migrate.head()
         assert catalog.snapshot_holders("snap-1") == [("n1", "acme")]
         assert catalog.snapshots_on(["n1"], "acme") == []
         catalog.report_snapshots("n1", {"snap-1": _snap("snap-1", size=10)})
@@ -144,6 +145,45 @@ def test_reports_say_where_each_sandbox_is(catalog: Catalog) -> None:
     catalog.report("n1", {"sb-5": _record("sb-5")}, complete=True)
     assert catalog.locate("sb-1") is None and catalog.locate("sb-5") is not None
     assert catalog.locate("sb-3") is not None  # another node's: untouched
+
+
+def test_placements_in_flight_count_until_their_sandbox_is_reported(
+    catalog: Catalog, catalog_url: str
+) -> None:
+    """A reservation counts on its node beside the reported sandboxes, as every gateway
+    reads it, until the node reports a new sandbox (never twice) or it is released; one
+    older than the TTL counts no more and is swept by the next reservation."""
+    catalog.register("n1", "http://a", CAPACITY)
+    catalog.register("n2", "http://b", CAPACITY)
+    catalog.report("n1", {"sb-1": _record("sb-1")})
+    first = catalog.reserve("n1", Usage(1, 2, 512))
+    second = catalog.reserve("n1", Usage(3, 3, 768))
+    other = Catalog(catalog.url, migrate_schema=False)
+    try:
+        assert {n.name: n.placed for n in other.nodes()} == {
+            "n1": Usage(5, 6, 1536),
+            "n2": Usage(0, 0, 0),
+        }
+        other.release(first)
+        assert catalog.node("n1").placed == Usage(4, 4, 1024)  # type: ignore[union-attr]
+    finally:
+        other.close()
+    third = catalog.reserve("n1", Usage(1, 1, 256))
+    catalog.report("n1", {"sb-1": _record("sb-1", state="paused")})  # not new: no change
+    assert catalog.node("n1").placed == Usage(5, 5, 1280)  # type: ignore[union-attr]
+    catalog.report("n1", {"sb-2": _record("sb-2")})  # takes the oldest one's place
+    assert catalog.node("n1").placed == Usage(5, 5, 1280)  # type: ignore[union-attr]
+    catalog.release(second)  # one of its three is gone already
+    assert catalog.node("n1").placed == Usage(3, 3, 768)  # type: ignore[union-attr]
+    with psycopg.connect(catalog_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE reservations SET made_at = now() - %s * interval '1s' WHERE id = ANY(%s)",
+            (RESERVATION_TTL_S + 1, third),
+        )
+        assert catalog.node("n1").placed == Usage(2, 2, 512)  # type: ignore[union-attr]
+        catalog.release(catalog.reserve("n2", Usage(1, 1, 256)))
+        left = conn.execute("SELECT count(*) FROM reservations").fetchone()
+    assert left == (0,)
 
 
 def test_snapshots_and_images_may_be_on_several_nodes(catalog: Catalog) -> None:

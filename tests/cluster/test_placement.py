@@ -82,9 +82,15 @@ def test_console_requests_go_where_they_name(method: str, path: str, expected: T
 
 
 def _node(
-    name: str, slots: int, placed: int, *, free_mib: int = 8000, up: bool = True
+    name: str,
+    slots: int,
+    placed: int,
+    *,
+    free_mib: int = 8000,
+    up: bool = True,
+    load: float = 0.0,
 ) -> NodeRecord:
-    capacity = Capacity(2, 16000, 100_000, slots, free_mib, 90_000, 0.0, placed, "tcg", "10.0")
+    capacity = Capacity(2, 16000, 100_000, slots, free_mib, 90_000, load, placed, "tcg", "10.0")
     return NodeRecord(
         name, f"http://{name}", capacity, datetime.now(UTC), up, Usage(placed, placed, placed * 256)
     )
@@ -97,6 +103,14 @@ def test_the_emptier_node_of_the_candidates_wins() -> None:
     """Of the drawn candidates, the one with the most free slots, memory and CPU is taken."""
     nodes = [_node("a", 10, 8), _node("b", 10, 2)]
     assert choose(nodes, NEED, candidates=2).name == "b"
+
+
+def test_what_a_node_measured_decides_fit_not_rank() -> None:
+    """Equal nodes differ in load and free memory by when each last heartbeat: the one
+    with fewer sandboxes placed wins however busy or full it looked then."""
+    busy = _node("busy", 10, 1, load=1.9, free_mib=3000)
+    idle = _node("idle", 10, 2, load=0.1, free_mib=8000)
+    assert choose([busy, idle], NEED, candidates=2).name == "busy"
 
 
 def test_creates_spread_evenly_over_equal_nodes() -> None:

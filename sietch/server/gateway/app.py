@@ -429,14 +429,14 @@ class Gateway:
                     prefer=prefer if isinstance(prefer, str) and prefer not in tried else None,
                 )
                 try:
-                    if holders and node.name not in holders:
-                        await self.copy_image(image or "", holders, node)
-                    upstream = await self.send(request, node.name, node.url, caller, raw)
+                    async with self.reserved(node, need):
+                        if holders and node.name not in holders:
+                            await self.copy_image(image or "", holders, node)
+                        upstream = await self.send(request, node.name, node.url, caller, raw)
+                        return await buffered(upstream)
                 except Unavailable:
                     log.warning("node %s did not answer a create: trying another", node.name)
                     tried.append(node.name)
-                    continue
-                return await buffered(upstream)
 
     async def restore_need(
         self, request: Request, snapshot_id: str, fields: dict[str, Any]
@@ -477,15 +477,16 @@ class Gateway:
             target = max(fitting, key=placement.score)
         tenant = caller.tenant if caller is not None else None
         with self.quotas.admit(tenant, need) if tenant else contextlib.nullcontext():
-            if target.name not in holders:
-                source = next(
-                    (nodes[h] for h in holders if h in nodes and nodes[h].reachable), None
-                )
-                if source is None:
-                    raise unreachable(holders[0], f"snapshot {snapshot_id}")
-                await self.copier.snapshot(snapshot_id, source, target)
-            upstream = await self.send(request, target.name, target.url, caller, raw)
-            return await buffered(upstream)
+            async with self.reserved(target, need):
+                if target.name not in holders:
+                    source = next(
+                        (nodes[h] for h in holders if h in nodes and nodes[h].reachable), None
+                    )
+                    if source is None:
+                        raise unreachable(holders[0], f"snapshot {snapshot_id}")
+                    await self.copier.snapshot(snapshot_id, source, target)
+                upstream = await self.send(request, target.name, target.url, caller, raw)
+                return await buffered(upstream)
 
     async def fork(self, request: Request, caller: Caller | None, target: Target) -> Response:
         """A fork of N counts N sandboxes of its source's size against the tenant's
@@ -519,9 +520,23 @@ class Gateway:
             others = [n for n in nodes if n.name != home.name]
             dest = placement.choose(others, need, candidates=self.settings.placement_candidates)
             assert target.key is not None
-            await self.copier.move(target.key, home, dest)
-            self._placements.pop(target.key, None)
-            return await buffered(await self.send(request, dest.name, dest.url, caller))
+            async with self.reserved(dest, need):
+                await self.copier.move(target.key, home, dest)
+                self._placements.pop(target.key, None)
+                return await buffered(await self.send(request, dest.name, dest.url, caller))
+
+    @asynccontextmanager
+    async def reserved(self, node: NodeRecord, need: Usage) -> AsyncIterator[None]:
+        """``need`` counted on ``node`` by every gateway's placement until the node reports
+        the new sandbox (:meth:`Catalog.reserve`), or, failing that, it has answered."""
+        reservation = await asyncio.to_thread(self.catalog.reserve, node.name, need)
+        try:
+            yield
+        finally:
+            try:
+                await asyncio.to_thread(self.catalog.release, reservation)
+            except SietchError as exc:  # it expires by itself
+                log.warning("could not release a placement on %s: %s", node.name, exc)
 
     async def snapshot_holders(self, snapshot_id: str, caller: Caller | None) -> list[str]:
         held = await asyncio.to_thread(self.catalog.snapshot_copies, snapshot_id)
