@@ -144,8 +144,8 @@ class VncClient:
     async def pointer(self, events: Sequence[tuple[int, int, int]], timeout: float = 30.0) -> None:
         """Send pointer events (x, y, buttons mask); returns once the server has applied
         them (it answers the request sent after them only once it has read them). Events
-        and request go as one write: QEMU's user-mode network holds a second small write
-        until the guest acknowledges the first, which cost a click ~30 ms."""
+        and request go as one write: through QEMU's user-mode network a second small write
+        right after the first reached the guest ~40 ms late (30 clicks: 44 vs 2.5 ms)."""
         async with self._lock, self._deadline(timeout):
             sent = b"".join(struct.pack(">BBHH", 5, m, x, y) for x, y, m in events)
             if await self._request(sent):
