@@ -428,15 +428,15 @@ class Gateway:
                     candidates=self.settings.placement_candidates,
                     prefer=prefer if isinstance(prefer, str) and prefer not in tried else None,
                 )
-                try:
-                    async with self.reserved(node, need):
+                async with self.reserved(node, need):  # the catalog's own 503 is no node's
+                    try:
                         if holders and node.name not in holders:
                             await self.copy_image(image or "", holders, node)
                         upstream = await self.send(request, node.name, node.url, caller, raw)
                         return await buffered(upstream)
-                except Unavailable:
-                    log.warning("node %s did not answer a create: trying another", node.name)
-                    tried.append(node.name)
+                    except Unavailable:
+                        log.warning("node %s did not answer a create: trying another", node.name)
+                        tried.append(node.name)
 
     async def restore_need(
         self, request: Request, snapshot_id: str, fields: dict[str, Any]
