@@ -72,8 +72,11 @@ async def splice(a: Streams, b: Streams) -> None:
     try:
         await asyncio.gather(pipe(a[0], b[1]), pipe(b[0], a[1]))
     finally:
+        # Both closed before any wait: a cancel (or the task's end) during the first
+        # wait must not leave the second open.
         for _, writer in (a, b):
             writer.close()
+        for _, writer in (a, b):
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
