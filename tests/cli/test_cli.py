@@ -150,11 +150,13 @@ def test_serve_prints_a_new_key_once_and_stores_its_hash() -> None:
     state = short_tmpdir("stc")
     port = free_port()
     env = {**os.environ, "SIETCH_STATE_DIR": str(state)}
+    servers: list[pexpect.spawn] = []
     try:
         first = pexpect.spawn(str(SIETCH), ["serve", "--port", str(port)], env=env, timeout=60)
+        servers.append(first)
         first.expect(r"(sk-sietch-[A-Za-z0-9_-]+)")
         key = first.match.group(1).decode()
-        first.expect("Application startup complete")
+        first.expect("Uvicorn running on")  # listening: startup completes just before
         url = f"http://127.0.0.1:{port}/api/v1/info"
         assert httpx.get(url, headers={"Authorization": f"Bearer {key}"}).status_code == 200
         stored = b"".join(p.read_bytes() for p in state.glob("tenants.db*"))
@@ -163,11 +165,16 @@ def test_serve_prints_a_new_key_once_and_stores_its_hash() -> None:
         first.kill(signal.SIGINT)
         first.expect(pexpect.EOF)
         second = pexpect.spawn(str(SIETCH), ["serve", "--port", str(port)], env=env, timeout=60)
-        second.expect("Application startup complete")
+        servers.append(second)
+        second.expect("Uvicorn running on")
         assert b"sk-sietch-" not in (second.before or b"")
         second.kill(signal.SIGINT)
         second.expect(pexpect.EOF)
     finally:
+        for server in servers:  # a failed step must not leave one running, or its mount
+            if server.isalive():
+                server.kill(signal.SIGINT)
+                server.expect(pexpect.EOF)
         shutil.rmtree(state, ignore_errors=True)
 
 
