@@ -81,7 +81,7 @@ from sietch.core.models import (
 )
 from sietch.core.provision import Plan, Restore, record
 from sietch.core.template_cache import SharedTemplates
-from sietch.errors import InvalidArgument, describe_validation
+from sietch.errors import InvalidArgument, SandboxNotRunning, VMError, describe_validation
 from sietch.images.templates import TemplateCache
 from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow
@@ -202,6 +202,15 @@ class Snapshots:
                     await self._freeze(sb, tmp, sid)
                     if frozen is not None:
                         await frozen()
+                except VMError:
+                    if sb.machine.running:
+                        raise
+                    # Its guest powered off (or QEMU died) before the sandbox's record
+                    # caught up: the caller's to fix, not a server fault.
+                    raise SandboxNotRunning(
+                        f"sandbox {sb.id} is dead (its VM stopped): delete it",
+                        state=SandboxState.DEAD,
+                    ) from None
                 finally:
                     if was_running and sb.machine.running:
                         await vmsnap.resume(sb.machine)

@@ -62,7 +62,7 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         while data := await reader.read(CHUNK):
             writer.write(data)
             await writer.drain()
-        if writer.can_write_eof():
+        if writer.can_write_eof() and not writer.is_closing():  # uvloop raises on a closed one
             writer.write_eof()
     except (ConnectionError, OSError):
         writer.transport.abort()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 
 import pytest
@@ -119,6 +120,16 @@ async def test_pause_stops_the_guest_until_resume(track: Tracker, manager: Manag
     assert info.state == "running"
     frozen = await count(sb)
     assert await counting(sb, frozen) > frozen
+
+
+async def test_snapshot_of_a_sandbox_whose_vm_just_died_is_refused(track: Tracker) -> None:
+    """A snapshot asked for right after the sandbox's QEMU died (its record may not have
+    caught up yet) is 409 sandbox_not_running, not a 500 (schemathesis found one)."""
+    sb = await track.create()
+    assert sb.machine.pid is not None
+    os.kill(sb.machine.pid, signal.SIGKILL)
+    with pytest.raises(SandboxNotRunning):
+        await track.snapshot(sb)
 
 
 async def test_snapshot_in_use_cannot_be_deleted(track: Tracker, manager: Manager) -> None:
