@@ -247,20 +247,9 @@ class Catalog:
                     "DELETE FROM sandboxes WHERE node = %s AND id = ANY(%s)", (node, list(gone))
                 )
             if sandboxes:
-                # Each sandbox new here and holding room takes over a placement in flight
-                # to this node (oldest first): it counts as its row from now on, not twice.
-                held = [i for i, r in sandboxes.items() if r["state"] in HELD]
-                cur.execute(
-                    "SELECT count(*) FROM sandboxes WHERE node = %s AND id = ANY(%s)",
-                    (node, held),
+                _take_over_reservations(
+                    cur, node, [i for i, r in sandboxes.items() if r["state"] in HELD]
                 )
-                row = cur.fetchone()
-                if arrived := len(held) - (row[0] if row else 0):
-                    cur.execute(
-                        "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations "
-                        "WHERE node = %s ORDER BY id LIMIT %s)",
-                        (node, arrived),
-                    )
                 cur.executemany(
                     "INSERT INTO sandboxes (id, node, tenant, state, vcpus, memory_mib, record) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
@@ -416,6 +405,22 @@ class Catalog:
             (tenant, list(HELD)),
         )[0]
         return Usage(*row)
+
+
+def _take_over_reservations(cur: psycopg.Cursor[Any], node: str, held: list[str]) -> None:
+    """Each of ``held`` (reported sandboxes that hold room) that is new on ``node`` takes a
+    placement in flight to it (oldest first): it counts as its row from now on, not twice.
+    Before the report's upsert, in its transaction."""
+    if not held:
+        return
+    cur.execute("SELECT count(*) FROM sandboxes WHERE node = %s AND id = ANY(%s)", (node, held))
+    row = cur.fetchone()
+    if arrived := len(held) - (row[0] if row else 0):
+        cur.execute(
+            "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations "
+            "WHERE node = %s ORDER BY id LIMIT %s)",
+            (node, arrived),
+        )
 
 
 def _capacity_values(capacity: Capacity) -> tuple[Any, ...]:
