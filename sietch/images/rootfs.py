@@ -50,6 +50,7 @@ class Recipe:
 _DEFAULT_PACKAGES = (
     *("python3", "python3-pip", "python3-venv"),
     *("procps", "iproute2", "ca-certificates", "curl", "less", "sudo", "git"),
+    *login.PACKAGES,
 )
 _ADD_USER = (
     f'chroot "$1" useradd --create-home --uid {UID} --user-group --shell /bin/bash {USER}',
@@ -127,7 +128,7 @@ def recipe(name: str) -> Recipe:
 def rootfs_key(r: Recipe) -> str:
     """Hash of everything that goes into the image built from ``r``."""
     extra: tuple[object, ...] = (
-        (SOURCES, NO_DOCS, login.files(), locales.KEY)
+        (SOURCES, NO_DOCS, login.files(), login.STATIC_BASH, locales.KEY)
         if r.base == "debian"
         else (file_digest(busybox()),)
     )
@@ -227,6 +228,7 @@ def build_rootfs(
         path.chmod(mode)
     if r.base == "debian":
         locales.archive_c_utf8(tree)
+        login.link_static_bash(tree)
     if r.code_server:
         if code_server is None:
             raise ImageBuildError(f"the {r.name!r} image needs the built code-server")

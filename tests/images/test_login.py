@@ -1,7 +1,9 @@
-"""The Debian images' login shell start-up files: Debian's PATH, and no program run."""
+"""The Debian images' login shell: start-up files that give Debian's PATH and run no program,
+and a statically linked bash."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -14,6 +16,8 @@ BUILD_TIMEOUT = 1800
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USER_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
 NOBODY = 65534
+PT_INTERP = 3
+"""ELF program header type naming the dynamic loader: a static executable has none."""
 READ_AND_SOURCE = "IFS= read -r -d '' text; eval \"$text\""
 
 
@@ -23,7 +27,8 @@ def startup(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = ImageStore(get_settings().cache_dir).rootfs("default")
     out = tmp_path_factory.mktemp("startup")
     out.chmod(0o755)
-    for guest, name in (("/etc/profile", "profile"), ("/root/.profile", "root.profile")):
+    files = (("/etc/profile", "profile"), ("/root/.profile", "root.profile"), ("/bin/bash", "bash"))
+    for guest, name in files:
         subprocess.run(
             ["debugfs", "-R", f"dump {guest} {out / name}", str(root)],
             check=True,
@@ -67,3 +72,30 @@ def test_root_profile_runs_no_program(startup: Path) -> None:
     (startup / ".bashrc").write_text("SEEN=yes\n")
     done = login(startup / "root.profile", 'printf %s "$SEEN"')
     assert (done.stderr, done.stdout, done.returncode) == ("", "yes", 0)
+
+
+def program_headers(elf: bytes) -> list[int]:
+    """The types of an ELF64 executable's program headers."""
+    assert elf[:5] == b"\x7fELF\x02", "not an ELF64 file"
+    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
+    size, count = struct.unpack_from("<HH", elf, 0x36)
+    return [struct.unpack_from("<I", elf, phoff + i * size)[0] for i in range(count)]
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+def test_bash_is_static_and_runs_a_login_shell(startup: Path) -> None:
+    """The image's /bin/bash names no dynamic loader (see sietch.images.login) and is a
+    whole bash: it sources the image's /etc/profile and runs a command."""
+    bash = startup / "bash"
+    headers = program_headers(bash.read_bytes())
+    assert headers and PT_INTERP not in headers
+    bash.chmod(0o755)
+    done = subprocess.run(
+        [str(bash), "-c", f'{READ_AND_SOURCE}; printf "%s %s" "$PATH" "${{BASH_VERSINFO[0]}}"'],
+        input=(startup / "profile").read_text(),
+        env={"HOME": str(startup)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (done.stderr, done.stdout, done.returncode) == ("", f"{ROOT_PATH} 5", 0)
