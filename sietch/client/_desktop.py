@@ -11,7 +11,8 @@ from sietch.client._core import Call
 Button = Literal["left", "middle", "right"]
 
 ACTION_TIMEOUT_S = 120.0
-"""A wait may last a minute, typing a long text under emulation too."""
+"""A wait may last a minute, typing a long text under emulation too; a screenshot of a
+sandbox just restored waits for its VNC server's login (up to 120 s on a loaded host)."""
 
 
 def _json(response: httpx.Response) -> Any:
@@ -45,7 +46,7 @@ class DesktopOps:
         if quality is not None:
             params.append(("quality", quality))
         path = f"/sandboxes/{sandbox_id}/desktop/screenshot"
-        return Call("GET", path, _content, params=params)
+        return Call("GET", path, _content, params=params, timeout=ACTION_TIMEOUT_S)
 
     @staticmethod
     def act(sandbox_id: str, action: str, fields: dict[str, Any]) -> Call[dict[str, Any]]:

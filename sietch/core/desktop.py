@@ -57,6 +57,12 @@ fails, it never outlasts its caller."""
 WARM_UP_ATTEMPT_S = 120.0
 """One try of :meth:`Desktops.warm_up`: a handshake or a frame slower than this is given up
 and tried again on a new connection."""
+STUCK_S = 10.0
+"""A screenshot on a connection that has given frames before: an update takes milliseconds
+on a quiet host, seconds on a loaded one. With none within this, the connection is taken to
+be stuck, closed, and the frame asked of a new one. The suite saw one stuck a few times
+(no update for 30 s after earlier frames, cause not found; later ones on new connections
+came at once), and every screenshot after it would have waited on it in vain."""
 DEFAULT_SCREEN = Screen(
     width=int(image.GEOMETRY.split("x")[0]), height=int(image.GEOMETRY.split("x")[1]), dpi=image.DPI
 )
@@ -195,9 +201,10 @@ class Desktops:
     """The host's VNC connections to desktop sandboxes: one each, made on first use,
     closed when the sandbox stops (or its connection broke and a new one is needed)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stuck_s: float = STUCK_S) -> None:
         self._clients: dict[str, tuple[LiveSandbox, VncClient]] = {}
         self._connecting: dict[str, asyncio.Lock] = {}
+        self._stuck_s = stuck_s
 
     async def vnc(self, sandbox: LiveSandbox, timeout: float = HANDSHAKE_S) -> VncClient:
         """The sandbox's connection, made (handshake within ``timeout``) if it has none."""
@@ -228,7 +235,16 @@ class Desktops:
             await self._drop(sandbox_id)
 
     async def screenshot(self, sandbox: LiveSandbox) -> Image.Image:
-        """The screen as it is now, from the host's copy of the framebuffer."""
+        """The screen as it is now, from the host's copy of the framebuffer; asked again on
+        a new connection once if the one it has gives no frame (see :data:`STUCK_S`)."""
+        client = await self.vnc(sandbox)
+        if not client.has_frame:  # a whole screen to come: slow right after a restore
+            return await client.frame()
+        try:
+            return await client.frame(self._stuck_s)
+        except Unavailable as exc:
+            sandbox.log.warning("desktop screenshot: %s; asking a new VNC connection", exc)
+            await client.close()  # the next vnc() makes a new one
         return await (await self.vnc(sandbox)).frame()
 
     async def warm_up(self, sandbox: LiveSandbox, deadline_s: float) -> None:
@@ -299,8 +315,12 @@ class Desktops:
         vnc = await self.vnc(sandbox)
         if (planned := computer.pointer_events(action, vnc.buttons)) is not None:
             batches, buttons = planned
-            for batch in batches:
-                await vnc.pointer(batch)
+            try:
+                for batch in batches:
+                    await vnc.pointer(batch)
+            except Unavailable:
+                await vnc.close()  # not sent again (a click twice); the next action reconnects
+                raise
             vnc.buttons = buttons
             return {}
         out = ""

@@ -131,6 +131,11 @@ class VncClient:
         return self._task is not None and not self._task.done()
 
     @property
+    def has_frame(self) -> bool:
+        """Whether the whole screen has come; the next frame asks only for changes."""
+        return not self._full
+
+    @property
     def size(self) -> tuple[int, int]:
         return self.screen.size
 
@@ -237,10 +242,14 @@ class VncClient:
                     done.set_result(resized)
 
     async def close(self) -> None:
+        """End the connection; a frame or pointer call waiting on it fails at once."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for done in self._waiting:
+            if not done.done():
+                done.set_exception(Unavailable("the connection to the desktop's VNC server closed"))
         self._writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
