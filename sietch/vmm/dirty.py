@@ -25,6 +25,13 @@ statvfs delta of the memory file: XFS default cowextsize      100 MiB
 (128 KiB) / one block (:func:`sietch.storage.cow.unshare_exactly`)  75 MiB
 ==========================================================  ==================
 
+The copy runs in two threads, each with its own half of the pages: while one reads QEMU's
+memory the other writes (XFS takes the file's lock for each buffered write, so more writers
+would only queue), and 1 MiB pieces fault in less fresh buffer than 8 MiB ones. A stopped
+VM with 71 MiB written (16 alternated rounds, 2 vCPUs Intel Xeon, quiet): 33.7 ms in one
+thread with 8 MiB pieces, 29.7 with 1 MiB, 21.3 ms in two threads with 1 MiB (22.2 with
+2 MiB, 21.3 with 512 KiB).
+
 Tried and not kept (2026-12-02, 2 vCPUs Intel Xeon, quiet, 73 MiB in 645 runs, ten
 alternated rounds): reading the pages into memory while the VM is stopped and writing them
 over the file once it runs again. Stopped 133.8 ms median against 59.3 ms for pread/pwrite
@@ -39,7 +46,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +56,11 @@ _ENTRY = 8
 """Bytes per pagemap entry (a little-endian u64: its last byte holds the flag bits)."""
 _WRITTEN = bytes(1 if (b & 0xC0) and not (b & 0x20) else 0 for b in range(256))
 """Top byte of an entry -> 1 for a private (anonymous) page: present or swapped, not file."""
-_CHUNK = 8 * 1024 * 1024
+_CHUNK = 1024 * 1024
 """Largest single read and write: big enough to amortise the syscalls, small to buffer."""
+
+Piece = tuple[int, int, int]
+"""(address in QEMU, offset in the file, bytes) of one read and write."""
 
 
 @dataclass(frozen=True)
@@ -85,30 +96,55 @@ def written_runs(pagemap: int, mapping: Mapping) -> Iterator[tuple[int, int]]:
         yield run.start(), run.end() - run.start()
 
 
+def _pieces(pagemap: int, spans: Sequence[Mapping]) -> Iterator[Piece]:
+    """The written pages of ``spans``, in pieces of at most :data:`_CHUNK`."""
+    for span in spans:
+        for first, count in written_runs(pagemap, span):
+            pos, end = first * PAGE, (first + count) * PAGE
+            for at in range(pos, end, _CHUNK):
+                yield span.start + at, span.offset + at, min(_CHUNK, end - at)
+
+
+def _halves(parts: Sequence[Piece]) -> tuple[Sequence[Piece], Sequence[Piece]]:
+    """``parts`` cut in two of about as many bytes each."""
+    half, total = sum(n for _, _, n in parts) // 2, 0
+    for i, (_, _, n) in enumerate(parts):
+        total += n
+        if total >= half:
+            return parts[: i + 1], parts[i + 1 :]
+    return parts, ()
+
+
+def _copy(pid: int, mem: int, out: int, parts: Sequence[Piece]) -> None:
+    buf = memoryview(bytearray(_CHUNK))
+    for src, dst, n in parts:
+        if os.preadv(mem, [buf[:n]], src) != n:
+            raise OSError(f"short read of process {pid}'s memory")
+        os.pwrite(out, buf[:n], dst)
+
+
 def copy_written(pid: int, ram: Path, dest: Path) -> int:
     """Write the pages ``pid`` wrote into its private mapping of ``ram`` over ``dest``
-    (a copy of ``ram``) at their file offsets; returns the bytes copied.
+    (a copy of ``ram``) at their file offsets, half of them in a second thread; returns the
+    bytes copied.
 
     The VM must be stopped. OSError when QEMU's pagemap or memory can't be read.
     """
     spans = mappings(pid, ram)
-    copied = 0
-    buf = memoryview(bytearray(_CHUNK))
     with contextlib.ExitStack() as files:
-        pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-        files.callback(os.close, pagemap)
-        mem = os.open(f"/proc/{pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-        files.callback(os.close, mem)
-        out = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
-        files.callback(os.close, out)
-        for span in spans:
-            for first, count in written_runs(pagemap, span):
-                pos, end = first * PAGE, (first + count) * PAGE
-                while pos < end:
-                    n = os.preadv(mem, [buf[: min(_CHUNK, end - pos)]], span.start + pos)
-                    if n <= 0:
-                        raise OSError(f"short read of process {pid}'s memory")
-                    os.pwrite(out, buf[:n], span.offset + pos)
-                    pos += n
-                copied += count * PAGE
-    return copied
+
+        def opened(path: str | Path, flags: int) -> int:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+            files.callback(os.close, fd)
+            return fd
+
+        pagemap = opened(f"/proc/{pid}/pagemap", os.O_RDONLY)
+        mem = opened(f"/proc/{pid}/mem", os.O_RDONLY)
+        out = opened(dest, os.O_WRONLY)
+        todo = list(_pieces(pagemap, spans))
+        mine, theirs = _halves(todo)
+        with ThreadPoolExecutor(1, thread_name_prefix="copy-written") as helper:
+            other = helper.submit(_copy, pid, mem, out, theirs)
+            _copy(pid, mem, out, mine)
+            other.result()
+    return sum(n for _, _, n in todo)

@@ -12,9 +12,10 @@ import pytest
 
 from sietch.vmm import dirty
 
-PAGES = 64
-WRITTEN = {3: b"a", 4: b"b", 5: b"c", 20: b"d", 63: b"e"}
-"""Page number -> the byte that fills it in the child: three runs (3-5, 20, 63)."""
+PAGES = 700
+WRITTEN = {3: b"a", 4: b"b", 5: b"c", 20: b"d", **dict.fromkeys(range(100, 400), b"f"), 699: b"e"}
+"""Page number -> the byte that fills it in the child: four runs (3-5, 20, 100-399, 699),
+one longer than a single read, so both threads of the copy have some."""
 CHILD = f"""
 import mmap, sys
 with open(sys.argv[1], "r+b") as f:
