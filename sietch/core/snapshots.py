@@ -95,6 +95,10 @@ from sietch.vmm.version import seal_memory_file
 
 log = logging.getLogger(__name__)
 
+DYING_S = 2.0
+"""How long a snapshot whose pause or save failed waits to see the VM's QEMU end (killed, or
+its guest powered off) before it takes the failure for a server fault."""
+
 
 @cache
 def _warn_unreadable(reason: str) -> None:
@@ -203,7 +207,7 @@ class Snapshots:
                     if frozen is not None:
                         await frozen()
                 except VMError:
-                    if sb.machine.running:
+                    if not await sb.machine.ended(within=DYING_S):
                         raise
                     # Its guest powered off (or QEMU died) before the sandbox's record
                     # caught up: the caller's to fix, not a server fault.

@@ -374,6 +374,16 @@ class QemuMachine:
             self.exitcode = self._popen.wait()
         return self.exitcode
 
+    async def ended(self, within: float) -> bool:
+        """Whether the process has ended, or does within ``within`` seconds. A QMP error can
+        come before :attr:`running` turns False: a dying QEMU's sockets close before the
+        kernel has reaped it."""
+        try:
+            await self.wait(within)
+        except TimeoutError:
+            return False
+        return True
+
     async def shutdown(self, timeout: float = 3.0) -> None:
         """Ask QEMU to quit; kill it if it does not. Safe to call twice."""
         try:
