@@ -17,7 +17,8 @@ taken the same way while its vCPUs are stopped:
   work dir and chains its overlay on the top one.
 
 Every restore is then the same as a template's: map ``memory`` privately,
-load ``state``, ``cont``. Where QEMU's memory can't be read (not root and not
+load ``state``, ``cont``; the pages its VM had read are read into the new memory file's
+page cache once the snapshot is published (:mod:`sietch.vmm.readahead`). Where QEMU's memory can't be read (not root and not
 our child: an adopted VM under a strict ptrace scope) QEMU writes the whole
 RAM into ``memory`` instead (``pmemsave``: slower, and the RAM's full size on
 disk; logged once). Not a migration stream with the RAM in it, as before: QEMU
@@ -87,7 +88,7 @@ from sietch.network.policy import NetworkPolicy
 from sietch.storage import cow
 from sietch.storage.layout import StateLayout
 from sietch.storage.publish import publish
-from sietch.vmm import dirty
+from sietch.vmm import dirty, readahead
 from sietch.vmm import snapshot as vmsnap
 from sietch.vmm.accel import Accel
 from sietch.vmm.qemu import MachineConfig, QemuMachine, guest_abi
@@ -233,7 +234,24 @@ class Snapshots:
             raise
         self.host.store.put_snapshot(snap)
         sb.log.info("snapshot %s taken (%d bytes)", sid, snap.size_bytes)
+        self._read_ahead(sb.machine, self.dir / sid / "memory")
         return snap
+
+    def _read_ahead(self, machine: QemuMachine, memory: Path) -> None:
+        """Start reading into the page cache the pages of the snapshot's ``memory`` that its
+        VM (still running) has read of its own: what a restore of it reads first
+        (:mod:`sietch.vmm.readahead`)."""
+        pid, ram = machine.pid, machine.config.ram_path
+        if pid is None or not machine.running:
+            return
+
+        def read() -> None:
+            try:
+                readahead.prefetch(memory, readahead.used(pid, ram))
+            except OSError as exc:  # the VM or the snapshot gone meanwhile: it only saves time
+                log.debug("no readahead of %s: %s", memory, exc)
+
+        self.host.spawn(asyncio.to_thread(read))
 
     def _parent(self, sb: LiveSandbox) -> SnapshotInfo | None:
         parent_id = sb.info.snapshot_id

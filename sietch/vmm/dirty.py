@@ -56,6 +56,8 @@ _ENTRY = 8
 """Bytes per pagemap entry (a little-endian u64: its last byte holds the flag bits)."""
 _WRITTEN = bytes(1 if (b & 0xC0) and not (b & 0x20) else 0 for b in range(256))
 """Top byte of an entry -> 1 for a private (anonymous) page: present or swapped, not file."""
+_FILES = bytes(1 if (b & 0x80) and (b & 0x20) else 0 for b in range(256))
+"""Top byte of an entry -> 1 for a page of the file's in memory (not written over)."""
 _CHUNK = 1024 * 1024
 """Largest single read and write: big enough to amortise the syscalls, small to buffer."""
 
@@ -87,13 +89,24 @@ def mappings(pid: int, path: Path) -> list[Mapping]:
     return found
 
 
-def written_runs(pagemap: int, mapping: Mapping) -> Iterator[tuple[int, int]]:
-    """(first page, page count) of each run of written pages of ``mapping``."""
+def _runs(pagemap: int, mapping: Mapping, table: bytes) -> Iterator[tuple[int, int]]:
     pages = (mapping.end - mapping.start) // PAGE
     raw = os.pread(pagemap, pages * _ENTRY, mapping.start // PAGE * _ENTRY)
-    flags = raw[_ENTRY - 1 :: _ENTRY].translate(_WRITTEN)
+    flags = raw[_ENTRY - 1 :: _ENTRY].translate(table)
     for run in re.finditer(b"\x01+", flags):
         yield run.start(), run.end() - run.start()
+
+
+def written_runs(pagemap: int, mapping: Mapping) -> Iterator[tuple[int, int]]:
+    """(first page, page count) of each run of written pages of ``mapping``."""
+    return _runs(pagemap, mapping, _WRITTEN)
+
+
+def read_runs(pagemap: int, mapping: Mapping) -> Iterator[tuple[int, int]]:
+    """(first page, page count) of each run of the file's pages of ``mapping`` that are in
+    memory and not written over: what the VM read of the file since it started (all it
+    used, for a ``share=on`` mapping)."""
+    return _runs(pagemap, mapping, _FILES)
 
 
 def _pieces(pagemap: int, spans: Sequence[Mapping]) -> Iterator[Piece]:
