@@ -4,18 +4,21 @@ A snapshot's memory file is a new file (a reflink of its parent's, or of the VM'
 file): shared extents or not, its page cache starts empty, and its first restore read the
 guest's pages from disk as the guest faulted on them (22-24 major faults, 66-70 MiB for a
 template-created sandbox's snapshot; 24-27, 92-96 MiB for a cold-booted one's), a second
-restore of the same snapshot none. So a snapshot, once published, has the kernel read the
-ranges of the file its VM had read in (:func:`sietch.vmm.dirty.read_runs`: what the guest
-used, which its restored copy uses first; the pages it wrote are in the new file's cache
-already, the copy wrote them there) while the VM runs on. A restore of it then finds them
-cached; one whose cache went (memory pressure) reads as before.
+restore of the same snapshot none. So a snapshot of a restored VM, once published, has the
+kernel read the ranges of the file its VM had read in (:func:`sietch.vmm.dirty.read_runs`:
+what the guest used, which its restored copy uses first; the pages it wrote are in the new
+file's cache already, the copy wrote them there) while the VM runs on. A restore of it then
+finds them cached; one whose cache went (memory pressure) reads as before.
 
 Measured here (QEMU 10.0.2, TCG, 2 vCPUs Xeon, quiet, 2026-12-03; ten alternated rounds,
 median, readahead on / off), a template-created sandbox with 64 MiB written, snapshotted,
 then restored to a first exec: right away 270 / 283 ms (the restore call 184 / 197), 0.3 s
-later 248 / 297 ms (166 / 210); a cold-booted sandbox's snapshot restored right away
-366 / 386 ms; the snapshot itself 76 / 78 ms. Reading the 56 MiB takes ~55 ms (one thread
-or eight: the disk's bandwidth), so a restore right after gets only part of it.
+later 248 / 297 ms (166 / 210); the snapshot itself 76 / 78 ms. Reading the 56 MiB takes
+~55 ms (one thread or eight: the disk's bandwidth), so a restore right after gets only part
+of it. ``bench/snapshots.py``, two runs each: ``user_restore_median_ms`` 252-261 against
+298-304. Only for a VM restored from a snapshot: a cold-booted one has all it ever touched
+in memory (100-170 MiB), more than a restore reads, and reading it all made the restore
+right after slower (``restore_median_ms`` 395-398 against 364-368).
 
 Tried and not kept: asking for the ranges as the restore starts (292 / 295 ms: the guest
 waits for the same reads), and starting them while the VM is stopped (restore 250 / 291 ms,
