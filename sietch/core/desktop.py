@@ -62,7 +62,9 @@ STUCK_S = 10.0
 on a quiet host, seconds on a loaded one. With none within this, the connection is taken to
 be stuck, closed, and the frame asked of a new one. The suite saw one stuck a few times
 (no update for 30 s after earlier frames, cause not found; later ones on new connections
-came at once), and every screenshot after it would have waited on it in vain."""
+came at once), and every screenshot after it would have waited on it in vain. Pointer moves
+on such a connection are sent again on a new one (once seen in the suite: a move with no
+update for 30 s); clicks, drags and wheel turns are not (they would happen twice)."""
 DEFAULT_SCREEN = Screen(
     width=int(image.GEOMETRY.split("x")[0]), height=int(image.GEOMETRY.split("x")[1]), dpi=image.DPI
 )
@@ -315,12 +317,21 @@ class Desktops:
         vnc = await self.vnc(sandbox)
         if (planned := computer.pointer_events(action, vnc.buttons)) is not None:
             batches, buttons = planned
+            # Moves with no button down may go twice; a click or a wheel turn must not.
+            repeatable = all(mask == 0 for batch in batches for *_, mask in batch)
+            wait = {"timeout": self._stuck_s} if repeatable else {}
             try:
                 for batch in batches:
+                    await vnc.pointer(batch, **wait)
+            except Unavailable as exc:
+                await vnc.close()  # the next vnc() makes a new connection
+                if not repeatable:
+                    raise
+                # A stuck connection (see STUCK_S): the same moves on a new one.
+                sandbox.log.warning("desktop pointer: %s; moving again on a new connection", exc)
+                vnc = await self.vnc(sandbox)
+                for batch in batches:
                     await vnc.pointer(batch)
-            except Unavailable:
-                await vnc.close()  # not sent again (a click twice); the next action reconnects
-                raise
             vnc.buttons = buttons
             return {}
         out = ""

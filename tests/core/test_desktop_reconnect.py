@@ -1,4 +1,5 @@
-"""A screenshot whose VNC connection gives no frame asks a new connection (unit test).
+"""A screenshot whose VNC connection gives no frame asks a new connection, and a pointer move
+on it is sent again on a new one (unit test).
 
 The stuck connection was seen in the suite and not reproduced at will, so the logic is
 checked against a small RFB server on loopback whose first connection falls silent after
@@ -17,6 +18,7 @@ from typing import cast
 import pytest
 import pytest_asyncio
 
+from sietch.core.computer import parse_action
 from sietch.core.desktop import Desktops
 from sietch.core.live import LiveSandbox
 
@@ -31,6 +33,8 @@ class SilentAfterOne:
 
     def __init__(self) -> None:
         self.connections = 0
+        self.pointer: list[tuple[int, int, int, int]] = []
+        """(connection, x, y, buttons) of each pointer event received."""
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nth = self.connections
@@ -55,6 +59,9 @@ class SilentAfterOne:
                 elif kind == 2:  # SetEncodings
                     (count,) = struct.unpack(">xH", await reader.readexactly(3))
                     await reader.readexactly(4 * count)
+                elif kind == 5:  # PointerEvent
+                    mask, x, y = struct.unpack(">BHH", await reader.readexactly(5))
+                    self.pointer.append((nth, x, y, mask))
                 elif kind == 3:  # FramebufferUpdateRequest: the non-incremental one is answered
                     incremental = (await reader.readexactly(9))[0]
                     if incremental or answers == 0:
@@ -81,7 +88,9 @@ async def desktop() -> AsyncIterator[tuple[SilentAfterOne, LiveSandbox]]:
 
     sandbox = SimpleNamespace(
         id="sb-test",
-        info=SimpleNamespace(desktop=SimpleNamespace(vnc_password="password")),
+        info=SimpleNamespace(
+            desktop=SimpleNamespace(vnc_password="password", width=WIDTH, height=HEIGHT)
+        ),
         connect=connect,
         on_stop=[],
         log=logging.getLogger("test"),
@@ -103,5 +112,21 @@ async def test_a_stuck_connection_is_replaced(desktop: tuple[SilentAfterOne, Liv
         # which is kept for what follows.
         third = await desktops.screenshot(sandbox)
         assert (server.connections, third.getpixel((0, 0))) == (2, COLOURS[1])
+    finally:
+        await desktops.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_move_on_a_stuck_connection_is_sent_again_on_a_new_one(
+    desktop: tuple[SilentAfterOne, LiveSandbox],
+) -> None:
+    server, sandbox = desktop
+    desktops = Desktops(stuck_s=0.5)
+    try:
+        await desktops.screenshot(sandbox)  # the first connection's one answer
+        assert await desktops.act(sandbox, parse_action({"action": "move", "x": 3, "y": 1})) == {
+            "action": "move"
+        }
+        assert server.pointer == [(0, 3, 1, 0), (1, 3, 1, 0)]
     finally:
         await desktops.close()
