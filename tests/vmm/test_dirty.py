@@ -14,14 +14,16 @@ import pytest
 
 from sietch.vmm import dirty, readahead
 
-PAGES = 700
+PAGES = 2048
 WRITTEN = {3: b"a", 4: b"b", 5: b"c", 20: b"d", **dict.fromkeys(range(100, 400), b"f"), 699: b"e"}
 """Page number -> the byte that fills it in the child: four runs (3-5, 20, 100-399, 699),
 one longer than a single read, so both threads of the copy have some."""
 READ = range(500, 520)
 """Pages the child only reads: in memory, still the file's."""
-UNUSED = range(560, 690)
-"""Pages nobody touches (further from the others than the kernel's fault-around)."""
+UNUSED = range(1024, PAGES)
+"""Pages nobody touches: in 2 MiB-aligned blocks of their own, so that no page cache folio
+(at most 2 MiB, aligned) holds one of them with a touched page; a read fault maps a whole
+folio of the file on recent kernels, and fault-around its neighbours."""
 CHILD = f"""
 import mmap, sys
 with open(sys.argv[1], "r+b") as f:
