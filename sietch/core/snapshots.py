@@ -130,6 +130,8 @@ class Snapshots:
         self.host = host
         self.layout = layout
         self._template_lock = asyncio.Lock()
+        self._reading = asyncio.Semaphore(1)
+        """One readahead at a time: they queue rather than crowd the disk and the threads."""
         s = host.settings
         self.shared = (
             SharedTemplates(
@@ -252,7 +254,11 @@ class Snapshots:
             except OSError as exc:  # the VM or the snapshot gone meanwhile: it only saves time
                 log.debug("no readahead of %s: %s", memory, exc)
 
-        self.host.spawn(asyncio.to_thread(read))
+        async def queued() -> None:
+            async with self._reading:
+                await asyncio.to_thread(read)
+
+        self.host.spawn(queued())
 
     def _parent(self, sb: LiveSandbox) -> SnapshotInfo | None:
         parent_id = sb.info.snapshot_id
