@@ -58,7 +58,11 @@ def test_api_and_port_proxy_over_https(tls_server: ApiServer) -> None:
     context = tls_server.verify
     assert not isinstance(context, bool)
     path = f"/api/v1/sandboxes/{sandbox_id}/exec/ws"
-    with connect(wss + path, additional_headers=tls_server.headers, ssl=context) as ws:
+    # As long as the HTTP calls above may take: under load the default 10 s ran out once,
+    # and websockets then hung joining its reader thread until pytest's timeout.
+    with connect(
+        wss + path, additional_headers=tls_server.headers, ssl=context, open_timeout=120
+    ) as ws:
         ws.send(json.dumps({"type": "start", "cmd": "echo over-wss"}))
         frames = [ws.recv() for _ in range(3)]
     assert b"\x01over-wss\n" in frames, frames
