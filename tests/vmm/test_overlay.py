@@ -43,6 +43,31 @@ def test_a_remembered_overlay_reads_as_qemu_img_made_it(tmp_path: Path) -> None:
     assert info["backing-filename"] == "base.raw" and info["virtual-size"] == 128 << 20
 
 
+def test_an_overlay_over_another_base_of_the_same_name_length_gets_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new snapshot's layer has a new name of the same length: its overlay is written from
+    the remembered one, without qemu-img, with its own name, byte for byte what qemu-img
+    makes of it."""
+    names = ["snap-0123456789ab.qcow2", "snap-ba9876543210.qcow2"]
+    for name in names:
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / name), "32M"], check=True
+        )
+    disks.create_overlay(Path(names[0]), tmp_path / "0.qcow2", 64, "qcow2")
+    with monkeypatch.context() as patched:
+        patched.setattr(disks, "_qemu_img_create", lambda *args: pytest.fail("qemu-img ran"))
+        disks.create_overlay(Path(names[1]), tmp_path / "1.qcow2", 64, "qcow2")
+    info = _info(tmp_path / "1.qcow2")
+    assert info["backing-filename"] == names[1] and info["virtual-size"] == 64 << 20
+    subprocess.run(["qemu-img", "check", "-q", str(tmp_path / "1.qcow2")], check=True)
+    made = tmp_path / "made.qcow2"
+    options = "cluster_size=65536,lazy_refcounts=on"  # what create_overlay asks qemu-img for
+    qemu_img = ["qemu-img", "create", "-q", "-f", "qcow2", "-o", options]
+    subprocess.run([*qemu_img, "-b", names[1], "-F", "qcow2", str(made), "64M"], check=True)
+    assert (tmp_path / "1.qcow2").read_bytes() == made.read_bytes()
+
+
 def test_a_remembered_overlay_still_needs_its_base(tmp_path: Path) -> None:
     """Once its base is gone, an overlay is refused as qemu-img would refuse it."""
     base = tmp_path / "gone.raw"
