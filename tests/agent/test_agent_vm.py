@@ -144,10 +144,18 @@ async def test_agent_in_a_microvm(vm: VM) -> None:
             "sbx-vm",
             True,
         )
-        out = await host.run(cmd="cat /proc/mounts; ip addr show eth0; cat /etc/resolv.conf; env")
+        # The first command of a cold boot: sietch-front serves it, Python may still be
+        # starting, and the PID-1 basics (the front's own) are in place.
+        out = await host.run(
+            cmd="cat /proc/$PPID/comm; hostname; cat /proc/mounts; ip addr show eth0; ip route;"
+            " ls -ld /tmp; cat /etc/resolv.conf; env"
+        )
         text = out.stdout.decode()
+        assert text.startswith("sietch-front\nsbx-vm\n"), text
         assert " /dev/pts devpts " in text and "ptmxmode=666" in text and " /dev/shm tmpfs " in text
         assert "inet 10.0.2.15/24" in text and "nameserver 10.0.2.3" in text
+        assert "default via 10.0.2.2 dev eth0" in text and "drwxrwxrwt" in text
+        assert "SIETCH_FRONT" not in text, "the front's variables leaked"
         assert "PYTHON" not in text, "the agent's own environment leaked"
         out = await host.run(cmd="tty; stty size", pty=True, cols=120, rows=40)
         assert out.stdout == b"/dev/pts/0\r\n40 120\r\n"

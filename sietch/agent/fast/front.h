@@ -90,6 +90,9 @@ size_t host_queued(void);
 void host_flush_now(double timeout); /* write what is queued for the host, waiting up to timeout */
 void py_forward_open(uint32_t sid, const unsigned char *frame, size_t len, int splice);
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+size_t read_file(const char *path, char *out, size_t cap); /* up to cap-1 bytes, NUL-ended */
+void strip(char *s);                                      /* trailing whitespace */
+void pid1_basics(void);                                   /* init.c: mounts, hostname, DNS, network */
 double now_mono(void);
 double now_real(void);
 

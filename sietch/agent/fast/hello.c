@@ -36,7 +36,7 @@
 
 /* -- small file helpers -------------------------------------------------------- */
 
-static size_t read_file(const char *path, char *out, size_t cap) {
+size_t read_file(const char *path, char *out, size_t cap) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
@@ -49,7 +49,7 @@ static size_t read_file(const char *path, char *out, size_t cap) {
     return n;
 }
 
-static void strip(char *s) {
+void strip(char *s) {
     size_t n = strlen(s);
     while (n && (s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
         s[--n] = '\0';
@@ -387,8 +387,16 @@ int op_stat(uint32_t sid, struct jnode *req) {
     if (forbidden(real))
         return 0;
     struct stat st;
-    if (lstat(path, &st) < 0)
-        return 0; /* Python words the error */
+    if (lstat(path, &st) < 0) {
+        if (errno != ENOENT)
+            return 0; /* Python words the error */
+        /* files.py's words (from_os_error): answered here, since a cold boot's desktop
+         * check stats a file most images lack before the Python agent is up */
+        char message[PATH_MAX + 64];
+        snprintf(message, sizeof message, "%s: %s", path, strerror(ENOENT));
+        host_error(sid, "not_found", message);
+        return 1;
+    }
     const char *type = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir" : S_ISLNK(st.st_mode) ? "symlink" : "other";
     ssize_t tlen = -1;
     if (S_ISLNK(st.st_mode)) {

@@ -9,9 +9,12 @@
  *
  * Towards Python the front is the host: it sends SYNC, waits for the answer
  * (dropping whatever came before it), and forwards every stream it does not
- * serve itself verbatim. Until Python says it is ready (the answer to an
- * internal `processes` request, which Python serves only after its PID-1
- * setup) every stream is forwarded, so start-up behaves exactly as before.
+ * serve itself verbatim. As PID 1 it does the PID-1 basics (init.c) before
+ * it execs Python, so a cold-booted VM runs commands before Python has even
+ * started. An image with services of its own (/etc/sietch/start) is the
+ * exception: they must be up before anything else runs, so until Python says
+ * it is ready (the answer to an internal `processes` request, which Python
+ * serves only after its PID-1 setup) every stream is forwarded.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +38,7 @@
 const unsigned char MAGIC[MAGIC_LEN] = {0xff, 'S', 'I', 'E', 'T', 'C', 'H', 0x01};
 
 #define PORT_NAME "org.sietch.agent"
+#define SERVICES_START "/etc/sietch/start" /* services.py's START */
 #define READ_SIZE (256 * 1024)
 #define WRITE_HIGH (4 * CHUNK)
 #define PY_READ_PAUSE (2u << 20) /* host queue size above which Python's socket is not read */
@@ -58,6 +62,7 @@ static int have_host_nonce;
 static double partial_since;
 static int partial_suspect;
 static int py_ready;
+static int early; /* serve before Python is ready: the basics are done, no services */
 
 /* Streams forwarded to Python, by host stream id. */
 struct pystream {
@@ -292,7 +297,7 @@ static void host_open(const unsigned char *frame, size_t len) {
         return;
     }
     int splice = 0;
-    if (py_ready) {
+    if (py_ready || early) {
         struct json j;
         struct jnode *req;
         if (json_parse(&j, frame + HEADER_LEN, len - HEADER_LEN, &req) == 0) {
@@ -624,6 +629,11 @@ int main(int argc, char **argv) {
     if (argc < 2) {
         dprintf(2, "usage: sietch-front PROGRAM ARGS...\n");
         return 2;
+    }
+    if (getpid() == 1) {
+        pid1_basics();
+        setenv("SIETCH_FRONT_BASICS", "1", 1); /* Python's setup skips them */
+        early = access(SERVICES_START, X_OK) != 0;
     }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {

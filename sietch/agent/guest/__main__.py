@@ -120,10 +120,12 @@ class _Port:
     virtio: object | None = None
     front: int | None = None
     """The socket to sietch-front, when it serves the port (SIETCH_FRONT_FD)."""
+    basics_done = False
+    """sietch-front did the PID-1 basics before it started us (SIETCH_FRONT_BASICS)."""
 
 
 def _front_fd() -> int | None:
-    # Popped: nothing the agent starts may see it.
+    # Popped, as is SIETCH_FRONT_BASICS: nothing the agent starts may see them.
     value = os.environ.pop("SIETCH_FRONT_FD", "")
     return int(value) if value.isdigit() else None
 
@@ -157,7 +159,7 @@ async def amain(opts: Options, init: bool) -> None:
 
         if os.getpid() == 1:
             pid1.ignore_termination(loop)
-        agent.background(pid1.setup(agent))
+        agent.background(pid1.setup(agent, basics=not _Port.basics_done))
     else:
         agent.ready.set()
     stopped = loop.create_task(agent.stopped.wait())
@@ -169,6 +171,7 @@ async def amain(opts: Options, init: bool) -> None:
 def main() -> None:
     opts = parse_args(sys.argv[1:])
     _Port.front = _front_fd()
+    _Port.basics_done = os.environ.pop("SIETCH_FRONT_BASICS", "") == "1"
     pid1 = os.getpid() == 1
     init = pid1 or opts.init
     setup_logging(console=pid1, debug=opts.debug)

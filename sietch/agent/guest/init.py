@@ -147,8 +147,25 @@ SETUP_GRACE = 0.5
 """Seconds setup waits for the host's first SYNC before starting anyway."""
 
 
-async def setup(agent: Agent) -> None:
-    """Runs while the port already serves SYNC and hello; other ops wait for it."""
+async def setup(agent: Agent, *, basics: bool = True) -> None:
+    """Runs while the port already serves SYNC and hello; other ops wait for it.
+
+    ``basics=False``: sietch-front did the mounts, hostname, resolv.conf and network
+    (its init.c) before it started this process; only the image's services are left.
+    """
+    if basics:
+        await _basics(agent)
+    from sietch.agent.guest import services
+
+    try:
+        await services.start(agent)  # the image's own (a desktop): up before we report ready
+    except Exception:
+        log.exception("starting the image's services failed")
+    agent.ready.set()
+    log.info("ready")
+
+
+async def _basics(agent: Agent) -> None:
     # The host's SYNC is usually already waiting in the port. Setup's first
     # steps block the loop (ctypes import, mounts: tenths of a second under
     # TCG), so let that SYNC be answered first.
@@ -168,14 +185,6 @@ async def setup(agent: Agent) -> None:
         await network_up(agent)
     except Exception:
         log.exception("network setup failed")
-    from sietch.agent.guest import services
-
-    try:
-        await services.start(agent)  # the image's own (a desktop): up before we report ready
-    except Exception:
-        log.exception("starting the image's services failed")
-    agent.ready.set()
-    log.info("ready")
 
 
 def ignore_termination(loop: asyncio.AbstractEventLoop) -> None:
