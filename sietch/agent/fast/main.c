@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -39,6 +40,7 @@ const unsigned char MAGIC[MAGIC_LEN] = {0xff, 'S', 'I', 'E', 'T', 'C', 'H', 0x01
 
 #define PORT_NAME "org.sietch.agent"
 #define SERVICES_START "/etc/sietch/start" /* services.py's START */
+#define PYTHON_START_NICE 10
 #define READ_SIZE (256 * 1024)
 #define WRITE_HIGH (4 * CHUNK)
 #define PY_READ_PAUSE (2u << 20) /* host queue size above which Python's socket is not read */
@@ -649,6 +651,10 @@ int main(int argc, char **argv) {
             fcntl(sv[0], F_SETFD, 0); /* Python inherits its end */
             snprintf(fdarg, sizeof fdarg, "%d", sv[0]);
             setenv("SIETCH_FRONT_FD", fdarg, 1);
+            /* Python's start shares the vCPU with the first commands we serve: it goes
+             * niced until its setup puts it back (init.py) */
+            if (early && setpriority(PRIO_PROCESS, 0, PYTHON_START_NICE) < 0)
+                logmsg("cannot nice the Python agent's start: %s", strerror(errno));
         } else {
             dprintf(2, "sietch-front: fork failed (%s): the Python agent serves the port\n",
                     strerror(errno));

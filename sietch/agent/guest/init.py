@@ -155,6 +155,9 @@ async def setup(agent: Agent, *, basics: bool = True) -> None:
     """
     if basics:
         await _basics(agent)
+    else:  # the front niced our start: what we run from here on runs at the usual priority
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
     from sietch.agent.guest import services
 
     try:
