@@ -448,7 +448,11 @@ async def health(sandbox_id: str) -> Response:
 async def files_read(
     sandbox_id: str, manager: ManagerDep, path: Annotated[str, Query()]
 ) -> Response:
-    """A file's bytes, streamed out of the guest."""
+    """A file's bytes, streamed out of the guest.
+
+    Chunked, with no ``Content-Length``: the stat's size is stale as soon as the file
+    changes, and a body shorter than its length is a protocol error for the client
+    (a counter rewriting its file did that to the SDK's reads)."""
     try:
         async with manager.use(sandbox_id) as sandbox:
             guest = _path(sandbox, path)
@@ -463,11 +467,7 @@ async def files_read(
             async for chunk in sandbox.read_file(guest):
                 yield chunk
 
-    return StreamingResponse(
-        body(),
-        media_type="application/octet-stream",
-        headers={"content-length": str(info.size)},
-    )
+    return StreamingResponse(body(), media_type="application/octet-stream")
 
 
 @router.post("/files", name="files-write")
