@@ -70,7 +70,7 @@ def alive(pid: int) -> bool:
     """A process that exists and is no zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before, or between open and read
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 

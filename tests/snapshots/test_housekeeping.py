@@ -24,11 +24,11 @@ async def test_ttl_expires_an_unused_snapshot_and_keeps_a_used_one(
     assert unused.expires_at is not None
     user = await track.restore(used)
 
-    async def unused_gone() -> None:
+    async def unused_gone() -> None:  # the record goes first, then its files (a thread)
         assert manager.store.get_snapshot(unused.id) is None
+        assert not (manager.snapshots.dir / unused.id).exists()
 
     await eventually(unused_gone, WAIT_S)
-    assert not (manager.snapshots.dir / unused.id).exists()
     assert (await manager.get_snapshot(used.id)).id == used.id
     assert (await user.exec(["true"])).exit_code == 0
     await manager.delete(user.id)
