@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -23,7 +24,7 @@ from sietch.core.models import (
     SandboxState,
 )
 from sietch.core.rwlock import RWLock
-from sietch.errors import AgentUnavailable, Conflict, InvalidArgument, NetworkError
+from sietch.errors import AgentUnavailable, Conflict, InvalidArgument, NetworkError, SietchError
 from sietch.network import ports as netports
 from sietch.network import relay
 from sietch.network.policy import NetworkPolicy
@@ -178,6 +179,8 @@ class LiveSandbox:
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         """Closes what others keep open to this sandbox (a desktop's VNC connection): run
         once, first, by :meth:`stop` and :meth:`detach`."""
+        self._settling: asyncio.Task[None] | None = None
+        """After a cold boot: the agent's ``ready``, which answers once it has started."""
 
     @property
     def id(self) -> str:
@@ -317,7 +320,29 @@ class LiveSandbox:
         if self.network is not None:
             await self.network.close_relay(mapping.host_port)
 
+    def settle(self) -> None:
+        """Follow the guest agent's start after a cold boot: sietch-front answers the host
+        while the Python agent is still starting (seconds under TCG)."""
+
+        async def ready() -> None:
+            with contextlib.suppress(SietchError):
+                await self.agent.call("ready")
+
+        self._settling = asyncio.create_task(ready(), name=f"settle-{self.id}")
+
+    async def settled(self, timeout: float) -> None:
+        """Once the guest agent has started (at most ``timeout``): a snapshot taken before
+        would have every restore of it finish that start again. A paused VM can't get
+        there, so it is not waited for."""
+        task = self._settling
+        if task is None or task.done() or self.info.state is SandboxState.PAUSED:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+
     async def _closing(self) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
         closers, self.on_stop = self.on_stop, []
         for close in closers:
             try:

@@ -239,6 +239,7 @@ class Provisioner:
         try:
             if plan.restore is None:
                 await self._boot(sandbox)
+                sandbox.settle()
                 if (screen := await desktop.detect(sandbox)) is not None:
                     await desktop.personalize(sandbox, screen, booted=True)
                 if plan.booted is not None:

@@ -195,6 +195,7 @@ class Snapshots:
         (device state saved, files frozen); the copies of the lower disk
         layers and the publication run alongside its commands again.
         """
+        await sb.settled(self.host.settings.boot_timeout_s)
         sid = snapshot_id()
         tmp = self.dir / f".tmp-{sid}"
         parent = self._parent(sb)

@@ -156,6 +156,17 @@ async def test_create_restores_the_template_and_cold_boot_remains(track: Tracker
     assert (await cold.exec(["true"])).exit_code == 0
 
 
+async def test_a_snapshot_right_after_a_cold_boot_waits_for_the_agents_start(
+    track: Tracker,
+) -> None:
+    """A cold boot answers while the Python agent is still starting, niced (sietch-front
+    serves); a snapshot taken at once waits for that start, so its restores have it done."""
+    cold = await track.create(template=None)
+    restored = await track.restore(await track.snapshot(cold))
+    nice = await restored.exec(["sh", "-c", "sed 's/.*) //' /proc/1/stat | cut -d' ' -f17"])
+    assert nice.stdout == b"0\n", "PID 1 still starts (niced) in the restored copy"
+
+
 async def test_snapshots_share_extents_as_root(track: Tracker, manager: Manager) -> None:
     """As root, snapshots reflink the RAM file (on an XFS image where the state dir can't)."""
     if os.geteuid() != 0:
