@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,8 +69,9 @@ def outside_network() -> Iterator[Outside]:
     web, other = f"{net}.2", f"{net}.3"
     names = {"good.test": web, "www.good.test": web, "other.test": other}
     procs: list[subprocess.Popen[bytes]] = []
-    _ip("netns", "add", name)
+    root = Path(tempfile.mkdtemp(prefix="sietch-out-"))
     try:
+        _ip("netns", "add", name)
         _ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
         _ip("addr", "add", f"{net}.1/24", "dev", veth)
         _ip("link", "set", veth, "up")
@@ -77,7 +79,6 @@ def outside_network() -> Iterator[Outside]:
             _ip("-n", name, "addr", "add", f"{addr}/24", "dev", "eth0")
         _ip("-n", name, "link", "set", "eth0", "up")
         _ip("-n", name, "link", "set", "lo", "up")
-        root = Path(tempfile.mkdtemp(prefix="sietch-out-"))
         (root / "hello").write_text("hello from outside\n")
         run = ["ip", "netns", "exec", name]
         procs.append(
@@ -107,3 +108,4 @@ def outside_network() -> Iterator[Outside]:
             proc.kill()
             proc.wait()
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
