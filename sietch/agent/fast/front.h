@@ -93,6 +93,7 @@ void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 size_t read_file(const char *path, char *out, size_t cap); /* up to cap-1 bytes, NUL-ended */
 void strip(char *s);                                      /* trailing whitespace */
 void pid1_basics(void);                                   /* init.c: mounts, hostname, DNS, network */
+long group_id(const char *name);                          /* the image's /etc/group; -1 if none */
 double now_mono(void);
 double now_real(void);
 

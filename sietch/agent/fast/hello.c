@@ -443,6 +443,22 @@ static int split(char *line, char **fields, int max) {
 
 static int digits(const char *s) { return *s && strspn(s, "0123456789") == strlen(s) && strlen(s) < 10; }
 
+/* A group's gid in the image's /etc/group, as users.py's group_id reads it; -1 if none. */
+long group_id(const char *name) {
+    static char text[1 << 20];
+    size_t n = read_file("/etc/group", text, sizeof text);
+    for (char *line = text; line < text + n;) {
+        char *end = strchrnul(line, '\n');
+        char *next = *end ? end + 1 : end;
+        *end = '\0';
+        char *f[4];
+        if (*line && *line != '#' && split(line, f, 4) >= 3 && !strcmp(f[0], name) && digits(f[2]))
+            return strtol(f[2], NULL, 10);
+        line = next;
+    }
+    return -1;
+}
+
 static void add_groups(struct user *u) {
     static char text[1 << 20];
     u->groups[0] = u->gid;

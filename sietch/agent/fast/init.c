@@ -15,7 +15,6 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -39,23 +38,6 @@ static int is_mount(const char *path) {
     if (lstat(path, &st) < 0 || S_ISLNK(st.st_mode) || lstat(up, &parent) < 0)
         return 0;
     return st.st_dev != parent.st_dev || st.st_ino == parent.st_ino;
-}
-
-/* The image's gid of a group, from its /etc/group (no NSS); -1 if it has none. */
-static long group_id(const char *name) {
-    static char text[1 << 20];
-    size_t n = read_file("/etc/group", text, sizeof text);
-    size_t len = strlen(name);
-    for (char *line = text; line < text + n;) {
-        char *end = strchrnul(line, '\n');
-        if (!strncmp(line, name, len) && line[len] == ':') {
-            char *gid = strchr(line + len + 1, ':');
-            if (gid && gid < end && gid[1] >= '0' && gid[1] <= '9')
-                return strtol(gid + 1, NULL, 10);
-        }
-        line = *end ? end + 1 : end;
-    }
-    return -1;
 }
 
 static void mount_basics(void) {
