@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import IO, Any, Literal, TypeVar, overload
 
 import httpx
-from websockets import InvalidHandshake, InvalidStatus, WebSocketException
+from websockets import ConnectionClosedOK, InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.asyncio.client import ClientConnection
 
 from sietch.client import _images as images_io
@@ -320,6 +320,14 @@ class _Streamed:
 
     async def control(self, kind: str, **fields: Any) -> None:
         await self.ws.send(control(kind, **fields))
+
+    async def send_stdin(self, data: bytes | str) -> None:
+        """All of stdin, then its end. A command may end without reading it, and the server
+        then closes the stream as it ends: the input is dropped, as a pipe's would be, and
+        :meth:`finish` still reads the result sent before the close."""
+        with contextlib.suppress(ConnectionClosedOK):
+            await self.send(data)
+            await self.control("eof")
 
     async def close(self) -> None:
         await self.ws.close()
@@ -1026,8 +1034,7 @@ class AsyncSandbox(SandboxBase):
         stream = await _Streamed.open(self.client, self.id, first, capture=True)
         try:
             if stdin is not None:
-                await stream.send(stdin)
-                await stream.control("eof")
+                await stream.send_stdin(stdin)
             return await stream.finish(on_stdout, on_stderr)
         finally:
             await stream.close()

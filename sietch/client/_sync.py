@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import IO, Any, Literal, TypeVar, overload
 
 import httpx
-from websockets import InvalidHandshake, InvalidStatus, WebSocketException
+from websockets import ConnectionClosedOK, InvalidHandshake, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection
 
 from sietch.client import _images as images_io
@@ -314,6 +314,14 @@ class _Streamed:
 
     def control(self, kind: str, **fields: Any) -> None:
         self.ws.send(control(kind, **fields))
+
+    def send_stdin(self, data: bytes | str) -> None:
+        """All of stdin, then its end. A command may end without reading it, and the server
+        then closes the stream as it ends: the input is dropped, as a pipe's would be, and
+        :meth:`finish` still reads the result sent before the close."""
+        with contextlib.suppress(ConnectionClosedOK):
+            self.send(data)
+            self.control("eof")
 
     def close(self) -> None:
         self.ws.close()
@@ -1016,8 +1024,7 @@ class Sandbox(SandboxBase):
         stream = _Streamed.open(self.client, self.id, first, capture=True)
         try:
             if stdin is not None:
-                stream.send(stdin)
-                stream.control("eof")
+                stream.send_stdin(stdin)
             return stream.finish(on_stdout, on_stderr)
         finally:
             stream.close()

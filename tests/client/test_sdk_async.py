@@ -10,6 +10,7 @@ import pytest_asyncio
 
 import sietch
 from sietch import AsyncSandbox
+from sietch.client._async import _Streamed
 
 pytestmark = pytest.mark.usefixtures("sdk_env")
 
@@ -45,6 +46,29 @@ async def test_exec_and_async_callbacks(sb: AsyncSandbox) -> None:
     result = await sb.exec("echo x; echo y", on_stdout=collect, stdin=b"")
     assert b"".join(got) == b"x\ny\n"
     assert result.exit_code == 0
+
+
+async def test_stdin_a_command_never_reads(
+    sb: AsyncSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that ends without reading its stdin gives its result: the server closes the
+    stream as the command ends, which can be before a client (here one slowed down) has
+    sent the input."""
+    sending = _Streamed.send
+
+    async def late(self: _Streamed, data: bytes | str) -> None:
+        await asyncio.sleep(1.0)
+        await sending(self, data)
+
+    monkeypatch.setattr(_Streamed, "send", late)
+    got: list[bytes] = []
+
+    async def collect(data: bytes) -> None:
+        got.append(data)
+
+    result = await sb.exec("echo done; exit 3", on_stdout=collect, stdin=b"unread")
+    assert result.exit_code == 3
+    assert b"".join(got) == b"done\n"
 
 
 async def test_concurrent_execs(sb: AsyncSandbox) -> None:
