@@ -33,6 +33,10 @@ RESULTS = TESTS.parent / "test-results"
 
 # Sandboxes' DNS goes upstream only where a test points it (never the host's resolver).
 os.environ.setdefault("SIETCH_DNS_SERVERS", '["127.0.0.1"]')
+# Playwright's screenshots here are evidence kept in test-results/, never compared: without
+# this, each first waits for the page's web fonts, and code-server's can outlast its 30 s
+# under TCG on a loaded host, failing a test whose assertions had all passed.
+os.environ.setdefault("PW_TEST_SCREENSHOT_NO_FONTS_READY", "1")
 
 
 def short_tmpdir(prefix: str) -> Path:
