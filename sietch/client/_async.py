@@ -316,18 +316,16 @@ class _Streamed:
         return self.state.result
 
     async def send(self, data: bytes | str) -> None:
-        await self.ws.send(as_bytes(data))
+        """Input for the command, dropped once it has ended, as a pipe's or a closed
+        terminal's would be: the server closes the stream as the command ends, which can
+        be before this is sent (:meth:`finish` still reads the result sent before)."""
+        with contextlib.suppress(ConnectionClosedOK):
+            await self.ws.send(as_bytes(data))
 
     async def control(self, kind: str, **fields: Any) -> None:
-        await self.ws.send(control(kind, **fields))
-
-    async def send_stdin(self, data: bytes | str) -> None:
-        """All of stdin, then its end. A command may end without reading it, and the server
-        then closes the stream as it ends: the input is dropped, as a pipe's would be, and
-        :meth:`finish` still reads the result sent before the close."""
+        """Like :meth:`send`: nothing to resize or signal once the command has ended."""
         with contextlib.suppress(ConnectionClosedOK):
-            await self.send(data)
-            await self.control("eof")
+            await self.ws.send(control(kind, **fields))
 
     async def close(self) -> None:
         await self.ws.close()
@@ -1034,7 +1032,8 @@ class AsyncSandbox(SandboxBase):
         stream = await _Streamed.open(self.client, self.id, first, capture=True)
         try:
             if stdin is not None:
-                await stream.send_stdin(stdin)
+                await stream.send(stdin)
+                await stream.control("eof")
             return await stream.finish(on_stdout, on_stderr)
         finally:
             await stream.close()

@@ -310,18 +310,16 @@ class _Streamed:
         return self.state.result
 
     def send(self, data: bytes | str) -> None:
-        self.ws.send(as_bytes(data))
+        """Input for the command, dropped once it has ended, as a pipe's or a closed
+        terminal's would be: the server closes the stream as the command ends, which can
+        be before this is sent (:meth:`finish` still reads the result sent before)."""
+        with contextlib.suppress(ConnectionClosedOK):
+            self.ws.send(as_bytes(data))
 
     def control(self, kind: str, **fields: Any) -> None:
-        self.ws.send(control(kind, **fields))
-
-    def send_stdin(self, data: bytes | str) -> None:
-        """All of stdin, then its end. A command may end without reading it, and the server
-        then closes the stream as it ends: the input is dropped, as a pipe's would be, and
-        :meth:`finish` still reads the result sent before the close."""
+        """Like :meth:`send`: nothing to resize or signal once the command has ended."""
         with contextlib.suppress(ConnectionClosedOK):
-            self.send(data)
-            self.control("eof")
+            self.ws.send(control(kind, **fields))
 
     def close(self) -> None:
         self.ws.close()
@@ -1024,7 +1022,8 @@ class Sandbox(SandboxBase):
         stream = _Streamed.open(self.client, self.id, first, capture=True)
         try:
             if stdin is not None:
-                stream.send_stdin(stdin)
+                stream.send(stdin)
+                stream.control("eof")
             return stream.finish(on_stdout, on_stderr)
         finally:
             stream.close()

@@ -71,6 +71,18 @@ async def test_stdin_a_command_never_reads(
     assert b"".join(got) == b"done\n"
 
 
+async def test_terminal_input_after_its_process_ended(sb: AsyncSandbox) -> None:
+    """Typing into, resizing or signalling a terminal whose process has ended (its stream
+    closed by the server) does nothing, as in a terminal window whose shell has exited."""
+    pty = await sb.pty(["true"])
+    assert (await pty.wait()).exit_code == 0
+    await asyncio.sleep(0.5)  # the server's close arrives after the exit
+    await pty.send("ls\n")
+    await pty.resize(100, 30)
+    await pty.signal("SIGINT")
+    await pty.close()
+
+
 async def test_concurrent_execs(sb: AsyncSandbox) -> None:
     """Many commands at once over one client all complete with their own output."""
     results = await asyncio.gather(*(sb.exec(f"echo {i}") for i in range(10)))
