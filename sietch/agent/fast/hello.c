@@ -443,19 +443,24 @@ static int split(char *line, char **fields, int max) {
 
 static int digits(const char *s) { return *s && strspn(s, "0123456789") == strlen(s) && strlen(s) < 10; }
 
+/* The next line of a file read into [*cursor, end), its fields split at ':' in place (at
+ * most max): how many, 0 for a blank or comment line, -1 once no line is left. */
+static int next_entry(char **cursor, char *end, char **fields, int max) {
+    if (*cursor >= end)
+        return -1;
+    char *line = *cursor, *eol = strchrnul(line, '\n');
+    *cursor = *eol ? eol + 1 : eol;
+    *eol = '\0';
+    return *line && *line != '#' ? split(line, fields, max) : 0;
+}
+
 /* A group's gid in the image's /etc/group, as users.py's group_id reads it; -1 if none. */
 long group_id(const char *name) {
     static char text[1 << 20];
-    size_t n = read_file("/etc/group", text, sizeof text);
-    for (char *line = text; line < text + n;) {
-        char *end = strchrnul(line, '\n');
-        char *next = *end ? end + 1 : end;
-        *end = '\0';
-        char *f[4];
-        if (*line && *line != '#' && split(line, f, 4) >= 3 && !strcmp(f[0], name) && digits(f[2]))
+    char *cursor = text, *end = text + read_file("/etc/group", text, sizeof text), *f[4];
+    for (int n; (n = next_entry(&cursor, end, f, 4)) >= 0;)
+        if (n >= 3 && !strcmp(f[0], name) && digits(f[2]))
             return strtol(f[2], NULL, 10);
-        line = next;
-    }
     return -1;
 }
 
@@ -463,13 +468,9 @@ static void add_groups(struct user *u) {
     static char text[1 << 20];
     u->groups[0] = u->gid;
     u->ngroups = 1;
-    size_t n = read_file("/etc/group", text, sizeof text);
-    for (char *line = text; line < text + n;) {
-        char *end = strchrnul(line, '\n');
-        char *next = *end ? end + 1 : end;
-        *end = '\0';
-        char *f[5];
-        if (*line && *line != '#' && split(line, f, 5) >= 4 && digits(f[2])) {
+    char *cursor = text, *end = text + read_file("/etc/group", text, sizeof text), *f[5];
+    for (int n; (n = next_entry(&cursor, end, f, 5)) >= 0;) {
+        if (n >= 4 && digits(f[2])) {
             unsigned g = (unsigned)strtoul(f[2], NULL, 10);
             for (char *m = strtok(f[3], ","); m; m = strtok(NULL, ","))
                 if (!strcmp(m, u->name)) {
@@ -481,7 +482,6 @@ static void add_groups(struct user *u) {
                     break;
                 }
         }
-        line = next;
     }
 }
 
@@ -517,11 +517,9 @@ int user_lookup(const struct jnode *given, struct user *u) {
         }
         static char copy[1 << 20];
         memcpy(copy, text, n + 1);
-        for (char *line = copy; line < copy + n && !found[0];) {
-            char *end = strchrnul(line, '\n');
-            char *next = *end ? end + 1 : end;
-            *end = '\0';
-            if (*line && *line != '#' && split(line, fields, 8) >= 7 && digits(fields[2]) && digits(fields[3]) &&
+        char *cursor = copy;
+        for (int k; !found[0] && (k = next_entry(&cursor, copy + n, fields, 8)) >= 0;) {
+            if (k >= 7 && digits(fields[2]) && digits(fields[3]) &&
                 (pass == 0 ? !strcmp(fields[0], name) : strtoll(fields[2], NULL, 10) == uid)) {
                 memcpy(found, fields, sizeof fields);
                 if (strlen(fields[0]) >= sizeof u->name || strlen(fields[5]) >= sizeof u->home ||
@@ -533,7 +531,6 @@ int user_lookup(const struct jnode *given, struct user *u) {
                 snprintf(u->home, sizeof u->home, "%s", *fields[5] ? fields[5] : "/");
                 snprintf(u->shell, sizeof u->shell, "%s", *fields[6] ? fields[6] : "/bin/sh");
             }
-            line = next;
         }
     }
     if (!found[0]) {
