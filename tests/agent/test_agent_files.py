@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import stat
@@ -94,6 +95,44 @@ async def test_write_is_atomic_and_abandoned_write_leaves_nothing(
 
     await eventually(cleaned)
     assert target.read_bytes() == b"old"
+
+
+async def test_write_closed_before_its_file_is_open_leaves_nothing(
+    host: HostConnection, work: Path
+) -> None:
+    """A write closed while the agent's thread has yet to open its temp file still cleans up.
+
+    Appends to FIFOs hold every worker thread (copying the old content opens
+    the FIFO, which waits for a writer), so the write to ``f`` waits for a
+    thread when its stream is closed; it opens the temp file only afterwards.
+    """
+    fifos = [work / f"fifo{i}" for i in range(40)]  # more than the agent's 32 threads at most
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    blockers = [host.open("write", path=str(fifo), append=True) for fifo in fifos]
+    s = host.open("write", path=str(work / "f"))
+    await host.call("hello")  # answered on the loop, after the write's op has started
+    s.close()
+    await host.call("hello")
+    unblocked: set[Path] = set()
+
+    async def all_unblocked() -> None:
+        for fifo in fifos:
+            if fifo not in unblocked:
+                # Succeeds once a thread waits on it; its copy then fails (sendfile from a pipe).
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                    unblocked.add(fifo)
+        assert unblocked == set(fifos)
+
+    await eventually(all_unblocked)
+    for blocker in blockers:
+        assert (await blocker.outcome()).final["type"] == "error"
+
+    async def cleaned() -> None:
+        assert _names(work) == sorted(fifo.name for fifo in fifos)
+
+    await eventually(cleaned)
 
 
 async def test_write_modes_append_and_parents(host: HostConnection, work: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import stat
 from collections.abc import Callable
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from sietch.agent.guest.ops import Agent
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 FORBIDDEN = ("/proc", "/sys", "/dev", "/run/sietch")
 READ_BLOCK = 256 * 1024
@@ -140,10 +142,23 @@ class _Worker:
     def __init__(self) -> None:
         self._last: asyncio.Future[Any] | None = None
 
-    async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
+    async def __call__(
+        self, fn: Callable[..., T], *args: Any, release: Callable[[T], None] | None = None
+    ) -> T:
+        """Run ``fn`` in a thread; if we are cancelled meanwhile, ``release`` what it returns.
+
+        A stream closed while the thread opens its file cancels the op before
+        it holds what the thread returns: without ``release`` the descriptor,
+        and a write's temp file, would outlive it.
+        """
         fut = asyncio.get_running_loop().run_in_executor(None, fn, *args)
         self._last = fut
-        return await asyncio.shield(fut)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if release is not None:
+                fut.add_done_callback(lambda done: _release_result(done, release))
+            raise
 
     async def settle(self) -> None:
         fut = self._last
@@ -152,6 +167,15 @@ class _Worker:
                 await asyncio.wait([fut])
             except asyncio.CancelledError:
                 continue  # already unwinding; the thread must still finish first
+
+
+def _release_result(done: asyncio.Future[T], release: Callable[[T], None]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        return
+    try:
+        release(done.result())
+    except OSError as exc:
+        log.warning("releasing an abandoned open failed: %s", exc)
 
 
 def _oserrors(what: str, fn: Callable[..., T], *args: Any) -> T:
@@ -219,6 +243,12 @@ def _discard(temp: str) -> None:
         os.unlink(temp)
 
 
+def _abandon_write(opened: tuple[int, str, str]) -> None:
+    fd, temp, _ = opened
+    os.close(fd)
+    _discard(temp)
+
+
 async def op_write(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[str, Any]:
     path = clean_path(args)
     mode = arg_int(args, "mode")
@@ -233,6 +263,7 @@ async def op_write(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[s
         mode,
         arg_bool(args, "parents", True),
         arg_bool(args, "append", False),
+        release=_abandon_write,
     )
     try:
         pending: tuple[Any, ...] | None = None
@@ -285,7 +316,9 @@ async def op_read(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[st
     if offset < 0 or (length is not None and length < 0):
         raise OpError("invalid_argument", "offset and length must not be negative")
     worker = _Worker()
-    fd, st = await worker(_oserrors, path, _open_read, path)
+    fd, st = await worker(
+        _oserrors, path, _open_read, path, release=lambda opened: os.close(opened[0])
+    )
     try:
         stream.send(
             {
