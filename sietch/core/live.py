@@ -486,10 +486,22 @@ class LiveSandbox:
     # -- files ------------------------------------------------------------------
 
     async def write_file(
-        self, path: str, data: bytes | AsyncIterable[bytes], mode: int | None = None
+        self,
+        path: str,
+        data: bytes | AsyncIterable[bytes],
+        mode: int | None = None,
+        size: int | None = None,
     ) -> int:
-        """Write a file (any size, streamed); parents are created. Returns its size."""
-        async with await self.agent.open("write", path=path, mode=mode, parents=True) as stream:
+        """Write a file (any size, streamed); parents are created. Returns its size.
+
+        ``size``, what a stream is expected to hold (an HTTP Content-Length), only
+        lets the guest take its fast path for small files; the data decides the file.
+        """
+        if isinstance(data, bytes | bytearray | memoryview):
+            size = len(data)
+        async with await self.agent.open(
+            "write", path=path, mode=mode, parents=True, size=size
+        ) as stream:
             try:
                 if isinstance(data, bytes | bytearray | memoryview):
                     await stream.send(data)

@@ -104,7 +104,7 @@ class RequestMiddleware:
         limit = self.settings.max_upload_bytes if upload else self.settings.max_request_bytes
         exchange = _Exchange(receive, send, limit)
         try:
-            declared = _content_length(scope)
+            declared = content_length(scope)
             if declared is not None and declared > limit:
                 what = "SIETCH_MAX_UPLOAD_BYTES" if upload else "SIETCH_MAX_REQUEST_BYTES"
                 await exchange.answer(
@@ -183,7 +183,8 @@ class RequestMiddleware:
             )
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """The request's Content-Length, if it has a valid one."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             try:

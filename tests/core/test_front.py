@@ -138,3 +138,137 @@ async def test_a_command_name_is_searched_like_exec_does(wire: HostConnection) -
     assert (out.final["exit_code"], out.stdout) == (0, b"c sietch-front\n")
     missing = await wire.run(argv=["no-such-tool"], env={"PATH": path})
     assert missing.final["code"] == "command_not_found"
+
+
+# -- small files: the front's own reads and writes ---------------------------------------
+
+HOLDER = (
+    "for fd in /proc/[0-9]*/fd/*; do case $(readlink $fd) in *.sietch-*.tmp)"
+    " p=${fd%/fd/*}; cat $p/comm;; esac; done"
+)
+"""Prints the name of the process that holds a write's temp file open."""
+
+
+async def _put(wire: HostConnection, path: str, data: bytes, **args: object) -> dict[str, object]:
+    s = wire.open("write", path=path, **args)
+    await s.write(data)
+    s.eof()
+    return await s.result()
+
+
+@pytest.mark.parametrize(
+    ("hint", "server"), [(True, b"sietch-front\n"), (False, b"ld-linux-x86-64\n")]
+)
+async def test_a_write_the_host_says_is_small_is_the_fronts(
+    wire: HostConnection, hint: bool, server: bytes
+) -> None:
+    """With its size declared (at most 512 KiB) the front writes the file, else Python does;
+    either way it stays the old file until EOF and then replaces it whole."""
+    path = f"/tmp/front/hinted-{hint}.txt"
+    assert (await wire.run(cmd=f"mkdir -p /tmp/front && echo old > {path}")).final["exit_code"] == 0
+    s = wire.open("write", path=path, **({"size": 10} if hint else {}))
+    await s.write(b"new ")
+    holder = await eventually(lambda: _holder(wire))
+    assert holder == server
+    assert (await wire.run(argv=["cat", path])).stdout == b"old\n"
+    await s.write(b"file\n")
+    s.eof()
+    assert await s.result() == {"type": "result", "path": path, "size": 9}
+    assert (await wire.run(argv=["cat", path])).stdout == b"new file\n"
+
+
+async def _holder(wire: HostConnection) -> bytes:
+    out = (await wire.run(cmd=HOLDER)).stdout
+    assert out, "no temp file open yet"
+    return out
+
+
+@pytest.mark.parametrize("hint", [True, False])
+async def test_a_written_file_gets_the_same_mode_and_owner_from_front_and_python(
+    wire: HostConnection, hint: bool
+) -> None:
+    """A new file takes its directory's owner, an overwritten one keeps its mode and owner,
+    an explicit mode is exact: as files.py does, whichever side writes."""
+    home = f"/tmp/front/home-{hint}"
+    setup = (
+        f"mkdir -p {home} && chown 1000:1001 {home} && touch {home}/kept && chown 7:8 {home}/kept"
+    )
+    assert (await wire.run(cmd=f"{setup} && chmod 0604 {home}/kept")).final["exit_code"] == 0
+    size = {"size": 3} if hint else {}
+    await _put(wire, f"{home}/new", b"new", **size)
+    await _put(wire, f"{home}/kept", b"new", **size)
+    await _put(wire, f"{home}/exact", b"new", mode=0o750, **size)
+    out = await wire.run(cmd=f"cd {home} && stat -c '%n %a %u:%g %s' new kept exact")
+    assert out.stdout.decode().splitlines() == [
+        "new 644 1000:1001 3",
+        "kept 604 7:8 3",
+        "exact 750 1000:1001 3",
+    ]
+
+
+async def test_a_native_write_closed_early_or_cut_off_leaves_nothing(shared: LiveSandbox) -> None:
+    """The stream closed before EOF, or the host's connection gone mid-write: no temp file
+    stays behind, and the old file is untouched."""
+    await shared.agent.close()
+    wire = await _connect(shared)
+    try:
+        made = await wire.run(cmd="mkdir -p /tmp/front/cut && echo old > /tmp/front/cut/f")
+        assert made.final["exit_code"] == 0
+        closed = wire.open("write", path="/tmp/front/cut/f", size=100)
+        await closed.write(b"part")
+        assert await eventually(lambda: _holder(wire)) == b"sietch-front\n"
+        closed.close()
+        cut = wire.open("write", path="/tmp/front/cut/g", size=100)
+        await cut.write(b"part")
+        await eventually(lambda: _holder(wire))
+    finally:
+        await wire.close()
+    again = await _connect(shared)
+    try:
+        listing = await again.run(cmd="ls -A /tmp/front/cut && cat /tmp/front/cut/f")
+        assert listing.stdout == b"f\nold\n"
+    finally:
+        await again.close()
+
+
+async def test_reads_from_front_and_python_agree(wire: HostConnection) -> None:
+    """A small file is the front's to read (a symlink to it and a big file Python's): the
+    stat message, the bytes, offsets and lengths are the same either way."""
+    data = bytes(range(256)) * 3000  # 750 KiB: more than the front reads itself
+    assert (await _put(wire, "/tmp/front/big", data))["size"] == len(data)
+    make = "cd /tmp/front && head -c 1000 big > small && ln -sf small link && ln -sf big biglink"
+    assert (await wire.run(cmd=make)).final["exit_code"] == 0
+    for args in ({}, {"offset": 10, "length": 5}, {"offset": 990, "length": 100}, {"offset": 5000}):
+        front = await wire.open("read", path="/tmp/front/small", **args).outcome()
+        python = await wire.open("read", path="/tmp/front/link", **args).outcome()
+        assert (front.msgs, front.final, front.stdout) == (python.msgs, python.final, python.stdout)
+        start = args.get("offset", 0)
+        end = min(1000, start + args.get("length", 1000))
+        assert front.stdout == data[start:end]
+    big = await wire.open("read", path="/tmp/front/big", offset=1).outcome()
+    assert big.stdout == data[1:] and big.final == {"type": "result", "size": len(data) - 1}
+
+
+async def test_small_files_are_served_while_pythons_threads_are_stuck(
+    wire: HostConnection,
+) -> None:
+    """With every worker thread of the Python agent held (appends to FIFOs wait for a writer)
+    a small write and read still complete: the front does them alone."""
+    fifos = [f"/tmp/front/fifo{i}" for i in range(40)]  # more than Python's threads
+    made = await wire.run(cmd=f"mkdir -p /tmp/front && mkfifo {' '.join(fifos)}")
+    assert made.final["exit_code"] == 0
+    stuck = [wire.open("write", path=fifo, append=True) for fifo in fifos]
+    try:
+        written = await _put(wire, "/tmp/front/while-stuck", b"still served", size=12)
+        assert written["size"] == 12
+        read = await wire.open("read", path="/tmp/front/while-stuck").outcome(timeout=20)
+        assert read.stdout == b"still served"
+    finally:
+        # Each append fails once a writer opens its FIFO (sendfile cannot read a pipe).
+        writers = (
+            f'for f in {" ".join(fifos)}; do (timeout 60 sh -c ": > $f" >/dev/null 2>&1 &); done'
+        )
+        assert (await wire.run(cmd=writers)).final["exit_code"] == 0
+        for s in stuck:
+            assert (await s.outcome()).final["type"] == "error"
+        await wire.run(cmd=f"rm -f {' '.join(fifos)}")

@@ -368,9 +368,7 @@ static void credit_back(uint32_t sid, size_t n) {
         return;
     s->consumed += n;
     if (s->consumed >= WINDOW_EVERY) {
-        unsigned char w[4];
-        put32(w, (uint32_t)s->consumed);
-        host_frame(K_WINDOW, s->id, w, 4);
+        host_window(s->id, s->consumed);
         s->consumed = 0;
     }
 }
@@ -673,17 +671,6 @@ static int is_dir(const char *path) {
 }
 
 static int plain_str(const struct jnode *n) { return n && n->type == J_STR && !n->has_nul; }
-
-/* 1 if n is absent/null or a bool (stored in *out), 0 for any other type. */
-static int opt_bool(const struct jnode *n, int *out, int dflt) {
-    *out = dflt;
-    if (!n || n->type == J_NULL)
-        return 1;
-    if (n->type != J_BOOL)
-        return 0;
-    *out = n->boolean;
-    return 1;
-}
 
 static int opt_size(const struct jnode *n) {
     return !n || n->type == J_NULL || (n->type == J_NUM && n->is_int && n->integer > 0 && n->integer < 65536);

@@ -79,6 +79,7 @@ void json_free(struct json *j);
 struct jnode *json_get(const struct jnode *obj, const char *key);
 void json_str(struct buf *b, const char *s, size_t n); /* a JSON string literal */
 int utf8_valid(const char *s, size_t n);
+int opt_bool(const struct jnode *n, int *out, int dflt); /* 1 if absent, null or a bool (in *out) */
 
 /* -- the two byte streams ------------------------------------------------ */
 
@@ -86,6 +87,7 @@ void host_frame(enum kind kind, uint32_t sid, const void *payload, size_t len);
 void host_frame2(enum kind kind, uint32_t sid, const void *a, size_t alen, const void *b, size_t blen);
 void host_msg(uint32_t sid, struct buf *json_obj); /* frees json_obj's contents */
 void host_error(uint32_t sid, const char *code, const char *message);
+void host_window(uint32_t sid, size_t n); /* credit n more bytes to the host */
 size_t host_queued(void);
 void host_flush_now(double timeout); /* write what is queued for the host, waiting up to timeout */
 void py_forward_open(uint32_t sid, const unsigned char *frame, size_t len, int splice);
@@ -101,7 +103,9 @@ double now_real(void);
 
 /* Each returns 1 if it served the stream natively (it then owns it), 0 to forward. */
 int op_hello(uint32_t sid, struct jnode *req);
-int op_stat(uint32_t sid, struct jnode *req);
+int op_stat(uint32_t sid, struct jnode *req);  /* files.c */
+int op_read(uint32_t sid, struct jnode *req);
+int op_write(uint32_t sid, struct jnode *req);
 int op_shutdown(uint32_t sid);
 int op_exec(uint32_t sid, struct jnode *req);
 int op_attach(uint32_t sid, struct jnode *req);
@@ -117,6 +121,11 @@ void native_processes(struct buf *b); /* ",{...}" per listed process, for the pr
 int native_poll_fds(struct pollfd *fds, int max, double *deadline);
 void native_poll_done(struct pollfd *fds, int n);
 void native_reap(void);
+
+/* files.c: the native writes in progress. */
+int files_owns(uint32_t sid);
+int files_frame(enum kind kind, uint32_t sid, const unsigned char *payload, size_t len); /* 1 if ours */
+void files_reset(void);
 void native_timers(void);
 
 struct user {

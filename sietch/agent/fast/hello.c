@@ -1,13 +1,12 @@
-/* hello (clock, entropy, hostname, MAC after every restore), stat, and user lookups.
+/* hello (clock, entropy, hostname, MAC after every restore), shutdown, and user lookups.
  *
- * Same semantics as sietch/agent/guest/ops.py:op_hello, init.py and files.py:op_stat.
+ * Same semantics as sietch/agent/guest/ops.py:op_hello, init.py and users.py.
  * Where Python would answer with an error, these return 0 before touching anything,
  * and the request goes to the Python agent, which words the error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/random.h>
@@ -20,7 +19,6 @@
 #include <sys/ioctl.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -324,107 +322,6 @@ int op_shutdown(uint32_t sid) {
     reboot(RB_POWER_OFF);
     logmsg("reboot(RB_POWER_OFF) failed: %s", strerror(errno));
     execl("/run/sietch/bin/busybox", "busybox", "poweroff", "-f", (char *)NULL);
-    return 1;
-}
-
-/* -- stat ------------------------------------------------------------------------- */
-
-static const char *const FORBIDDEN[] = {"/proc", "/sys", "/dev", "/run/sietch"};
-
-static int forbidden(const char *path) {
-    for (size_t i = 0; i < sizeof FORBIDDEN / sizeof *FORBIDDEN; i++) {
-        size_t n = strlen(FORBIDDEN[i]);
-        if (!strncmp(path, FORBIDDEN[i], n) && (path[n] == '\0' || path[n] == '/'))
-            return 1;
-    }
-    return 0;
-}
-
-/* "/" + normpath(value).lstrip("/"): "." and empty parts dropped, ".." taken lexically. */
-static int normalise(const char *value, char *out, size_t cap) {
-    size_t len = 0;
-    out[len++] = '/';
-    for (const char *p = value; *p;) {
-        while (*p == '/')
-            p++;
-        const char *end = strchrnul(p, '/');
-        size_t n = (size_t)(end - p);
-        if (n == 0 || (n == 1 && p[0] == '.')) {
-        } else if (n == 2 && p[0] == '.' && p[1] == '.') {
-            while (len > 1 && out[len - 1] != '/')
-                len--;
-            if (len > 1)
-                len--;
-        } else {
-            if (len + n + 2 > cap)
-                return -1;
-            if (len > 1)
-                out[len++] = '/';
-            memcpy(out + len, p, n);
-            len += n;
-        }
-        p = end;
-    }
-    out[len] = '\0';
-    return 0;
-}
-
-int op_stat(uint32_t sid, struct jnode *req) {
-    struct jnode *v = json_get(req, "path");
-    char path[PATH_MAX], parent[PATH_MAX], real[PATH_MAX * 2], target[PATH_MAX];
-    if (!v || v->type != J_STR || v->has_nul || v->str[0] != '/' || !utf8_valid(v->str, v->str_len) ||
-        normalise(v->str, path, sizeof path) || forbidden(path))
-        return 0;
-    const char *slash = strrchr(path, '/');
-    const char *name = slash + 1;
-    size_t plen = slash == path ? 1 : (size_t)(slash - path);
-    memcpy(parent, path, plen);
-    parent[plen] = '\0';
-    char resolved[PATH_MAX];
-    if (!realpath(parent, resolved))
-        return 0; /* Python's realpath is lenient here: let it decide */
-    snprintf(real, sizeof real, "%s%s%s", resolved, strcmp(resolved, "/") && *name ? "/" : "", name);
-    if (forbidden(real))
-        return 0;
-    struct stat st;
-    if (lstat(path, &st) < 0) {
-        if (errno != ENOENT)
-            return 0; /* Python words the error */
-        /* files.py's words (from_os_error): answered here, since a cold boot's desktop
-         * check stats a file most images lack before the Python agent is up */
-        char message[PATH_MAX + 64];
-        snprintf(message, sizeof message, "%s: %s", path, strerror(ENOENT));
-        host_error(sid, "not_found", message);
-        return 1;
-    }
-    const char *type = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir" : S_ISLNK(st.st_mode) ? "symlink" : "other";
-    ssize_t tlen = -1;
-    if (S_ISLNK(st.st_mode)) {
-        tlen = readlink(path, target, sizeof target - 1);
-        if (tlen >= 0 && !utf8_valid(target, (size_t)tlen))
-            return 0;
-    }
-    struct buf b = {0};
-    buf_add(&b, "{\"type\":\"result\",\"entry\":{\"name\":", 33);
-    if (*name)
-        json_str(&b, name, strlen(name));
-    else
-        buf_add(&b, "\"/\"", 3);
-    buf_add(&b, ",\"path\":", 8);
-    json_str(&b, path, strlen(path));
-    double mtime = (double)st.st_mtim.tv_sec + (double)st.st_mtim.tv_nsec * 1e-9;
-    buf_addf(&b, ",\"type\":\"%s\",\"size\":%lld,\"mode\":%u,\"mtime\":%.17g", type, (long long)st.st_size,
-             (unsigned)(st.st_mode & 07777), mtime);
-    if (S_ISLNK(st.st_mode)) {
-        buf_add(&b, ",\"target\":", 10);
-        if (tlen >= 0)
-            json_str(&b, target, (size_t)tlen);
-        else
-            buf_add(&b, "null", 4);
-    }
-    buf_addf(&b, ",\"uid\":%u,\"gid\":%u}}", (unsigned)st.st_uid, (unsigned)st.st_gid);
-    host_msg(sid, &b);
-    host_frame(K_CLOSE, sid, NULL, 0);
     return 1;
 }
 

@@ -420,3 +420,14 @@ void json_str(struct buf *b, const char *s, size_t n) {
     buf_add(b, s + run, n - run);
     buf_add(b, "\"", 1);
 }
+
+/* 1 if n is absent/null or a bool (stored in *out), 0 for any other type (arg_bool). */
+int opt_bool(const struct jnode *n, int *out, int dflt) {
+    *out = dflt;
+    if (!n || n->type == J_NULL)
+        return 1;
+    if (n->type != J_BOOL)
+        return 0;
+    *out = n->boolean;
+    return 1;
+}

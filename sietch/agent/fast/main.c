@@ -143,6 +143,12 @@ void host_error(uint32_t sid, const char *code, const char *message) {
     host_frame(K_CLOSE, sid, NULL, 0);
 }
 
+void host_window(uint32_t sid, size_t n) {
+    unsigned char w[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
+                          (unsigned char)n};
+    host_frame(K_WINDOW, sid, w, 4);
+}
+
 size_t host_queued(void) { return buf_size(&host_out); }
 
 static void py_frame(enum kind kind, uint32_t sid, const void *payload, size_t len) {
@@ -258,6 +264,7 @@ static void host_sync(const unsigned char *payload, size_t len, uint32_t sid) {
         return;
     }
     native_reset();
+    files_reset();
     if (npys)
         py_resync();
     buf_free(&host_out);
@@ -281,6 +288,10 @@ static int serve_native(uint32_t sid, struct jnode *req) {
         return op_exec(sid, req);
     if (!strcmp(name, "stat"))
         return op_stat(sid, req);
+    if (!strcmp(name, "read"))
+        return op_read(sid, req);
+    if (!strcmp(name, "write"))
+        return op_write(sid, req);
     if (!strcmp(name, "attach"))
         return op_attach(sid, req);
     if (!strcmp(name, "signal"))
@@ -294,7 +305,7 @@ static int serve_native(uint32_t sid, struct jnode *req) {
 
 static void host_open(const unsigned char *frame, size_t len) {
     uint32_t sid = get32(frame + 1);
-    if (py_find(sid) || native_owns(sid)) {
+    if (py_find(sid) || native_owns(sid) || files_owns(sid)) {
         logmsg("OPEN for stream %u, which is still open: ignored", sid);
         return;
     }
@@ -337,7 +348,8 @@ static void host_handle(unsigned char *frame, size_t len) {
             py_forget(sid);
         return;
     }
-    native_frame(kind, sid, payload, plen);
+    if (!files_frame(kind, sid, payload, plen))
+        native_frame(kind, sid, payload, plen);
 }
 
 static void host_gone(void) {
@@ -345,6 +357,7 @@ static void host_gone(void) {
     host_up = 0;
     have_host_nonce = 0;
     native_reset();
+    files_reset();
     if (npys)
         py_resync();
     buf_free(&host_out);

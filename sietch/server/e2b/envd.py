@@ -42,6 +42,7 @@ from sietch.server.e2b import connect
 from sietch.server.e2b.access import check_token
 from sietch.server.e2b.routing import PREFIX
 from sietch.server.e2b.watch import POLL_S, Watch, watchers
+from sietch.server.middleware import content_length
 from sietch.server.schemas import check_guest_path
 
 log = logging.getLogger(__name__)
@@ -497,7 +498,9 @@ async def files_write(
                 if path is None:
                     raise InvalidArgument("an octet-stream upload names its file in ?path=")
                 guest = _path(sandbox, path)
-                await sandbox.write_file(guest, request.stream())
+                await sandbox.write_file(
+                    guest, request.stream(), size=content_length(request.scope)
+                )
                 written.append(guest)
     except SietchError as exc:
         return http_error(exc)

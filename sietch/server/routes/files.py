@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from sietch.server.deps import GuestPathDep, SandboxDep
+from sietch.server.middleware import content_length
 from sietch.server.schemas import FilePublic, FilesPublic, FileWritten, MkdirCreate, RenameCreate
 
 router = APIRouter(prefix="/sandboxes/{sandbox_id}/files", tags=["files"])
@@ -26,7 +27,9 @@ async def write_file(
     mode: Annotated[int | None, Query(ge=0, le=0o7777, description="e.g. 493 for 0755")] = None,
 ) -> FileWritten:
     """Write the request body to ``path`` as it arrives (never held whole); parents are made."""
-    size = await sandbox.write_file(path, request.stream(), mode=mode)
+    size = await sandbox.write_file(
+        path, request.stream(), mode=mode, size=content_length(request.scope)
+    )
     return FileWritten(path=path, size=size)
 
 
