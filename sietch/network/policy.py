@@ -137,7 +137,7 @@ def ruleset(policy: NetworkPolicy, host: Iterable[str], *, replace: bool = True)
   set learned {{ type ipv4_addr; flags timeout; }}
   chain dns {{
     type nat hook output priority -100; policy accept;
-    meta l4proto {{ udp, tcp }} th dport {DNS_PORT} oif != "lo" redirect to :{DNS_PORT}
+    meta l4proto {{ udp, tcp }} th dport {DNS_PORT} oifname != "lo" redirect to :{DNS_PORT}
   }}
   chain deny {{
     meta l4proto tcp reject with tcp reset

@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,22 @@ def test_rulesets_load_into_a_namespace(namespace: int) -> None:
         assert listed.count(f"table inet {TABLE}") == 1
     nft.run_sync(namespace, ruleset(closed, []))
     assert "203.0.113.0/24" in nft.run_sync(namespace, f"list set inet {TABLE} allow")
+
+
+def test_rulesets_load_at_once_into_many_namespaces() -> None:
+    """Sandboxes created together load their rules from many threads: each load succeeds
+    (libnftables' process-wide interface cache once failed some, or crashed the process)."""
+    spaces = [netns.create() for _ in range(16)]
+    try:
+
+        def load(namespace: int) -> None:
+            for n in range(200):
+                nft.run_sync(namespace, ruleset(NetworkPolicy(), [], replace=n > 0))
+
+        with ThreadPoolExecutor(len(spaces)) as pool:
+            list(pool.map(load, spaces))
+        for namespace in spaces:
+            assert nft.run_sync(namespace, "list ruleset").count(f"table inet {TABLE}") == 1
+    finally:
+        for namespace in spaces:
+            os.close(namespace)
