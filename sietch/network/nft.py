@@ -5,10 +5,12 @@ switched into the namespace: about a millisecond per ruleset, against ~13 ms
 for spawning ``nsenter nft``. Each call is one netlink transaction, so a
 ruleset that deletes and re-adds its table replaces a policy atomically.
 
-Calls run one at a time: libnftables keeps process-wide state beside its
-contexts (a cache of interfaces, which every ``nft_ctx_free`` frees), and
-concurrent calls for sandboxes created at once failed with "Interface does not
-exist" or crashed the process with a double free.
+Calls for sandboxes created at once run side by side (the kernel's commit
+waits ~10 ms, which overlap). So rulesets name interfaces with ``iifname`` /
+``oifname``, never ``iif``/``oif``: resolving those fills libnftables'
+process-wide interface cache, which every ``nft_ctx_free`` frees, and
+concurrent calls then failed with "Interface does not exist" or crashed the
+process with a double free.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
-import threading
 
 from sietch.errors import NetworkError
 from sietch.network import netns
@@ -43,27 +44,23 @@ def _nft() -> ctypes.CDLL:
     return lib
 
 
-_one_at_a_time = threading.Lock()
-
-
 def run_sync(namespace: int, commands: str) -> str:
     """Run nft ``commands`` in ``namespace``; returns nft's output."""
     lib = _nft()
 
     def run() -> str:
-        with _one_at_a_time:
-            ctx = lib.nft_ctx_new(0)
-            if not ctx:
-                raise NetworkError("libnftables could not make a context")
-            try:
-                lib.nft_ctx_buffer_output(ctx)
-                lib.nft_ctx_buffer_error(ctx)
-                if lib.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
-                    error = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
-                    raise NetworkError(f"nftables refused the sandbox's rules: {error.strip()}")
-                return (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
-            finally:
-                lib.nft_ctx_free(ctx)
+        ctx = lib.nft_ctx_new(0)
+        if not ctx:
+            raise NetworkError("libnftables could not make a context")
+        try:
+            lib.nft_ctx_buffer_output(ctx)
+            lib.nft_ctx_buffer_error(ctx)
+            if lib.nft_run_cmd_from_buffer(ctx, commands.encode()) != 0:
+                error = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
+                raise NetworkError(f"nftables refused the sandbox's rules: {error.strip()}")
+            return (lib.nft_ctx_get_output_buffer(ctx) or b"").decode(errors="replace")
+        finally:
+            lib.nft_ctx_free(ctx)
 
     return netns.call_in(namespace, run)
 
