@@ -250,6 +250,8 @@ def _abandon_write(opened: tuple[int, str, str]) -> None:
 
 
 async def op_write(agent: Agent, stream: Stream, args: dict[str, Any]) -> dict[str, Any]:
+    """Args: path, mode, parents, append; and size, what the host expects to send, read
+    only by sietch-front (it writes small files itself, sietch/agent/fast/files.c)."""
     path = clean_path(args)
     mode = arg_int(args, "mode")
     if mode is not None and not 0 <= mode <= 0o7777:
