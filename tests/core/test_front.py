@@ -198,11 +198,13 @@ async def test_a_written_file_gets_the_same_mode_and_owner_from_front_and_python
     await _put(wire, f"{home}/new", b"new", **size)
     await _put(wire, f"{home}/kept", b"new", **size)
     await _put(wire, f"{home}/exact", b"new", mode=0o750, **size)
-    out = await wire.run(cmd=f"cd {home} && stat -c '%n %a %u:%g %s' new kept exact")
+    await _put(wire, f"{home}/setuid", b"new", mode=0o4755, **size)  # kept through the chown
+    out = await wire.run(cmd=f"cd {home} && stat -c '%n %a %u:%g %s' new kept exact setuid")
     assert out.stdout.decode().splitlines() == [
         "new 644 1000:1001 3",
         "kept 604 7:8 3",
         "exact 750 1000:1001 3",
+        "setuid 4755 1000:1001 3",
     ]
 
 

@@ -273,7 +273,8 @@ static int open_temp(struct fwrite *w, const char *parent, const char *name, lon
     int chown_to = exists || dir.st_uid || dir.st_gid;
     uid_t uid = exists ? old.st_uid : dir.st_uid;
     gid_t gid = exists ? old.st_gid : dir.st_gid;
-    if (fchmod(w->fd, m) < 0 || (chown_to && geteuid() == 0 && fchown(w->fd, uid, gid) < 0)) {
+    /* the chown first: it clears setuid and setgid bits, for root too */
+    if ((chown_to && geteuid() == 0 && fchown(w->fd, uid, gid) < 0) || fchmod(w->fd, m) < 0) {
         close(w->fd);
         unlink(w->temp);
         return -1;

@@ -214,10 +214,11 @@ def _open_temp(path: str, mode: int | None, parents: bool, append: bool) -> tupl
             with open(target, "rb") as src:
                 while os.sendfile(fd, src.fileno(), None, 1 << 30):
                     pass
-        os.fchmod(fd, mode if mode is not None else stat.S_IMODE(old.st_mode) if old else 0o644)
         owner = (old.st_uid, old.st_gid) if old is not None else _owner_for_new(parent)
         if owner is not None and os.geteuid() == 0:
             os.fchown(fd, *owner)
+        # After the chown, which clears setuid and setgid bits (for root too).
+        os.fchmod(fd, mode if mode is not None else stat.S_IMODE(old.st_mode) if old else 0o644)
     except BaseException:
         os.close(fd)
         os.unlink(temp)
